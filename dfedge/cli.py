@@ -1,0 +1,183 @@
+"""The `dfedge` command line. Commands parse options, call the library and print; nothing else."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Export, compress, validate and package the region-indexed deepfake detector.")
+console = Console()
+err_console = Console(stderr=True)
+
+Preset = Annotated[str, typer.Option(help="Architecture preset: full (ViT-L/16 + FaRL-B) or tiny.")]
+Dinov3Path = Annotated[Optional[Path], typer.Option("--dinov3", help="DINOv3 weights: official .pth, or safetensors (official or HF layout).")]
+ParserPath = Annotated[Optional[Path], typer.Option("--parser", help="FaRL parser: converted .safetensors or facer TorchScript .pt.")]
+ProbePath = Annotated[Optional[Path], typer.Option("--probe", help="Probe .safetensors written by fit-probe.")]
+Head = Annotated[str, typer.Option(help="region (the paper) | cls | all | farl-region.")]
+Region = Annotated[str, typer.Option(help="Region whose tokens feed the probe (mouth, eyes, brows, nose, skin, hair, face).")]
+Dinov3Input = Annotated[int, typer.Option(help="DINOv3 input size: 224 (exact 2x area downsample of the crop) or 448.")]
+Sha = Annotated[Optional[str], typer.Option(help="Expected SHA-256 (full or >= 8 hex prefix).")]
+
+
+@contextlib.contextmanager
+def user_errors():
+    """Bad input ends the command with one line on stderr and exit code 2, not a traceback."""
+    from .data.images import ImageError
+    from .models.checkpoint import CheckpointError
+
+    try:
+        yield
+    except (CheckpointError, ImageError, ValueError, FileNotFoundError) as e:
+        err_console.print(f"[red]error:[/red] {e}", markup=True, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def detector_spec(preset: str, dinov3: Path | None, parser: Path | None, probe: Path | None, head: str, region: str,
+                  dinov3_input: int, dinov3_sha256: str | None = None, parser_sha256: str | None = None):
+    from .models.factory import DetectorSpec
+
+    return DetectorSpec(
+        preset=preset, dinov3=str(dinov3) if dinov3 else None, parser=str(parser) if parser else None,
+        probe=str(probe) if probe else None, head=head, region=region, dinov3_input=dinov3_input,
+        dinov3_sha256=dinov3_sha256, parser_sha256=parser_sha256,
+    )
+
+
+@app.callback()
+def main(version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False) -> None:
+    if version:
+        console.print(__version__)
+        raise typer.Exit()
+
+
+@app.command()
+def info(
+    preset: Annotated[Optional[list[str]], typer.Option(help="Preset(s) to describe; default: all.")] = None,
+    head: Head = "region",
+    dinov3_input: Dinov3Input = 224,
+) -> None:
+    """Configurations, parameter counts and GFLOPs of the fused graph per preset (counted on meta tensors)."""
+    from .models.factory import DETECTOR_PRESETS, DetectorSpec, gflops, meta_detector, parameter_counts
+
+    with user_errors():
+        names = preset or list(DETECTOR_PRESETS)
+        for name in names:
+            spec = DetectorSpec(preset=name, head=head, dinov3_input=dinov3_input)
+            det = meta_detector(spec)
+            table = Table(title=f"preset '{name}': {DETECTOR_PRESETS[name].description}")
+            table.add_column("component")
+            table.add_column("config")
+            table.add_column("parameters", justify="right")
+            table.add_column("GFLOPs / face", justify="right")
+            params, flops = parameter_counts(det), gflops(det)
+            d, p = det.dinov3.cfg, det.parser.cfg
+            rows = [
+                ("dinov3", f"D={d.embed_dim} depth={d.depth} heads={d.num_heads} ffn={d.ffn_layer} in={d.img_size} grid={d.grid}"),
+                ("parser backbone", f"ViT W={p.width} layers={p.layers} heads={p.heads} in={p.input_size} taps={list(p.output_indices)}"),
+                ("parser head", f"UPerHead C={p.head_channels} classes={p.num_classes} ({p.label_set}) logits {p.logit_size}²"),
+                ("region + resampling", f"head={det.cfg.head} region={det.cfg.region} warp={p.warp_factor}"),
+            ]
+            for comp, desc in rows:
+                n = params.get(comp, params["probe"] if comp.startswith("region") else 0)
+                table.add_row(comp, desc, f"{n / 1e6:,.2f} M", f"{flops[comp]:,.2f}")
+            table.add_row("total", "", f"{params['total'] / 1e6:,.2f} M", f"{flops['total']:,.2f}", style="bold")
+            console.print(table)
+            share = (flops["parser backbone"] + flops["parser head"]) / flops["total"]
+            console.print(f"parser share of compute: {share:.1%}\n")
+
+
+@app.command()
+def score(
+    images: Annotated[list[Path], typer.Argument(help="Aligned 448x448 RGB face crops.")],
+    preset: Preset = "tiny",
+    dinov3: Dinov3Path = None,
+    parser: ParserPath = None,
+    probe: ProbePath = None,
+    head: Head = "region",
+    region: Region = "mouth",
+    dinov3_input: Dinov3Input = 224,
+    top: Annotated[int, typer.Option(help="How many top-contributing tokens to list.")] = 5,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write JSON lines here instead of stdout.")] = None,
+) -> None:
+    """Score aligned face crops: one JSON line each (probability of fake, logit, region tokens, top tokens)."""
+    import torch
+
+    from .data.images import read_crop, to_tensor
+    from .models.factory import build_detector
+
+    with user_errors():
+        crops = [read_crop(p) for p in images]  # fail on a bad file before any work
+        det = build_detector(detector_spec(preset, dinov3, parser, probe, head, region, dinov3_input))
+        lines = []
+        with torch.no_grad():
+            for path, crop in zip(images, crops):
+                out = det(to_tensor(crop))
+                lines.append(json.dumps(score_record(str(path), out, det.probe.info.threshold, top)))
+        text = "\n".join(lines) + "\n"
+        if output:
+            from .models.checkpoint import atomic_write
+
+            atomic_write(output, lambda tmp: tmp.write_text(text))
+        else:
+            sys.stdout.write(text)
+
+
+def score_record(name: str, out, threshold: float, top: int) -> dict:
+    """One JSON-able result; a face without region tokens gets no score, only the reason."""
+    count = int(out.region_tokens[0])
+    record: dict = {"image": name, "region_tokens": count}
+    if count == 0:
+        record.update(status="no_region", probability=None, logit=None, decision=None, top_tokens=[])
+        return record
+    contrib = out.contributions[0]
+    g = contrib.shape[-1]
+    order = contrib.flatten().abs().argsort(descending=True)[: min(top, count)]
+    logit = float(out.logit[0])
+    record.update(
+        status="ok",
+        probability=float(out.probability[0]),
+        logit=logit,
+        decision="fake" if logit >= threshold else "real",
+        top_tokens=[{"row": int(i) // g, "col": int(i) % g, "contribution": float(contrib.flatten()[i])} for i in order],
+    )
+    return record
+
+
+@app.command("convert-parser")
+def convert_parser_cmd(
+    src: Annotated[Path, typer.Argument(help="facer TorchScript parser (.pt).")],
+    dst: Annotated[Path, typer.Argument(help="Output .safetensors (a .json manifest is written beside it).")],
+    label_set: Annotated[Optional[str], typer.Option(help="lapa or celebm; default: from the class count.")] = None,
+    sha256: Sha = None,
+) -> None:
+    """Convert a facer TorchScript parser once, so later runs never deserialise TorchScript."""
+    from .models.farl import convert_parser
+
+    with user_errors():
+        if dst.suffix != ".safetensors":
+            raise ValueError(f"{dst}: output must end in .safetensors")
+        manifest = convert_parser(src, dst, label_set=label_set, sha256=sha256)
+    cfg = manifest["config"]
+    console.print(
+        f"wrote {dst} ({cfg['label_set']}, {len(manifest['label_names'])} classes, width {cfg['width']}, "
+        f"{cfg['layers']} layers, out_size {cfg['out_size']}) and {dst.with_suffix('.json')}"
+    )
+    console.print(f"next: dfedge score CROP.png --parser {dst} --dinov3 DINOV3.pth --probe PROBE.safetensors")
+
+
+def run() -> None:  # pragma: no cover - console entry alias
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

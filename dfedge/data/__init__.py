@@ -1,0 +1,1 @@
+"""Inputs: aligned face crops from files, generated toy faces, datasets."""

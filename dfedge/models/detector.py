@@ -1,0 +1,162 @@
+"""The fused detector: one aligned face crop in, a fake/real logit and its explanation out, as one static graph.
+
+    image [B, 3, 448, 448] float32, RGB, 0..255, NCHW (the 5-point aligned crop, ALIGN_TEMPLATE below)
+      parser branch: /255 -> tanh warp (LaPa, constant matrices) -> FaRL -> logits [B, C, 112, 112]
+                     -> softmax at 112 -> back to the crop frame and area-pooled to [B, C, g, g] (one constant
+                     matrix per axis) -> region membership [B, g*g]
+      DINOv3 branch: exact 2x area downsample to 224 (or 448 as is) -> mean/std -> patch tokens [B, g*g, D]
+      head:          masked mean of the region's tokens [B, D] -> linear probe -> logit [B]
+
+Outputs (DetectorOutput): logit [B], probability [B] (= sigmoid(logit), P(fake)), token_mask [B, g, g] (0/1),
+region_tokens [B] (a count; 0 means the region was not found and the score must not be used), contributions
+[B, g, g] (w.x_t / |R| per region token: sum(contributions) + probe bias == logit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .dinov3 import DinoV3
+from .farl import FarlParser
+from .region import HEADS, LinearProbe, RegionIndex, masked_mean_weights
+from .resample import apply_separable, area_matrix, as_buffer, unwarp_matrix, warp_matrix
+
+CROP_SIZE = 448
+
+# facer's LaPa alignment template (its `_standard_face_pts`: points/256 - 1, mapped with (size - 1)/2) for a
+# 448 crop: left eye, right eye, nose tip, left mouth corner, right mouth corner, as (x, y) in pixels of the
+# crop, "left" meaning image-left. The similarity transform from detected landmarks to these points makes the
+# crop; every bundle carries them in its manifest.
+_FACER_TEMPLATE_256 = np.array(
+    [[196.0, 226.0], [316.0, 226.0], [256.0, 286.0], [220.0, 360.4], [292.0, 360.4]], dtype=np.float64
+)
+
+
+def align_template(crop_size: int = CROP_SIZE) -> np.ndarray:
+    """[5, 2] template points (x, y) for a square crop of `crop_size` pixels."""
+    return _FACER_TEMPLATE_256 / 256.0 * (crop_size - 1) / 2.0
+
+
+ALIGN_TEMPLATE = align_template(CROP_SIZE)
+
+OUTPUT_NAMES = ("logit", "probability", "token_mask", "region_tokens", "contributions")
+
+
+class DetectorOutput(NamedTuple):
+    logit: torch.Tensor  # [B]
+    probability: torch.Tensor  # [B]
+    token_mask: torch.Tensor  # [B, g, g]
+    region_tokens: torch.Tensor  # [B]
+    contributions: torch.Tensor  # [B, g, g]
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    head: str = "region"  # region (the paper) | cls | all | farl-region (ablations)
+    region: str = "mouth"
+    crop_size: int = CROP_SIZE
+
+    def __post_init__(self) -> None:
+        if self.head not in HEADS:
+            raise ValueError(f"unknown head '{self.head}' (known: {', '.join(HEADS)})")
+
+
+class Detector(nn.Module):
+    def __init__(self, dinov3: DinoV3, parser: FarlParser, probe: LinearProbe, cfg: DetectorConfig | None = None) -> None:
+        super().__init__()
+        cfg = cfg or DetectorConfig()
+        self.cfg = cfg
+        s, d_in = cfg.crop_size, dinov3.cfg.img_size
+        if parser.cfg.input_size != s:
+            raise ValueError(f"the parser takes {parser.cfg.input_size}px inputs but the crop is {s}px")
+        if s % d_in:
+            raise ValueError(f"DINOv3 input {d_in} must divide the crop size {s} (224 or 448 for a 448 crop)")
+        feature_dim = parser.cfg.width if cfg.head == "farl-region" else dinov3.cfg.embed_dim
+        if probe.weight.shape[0] != feature_dim:
+            raise ValueError(f"probe has {probe.weight.shape[0]} inputs; the '{cfg.head}' head gives {feature_dim}")
+        self.dinov3, self.parser, self.probe = dinov3, parser, probe
+        self.region_index = RegionIndex(parser.cfg.label_set, cfg.region)
+        self.grid = dinov3.cfg.grid
+        self.downsample = s // d_in
+
+        logit_size, wf = parser.cfg.logit_size, parser.cfg.warp_factor
+        if logit_size % self.grid:
+            raise ValueError(f"parser logits ({logit_size}px) do not pool evenly onto the {self.grid}x{self.grid} token grid")
+        self.warp = wf > 0
+        to_tokens = area_matrix(logit_size, self.grid)
+        if self.warp:
+            self.register_buffer("parser_warp", as_buffer(warp_matrix(s, wf)), persistent=False)
+            to_tokens = to_tokens @ unwarp_matrix(logit_size, wf)
+        self.register_buffer("to_tokens", as_buffer(to_tokens), persistent=False)  # [g, 112]
+        # FaRL's own token grid, in the parser's (warped) frame, for the farl-region ablation head.
+        self.register_buffer("to_farl_tokens", as_buffer(area_matrix(logit_size, parser.cfg.grid)), persistent=False)
+        mean, std = torch.tensor(dinov3.cfg.mean), torch.tensor(dinov3.cfg.std)
+        self.register_buffer("dino_scale", (1.0 / (255.0 * std)).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("dino_shift", (-mean / std).view(1, 3, 1, 1), persistent=False)
+        self.eval()
+
+    @property
+    def feature_dim(self) -> int:
+        return self.probe.weight.shape[0]
+
+    def parse(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """image -> (probabilities on the token grid [B, C, g, g], parser-frame probabilities [B, C, 112, 112],
+        FaRL's last-block tokens [B, 28*28, W])."""
+        x = image * (1.0 / 255.0)
+        if self.warp:
+            x = apply_separable(x, self.parser_warp, self.parser_warp)
+        pyramid, farl_tokens = self.parser.backbone(x)
+        probs = self.parser.head(pyramid).softmax(dim=1)
+        return apply_separable(probs, self.to_tokens, self.to_tokens), probs, farl_tokens
+
+    def embed(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """image -> (DINOv3 patch tokens [B, g*g, D], CLS [B, D])."""
+        x = F.avg_pool2d(image, self.downsample) if self.downsample > 1 else image
+        patches, cls, _ = self.dinov3(x * self.dino_scale + self.dino_shift)
+        return patches, cls
+
+    def features(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """image -> (probe input [B, D], token mask [B, g*g], region token count [B], token weights [B, g*g]
+        or None for heads that are not a token mean, patch tokens [B, g*g, D])."""
+        soft, probs, farl_tokens = self.parse(image)
+        mask = self.region_index(soft)
+        weights, count = masked_mean_weights(mask)
+        patches, cls = self.embed(image)
+        head = self.cfg.head
+        if head == "region":
+            return torch.bmm(weights.unsqueeze(1), patches).squeeze(1), mask, count, weights, patches
+        if head == "all":
+            uniform = torch.full_like(mask, 1.0 / mask.shape[1])
+            return patches.mean(dim=1), mask, count, uniform, patches
+        if head == "cls":
+            return cls, mask, count, None, patches
+        # farl-region: the region's FaRL tokens (final LayerNorm applied), masked on FaRL's own grid.
+        farl_soft = apply_separable(probs, self.to_farl_tokens, self.to_farl_tokens)
+        farl_weights, _ = masked_mean_weights(self.region_index(farl_soft))
+        farl_tokens = self.parser.backbone.visual.ln_post(farl_tokens)
+        return torch.bmm(farl_weights.unsqueeze(1), farl_tokens).squeeze(1), mask, count, None, patches
+
+    def forward(self, image: torch.Tensor) -> DetectorOutput:
+        s = self.cfg.crop_size
+        if image.ndim != 4 or tuple(image.shape[1:]) != (3, s, s):
+            raise ValueError(f"expected an aligned crop [B, 3, {s}, {s}], got {list(image.shape)}")
+        feature, mask, count, weights, patches = self.features(image)
+        logit = self.probe(feature)
+        if weights is None:
+            contributions = torch.zeros_like(mask)
+        else:
+            contributions = torch.matmul(patches, self.probe.weight) * weights
+        g = self.grid
+        return DetectorOutput(
+            logit=logit,
+            probability=torch.sigmoid(logit),
+            token_mask=mask.reshape(-1, g, g),
+            region_tokens=count,
+            contributions=contributions.reshape(-1, g, g),
+        )

@@ -1,0 +1,146 @@
+"""Build a Detector from presets and user-supplied weight files: the one place CLI commands get a model from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from . import dinov3 as dinov3_lib
+from . import farl as farl_lib
+from .detector import CROP_SIZE, Detector, DetectorConfig
+from .region import LinearProbe, ProbeInfo, load_probe
+
+
+@dataclass(frozen=True)
+class DetectorPreset:
+    dinov3: str  # a key of dinov3.PRESETS
+    parser: str  # a key of farl.PRESETS
+    description: str
+
+
+DETECTOR_PRESETS: dict[str, DetectorPreset] = {
+    "full": DetectorPreset("vitl16", "farl-b-lapa", "DINOv3 ViT-L/16 + FaRL ViT-B/16 LaPa parser (the paper's model)"),
+    "tiny": DetectorPreset("tiny", "tiny", "the same architectures at test size, seeded random weights"),
+}
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """Everything that decides which detector is built. Paths override the preset's random weights."""
+
+    preset: str = "tiny"
+    dinov3: str | None = None
+    parser: str | None = None
+    probe: str | None = None
+    head: str = "region"
+    region: str = "mouth"
+    label_set: str | None = None
+    dinov3_input: int = 224
+    dinov3_sha256: str | None = None
+    parser_sha256: str | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.preset not in DETECTOR_PRESETS:
+            raise ValueError(f"unknown preset '{self.preset}' (known: {', '.join(DETECTOR_PRESETS)})")
+        if self.dinov3_input not in (CROP_SIZE // 2, CROP_SIZE):
+            raise ValueError(f"DINOv3 input must be {CROP_SIZE // 2} or {CROP_SIZE}, got {self.dinov3_input}")
+
+
+def dinov3_config(spec: DetectorSpec) -> dinov3_lib.DinoV3Config:
+    return replace(dinov3_lib.PRESETS[DETECTOR_PRESETS[spec.preset].dinov3], img_size=spec.dinov3_input)
+
+
+def parser_config(spec: DetectorSpec) -> farl_lib.FarlConfig:
+    cfg = farl_lib.PRESETS[DETECTOR_PRESETS[spec.preset].parser]
+    return replace(cfg, label_set=spec.label_set) if spec.label_set else cfg
+
+
+def random_probe(dim: int, spec: DetectorSpec) -> LinearProbe:
+    probe = LinearProbe(dim, ProbeInfo(head=spec.head, region=spec.region, fitted_on="random (seeded)"))
+    with torch.no_grad():
+        probe.weight.normal_(0.0, dim**-0.5)
+    return probe
+
+
+def build_detector(spec: DetectorSpec | None = None) -> Detector:
+    spec = spec or DetectorSpec()
+    torch.manual_seed(spec.seed)
+    d_cfg = dinov3_config(spec)
+    if spec.dinov3:
+        backbone = dinov3_lib.load_dinov3(spec.dinov3, d_cfg, sha256=spec.dinov3_sha256)
+    else:
+        backbone = dinov3_lib.DinoV3(d_cfg)
+    if spec.parser:
+        parser = farl_lib.load_parser(spec.parser, label_set=spec.label_set, sha256=spec.parser_sha256, input_size=CROP_SIZE)
+    else:
+        parser = farl_lib.FarlParser(parser_config(spec))
+    dim = parser.cfg.width if spec.head == "farl-region" else backbone.cfg.embed_dim
+    if spec.probe:
+        probe = load_probe(spec.probe, dim=dim)
+        if probe.info.head != spec.head:
+            raise ValueError(f"{spec.probe}: probe was fitted for the '{probe.info.head}' head, not '{spec.head}'")
+        region = probe.info.region
+    else:
+        probe, region = random_probe(dim, spec), spec.region
+    return Detector(backbone, parser, probe, DetectorConfig(head=spec.head, region=region)).eval()
+
+
+def meta_detector(spec: DetectorSpec | None = None) -> Detector:
+    """The detector's structure with no storage (for counting FLOPs and parameters of full-size graphs)."""
+    spec = spec or DetectorSpec()
+    with torch.device("meta"):
+        backbone = dinov3_lib.DinoV3(dinov3_config(spec))
+        parser = farl_lib.FarlParser(parser_config(spec))
+        dim = parser.cfg.width if spec.head == "farl-region" else backbone.cfg.embed_dim
+        probe = LinearProbe(dim, ProbeInfo(head=spec.head, region=spec.region))
+    return Detector(backbone, parser, probe, DetectorConfig(head=spec.head, region=spec.region)).to("meta")
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+COMPONENTS = {
+    "parser backbone": ("parser.backbone",),
+    "parser head": ("parser.head",),
+    "dinov3": ("dinov3",),
+}
+
+
+def gflops(detector: Detector) -> dict[str, float]:
+    """GFLOPs (2 per multiply-add, torch.utils.flop_counter) of one face, per component and in total.
+
+    Runs on meta tensors when the detector is a meta model, so full-size graphs cost no compute.
+    """
+    device = next(detector.parameters()).device
+    image = torch.zeros(1, 3, detector.cfg.crop_size, detector.cfg.crop_size, device=device)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        detector(image)
+    per_module = counter.get_flop_counts()
+    total = counter.get_total_flops()
+    root = type(detector).__name__
+    out = {}
+    for name, prefixes in COMPONENTS.items():
+        out[name] = sum(sum(per_module.get(f"{root}.{p}", {}).values()) for p in prefixes) / 1e9
+    out["region + resampling"] = total / 1e9 - sum(out.values())
+    out["total"] = total / 1e9
+    return out
+
+
+def parameter_counts(detector: Detector) -> dict[str, int]:
+    return {
+        "dinov3": count_parameters(detector.dinov3),
+        "parser backbone": count_parameters(detector.parser.backbone),
+        "parser head": count_parameters(detector.parser.head),
+        "probe": count_parameters(detector.probe),
+        "total": count_parameters(detector),
+    }
+
+
+def describe_files(spec: DetectorSpec) -> dict[str, str | None]:
+    return {k: (str(Path(v)) if v else None) for k, v in (("dinov3", spec.dinov3), ("parser", spec.parser), ("probe", spec.probe))}

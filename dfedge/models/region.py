@@ -1,0 +1,126 @@
+"""The spatial index: parser probabilities on DINOv3's token grid, a region's tokens, their mean, a linear probe.
+
+Token-membership rule (the one rule the whole kit uses): token t belongs to region R when the parser assigns
+R at least half of the token's area, i.e. mean over the token's pixels of sum_{c in R} P(c) >= 0.5, where P is
+the parser softmax brought to the crop frame and area-pooled onto the g x g grid. Ties at exactly 0.5 count as
+inside. Everything is fixed-shape: the region mean is a weight vector times the token matrix, never a gather.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .checkpoint import CheckpointError, read_safetensors, save_safetensors
+from .farl import LABEL_SETS
+
+MEMBERSHIP_THRESHOLD = 0.5
+
+# Regions by label name; a name missing from a label set is simply not part of it there.
+REGIONS: dict[str, tuple[str, ...]] = {
+    "mouth": ("ulip", "imouth", "llip"),
+    "eyes": ("re", "le"),
+    "brows": ("rb", "lb"),
+    "nose": ("nose",),
+    "skin": ("face",),
+    "hair": ("hair",),
+    "face": ("face", "rb", "lb", "re", "le", "nose", "ulip", "imouth", "llip", "eyeg"),
+}
+
+HEADS = ("region", "cls", "all", "farl-region")
+
+
+def region_classes(label_set: str, region: str) -> list[int]:
+    """Class indices of `region` in `label_set` (mouth in LaPa: [7, 8, 9]; in CelebAMask-HQ: [11, 12, 13])."""
+    if region not in REGIONS:
+        raise ValueError(f"unknown region '{region}' (known: {', '.join(REGIONS)})")
+    names = LABEL_SETS[label_set]
+    return [i for i, n in enumerate(names) if n in REGIONS[region]]
+
+
+def region_class_weights(label_set: str, region: str) -> torch.Tensor:
+    """One-hot [C] selector of the region's classes."""
+    w = torch.zeros(len(LABEL_SETS[label_set]))
+    w[region_classes(label_set, region)] = 1.0
+    return w
+
+
+class RegionIndex(nn.Module):
+    """soft map [B, C, g, g] (probabilities per token) -> membership mask [B, g*g] (float 0/1)."""
+
+    def __init__(self, label_set: str, region: str, threshold: float = MEMBERSHIP_THRESHOLD) -> None:
+        super().__init__()
+        self.label_set, self.region, self.threshold = label_set, region, threshold
+        self.register_buffer("class_weights", region_class_weights(label_set, region).view(1, -1, 1, 1), persistent=False)
+
+    def region_probability(self, soft: torch.Tensor) -> torch.Tensor:
+        return (soft * self.class_weights).sum(dim=1)  # [B, g, g]
+
+    def forward(self, soft: torch.Tensor) -> torch.Tensor:
+        return (self.region_probability(soft) >= self.threshold).to(soft.dtype).flatten(1)
+
+
+def masked_mean_weights(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """mask [B, N] -> (weights [B, N] = mask / max(count, 1), count [B]). Empty regions get all-zero weights."""
+    count = mask.sum(dim=1)
+    return mask / count.clamp(min=1.0).unsqueeze(1), count
+
+
+@dataclass
+class ProbeInfo:
+    """What travels with a probe: which features it reads and where its decision threshold sits."""
+
+    head: str = "region"
+    region: str = "mouth"
+    label_set: str = "lapa"
+    threshold: float = 0.0  # on the logit; positive logit = fake
+    threshold_rule: str = "logit>=0"
+    fitted_on: str = ""
+
+    def __post_init__(self) -> None:
+        if self.head not in HEADS:
+            raise ValueError(f"unknown head '{self.head}' (known: {', '.join(HEADS)})")
+
+
+class LinearProbe(nn.Module):
+    """feature [B, D] -> logit [B] (positive = fake)."""
+
+    def __init__(self, dim: int, info: ProbeInfo | None = None) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(dim))
+        self.bias = nn.Parameter(torch.zeros(()))
+        self.info = info or ProbeInfo()
+
+    def forward(self, feature: torch.Tensor) -> torch.Tensor:
+        return feature @ self.weight + self.bias
+
+
+def save_probe(probe: LinearProbe, path: str | Path) -> Path:
+    """safetensors with `weight` [D] and `bias` []; the ProbeInfo JSON rides in the file's metadata."""
+    return save_safetensors(path, {"weight": probe.weight, "bias": probe.bias}, {"dfedge_probe": json.dumps(asdict(probe.info))})
+
+
+def load_probe(path: str | Path, dim: int | None = None) -> LinearProbe:
+    tensors, meta = read_safetensors(path)
+    if set(tensors) != {"weight", "bias"}:
+        raise CheckpointError(f"{path}: a probe holds exactly 'weight' and 'bias', found {sorted(tensors)}")
+    w, b = tensors["weight"], tensors["bias"]
+    if w.ndim != 1 or b.numel() != 1:
+        raise CheckpointError(f"{path}: probe weight must be [D] and bias a scalar, got {list(w.shape)} and {list(b.shape)}")
+    if dim is not None and w.shape[0] != dim:
+        raise CheckpointError(f"{path}: probe has {w.shape[0]} inputs but the feature has {dim}")
+    if "dfedge_probe" not in meta:
+        raise CheckpointError(f"{path}: no 'dfedge_probe' metadata (threshold and head unknown)")
+    try:
+        info = ProbeInfo(**json.loads(meta["dfedge_probe"]))
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: bad probe metadata: {e}") from None
+    probe = LinearProbe(w.shape[0], info)
+    with torch.no_grad():
+        probe.weight.copy_(w.float())
+        probe.bias.copy_(b.float().reshape(()))
+    return probe
