@@ -37,7 +37,10 @@ def user_errors():
 
     try:
         yield
-    except (CheckpointError, ImageError, ValueError, FileNotFoundError) as e:
+    except FileNotFoundError as e:
+        err_console.print(f"[red]error:[/red] {e.filename}: no such file", markup=True, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except (CheckpointError, ImageError, ValueError) as e:
         err_console.print(f"[red]error:[/red] {e}", markup=True, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 

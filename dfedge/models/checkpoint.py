@@ -39,6 +39,8 @@ def sha256_file(path: str | Path) -> str:
 
 def check_sha256(path: str | Path, expected: str | None) -> str:
     """Return the file's SHA-256; raise if `expected` (a full digest or a prefix of >= 8 hex digits) differs."""
+    if not Path(path).is_file():
+        raise CheckpointError(f"{path}: no such file")
     digest = sha256_file(path)
     if expected:
         expected = expected.lower().strip()

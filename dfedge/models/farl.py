@@ -11,6 +11,7 @@ state_dict loads strictly. Differences from the TorchScript graph, all output-pr
 from __future__ import annotations
 
 import json
+import warnings
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -61,8 +62,8 @@ class FarlConfig:
             raise ValueError(f"unknown label set '{self.label_set}' (known: {', '.join(LABEL_SETS)})")
         if max(self.output_indices) >= self.layers:
             raise ValueError(f"output_indices {self.output_indices} need at least {max(self.output_indices) + 1} layers")
-        if self.input_size % (4 * self.patch_size):
-            raise ValueError(f"input_size {self.input_size} must be a multiple of {4 * self.patch_size}")
+        if self.input_size % (2 * self.patch_size):  # the x0.5 pyramid level needs an even token grid
+            raise ValueError(f"input_size {self.input_size} must be a multiple of {2 * self.patch_size}")
 
     @property
     def label_names(self) -> tuple[str, ...]:
@@ -337,7 +338,9 @@ def read_torchscript_parser(path: str | Path) -> tuple[dict[str, torch.Tensor], 
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     try:
-        jit = torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():  # torch >= 2.9 flags TorchScript as deprecated; reading it is the point
+            warnings.simplefilter("ignore", DeprecationWarning)
+            jit = torch.jit.load(str(path), map_location="cpu")
     except Exception as e:  # noqa: BLE001 - TorchScript raises many unrelated types for a bad archive
         msg = str(e).strip().splitlines()
         raise CheckpointError(f"{path}: unreadable TorchScript archive (truncated or corrupt): {msg[0] if msg else e}") from None

@@ -1,0 +1,144 @@
+import json
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from dfedge.models.checkpoint import CheckpointError
+from dfedge.models.farl import (
+    LABEL_SETS, PRESETS, FarlParser, PackedSelfAttention, convert_parser, expected_shapes, load_parser,
+)
+
+TINY = PRESETS["tiny"]
+
+
+def facer_like_torchscript(parser: FarlParser, path) -> None:
+    """Script the parser into a `.pt` with facer's layout: mmseg's AdaptiveAvgPool2d (no state) in the PPM,
+    `backbone`/`head` submodules and an `out_size` attribute."""
+    for seq, scale in zip(parser.head.head.psp_modules, parser.cfg.pool_scales):
+        seq[0] = nn.AdaptiveAvgPool2d(scale)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.script(parser).save(str(path))
+
+
+@pytest.fixture(scope="module")
+def source():
+    torch.manual_seed(0)
+    parser = FarlParser(TINY)
+    with torch.no_grad():  # non-trivial BN statistics, so a BN key mix-up would show
+        for m in parser.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 2.0)
+    return parser
+
+
+@pytest.fixture(scope="module")
+def image():
+    torch.manual_seed(1)
+    return torch.rand(2, 3, 448, 448)
+
+
+@pytest.fixture(scope="module")
+def jit_file(source, tmp_path_factory):
+    path = tmp_path_factory.mktemp("facer") / "face_parsing.farl.lapa.tiny_jit.pt"
+    clone = FarlParser(TINY)
+    clone.load_state_dict(source.state_dict())
+    clone.out_size = [512, 512]
+    facer_like_torchscript(clone, path)
+    return path
+
+
+def test_keys_follow_facer_layout():
+    keys = set(expected_shapes(PRESETS["farl-b-lapa"]))
+    for k in [
+        "backbone.image_mean", "backbone.image_std", "backbone.visual.conv1.weight",
+        "backbone.visual.class_embedding", "backbone.visual.positional_embedding", "backbone.visual.proj",
+        "backbone.visual.transformer.resblocks.11.attn.in_proj_weight",
+        "backbone.visual.transformer.resblocks.11.attn.out_proj.bias",
+        "backbone.visual.transformer.resblocks.0.mlp.c_fc.weight", "backbone.fpns.0.0.weight",
+        "backbone.fpns.0.1.num_batches_tracked", "backbone.fpns.0.3.bias", "backbone.fpns.1.weight",
+        "head.head.psp_modules.3.1.conv.weight", "head.head.psp_modules.0.1.bn.running_var",
+        "head.head.bottleneck.conv.weight", "head.head.lateral_convs.2.bn.weight", "head.head.fpn_convs.0.conv.weight",
+        "head.head.fpn_bottleneck.conv.weight", "head.head.conv_seg.weight",
+    ]:
+        assert k in keys, k
+    shapes = expected_shapes(PRESETS["farl-b-lapa"])
+    assert shapes["backbone.visual.positional_embedding"] == (785, 768)
+    assert shapes["head.head.fpn_bottleneck.conv.weight"] == (768, 3072, 3, 3)
+    assert shapes["head.head.bottleneck.conv.weight"] == (768, 768 * 5, 3, 3)
+    assert shapes["head.head.conv_seg.weight"] == (11, 768, 1, 1)
+
+
+def test_full_size_parser_parameter_count():
+    with torch.device("meta"):
+        parser = FarlParser(PRESETS["farl-b-lapa"])
+    assert sum(p.numel() for p in parser.parameters()) == 161_582_603
+
+
+def test_label_sets_are_exact():
+    assert LABEL_SETS["lapa"] == ("background", "face", "rb", "lb", "re", "le", "nose", "ulip", "imouth", "llip", "hair")
+    assert len(LABEL_SETS["celebm"]) == 19
+    assert LABEL_SETS["celebm"][11:14] == ("imouth", "llip", "ulip")
+
+
+def test_facer_torchscript_loads_strictly_with_out_size(source, jit_file, image):
+    parser = load_parser(jit_file)
+    assert parser.cfg.label_set == "lapa" and parser.cfg.num_classes == 11
+    assert parser.out_size == [512, 512]
+    with torch.no_grad():
+        torch.testing.assert_close(parser(image), source(image), rtol=0, atol=1e-5)
+    assert parser(image).shape == (2, 11, 112, 112)
+
+
+def test_convert_parser_writes_safetensors_and_manifest(source, jit_file, image, tmp_path):
+    dst = tmp_path / "parser.safetensors"
+    manifest = convert_parser(jit_file, dst)
+    written = json.loads(dst.with_suffix(".json").read_text())
+    assert written == manifest
+    assert written["label_names"] == list(LABEL_SETS["lapa"])
+    assert written["config"]["out_size"] == [512, 512]
+    assert len(written["source_sha256"]) == 64
+    converted = load_parser(dst)
+    with torch.no_grad():
+        torch.testing.assert_close(converted(image), source(image), rtol=0, atol=1e-5)
+
+
+def test_truncated_torchscript_fails_cleanly(jit_file, tmp_path):
+    bad = tmp_path / "cut.pt"
+    bad.write_bytes(jit_file.read_bytes()[:4000])
+    with pytest.raises(CheckpointError, match="unreadable TorchScript archive"):
+        load_parser(bad)
+
+
+def test_wrong_label_set_is_refused(jit_file):
+    with pytest.raises(CheckpointError, match="label set 'celebm' has 19"):
+        load_parser(jit_file, label_set="celebm")
+
+
+def test_mis_shaped_parser_key_is_named(tmp_path):
+    parser = FarlParser(TINY)
+    parser.head.head.conv_seg = nn.Conv2d(32, 11, kernel_size=3)  # 3x3 instead of 1x1
+    path = tmp_path / "bad_jit.pt"
+    facer_like_torchscript(parser, path)
+    with pytest.raises(CheckpointError, match=r"'head.head.conv_seg.weight' has shape \[11, 32, 3, 3\]"):
+        load_parser(path)
+
+
+def test_packed_attention_matches_nn_multihead_attention():
+    torch.manual_seed(0)
+    ours = PackedSelfAttention(64, 4)
+    ref = nn.MultiheadAttention(64, 4, batch_first=True)
+    with torch.no_grad():
+        ours.in_proj_bias.normal_()
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 10, 64)
+    torch.testing.assert_close(ours(x), ref(x, x, x, need_weights=False)[0], rtol=0, atol=1e-6)
+
+
+def test_parser_at_224_resizes_positional_embedding(jit_file):
+    parser = load_parser(jit_file, input_size=224)
+    assert parser.backbone.visual.positional_embedding.shape == (1 + 14 * 14, 64)
+    assert parser(torch.rand(1, 3, 224, 224)).shape == (1, 11, 56, 56)

@@ -1,0 +1,65 @@
+import json
+import warnings
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from typer.testing import CliRunner
+
+from dfedge.cli import app
+from dfedge.models.farl import PRESETS, FarlParser
+
+runner = CliRunner()
+
+
+def write_crop(path, size=448, seed=0):
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_info_prints_parameter_counts_and_gflops():
+    result = runner.invoke(app, ["info"])
+    assert result.exit_code == 0, result.output
+    assert "303.15 M" in result.output  # DINOv3 ViT-L/16
+    assert "1,043.56" in result.output  # fused graph GFLOPs at full size
+    assert "preset 'tiny'" in result.output
+    assert "parser share of compute: 87.9%" in result.output
+
+
+def test_score_writes_one_json_line_per_crop(tmp_path):
+    paths = [write_crop(tmp_path / f"c{i}.png", seed=i) for i in range(2)]
+    result = runner.invoke(app, ["score", *map(str, paths)])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    assert [r["image"] for r in lines] == [str(p) for p in paths]
+    assert all({"probability", "logit", "region_tokens", "top_tokens", "status"} <= set(r) for r in lines)
+
+
+def test_score_refuses_a_wrong_size_crop_with_one_line(tmp_path):
+    good = write_crop(tmp_path / "good.png")
+    bad = write_crop(tmp_path / "bad.png", size=300)
+    result = runner.invoke(app, ["score", str(good), str(bad)])
+    assert result.exit_code == 2
+    assert f"{bad}: expected a 448x448 aligned face crop, got 300x300" in result.output.replace("\n", "")
+    assert result.stdout.count("{") == 0  # nothing scored when an input is bad
+
+
+def test_convert_parser_command(tmp_path):
+    parser = FarlParser(PRESETS["tiny"])
+    for seq, scale in zip(parser.head.head.psp_modules, parser.cfg.pool_scales):
+        seq[0] = nn.AdaptiveAvgPool2d(scale)
+    src = tmp_path / "facer_lapa_jit.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.script(parser).save(str(src))
+    dst = tmp_path / "parser.safetensors"
+    result = runner.invoke(app, ["convert-parser", str(src), str(dst)])
+    assert result.exit_code == 0, result.output
+    assert dst.exists() and dst.with_suffix(".json").exists()
+    crop = write_crop(tmp_path / "c.png")
+    result = runner.invoke(app, ["score", str(crop), "--parser", str(dst)])
+    assert result.exit_code == 0, result.output
+    bad = runner.invoke(app, ["convert-parser", str(tmp_path / "missing.pt"), str(dst)])
+    assert bad.exit_code == 2 and "missing.pt: no such file" in bad.output
