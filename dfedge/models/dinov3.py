@@ -283,106 +283,74 @@ def to_official(model: DinoV3) -> dict[str, torch.Tensor]:
     return out
 
 
+def _hf_renames(cfg: DinoV3Config) -> list[tuple[str, str]]:
+    """(official key, HF key) for every tensor that only changes its name (not qkv, mask_token, periods)."""
+    pairs = [
+        ("cls_token", "embeddings.cls_token"),
+        ("storage_tokens", "embeddings.register_tokens"),
+        ("patch_embed.proj.weight", "embeddings.patch_embeddings.weight"),
+        ("patch_embed.proj.bias", "embeddings.patch_embeddings.bias"),
+        ("norm.weight", "norm.weight"),
+        ("norm.bias", "norm.bias"),
+    ]
+    mlp = (("w1", "gate_proj"), ("w2", "up_proj"), ("w3", "down_proj")) if cfg.ffn_layer == "swiglu" else (
+        ("fc1", "up_proj"), ("fc2", "down_proj"))
+    per_block = [("attn.proj", "attention.o_proj"), ("norm1", "norm1"), ("norm2", "norm2")] + [
+        (f"mlp.{ours}", f"mlp.{theirs}") for ours, theirs in mlp]
+    for i in range(cfg.depth):
+        o, h = f"blocks.{i}.", f"layer.{i}."
+        pairs += [(o + a + p, h + b + p) for a, b in per_block for p in (".weight", ".bias")]
+        pairs += [(o + "ls1.gamma", h + "layer_scale1.lambda1"), (o + "ls2.gamma", h + "layer_scale2.lambda1")]
+    return pairs
+
+
+def hf_shapes(cfg: DinoV3Config) -> dict[str, tuple[int, ...]]:
+    official = official_shapes(cfg)
+    d = cfg.embed_dim
+    shapes = {hf: official[ours] for ours, hf in _hf_renames(cfg)}
+    shapes["embeddings.mask_token"] = (1, 1, d)
+    for i in range(cfg.depth):
+        for p in "qkv":
+            shapes[f"layer.{i}.attention.{p}_proj.weight"] = (d, d)
+        shapes[f"layer.{i}.attention.q_proj.bias"] = shapes[f"layer.{i}.attention.v_proj.bias"] = (d,)
+    return shapes
+
+
 def hf_to_official(hf: dict[str, torch.Tensor], cfg: DinoV3Config, source: str = "HF state_dict") -> dict[str, torch.Tensor]:
     """Map Hugging Face `DINOv3ViTModel` keys to the official layout.
 
     HF drops `periods` and `bias_mask` (its inv_freq is exact fp32): periods are regenerated from the formula
     and rounded through bf16 as the official checkpoints hold them; the mask is q=1, k=0, v=1 and the key bias
-    is zero.
+    is zero (HF has none).
     """
     # transformers >= 5 nests the blocks under "model."; older releases do not.
     hf = {k.removeprefix("model.") if k.startswith("model.layer.") else k: v for k, v in hf.items()}
     check_state_dict(hf, hf_shapes(cfg), source)
     d = cfg.embed_dim
-    out = {
-        "cls_token": hf["embeddings.cls_token"],
-        "storage_tokens": hf["embeddings.register_tokens"],
-        "mask_token": hf["embeddings.mask_token"].reshape(1, d),
-        "patch_embed.proj.weight": hf["embeddings.patch_embeddings.weight"],
-        "patch_embed.proj.bias": hf["embeddings.patch_embeddings.bias"],
-        "rope_embed.periods": default_periods(cfg).to(torch.bfloat16),
-        "norm.weight": hf["norm.weight"],
-        "norm.bias": hf["norm.bias"],
-    }
+    out = {ours: hf[theirs] for ours, theirs in _hf_renames(cfg)}
+    out["mask_token"] = hf["embeddings.mask_token"].reshape(1, d)
+    out["rope_embed.periods"] = default_periods(cfg).to(torch.bfloat16)
     for i in range(cfg.depth):
-        h, o = f"layer.{i}.", f"blocks.{i}."
-        att = h + "attention."
-        out[o + "attn.qkv.weight"] = torch.cat([hf[att + f"{p}_proj.weight"] for p in "qkv"])
-        out[o + "attn.qkv.bias"] = torch.cat([hf[att + "q_proj.bias"], torch.zeros(d), hf[att + "v_proj.bias"]])
-        out[o + "attn.qkv.bias_mask"] = torch.cat([torch.ones(d), torch.zeros(d), torch.ones(d)])
-        out[o + "attn.proj.weight"] = hf[att + "o_proj.weight"]
-        out[o + "attn.proj.bias"] = hf[att + "o_proj.bias"]
-        for n in ("norm1", "norm2"):
-            out[o + f"{n}.weight"], out[o + f"{n}.bias"] = hf[h + f"{n}.weight"], hf[h + f"{n}.bias"]
-        out[o + "ls1.gamma"] = hf[h + "layer_scale1.lambda1"]
-        out[o + "ls2.gamma"] = hf[h + "layer_scale2.lambda1"]
-        for ours, theirs in _hf_mlp_names(cfg):
-            for p in ("weight", "bias"):
-                out[o + f"mlp.{ours}.{p}"] = hf[h + f"mlp.{theirs}.{p}"]
+        att = f"layer.{i}.attention."
+        out[f"blocks.{i}.attn.qkv.weight"] = torch.cat([hf[att + f"{p}_proj.weight"] for p in "qkv"])
+        out[f"blocks.{i}.attn.qkv.bias"] = torch.cat([hf[att + "q_proj.bias"], torch.zeros(d), hf[att + "v_proj.bias"]])
+        out[f"blocks.{i}.attn.qkv.bias_mask"] = torch.cat([torch.ones(d), torch.zeros(d), torch.ones(d)])
     return out
 
 
 def official_to_hf(sd: dict[str, torch.Tensor], cfg: DinoV3Config) -> dict[str, torch.Tensor]:
     """Inverse of `hf_to_official` (the key bias, masked to zero upstream, is dropped as HF does)."""
     d = cfg.embed_dim
-    out = {
-        "embeddings.cls_token": sd["cls_token"],
-        "embeddings.register_tokens": sd["storage_tokens"],
-        "embeddings.mask_token": sd["mask_token"].reshape(1, 1, d),
-        "embeddings.patch_embeddings.weight": sd["patch_embed.proj.weight"],
-        "embeddings.patch_embeddings.bias": sd["patch_embed.proj.bias"],
-        "norm.weight": sd["norm.weight"],
-        "norm.bias": sd["norm.bias"],
-    }
+    out = {theirs: sd[ours] for ours, theirs in _hf_renames(cfg)}
+    out["embeddings.mask_token"] = sd["mask_token"].reshape(1, 1, d)
     for i in range(cfg.depth):
-        h, o = f"layer.{i}.", f"blocks.{i}."
-        w, b = sd[o + "attn.qkv.weight"], sd[o + "attn.qkv.bias"] * sd[o + "attn.qkv.bias_mask"]
+        o, att = f"blocks.{i}.attn.qkv.", f"layer.{i}.attention."
+        w, b = sd[o + "weight"], sd[o + "bias"] * sd[o + "bias_mask"]
         for j, p in enumerate("qkv"):
-            out[h + f"attention.{p}_proj.weight"] = w[j * d : (j + 1) * d]
+            out[att + f"{p}_proj.weight"] = w[j * d : (j + 1) * d]
             if p != "k":
-                out[h + f"attention.{p}_proj.bias"] = b[j * d : (j + 1) * d]
-        out[h + "attention.o_proj.weight"] = sd[o + "attn.proj.weight"]
-        out[h + "attention.o_proj.bias"] = sd[o + "attn.proj.bias"]
-        for n in ("norm1", "norm2"):
-            out[h + f"{n}.weight"], out[h + f"{n}.bias"] = sd[o + f"{n}.weight"], sd[o + f"{n}.bias"]
-        out[h + "layer_scale1.lambda1"] = sd[o + "ls1.gamma"]
-        out[h + "layer_scale2.lambda1"] = sd[o + "ls2.gamma"]
-        for ours, theirs in _hf_mlp_names(cfg):
-            for p in ("weight", "bias"):
-                out[h + f"mlp.{theirs}.{p}"] = sd[o + f"mlp.{ours}.{p}"]
+                out[att + f"{p}_proj.bias"] = b[j * d : (j + 1) * d]
     return out
-
-
-def _hf_mlp_names(cfg: DinoV3Config) -> tuple[tuple[str, str], ...]:
-    if cfg.ffn_layer == "swiglu":
-        return (("w1", "gate_proj"), ("w2", "up_proj"), ("w3", "down_proj"))
-    return (("fc1", "up_proj"), ("fc2", "down_proj"))
-
-
-def hf_shapes(cfg: DinoV3Config) -> dict[str, tuple[int, ...]]:
-    d, hid = cfg.embed_dim, cfg.ffn_hidden
-    shapes: dict[str, tuple[int, ...]] = {
-        "embeddings.cls_token": (1, 1, d),
-        "embeddings.mask_token": (1, 1, d),
-        "embeddings.register_tokens": (1, cfg.n_storage_tokens, d),
-        "embeddings.patch_embeddings.weight": (d, 3, cfg.patch_size, cfg.patch_size),
-        "embeddings.patch_embeddings.bias": (d,),
-        "norm.weight": (d,),
-        "norm.bias": (d,),
-    }
-    for i in range(cfg.depth):
-        h = f"layer.{i}."
-        for p in "qkvo":
-            shapes[h + f"attention.{p}_proj.weight"] = (d, d)
-            if p != "k":
-                shapes[h + f"attention.{p}_proj.bias"] = (d,)
-        for n in ("norm1", "norm2"):
-            shapes[h + f"{n}.weight"] = shapes[h + f"{n}.bias"] = (d,)
-        shapes[h + "layer_scale1.lambda1"] = shapes[h + "layer_scale2.lambda1"] = (d,)
-        for ours, theirs in _hf_mlp_names(cfg):
-            out_f, in_f = (d, hid) if ours in ("fc2", "w3") else (hid, d)
-            shapes[h + f"mlp.{theirs}.weight"], shapes[h + f"mlp.{theirs}.bias"] = (out_f, in_f), (out_f,)
-    return shapes
 
 
 def load_dinov3(path: str | Path, cfg: DinoV3Config | str, sha256: str | None = None) -> DinoV3:

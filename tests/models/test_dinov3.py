@@ -1,6 +1,7 @@
 import math
 import os
 import pickle
+from dataclasses import replace
 
 import pytest
 import torch
@@ -112,9 +113,11 @@ def test_sha256_pin_is_checked(source, tmp_path):
         load_dinov3(path, TINY, sha256="deadbeef")
 
 
-def test_hf_key_map_round_trips(source):
-    sd = to_official(source)
-    back = hf_to_official(official_to_hf(sd, TINY), TINY)
+@pytest.mark.parametrize("ffn", ["mlp", "swiglu"])
+def test_hf_key_map_round_trips(ffn):
+    cfg = replace(TINY, ffn_layer=ffn, ffn_ratio=6.0 if ffn == "swiglu" else 4.0)
+    sd = to_official(DinoV3(cfg))
+    back = hf_to_official(official_to_hf(sd, cfg), cfg)
     assert set(back) == set(sd)
     for k in sd:
         torch.testing.assert_close(back[k].float(), sd[k].float(), rtol=0, atol=0, msg=k)
