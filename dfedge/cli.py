@@ -19,7 +19,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Export, comp
 console = Console()
 err_console = Console(stderr=True)
 
-Preset = Annotated[str, typer.Option(help="Architecture preset: full (ViT-L/16 + FaRL-B) or tiny.")]
+Preset = Annotated[str, typer.Option(help="Model preset: toy (shipped toy world, default), full (ViT-L/16 + FaRL-B), tiny.")]
 Dinov3Path = Annotated[Optional[Path], typer.Option("--dinov3", help="DINOv3 weights: official .pth, or safetensors (official or HF layout).")]
 ParserPath = Annotated[Optional[Path], typer.Option("--parser", help="FaRL parser: converted .safetensors or facer TorchScript .pt.")]
 ProbePath = Annotated[Optional[Path], typer.Option("--probe", help="Probe .safetensors written by fit-probe.")]
@@ -102,7 +102,7 @@ def info(
 @app.command()
 def score(
     images: Annotated[list[Path], typer.Argument(help="Aligned 448x448 RGB face crops.")],
-    preset: Preset = "tiny",
+    preset: Preset = "toy",
     dinov3: Dinov3Path = None,
     parser: ParserPath = None,
     probe: ProbePath = None,
@@ -154,6 +154,87 @@ def score_record(name: str, out, threshold: float, top: int) -> dict:
         top_tokens=[{"row": int(i) // g, "col": int(i) % g, "contribution": float(contrib.flatten()[i])} for i in order],
     )
     return record
+
+
+@app.command("fit-probe")
+def fit_probe_cmd(
+    data: Annotated[str, typer.Option(help="Training set: toy[:split[:N]], a folder with real/ and fake/, or a CSV/JSONL list.")] = "toy",
+    val: Annotated[Optional[str], typer.Option(help="Validation set (same forms); default toy:val for toy data.")] = None,
+    head: Annotated[Optional[list[str]], typer.Option(help="Head(s) to fit: region, cls, all, farl-region (repeatable).")] = None,
+    region: Region = "mouth",
+    threshold: Annotated[str, typer.Option(help="Operating threshold rule: eer or fpr:0.05.")] = "eer",
+    out: Annotated[Path, typer.Option(help="Probe file (.safetensors); several heads get -HEAD suffixes.")] = Path("probe.safetensors"),
+    preset: Preset = "toy",
+    dinov3: Dinov3Path = None,
+    parser: ParserPath = None,
+    dinov3_input: Dinov3Input = 224,
+    batch: Annotated[int, typer.Option(help="Faces per forward pass.")] = 8,
+    cache: Annotated[Optional[Path], typer.Option(help="Feature cache folder (default ~/.cache/dfedge/features).")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")] = False,
+) -> None:
+    """Fit a logistic-regression probe on region-pooled features and pick its operating threshold."""
+    from rich.progress import Progress
+
+    from .data.sources import open_set
+    from .models.region import save_probe
+    from .train.probe import check_classes, default_cache_dir, extract_features, fit_probe, probe_auc
+
+    heads = head or ["region"]
+    with user_errors():
+        train_set = open_set(data, region)
+        check_classes(train_set.labels(), data)
+        val_spec = val or ("toy:val" if data.startswith("toy") else None)
+        val_set = open_set(val_spec, region) if val_spec else None
+        cache_dir = None if no_cache else (cache or default_cache_dir())
+        table = Table(title=f"probe fit: {train_set.description}" + (f", validated on {val_set.description}" if val_set else ""))
+        for col in ("head", "region", "train AUC", "val AUC", "faces used", "no region", "threshold (logit)", "file"):
+            table.add_column(col)
+        for h in heads:
+            spec = detector_spec(preset, dinov3, parser, None, h, region, dinov3_input)
+            from .models.factory import build_detector
+
+            det = build_detector(spec)
+            with Progress(console=err_console, transient=True) as bar:
+                task = bar.add_task(f"features ({h}, {train_set.description})", total=len(train_set))
+                feats = extract_features(det, train_set, batch, cache_dir, lambda d, t: bar.update(task, completed=d))
+            probe, report = fit_probe(feats, h, det.region_index.region, det.parser.cfg.label_set, threshold, train_set.description)
+            val_auc = None
+            if val_set is not None:
+                with Progress(console=err_console, transient=True) as bar:
+                    task = bar.add_task(f"features ({h}, {val_set.description})", total=len(val_set))
+                    vfeats = extract_features(det, val_set, batch, cache_dir, lambda d, t: bar.update(task, completed=d))
+                val_auc = probe_auc(probe, vfeats)
+            path = out if len(heads) == 1 else out.with_name(f"{out.stem}-{h}{out.suffix}")
+            save_probe(probe, path)
+            table.add_row(h, region, f"{report.train_auc:.3f}", "-" if val_auc is None else f"{val_auc:.3f}",
+                          str(report.used), str(report.no_region), f"{report.threshold:.3f} ({threshold})", str(path))
+    console.print(table)
+    console.print(f"next: dfedge score CROP.png --probe {out if len(heads) == 1 else '<file>'}")
+
+
+@app.command("make-toy")
+def make_toy(
+    out: Annotated[Path, typer.Argument(help="Folder to write real/ and fake/ aligned crops (PNG) into.")],
+    count: Annotated[int, typer.Option(help="How many toy faces.")] = 16,
+    split: Annotated[str, typer.Option(help="Toy split: train, val, test.")] = "test",
+    region: Region = "mouth",
+) -> None:
+    """Write toy-world crops as an image folder (real/, fake/), the layout fit-probe and score read."""
+    from PIL import Image
+
+    from .data.synthetic import toy_sample
+    from .models.checkpoint import atomic_write
+
+    with user_errors():
+        counts = {"real": 0, "fake": 0}
+        for i in range(count):
+            s = toy_sample(i, split, region)
+            kind = "fake" if s.fake else "real"
+            counts[kind] += 1
+            path = out / kind / f"toy-{split}-{i:05d}.png"
+            atomic_write(path, lambda tmp: Image.fromarray(s.image).save(tmp, format="PNG"))
+    console.print(f"wrote {counts['real']} real and {counts['fake']} fake toy crops to {out}/")
+    console.print(f"next: dfedge score {out}/fake/*.png")
 
 
 @app.command("convert-parser")

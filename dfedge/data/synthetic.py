@@ -219,8 +219,9 @@ class ToySample:
     blend_mask: np.ndarray | None  # float32 [448, 448] for fakes
 
 
-# Named, disjoint splits of the toy world (seeds). The shipped parser trains on "parser".
-SPLITS = {"parser": 0, "train": 1000, "val": 2000, "test": 3000}
+# Named, disjoint splits of the toy world (seeds). The shipped parser trains on "parser", the backbone's
+# warm-up on "backbone"; probes fit on "train" and are judged on "val"/"test".
+SPLITS = {"parser": 0, "train": 1000, "val": 2000, "test": 3000, "backbone": 4000}
 
 
 def toy_sample(index: int, split: str = "train", region: str = "mouth", fake_fraction: float = 0.5) -> ToySample:

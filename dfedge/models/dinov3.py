@@ -10,8 +10,9 @@ loads with a strict key check and nothing else. Differences from the training co
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -79,6 +80,8 @@ PRESETS: dict[str, DinoV3Config] = {
     "vith16plus": DinoV3Config(embed_dim=1280, depth=32, num_heads=20, ffn_ratio=6.0, ffn_layer="swiglu"),
     # Same architecture at test size; LayerScale 0.1 so the blocks do something with random weights.
     "tiny": DinoV3Config(embed_dim=64, depth=2, num_heads=2, layerscale_init=0.1),
+    # The toy world's backbone (shipped weights in dfedge/weights, made by `python -m dfedge.train.toy`).
+    "toy": DinoV3Config(embed_dim=96, depth=3, num_heads=3, layerscale_init=0.1),
 }
 
 
@@ -353,20 +356,34 @@ def official_to_hf(sd: dict[str, torch.Tensor], cfg: DinoV3Config) -> dict[str, 
     return out
 
 
-def load_dinov3(path: str | Path, cfg: DinoV3Config | str, sha256: str | None = None) -> DinoV3:
+def load_dinov3(path: str | Path, cfg: DinoV3Config | str | None = None, sha256: str | None = None,
+                img_size: int | None = None) -> DinoV3:
     """Load DINOv3 weights from the official `.pth`, an official-layout `.safetensors`, or HF safetensors.
 
-    The layout is recognised from the keys; either way the check is strict. `sha256` (full digest or >= 8-hex
-    prefix) pins the file.
+    The layout is recognised from the keys; either way the check is strict. `cfg` may be omitted for files the
+    kit wrote (their config rides in the safetensors metadata). `sha256` (full digest or >= 8-hex prefix) pins
+    the file; `img_size` sets the input size the RoPE tables are built for.
     """
-    cfg = PRESETS[cfg] if isinstance(cfg, str) else cfg
     check_sha256(path, sha256)
-    state_dict, _ = read_weights(path)
+    state_dict, meta = read_weights(path)
+    if cfg is None:
+        if "dfedge_dinov3_config" not in meta:
+            raise CheckpointError(f"{path}: no architecture given and none recorded in the file (pass a preset)")
+        fields = json.loads(meta["dfedge_dinov3_config"])
+        cfg = DinoV3Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+    elif isinstance(cfg, str):
+        cfg = PRESETS[cfg]
+    if img_size is not None:
+        cfg = replace(cfg, img_size=img_size)
     if "embeddings.cls_token" in state_dict:
         state_dict = hf_to_official(state_dict, cfg, str(path))
     model = DinoV3(cfg)
     model.load_state_dict(from_official(state_dict, cfg, str(path)), strict=True)
     return model.eval()
+
+
+def config_json(cfg: DinoV3Config) -> str:
+    return json.dumps({k: v for k, v in asdict(cfg).items() if k != "sha256"})
 
 
 def with_input_size(cfg: DinoV3Config, img_size: int) -> DinoV3Config:

@@ -14,24 +14,37 @@ from .detector import CROP_SIZE, Detector, DetectorConfig
 from .region import LinearProbe, ProbeInfo, load_probe
 
 
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+
+
 @dataclass(frozen=True)
 class DetectorPreset:
     dinov3: str  # a key of dinov3.PRESETS
     parser: str  # a key of farl.PRESETS
     description: str
+    shipped: bool = False  # weights ship in dfedge/weights as toy_{dinov3,parser,probe}.safetensors
 
 
 DETECTOR_PRESETS: dict[str, DetectorPreset] = {
+    "toy": DetectorPreset("toy", "toy", "the toy world: tiny real architectures, trained, shipped (the default)", True),
     "full": DetectorPreset("vitl16", "farl-b-lapa", "DINOv3 ViT-L/16 + FaRL ViT-B/16 LaPa parser (the paper's model)"),
     "tiny": DetectorPreset("tiny", "tiny", "the same architectures at test size, seeded random weights"),
 }
+
+
+def shipped_file(preset: str, part: str) -> Path | None:
+    """The packaged weight file of a preset's part (dinov3, parser, probe), or None."""
+    if not DETECTOR_PRESETS[preset].shipped:
+        return None
+    path = WEIGHTS_DIR / f"{preset}_{part}.safetensors"
+    return path if path.is_file() else None
 
 
 @dataclass(frozen=True)
 class DetectorSpec:
     """Everything that decides which detector is built. Paths override the preset's random weights."""
 
-    preset: str = "tiny"
+    preset: str = "toy"
     dinov3: str | None = None
     parser: str | None = None
     probe: str | None = None
@@ -70,22 +83,29 @@ def build_detector(spec: DetectorSpec | None = None) -> Detector:
     spec = spec or DetectorSpec()
     torch.manual_seed(spec.seed)
     d_cfg = dinov3_config(spec)
-    if spec.dinov3:
-        backbone = dinov3_lib.load_dinov3(spec.dinov3, d_cfg, sha256=spec.dinov3_sha256)
+    dinov3_file = spec.dinov3 or shipped_file(spec.preset, "dinov3")
+    if dinov3_file:
+        backbone = dinov3_lib.load_dinov3(dinov3_file, d_cfg, sha256=spec.dinov3_sha256)
     else:
         backbone = dinov3_lib.DinoV3(d_cfg)
-    if spec.parser:
-        parser = farl_lib.load_parser(spec.parser, label_set=spec.label_set, sha256=spec.parser_sha256, input_size=CROP_SIZE)
+    parser_file = spec.parser or shipped_file(spec.preset, "parser")
+    if parser_file:
+        parser = farl_lib.load_parser(parser_file, label_set=spec.label_set, sha256=spec.parser_sha256, input_size=CROP_SIZE)
     else:
         parser = farl_lib.FarlParser(parser_config(spec))
     dim = parser.cfg.width if spec.head == "farl-region" else backbone.cfg.embed_dim
-    if spec.probe:
-        probe = load_probe(spec.probe, dim=dim)
-        if probe.info.head != spec.head:
-            raise ValueError(f"{spec.probe}: probe was fitted for the '{probe.info.head}' head, not '{spec.head}'")
-        region = probe.info.region
-    else:
+    probe_file = spec.probe or shipped_file(spec.preset, "probe")
+    probe = load_probe(probe_file, dim=None) if probe_file else None
+    if probe is not None and not spec.probe and (probe.info.head, probe.info.region) != (spec.head, spec.region):
+        probe = None  # the shipped probe reads another head or region: this build gets a seeded random one
+    if probe is None:
         probe, region = random_probe(dim, spec), spec.region
+    else:
+        if probe.info.head != spec.head:
+            raise ValueError(f"{probe_file}: probe was fitted for the '{probe.info.head}' head, not '{spec.head}'")
+        if probe.weight.shape[0] != dim:
+            raise ValueError(f"{probe_file}: probe has {probe.weight.shape[0]} inputs but the '{spec.head}' head gives {dim}")
+        region = probe.info.region
     return Detector(backbone, parser, probe, DetectorConfig(head=spec.head, region=region)).eval()
 
 

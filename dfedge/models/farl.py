@@ -93,6 +93,8 @@ PRESETS: dict[str, FarlConfig] = {
     ),
     "farl-b-celebm": FarlConfig(label_set="celebm"),
     "tiny": FarlConfig(width=64, layers=4, heads=2, output_indices=(0, 1, 2, 3), head_channels=32, proj_dim=32),
+    # The toy world's parser: tiny's architecture, trained on toy label maps (`python -m dfedge.train.toy`).
+    "toy": FarlConfig(width=64, layers=4, heads=2, output_indices=(0, 1, 2, 3), head_channels=32, proj_dim=32),
 }
 
 

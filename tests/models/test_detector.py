@@ -13,7 +13,7 @@ FORBIDDEN_OPS = ("arange", "meshgrid", "tensor_split", "split", "grid_sampler", 
 
 @pytest.fixture(scope="module")
 def detector():
-    return build_detector(DetectorSpec(seed=0))
+    return build_detector(DetectorSpec(preset="tiny", seed=0))
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_lapa_probabilities_are_unwarped_then_area_pooled(detector):
 
 
 def test_dinov3_at_448_gives_a_28_grid(image):
-    det = build_detector(DetectorSpec(dinov3_input=448))
+    det = build_detector(DetectorSpec(preset="tiny", dinov3_input=448))
     with torch.no_grad():
         out = det(image[:1])
     assert out.token_mask.shape == (1, 28, 28)
@@ -64,7 +64,7 @@ def test_dinov3_at_448_gives_a_28_grid(image):
 
 @pytest.mark.parametrize("head", ["cls", "all", "farl-region"])
 def test_ablation_heads_run_with_their_feature_sizes(head, image):
-    det = build_detector(DetectorSpec(head=head))
+    det = build_detector(DetectorSpec(preset="tiny", head=head))
     assert det.feature_dim == (64 if head != "farl-region" else det.parser.cfg.width)
     with torch.no_grad():
         out = det(image[:1])

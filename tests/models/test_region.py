@@ -29,12 +29,13 @@ def soft_map(values: dict[tuple[int, int], dict[int, float]], classes: int = 11,
     return m
 
 
-def test_membership_rule_is_region_probability_at_least_half():
+def test_membership_rule_is_region_probability_at_least_a_quarter():
     index = RegionIndex("lapa", "mouth")
+    assert index.threshold == 0.25
     soft = soft_map({
-        (0, 0): {7: 0.5},            # exactly half: inside
-        (0, 1): {7: 0.49},           # just under: outside
-        (1, 1): {7: 0.2, 9: 0.35},   # upper + lower lip together: inside
+        (0, 0): {7: 0.25},           # exactly a quarter: inside
+        (0, 1): {7: 0.24},           # just under: outside
+        (1, 1): {7: 0.1, 9: 0.15},   # upper + lower lip together: inside
         (2, 2): {1: 0.9},            # skin: outside
         (2, 0): {8: 1.0},            # inner mouth: inside
     })
@@ -45,15 +46,15 @@ def test_membership_rule_is_region_probability_at_least_half():
 
 def test_hand_made_parser_map_pools_to_the_expected_tokens():
     """A CelebAMask-HQ map (no warp) at 112^2: each 8x8 pixel block is one token at g=14."""
-    det = build_detector(DetectorSpec(label_set="celebm"))
+    det = build_detector(DetectorSpec(preset="tiny", label_set="celebm"))
     probs = torch.zeros(1, 19, 112, 112)
     probs[:, 0] = 1.0
     probs[:, 0, 80:96, 40:72] = 0.0
     probs[:, 13, 80:96, 40:72] = 1.0  # upper lip: token rows 10-11, cols 5-8 exactly
-    probs[:, 0, 96:100, 40:48] = 0.0
-    probs[:, 12, 96:100, 40:48] = 1.0  # lower lip over half of token (12, 5): inside
-    probs[:, 0, 100:103, 48:56] = 0.0
-    probs[:, 12, 100:103, 48:56] = 1.0  # 3 of 8 rows of token (12, 6): outside
+    probs[:, 0, 96:98, 40:48] = 0.0
+    probs[:, 12, 96:98, 40:48] = 1.0  # lower lip over 2 of 8 rows of token (12, 5): a quarter, inside
+    probs[:, 0, 96:97, 48:56] = 0.0
+    probs[:, 12, 96:97, 48:56] = 1.0  # 1 of 8 rows of token (12, 6): outside
     soft = apply_separable(probs, det.to_tokens, det.to_tokens)
     mask = det.region_index(soft).reshape(14, 14)
     expected = torch.zeros(14, 14)
@@ -64,23 +65,24 @@ def test_hand_made_parser_map_pools_to_the_expected_tokens():
 
 @pytest.fixture(scope="module")
 def detector():
-    return build_detector(DetectorSpec(seed=3))
+    return build_detector(DetectorSpec(preset="tiny", seed=3))
 
 
-def half_mouth(det):
-    """Replace the parser's output (only) by a hand-made map: the lower half of the grid is mouth."""
+def hand_made_parse(det, mouth_rows: int):
+    """Replace the parser's output (only) by a hand-made map: the last `mouth_rows` token rows are mouth."""
     def parse(image):
         soft, probs, farl = type(det).parse(det, image)
         fake = torch.zeros_like(soft)
         fake[:, 0] = 1.0
-        fake[:, 0, 7:] = 0.0
-        fake[:, 8, 7:] = 1.0
+        if mouth_rows:
+            fake[:, 0, -mouth_rows:] = 0.0
+            fake[:, 8, -mouth_rows:] = 1.0
         return fake, probs, farl
     return parse
 
 
 def test_attribution_identity_sums_to_the_logit(detector, monkeypatch):
-    monkeypatch.setattr(detector, "parse", half_mouth(detector))
+    monkeypatch.setattr(detector, "parse", hand_made_parse(detector, 7))
     image = torch.rand(2, 3, 448, 448) * 255
     with torch.no_grad():
         out = detector(image)
@@ -91,11 +93,12 @@ def test_attribution_identity_sums_to_the_logit(detector, monkeypatch):
     assert out.logit.abs().max() > 1e-3  # a real score, not the bias alone
 
 
-def test_empty_region_is_reported_not_scored(detector):
+def test_empty_region_is_reported_not_scored(detector, monkeypatch):
     from dfedge.cli import score_record
 
+    monkeypatch.setattr(detector, "parse", hand_made_parse(detector, 0))
     with torch.no_grad():
-        out = detector(torch.zeros(1, 3, 448, 448))  # random parser: no mouth anywhere
+        out = detector(torch.rand(1, 3, 448, 448) * 255)
     assert out.region_tokens.item() == 0
     assert torch.all(out.contributions == 0) and torch.all(out.token_mask == 0)
     torch.testing.assert_close(out.logit, detector.probe.bias.expand(1))

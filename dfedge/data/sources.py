@@ -1,0 +1,176 @@
+"""Labelled sets of aligned crops: an image folder (`real/`, `fake/`), a CSV/JSONL list, or the toy world.
+
+`open_set(spec)` turns what a user types into a set:
+  toy                 toy world, split "train" (400 samples)
+  toy:val[:N]         another split, N samples
+  DIR                 DIR/real/* (label 0) and DIR/fake/* (label 1)
+  LIST.csv|LIST.jsonl rows of path,label[,video] (label 0/1 or real/fake; paths relative to the list)
+"""
+
+from __future__ import annotations
+
+import csv
+from abc import ABC, abstractmethod
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .images import IMAGE_SUFFIXES, read_crop
+
+LABELS = {"0": 0, "1": 1, "real": 0, "fake": 1}
+DEFAULT_TOY_COUNT = 400
+
+
+@dataclass
+class Sample:
+    id: str
+    image: np.ndarray  # uint8 [448, 448, 3] RGB
+    label: int  # 1 = fake, 0 = real
+    video_id: str
+
+
+class LabelledSet(ABC):
+    """A sequence of Samples with a stable description (used in cache keys and manifests)."""
+
+    description: str
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def __getitem__(self, index: int) -> Sample: ...
+
+    @abstractmethod
+    def labels(self) -> np.ndarray:
+        """[N] int labels without decoding images."""
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.description.encode()).hexdigest()[:16]
+
+
+class ToySet(LabelledSet):
+    def __init__(self, split: str = "train", count: int = DEFAULT_TOY_COUNT, region: str = "mouth") -> None:
+        from .synthetic import SPLITS
+
+        if split not in SPLITS:
+            raise ValueError(f"unknown toy split '{split}' (known: {', '.join(SPLITS)})")
+        self.split, self.count, self.region = split, count, region
+        self.description = f"toy:{split}:{count}:{region}"
+        self._labels: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> Sample:
+        from .synthetic import toy_sample
+
+        s = toy_sample(index, self.split, self.region)
+        sid = f"toy-{self.split}-{index:06d}"
+        return Sample(id=sid, image=s.image, label=int(s.fake), video_id=sid)
+
+    def labels(self) -> np.ndarray:
+        if self._labels is None:
+            from .synthetic import SPLITS
+
+            # the real/fake draw is the first number of each item's own stream (see toy_sample)
+            self._labels = np.array(
+                [int(np.random.default_rng([SPLITS[self.split], i, 1]).random() < 0.5) for i in range(self.count)]
+            )
+        return self._labels
+
+
+class FileSet(LabelledSet):
+    """Crops listed as (path, label, video id)."""
+
+    def __init__(self, rows: list[tuple[Path, int, str]], description: str) -> None:
+        self.rows = rows
+        self.description = description
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> Sample:
+        path, label, video = self.rows[index]
+        return Sample(id=str(path), image=read_crop(path), label=label, video_id=video)
+
+    def labels(self) -> np.ndarray:
+        return np.array([r[1] for r in self.rows], dtype=np.int64)
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256(self.description.encode())
+        for path, label, _ in self.rows:
+            st = path.stat()
+            h.update(f"{path}|{label}|{st.st_size}|{st.st_mtime_ns}".encode())
+        return h.hexdigest()[:16]
+
+
+def folder_set(root: str | Path) -> FileSet:
+    root = Path(root)
+    rows = []
+    for name, label in (("real", 0), ("fake", 1)):
+        sub = root / name
+        if sub.is_dir():
+            rows += [(p, label, p.stem) for p in sorted(sub.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not (root / "real").is_dir() and not (root / "fake").is_dir():
+        raise ValueError(f"{root}: expected sub-folders real/ and fake/ of aligned crops")
+    return FileSet(rows, f"folder:{root.resolve()}")
+
+
+def _label(value: object, where: str) -> int:
+    key = str(value).strip().lower()
+    if key not in LABELS:
+        raise ValueError(f"{where}: label '{value}' is not one of 0, 1, real, fake")
+    return LABELS[key]
+
+
+def list_set(path: str | Path) -> FileSet:
+    path = Path(path)
+    base = path.parent
+    rows = []
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read list ({e.strerror})") from None
+    if path.suffix == ".jsonl":
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                rel, label = rec["path"], rec["label"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise ValueError(f"{path}:{n}: expected a JSON object with 'path' and 'label'") from None
+            p = base / rel
+            rows.append((p, _label(label, f"{path}:{n}"), str(rec.get("video", p.stem))))
+    else:
+        for n, rec in enumerate(csv.reader(text.splitlines()), 1):
+            if not rec or rec[0].startswith("#") or (n == 1 and rec[0].strip().lower() == "path"):
+                continue
+            if len(rec) < 2:
+                raise ValueError(f"{path}:{n}: expected 'path,label[,video]'")
+            p = base / rec[0].strip()
+            rows.append((p, _label(rec[1], f"{path}:{n}"), rec[2].strip() if len(rec) > 2 else p.stem))
+    missing = [str(p) for p, _, _ in rows if not p.is_file()]
+    if missing:
+        raise ValueError(f"{path}: {len(missing)} listed file(s) do not exist, first: {missing[0]}")
+    return FileSet(rows, f"list:{path.resolve()}")
+
+
+def open_set(spec: str, region: str = "mouth") -> LabelledSet:
+    if spec == "toy" or spec.startswith("toy:"):
+        parts = spec.split(":")
+        split = parts[1] if len(parts) > 1 and parts[1] else "train"
+        try:
+            count = int(parts[2]) if len(parts) > 2 else DEFAULT_TOY_COUNT
+        except ValueError:
+            raise ValueError(f"'{spec}': the toy sample count must be an integer") from None
+        return ToySet(split, count, region)
+    path = Path(spec)
+    if path.is_dir():
+        return folder_set(path)
+    if path.is_file():
+        return list_set(path)
+    raise ValueError(f"{spec}: no such folder or list file (or use 'toy', 'toy:val:500')")

@@ -1,0 +1,1 @@
+"""Fitting and training: the toy models, probes."""

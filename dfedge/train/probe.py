@@ -1,0 +1,145 @@
+"""fit-probe: region-pooled features of a labelled set -> logistic regression -> a LinearProbe with a threshold."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.preprocessing import StandardScaler
+
+from ..data.images import to_tensor
+from ..data.sources import LabelledSet
+from ..models.checkpoint import atomic_write
+from ..models.detector import Detector
+from ..models.region import LinearProbe, ProbeInfo
+
+MIN_PER_CLASS = 5
+
+
+@dataclass
+class Features:
+    features: np.ndarray  # float32 [N, D]
+    labels: np.ndarray  # int64 [N], 1 = fake
+    region_tokens: np.ndarray  # float32 [N]
+    ids: np.ndarray  # str [N]
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("DFEDGE_CACHE", Path.home() / ".cache" / "dfedge")) / "features"
+
+
+def model_fingerprint(detector: Detector) -> str:
+    """Hash of everything that changes features: backbone + parser weights, head, region, input sizes."""
+    h = hashlib.sha256(f"{detector.cfg}|{detector.dinov3.cfg.img_size}".encode())
+    for module in (detector.dinov3, detector.parser):
+        for name, t in module.state_dict().items():
+            h.update(name.encode())
+            h.update(t.detach().contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def extract_features(
+    detector: Detector, data: LabelledSet, batch: int = 8, cache_dir: Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Features:
+    """Probe inputs for every sample, cached on disk by (model, data) fingerprint."""
+    cache = None
+    if cache_dir is not None:
+        cache = Path(cache_dir) / f"{model_fingerprint(detector)}-{data.fingerprint()}.npz"
+        if cache.is_file():
+            z = np.load(cache, allow_pickle=False)
+            if progress:
+                progress(len(data), len(data))
+            return Features(z["features"], z["labels"], z["region_tokens"], z["ids"])
+    feats, labels, counts, ids = [], [], [], []
+    with torch.no_grad():
+        for start in range(0, len(data), batch):
+            samples = [data[i] for i in range(start, min(len(data), start + batch))]
+            feature, _, count, _, _ = detector.features(to_tensor(np.stack([s.image for s in samples])))
+            feats.append(feature.numpy())
+            counts.append(count.numpy())
+            labels += [s.label for s in samples]
+            ids += [s.id for s in samples]
+            if progress:
+                progress(start + len(samples), len(data))
+    out = Features(np.concatenate(feats).astype(np.float32), np.array(labels, np.int64),
+                   np.concatenate(counts).astype(np.float32), np.array(ids))
+    if cache is not None:
+        atomic_write(cache, lambda tmp: np.savez(open(tmp, "wb"), features=out.features, labels=out.labels,
+                                                 region_tokens=out.region_tokens, ids=out.ids))
+    return out
+
+
+def check_classes(labels: np.ndarray, where: str) -> None:
+    n_fake, n_real = int((labels == 1).sum()), int((labels == 0).sum())
+    if min(n_fake, n_real) < MIN_PER_CLASS:
+        raise ValueError(
+            f"{where}: {n_real} real and {n_fake} fake samples; fitting a probe needs at least {MIN_PER_CLASS} of each"
+        )
+
+
+def choose_threshold(logits: np.ndarray, labels: np.ndarray, rule: str) -> float:
+    """Logit threshold: 'eer' (false-positive rate = false-negative rate) or 'fpr:X' (at most X of reals flagged)."""
+    fpr, tpr, thr = roc_curve(labels, logits)
+    finite = np.isfinite(thr)
+    fpr, tpr, thr = fpr[finite], tpr[finite], thr[finite]
+    if rule == "eer":
+        i = int(np.argmin(np.abs(fpr - (1 - tpr))))
+        return float(thr[i])
+    if rule.startswith("fpr:"):
+        target = float(rule[4:])
+        ok = np.nonzero(fpr <= target)[0]
+        return float(thr[ok[-1]]) if len(ok) else float(thr[0])
+    raise ValueError(f"unknown threshold rule '{rule}' (use eer or fpr:0.05)")
+
+
+@dataclass
+class ProbeReport:
+    train_auc: float
+    used: int
+    no_region: int
+    threshold: float
+    val_auc: float | None = None
+
+
+def fit_probe(
+    train: Features, head: str, region: str, label_set: str, threshold_rule: str = "eer", fitted_on: str = "",
+    c: float = 1.0, seed: int = 0,
+) -> tuple[LinearProbe, ProbeReport]:
+    """Logistic regression on standardised features, folded back into one plain linear layer on raw features.
+
+    Faces without region tokens carry no evidence and are left out of the fit (and counted).
+    """
+    keep = train.region_tokens > 0 if head in ("region", "farl-region") else np.ones(len(train.labels), bool)
+    x, y = train.features[keep].astype(np.float64), train.labels[keep]
+    check_classes(y, fitted_on or "training data")
+    scaler = StandardScaler().fit(x)
+    clf = LogisticRegression(C=c, max_iter=5000, random_state=seed).fit(scaler.transform(x), y)
+    w = clf.coef_[0] / scaler.scale_
+    b = float(clf.intercept_[0] - np.sum(clf.coef_[0] * scaler.mean_ / scaler.scale_))
+    logits = x @ w + b
+    threshold = choose_threshold(logits, y, threshold_rule)
+    info = ProbeInfo(head=head, region=region, label_set=label_set, threshold=threshold,
+                     threshold_rule=threshold_rule, fitted_on=fitted_on)
+    probe = LinearProbe(len(w), info)
+    with torch.no_grad():
+        probe.weight.copy_(torch.from_numpy(w.astype(np.float32)))
+        probe.bias.fill_(b)
+    report = ProbeReport(train_auc=float(roc_auc_score(y, logits)), used=int(keep.sum()),
+                         no_region=int((~keep).sum()), threshold=threshold)
+    return probe, report
+
+
+def probe_auc(probe: LinearProbe, feats: Features) -> float:
+    """AUC of the probe on a feature set; faces without region tokens score as the bias alone (as deployed)."""
+    check_classes(feats.labels, "validation data")
+    with torch.no_grad():
+        logits = probe(torch.from_numpy(feats.features)).numpy()
+    return float(roc_auc_score(feats.labels, logits))
