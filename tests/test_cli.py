@@ -63,3 +63,23 @@ def test_convert_parser_command(tmp_path):
     assert result.exit_code == 0, result.output
     bad = runner.invoke(app, ["convert-parser", str(tmp_path / "missing.pt"), str(dst)])
     assert bad.exit_code == 2 and "missing.pt: no such file" in bad.output
+
+
+def test_make_toy_then_score_offline(tmp_path):
+    result = runner.invoke(app, ["make-toy", str(tmp_path / "faces"), "--count", "4"])
+    assert result.exit_code == 0, result.output
+    crops = sorted((tmp_path / "faces").glob("*/*.png"))
+    assert len(crops) == 4
+    result = runner.invoke(app, ["score", *map(str, crops)])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    assert all(r["status"] == "ok" and r["region_tokens"] > 0 for r in records)  # the shipped parser finds mouths
+
+
+def test_fit_probe_command_on_toy_data(tmp_path):
+    out = tmp_path / "p.safetensors"
+    result = runner.invoke(app, ["fit-probe", "--data", "toy:train:40", "--val", "toy:val:24", "--no-cache",
+                                 "--head", "region", "--head", "cls", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "p-region.safetensors").exists() and (tmp_path / "p-cls.safetensors").exists()
+    assert "toy:train:40:mouth" in result.output

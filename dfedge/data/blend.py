@@ -31,7 +31,10 @@ def _elastic(mask: np.ndarray, rng: np.random.Generator, amplitude: float, cells
     return cv2.remap(mask, xx + a * field[0], yy + a * field[1], cv2.INTER_LINEAR, borderValue=0)
 
 
-def _colour_and_frequency(img: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+DETAIL_MODES = ("random", "smooth", "sharp")
+
+
+def _colour_and_frequency(img: np.ndarray, rng: np.random.Generator, strength: float, detail: str) -> np.ndarray:
     out = img.astype(np.float32)
     out = out * (1 + strength * rng.uniform(-0.15, 0.15, 3)) + strength * rng.uniform(-20, 20, 3)  # per-channel gain/shift
     hsv = cv2.cvtColor(np.clip(out, 0, 255).astype(np.uint8), cv2.COLOR_RGB2HSV).astype(np.float32)
@@ -39,7 +42,8 @@ def _colour_and_frequency(img: np.ndarray, rng: np.random.Generator, strength: f
     hsv[..., 1] *= 1 + strength * rng.uniform(-0.3, 0.3)
     out = cv2.cvtColor(np.clip(hsv, 0, 255).astype(np.uint8), cv2.COLOR_HSV2RGB).astype(np.float32)
     h, w = img.shape[:2]
-    if rng.random() < 0.5:  # lose detail: down-up resampling
+    smooth = rng.random() < 0.5 if detail == "random" else detail == "smooth"
+    if smooth:  # lose detail: down-up resampling
         f = 1 - strength * rng.uniform(0.3, 0.6)
         small = cv2.resize(out, (max(8, int(w * f)), max(8, int(h * f))), interpolation=cv2.INTER_AREA)
         out = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
@@ -50,12 +54,19 @@ def _colour_and_frequency(img: np.ndarray, rng: np.random.Generator, strength: f
 
 
 def self_blend(
-    image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, strength: float = 1.0
+    image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, strength: float = 1.0, detail: str = "random",
+    tint: tuple[float, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(fake uint8 [H, W, 3], blend mask float32 [H, W]) from a real face and a binary region mask.
 
-    `strength` scales the colour/frequency change and the blend ratio (1 = the SBI ranges).
+    `strength` scales the colour/frequency change and the blend ratio (1 = the SBI ranges). `detail` picks the
+    frequency change: "random" (SBI: blur or sharpen, half each), "smooth" (always down-up resampled, the
+    signature of a generated region that is less detailed than the photo around it) or "sharp". `tint` =
+    (hue shift in OpenCV hue units, saturation factor) adds a consistent colour bias on top of the random one,
+    as a particular generator has.
     """
+    if detail not in DETAIL_MODES:
+        raise ValueError(f"unknown detail mode '{detail}' (known: {', '.join(DETAIL_MODES)})")
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected a uint8 RGB image [H, W, 3], got {image.dtype} {list(image.shape)}")
     if mask.shape != image.shape[:2]:
@@ -63,7 +74,12 @@ def self_blend(
     if mask.max() <= 0:
         raise ValueError("the region mask is empty: nothing to blend")
     h, w = mask.shape
-    source = _colour_and_frequency(image, rng, strength)
+    source = _colour_and_frequency(image, rng, strength, detail)
+    if tint is not None:
+        hsv = cv2.cvtColor(np.clip(source, 0, 255).astype(np.uint8), cv2.COLOR_RGB2HSV).astype(np.float32)
+        hsv[..., 0] = (hsv[..., 0] + tint[0]) % 180
+        hsv[..., 1] *= tint[1]
+        source = cv2.cvtColor(np.clip(hsv, 0, 255).astype(np.uint8), cv2.COLOR_HSV2RGB).astype(np.float32)
     ys, xs = np.nonzero(mask)
     centre = (float(xs.mean()), float(ys.mean()))
     extent = max(np.ptp(xs), np.ptp(ys)) + 1

@@ -360,17 +360,18 @@ def load_dinov3(path: str | Path, cfg: DinoV3Config | str | None = None, sha256:
                 img_size: int | None = None) -> DinoV3:
     """Load DINOv3 weights from the official `.pth`, an official-layout `.safetensors`, or HF safetensors.
 
-    The layout is recognised from the keys; either way the check is strict. `cfg` may be omitted for files the
-    kit wrote (their config rides in the safetensors metadata). `sha256` (full digest or >= 8-hex prefix) pins
-    the file; `img_size` sets the input size the RoPE tables are built for.
+    The layout is recognised from the keys; either way the check is strict. Files the kit wrote carry their
+    architecture in the safetensors metadata, which then wins over `cfg`; official/HF files need `cfg` (a
+    config or preset name). `sha256` (full digest or >= 8-hex prefix) pins the file; `img_size` sets the input
+    size the RoPE tables are built for.
     """
     check_sha256(path, sha256)
     state_dict, meta = read_weights(path)
-    if cfg is None:
-        if "dfedge_dinov3_config" not in meta:
-            raise CheckpointError(f"{path}: no architecture given and none recorded in the file (pass a preset)")
+    if "dfedge_dinov3_config" in meta:
         fields = json.loads(meta["dfedge_dinov3_config"])
         cfg = DinoV3Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+    elif cfg is None:
+        raise CheckpointError(f"{path}: no architecture given and none recorded in the file (pass a preset)")
     elif isinstance(cfg, str):
         cfg = PRESETS[cfg]
     if img_size is not None:

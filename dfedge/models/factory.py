@@ -85,7 +85,7 @@ def build_detector(spec: DetectorSpec | None = None) -> Detector:
     d_cfg = dinov3_config(spec)
     dinov3_file = spec.dinov3 or shipped_file(spec.preset, "dinov3")
     if dinov3_file:
-        backbone = dinov3_lib.load_dinov3(dinov3_file, d_cfg, sha256=spec.dinov3_sha256)
+        backbone = dinov3_lib.load_dinov3(dinov3_file, d_cfg, sha256=spec.dinov3_sha256, img_size=spec.dinov3_input)
     else:
         backbone = dinov3_lib.DinoV3(d_cfg)
     parser_file = spec.parser or shipped_file(spec.preset, "parser")
