@@ -212,6 +212,74 @@ def fit_probe_cmd(
     console.print(f"next: dfedge score CROP.png --probe {out if len(heads) == 1 else '<file>'}")
 
 
+@app.command("export")
+def export_cmd(
+    target: Annotated[list[str], typer.Option(help="onnx, openvino, coreml, tflite or all (repeatable).")] = ["all"],  # noqa: B006
+    precision: Annotated[list[str], typer.Option(help="fp32 and/or fp16 (repeatable).")] = ["fp32", "fp16"],  # noqa: B006
+    out: Annotated[Path, typer.Option(help="Bundles go to OUT/NAME/TARGET-PRECISION.")] = Path("dist"),
+    name: Annotated[Optional[str], typer.Option(help="Bundle set name (default: the preset).")] = None,
+    preset: Preset = "toy",
+    dinov3: Dinov3Path = None,
+    parser: ParserPath = None,
+    probe: ProbePath = None,
+    head: Head = "region",
+    region: Region = "mouth",
+    dinov3_input: Dinov3Input = 224,
+    parity_samples: Annotated[int, typer.Option(help="Toy-world crops the parity check runs on.")] = 4,
+    random_weights: Annotated[bool, typer.Option("--random-weights", help="Allow a preset without weight files (seeded random weights), e.g. to size and time the full graph.")] = False,
+) -> None:
+    """Export the fused detector per target x precision into bundles, each checked for parity against torch."""
+    import time
+
+    import numpy as np
+
+    from .data.sources import ToySet
+    from .export.bundle import source_record, write_bundle
+    from .export.targets import resolve
+    from .models.factory import DETECTOR_PRESETS, build_detector, shipped_file
+
+    with user_errors():
+        targets = resolve(target)
+        bad = [p for p in precision if p not in ("fp32", "fp16")]
+        if bad:
+            raise ValueError(f"unknown precision '{bad[0]}' for export (fp32, fp16; int8 and below: dfedge quantize)")
+        spec = detector_spec(preset, dinov3, parser, probe, head, region, dinov3_input)
+        if not DETECTOR_PRESETS[preset].shipped and not (dinov3 and parser) and not random_weights:
+            raise ValueError(f"preset '{preset}' has no weights: pass --dinov3 and --parser, or --random-weights")
+        det = build_detector(spec)
+        files = {part: getattr(spec, part) or shipped_file(preset, part) for part in ("dinov3", "parser", "probe")}
+        sources = {part: source_record(f, f"seeded random weights (preset {preset}, seed {spec.seed})") for part, f in files.items()}
+        toy = ToySet("val", parity_samples)
+        images = np.stack([toy[i].image for i in range(parity_samples)]).transpose(0, 3, 1, 2).astype(np.float32)
+        options = {"preset": preset, "head": head, "region": det.region_index.region, "dinov3_input": dinov3_input,
+                   "opset": 20, "parity_samples": parity_samples}
+    set_name = name or preset
+    table = Table(title=f"export '{set_name}' -> {out / set_name}  (parity vs torch fp32 on {parity_samples} toy crops)")
+    for col in ("target", "precision", "status", "size MB", "max |Δlogit|", "mean |Δlogit|", "mask agreement", "time s"):
+        table.add_column(col)
+    failed = 0
+    for t in targets:
+        cache: dict = {}  # the fp32 conversion, reused for fp16
+        for p in precision:
+            start = time.time()
+            try:
+                path, manifest = write_bundle(det, t, p, out, set_name, sources, options, images,
+                                              log=lambda m: err_console.print(m, highlight=False), cache=cache)
+            except Exception as e:  # noqa: BLE001 - one failing target never aborts the others
+                failed += 1
+                reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                table.add_row(t.name, p, f"❌ {reason[:90]}", "-", "-", "-", "-", f"{time.time() - start:.0f}")
+                continue
+            par = manifest["parity"]
+            size = sum(f["bytes"] for f in manifest["files"].values()) / 1e6
+            table.add_row(t.name, p, "✅", f"{size:.2f}", f"{par['max_abs_logit']:.2e}", f"{par['mean_abs_logit']:.2e}",
+                          f"{par['mask_agreement']:.4f}", f"{time.time() - start:.0f}")
+    console.print(table)
+    if failed:
+        raise typer.Exit(1)
+    console.print(f"next: python -c \"import dfedge.export.bundle as b; print(b.verify('{out / set_name}/onnx-fp32')['parity'])\"")
+
+
 @app.command("make-toy")
 def make_toy(
     out: Annotated[Path, typer.Argument(help="Folder to write real/ and fake/ aligned crops (PNG) into.")],

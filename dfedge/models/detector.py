@@ -151,7 +151,7 @@ class Detector(nn.Module):
         if weights is None:
             contributions = torch.zeros_like(mask)
         else:
-            contributions = torch.matmul(patches, self.probe.weight) * weights
+            contributions = self.probe.project(patches) * weights
         g = self.grid
         return DetectorOutput(
             logit=logit,

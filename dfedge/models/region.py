@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import CheckpointError, read_safetensors, save_safetensors
@@ -101,7 +102,11 @@ class LinearProbe(nn.Module):
         self.info = info or ProbeInfo()
 
     def forward(self, feature: torch.Tensor) -> torch.Tensor:
-        return feature @ self.weight + self.bias
+        return F.linear(feature, self.weight.unsqueeze(0), self.bias.reshape(1)).squeeze(-1)
+
+    def project(self, tokens: torch.Tensor) -> torch.Tensor:
+        """w . x_t for every token, [B, N, D] -> [B, N] (a linear op: every converter takes it)."""
+        return F.linear(tokens, self.weight.unsqueeze(0)).squeeze(-1)
 
 
 def save_probe(probe: LinearProbe, path: str | Path) -> Path:

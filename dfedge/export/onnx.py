@@ -1,0 +1,83 @@
+"""ONNX via the dynamo exporter (opset 20: LayerNormalization stays one op), static shapes, ONNX Runtime."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..models.detector import OUTPUT_NAMES
+
+OPSET = 20
+EXTERNAL_DATA_BYTES = 1 << 30
+INPUT_NAME = "image"
+
+
+def export(detector: torch.nn.Module, example: torch.Tensor, out_dir: Path, precision: str, metadata: dict[str, str],
+           cache: dict | None = None) -> list[Path]:
+    """Write detector.onnx. `cache` (one dict per detector) keeps the fp32 graph so fp16 is derived, not re-traced."""
+    import onnx
+
+    cache = {} if cache is None else cache
+    path = out_dir / "detector.onnx"
+    # protobuf caps a file at 2 GiB: full-size graphs keep their weights in one external file beside it
+    large = sum(p.numel() * p.element_size() for p in detector.parameters()) > EXTERNAL_DATA_BYTES
+    if "onnx" not in cache:
+        program = torch.onnx.export(
+            detector, (example,), dynamo=True, opset_version=OPSET, input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES), verbose=False, external_data=large,
+        )
+        program.save(str(path))
+        cache["onnx"] = onnx.load(str(path))
+        for extra in out_dir.glob("detector.onnx.*"):
+            extra.unlink()
+    model = copy.deepcopy(cache["onnx"])
+    if precision == "fp16":
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        # fp16 weights and compute inside; the image stays float32 in and the outputs float32 out.
+        model = convert_float_to_float16(model, keep_io_types=True)
+        topological_sort(model.graph)
+    del model.metadata_props[:]
+    for key, value in sorted(metadata.items()):
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    if large:
+        onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location="detector.onnx.data", size_threshold=1024)
+    else:
+        onnx.save(model, str(path))
+    onnx.checker.check_model(str(path), full_check=True)
+    return sorted(out_dir.glob("detector.onnx*"))
+
+
+def topological_sort(graph) -> None:
+    """Order nodes so every input is produced before use (the fp16 converter appends its casts at the end)."""
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(i in available for i in n.input)]
+        if not ready:
+            raise ValueError("ONNX graph has a cycle or an undefined input")
+        for n in ready:
+            ordered.append(n)
+            available.update(n.output)
+        done = {id(n) for n in ready}
+        pending = [n for n in pending if id(n) not in done]
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
+def load(bundle: Path, threads: int = 0):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(bundle / "detector.onnx"), options, providers=["CPUExecutionProvider"])
+
+    def run(images: np.ndarray) -> dict[str, np.ndarray]:
+        return dict(zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), {INPUT_NAME: images.astype(np.float32)})))
+
+    return run

@@ -1,0 +1,46 @@
+"""OpenVINO IR via `openvino.convert_model` from the torch module, fixed input shape, FP16 weight compression."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..models.detector import OUTPUT_NAMES
+
+INPUT_NAME = "image"
+
+
+def export(detector: torch.nn.Module, example: torch.Tensor, out_dir: Path, precision: str, metadata: dict[str, str],
+           cache: dict | None = None) -> list[Path]:
+    import openvino as ov
+
+    cache = {} if cache is None else cache
+    if "openvino" not in cache:
+        cache["openvino"] = ov.convert_model(detector, example_input=example, input=[(INPUT_NAME, list(example.shape))])
+    model = cache["openvino"].clone()
+    model.inputs[0].get_tensor().set_names({INPUT_NAME})
+    for output, name in zip(model.outputs, OUTPUT_NAMES):
+        output.get_tensor().set_names({name})
+    for key, value in metadata.items():
+        model.set_rt_info(value, ["dfedge", key])
+    xml = out_dir / "detector.xml"
+    ov.save_model(model, str(xml), compress_to_fp16=precision == "fp16")
+    return [xml, xml.with_suffix(".bin")]
+
+
+def load(bundle: Path, threads: int = 0, device: str = "CPU"):
+    import openvino as ov
+
+    core = ov.Core()
+    config = {"INFERENCE_NUM_THREADS": threads} if threads else {}
+    # f32 inference precision: FP16-compressed IR weights are decompressed; compute stays f32 on CPU.
+    compiled = core.compile_model(str(bundle / "detector.xml"), device, dict(config, INFERENCE_PRECISION_HINT="f32"))
+    request = compiled.create_infer_request()
+
+    def run(images: np.ndarray) -> dict[str, np.ndarray]:
+        result = request.infer({INPUT_NAME: images.astype(np.float32)})
+        return {name: np.array(result[compiled.output(name)]) for name in OUTPUT_NAMES}
+
+    return run
