@@ -16,8 +16,8 @@ from rich.table import Table
 from . import __version__
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Export, compress, validate and package the region-indexed deepfake detector.")
-console = Console()
-err_console = Console(stderr=True)
+console = Console(emoji=False)  # ":train:" in "toy:train:40" must not become an emoji
+err_console = Console(stderr=True, emoji=False)
 
 Preset = Annotated[str, typer.Option(help="Model preset: toy (shipped toy world, default), full (ViT-L/16 + FaRL-B), tiny.")]
 Dinov3Path = Annotated[Optional[Path], typer.Option("--dinov3", help="DINOv3 weights: official .pth, or safetensors (official or HF layout).")]
