@@ -59,6 +59,10 @@ def load(bundle: Path, threads: int = 0):
 # --- a MIL interpreter for the ops this graph converts to ----------------------------------------------------
 
 
+class UnsupportedMilOp(RuntimeError):
+    """The program uses an op (or an op mode) the interpreter has no rule for: parity cannot be checked here."""
+
+
 def _pad_mode(op_vals: dict) -> str:
     return str(op_vals.get("pad_type", "valid"))
 
@@ -133,7 +137,7 @@ def _resize_bilinear(vals: dict) -> torch.Tensor:
     size = (int(vals["target_size_height"]), int(vals["target_size_width"]))
     mode = str(vals.get("sampling_mode", "DEFAULT"))
     if mode not in ("DEFAULT", "STRICT_ALIGN_CORNERS", "ALIGN_CORNERS", "UNALIGN_CORNERS", "HALF_PIXEL"):
-        raise NotImplementedError(f"resize_bilinear sampling_mode {mode}")
+        raise UnsupportedMilOp(f"resize_bilinear sampling_mode {mode}")
     return F.interpolate(x, size=size, mode="bilinear", align_corners=mode in ("STRICT_ALIGN_CORNERS", "ALIGN_CORNERS"))
 
 
@@ -243,7 +247,7 @@ class MilInterpreter:
         self.output_names = [v.name for v in self.function.outputs]
         unknown = sorted({op.op_type for op in self.function.operations} - set(OPS) - {"const"})
         if unknown:
-            raise NotImplementedError(f"{package}: MIL ops without an interpreter rule: {', '.join(unknown)}")
+            raise UnsupportedMilOp(f"{package}: MIL ops without an interpreter rule: {', '.join(unknown)}")
 
     def _value(self, var, env: dict):
         if isinstance(var, (list, tuple)):
