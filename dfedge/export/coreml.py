@@ -87,10 +87,10 @@ def _conv(vals: dict) -> torch.Tensor:
 
 
 def _conv_transpose(vals: dict) -> torch.Tensor:
-    x, w = vals["x"], vals["weight"]  # MIL weight layout [C_out, C_in / groups, kH, kW]
+    x, w = vals["x"], vals["weight"]  # MIL keeps torch's layout here: [C_in, C_out / groups, kH, kW]
     strides = [int(s) for s in vals.get("strides", [1, 1])]
     pads = _conv_padding(vals, tuple(w.shape[2:]))
-    out = F.conv_transpose2d(x, w.transpose(0, 1), vals.get("bias"), stride=strides, groups=int(vals.get("groups", 1)))
+    out = F.conv_transpose2d(x, w, vals.get("bias"), stride=strides, groups=int(vals.get("groups", 1)))
     (t, b), (l, r) = pads
     return out[..., t : out.shape[-2] - b, l : out.shape[-1] - r]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ def export(detector: torch.nn.Module, example: torch.Tensor, out_dir: Path, prec
     if "openvino" not in cache:
         cache["openvino"] = ov.convert_model(detector, example_input=example, input=[(INPUT_NAME, list(example.shape))])
     model = cache["openvino"].clone()
+    _stable_names(model)
     model.inputs[0].get_tensor().set_names({INPUT_NAME})
     for output, name in zip(model.outputs, OUTPUT_NAMES):
         output.get_tensor().set_names({name})
@@ -28,6 +30,16 @@ def export(detector: torch.nn.Module, example: torch.Tensor, out_dir: Path, prec
     xml = out_dir / "detector.xml"
     ov.save_model(model, str(xml), compress_to_fp16=precision == "fp16")
     return [xml, xml.with_suffix(".bin")]
+
+
+def _stable_names(model) -> None:
+    """OpenVINO names unnamed nodes from a process-wide counter ("Constant_17539"), so two exports in one process
+    would differ; renumber those by graph order to keep the IR byte-identical."""
+    model.set_friendly_name("dfedge_detector")
+    for i, node in enumerate(model.get_ordered_ops()):
+        name = node.get_friendly_name()
+        if re.fullmatch(r"[A-Za-z]+_\d+", name):
+            node.set_friendly_name(f"{name.rsplit('_', 1)[0]}_n{i}")
 
 
 def load(bundle: Path, threads: int = 0, device: str = "CPU"):
