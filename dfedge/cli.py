@@ -16,7 +16,8 @@ from rich.table import Table
 from . import __version__
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Export, compress, validate and package the region-indexed deepfake detector.")
-console = Console(emoji=False)  # ":train:" in "toy:train:40" must not become an emoji
+# ":train:" in "toy:train:40" must not become an emoji; piped output (CI logs) gets room for the wide tables
+console = Console(emoji=False, width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, emoji=False)
 
 Preset = Annotated[str, typer.Option(help="Model preset: toy (shipped toy world, default), full (ViT-L/16 + FaRL-B), tiny.")]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..models.detector import OUTPUT_NAMES
+from ..models.detector import FP32_CONSTANTS, OUTPUT_NAMES
 
 OPSET = 20
 EXTERNAL_DATA_BYTES = 1 << 30
@@ -38,8 +38,12 @@ def export(detector: torch.nn.Module, example: torch.Tensor, out_dir: Path, prec
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
         # fp16 weights and compute inside; the image stays float32 in and the outputs float32 out.
-        model = convert_float_to_float16(model, keep_io_types=True)
+        keep = [n.name for n in model.graph.node if set(n.input) & set(FP32_CONSTANTS)]
+        model = convert_float_to_float16(model, keep_io_types=True, node_block_list=keep)
         topological_sort(model.graph)
+        # the converter leaves value_info entries that contradict its own casts around kept nodes: re-infer them
+        del model.graph.value_info[:]
+        model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     del model.metadata_props[:]
     for key, value in sorted(metadata.items()):
         entry = model.metadata_props.add()

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..models.detector import OUTPUT_NAMES
+from ..models.detector import FP32_CONSTANTS, OUTPUT_NAMES
 
 INPUT_NAME = "image"
 
@@ -27,9 +27,31 @@ def export(detector: torch.nn.Module, example: torch.Tensor, out_dir: Path, prec
         output.get_tensor().set_names({name})
     for key, value in metadata.items():
         model.set_rt_info(value, ["dfedge", key])
+    if precision == "fp16":
+        _compress_to_fp16(model, [getattr(detector, n).numpy() for n in FP32_CONSTANTS])
     xml = out_dir / "detector.xml"
-    ov.save_model(model, str(xml), compress_to_fp16=precision == "fp16")
+    ov.save_model(model, str(xml), compress_to_fp16=False)
     return [xml, xml.with_suffix(".bin")]
+
+
+def _compress_to_fp16(model, keep: list[np.ndarray]) -> None:
+    """FP16 weights, except the constants in `keep`, which go back to fp32 (see detector.FP32_CONSTANTS).
+    OpenVINO's own opt-out marker is not honoured by this path, so those constants are found by value."""
+    import openvino as ov
+    import openvino.opset13 as ops
+    from openvino._offline_transformations import compress_model_transformation
+
+    compress_model_transformation(model)
+    for node in model.get_ordered_ops():
+        source = node.input_value(0).get_node() if node.get_type_name() == "Convert" else None
+        if source is None or source.get_type_name() != "Constant" or source.get_element_type() != ov.Type.f16:
+            continue
+        data = source.get_data()
+        for value in keep:
+            if data.shape == value.shape and np.array_equal(data, value.astype(np.float16)):
+                exact = ops.constant(value.astype(np.float32))
+                exact.set_friendly_name(node.get_friendly_name())
+                node.output(0).replace(exact.output(0))
 
 
 def _stable_names(model) -> None:
