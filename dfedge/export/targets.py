@@ -25,12 +25,12 @@ TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
         Target("onnx", "onnx", "detector.onnx", "onnxruntime", "onnx", ("fp32", "fp16"), "NCHW",
-               "dynamo exporter, opset 20, static shapes; fp16 keeps float32 input/outputs"),
+               "dynamo exporter, opset 20, static shapes; fp16 keeps float32 input/outputs and the input normalisation"),
         Target("openvino", "openvino", "detector.xml", "openvino", "openvino", ("fp32", "fp16"), "NCHW",
-               "IR from the torch module; fp16 = FP16-compressed weights, f32 compute on CPU"),
+               "IR from the torch module; fp16 = FP16-compressed weights except the input normalisation, f32 compute on CPU"),
         Target("coreml", "coreml", "detector.mlpackage", "coremltools (macOS predict; MIL interpreter elsewhere)",
                "coremltools", ("fp32", "fp16"), "NCHW",
-               "ML program, iOS17/macOS14; fp16 = FP16 compute precision"),
+               "ML program, iOS17/macOS14; fp16 = FP16 compute except input normalisation, residual adds and the probe head"),
         Target("tflite", "tflite", "detector.tflite", "ai_edge_litert", "litert-torch", ("fp32", "fp16"), "NHWC",
                "litert-torch; NHWC input as mobile cameras deliver; fp16 = float16 weights (ai-edge-quantizer)"),
     )
