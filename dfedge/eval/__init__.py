@@ -1,0 +1,1 @@
+"""Evaluation: per-sample scores, metrics, and the comparison of an artifact with its full-precision reference."""
