@@ -281,6 +281,151 @@ def export_cmd(
     console.print(f"next: python -c \"import dfedge.export.bundle as b; print(b.verify('{out / set_name}/onnx-fp32')['parity'])\"")
 
 
+Data = Annotated[str, typer.Option(help="Labelled crops: DIR with real/ and fake/, a CSV/JSONL list, or toy:SPLIT:N.")]
+
+
+@app.command()
+def reference(
+    data: Data = "toy:test:200",
+    out: Annotated[Path, typer.Option(help="Scores file to write (.scores, compressed npz + JSON header).")] = Path("reference.scores"),
+    preset: Preset = "toy",
+    dinov3: Dinov3Path = None,
+    parser: ParserPath = None,
+    probe: ProbePath = None,
+    head: Head = "region",
+    region: Region = "mouth",
+    dinov3_input: Dinov3Input = 224,
+    device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu or cuda.")] = "auto",
+    batch: Annotated[int, typer.Option(help="Crops per forward pass.")] = 8,
+) -> None:
+    """Score a labelled set with the FP32 PyTorch detector: the reference every artifact is validated against."""
+    from dataclasses import asdict
+
+    from .data.sources import open_set
+    from .eval.scores import device_facts, resolve_device, save_scores, score_set, torch_runner
+    from .models.factory import build_detector
+
+    with user_errors():
+        spec = detector_spec(preset, dinov3, parser, probe, head, region, dinov3_input)
+        dataset = open_set(data, region)
+        dev = resolve_device(device)
+        det = build_detector(spec)
+        with progress_bar(f"reference on {dev}", len(dataset)) as advance:
+            scores = score_set(torch_runner(det, dev), dataset, batch=batch, progress=advance)
+        scores.header.update(model="torch fp32", detector=asdict(spec), device=device_facts(dev), data=data,
+                             threshold=float(det.probe.info.threshold))
+        save_scores(out, scores)
+        console.print(f"{len(scores)} samples ({int(scores.scored.sum())} with a region) -> {out}")
+
+
+@contextlib.contextmanager
+def progress_bar(label: str, total: int):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err_console, transient=True) as progress:
+        task = progress.add_task(label, total=total)
+        yield lambda n=1: progress.advance(task, n)
+
+
+@app.command()
+def validate(
+    artifact: Annotated[Path, typer.Argument(help="A bundle folder (scored with its runtime) or a .scores file.")],
+    reference_scores: Annotated[Path, typer.Option("--reference", help="Scores written by `dfedge reference`.")],
+    max_auc_drop: Annotated[float, typer.Option(help="Largest allowed AUC drop, as a fraction (0.005 = 0.5 pp).")] = 0.005,
+    max_flip_rate: Annotated[Optional[float], typer.Option(help="Largest allowed share of flipped decisions.")] = None,
+    degrade: Annotated[Optional[str], typer.Option(help="Also report per degradation family, e.g. jpeg:q=50,blur:s=1.5,compound (bundles only).")] = None,
+    out: Annotated[Path, typer.Option(help="Report folder: report.md, report.json, roc.png, montage.png.")] = Path("validation"),
+    threads: Annotated[int, typer.Option(help="Runtime threads (0 = runtime default).")] = 0,
+) -> None:
+    """Compare an artifact with the reference on the same samples; exit 1 when the AUC/flip budget is exceeded."""
+    from .eval.scores import load_scores
+    from .eval.validate import Budget, compare, summary_rows, write_report
+
+    with user_errors():
+        ref = load_scores(reference_scores)
+        dataset = reopen(ref)
+        if artifact.is_dir():
+            art, runner = score_bundle(artifact, dataset, threads)
+            from .eval.scores import save_scores
+
+            save_scores(out / "artifact.scores", art)
+        elif degrade:
+            raise ValueError("--degrade needs a bundle folder: a scores file cannot be re-run on degraded inputs")
+        else:
+            art = load_scores(artifact)
+        comp = compare(ref, art, Budget(max_auc_drop, max_flip_rate))
+        extra = {}
+        if degrade:
+            extra = degradation_report(ref, runner, dataset, degrade)
+        title = f"validate {artifact}"
+        write_report(comp, ref, art, out, title, load_image=(lambda i: dataset[i].image) if dataset is not None else None,
+                     extra=extra)
+        table = Table(title=title)
+        for col in ("metric", "reference", "artifact"):
+            table.add_column(col, justify="left" if col == "metric" else "right")
+        for row in summary_rows(comp):
+            table.add_row(*row)
+        console.print(table)
+        if degrade:
+            console.print(extra["markdown"]["degradations"])
+        verdict = "[green]PASS[/green]" if comp.passed else "[red]FAIL[/red]: " + "; ".join(comp.reasons)
+        console.print(f"{verdict}  (report: {out / 'report.md'})")
+    if not comp.passed:
+        raise typer.Exit(1)
+
+
+def reopen(ref):
+    """The reference's labelled set, if it can still be opened here (for montage crops and re-scoring)."""
+    from .data.sources import open_set
+
+    spec = ref.header.get("data")
+    region = ref.header.get("detector", {}).get("region", "mouth")
+    try:
+        return open_set(spec, region) if spec else None
+    except ValueError:
+        return None
+
+
+def score_bundle(bundle: Path, dataset, threads: int):
+    from .eval.scores import score_set
+    from .runtimes import open_bundle
+
+    if dataset is None:
+        raise ValueError(f"{bundle}: the reference's data cannot be opened here, so the bundle cannot be scored on it")
+    runner, manifest = open_bundle(bundle, threads)
+    with progress_bar(f"{manifest['target']}-{manifest['precision']}", len(dataset)) as advance:
+        scores = score_set(runner, dataset, progress=advance)
+    scores.header.update(model=f"{manifest['target']}-{manifest['precision']} bundle {bundle}", data=dataset.description,
+                         threshold=float(manifest["probe"]["threshold_logit"]) if "probe" in manifest else 0.0)
+    return scores, runner
+
+
+def degradation_report(ref, runner, dataset, spec: str) -> dict:
+    """Reference (torch, rebuilt from the reference's recorded detector) and artifact on each degraded copy."""
+    from .data.degrade import apply, parse_spec
+    from .eval.scores import resolve_device, score_set, torch_runner
+    from .eval.validate import Budget, compare
+    from .models.factory import DetectorSpec, build_detector
+
+    det = build_detector(DetectorSpec(**ref.header["detector"]))
+    reference_run = torch_runner(det, resolve_device("auto"))
+    rows, records = ["| degradation | reference AUC | artifact AUC | ΔAUC | DeLong p | flips | max abs Δlogit |",
+                     "|---|---|---|---|---|---|---|"], []
+    for d in parse_spec(spec):
+        transform = lambda image, i, d=d: apply(image, d, seed=i)  # noqa: E731 - one seed per sample, same for both
+        with progress_bar(d.label, 2 * len(dataset)) as advance:
+            r = score_set(reference_run, dataset, batch=8, transform=transform, progress=advance)
+            a = score_set(runner, dataset, transform=transform, progress=advance)
+        r.header.update(threshold=ref.threshold)
+        a.header.update(threshold=ref.threshold)
+        c = compare(r, a, Budget(1.0))
+        rows.append(f"| {d.label} | {c.reference.auc:.4f} | {c.artifact.auc:.4f} | {c.delta_auc * 100:+.2f} pp | "
+                    f"{c.delong.p_value:.3g} | {c.agreement.flip_rate:.2%} | {c.agreement.max_abs:.3g} |")
+        records.append({"degradation": d.label, "comparison": c.to_json()})
+    return {"degradations": records, "markdown": {"degradations": "\n".join(rows)}}
+
+
 @app.command("make-toy")
 def make_toy(
     out: Annotated[Path, typer.Argument(help="Folder to write real/ and fake/ aligned crops (PNG) into.")],

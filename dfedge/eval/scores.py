@@ -1,0 +1,165 @@
+"""Per-sample scores of one model on one labelled set: the unit every comparison in the kit works on.
+
+File format (`.scores`, schema dfedge-scores/1): a compressed NumPy `.npz` a user opens with `np.load` — arrays
+`ids`, `video_ids` (unicode), `labels` (int8, 1 = fake), `logits`, `probabilities` (float32), `region_tokens`
+(int32), `token_masks` (bool [N, g, g]), `contributions` (float16 [N, g, g]) and `header`, one JSON string
+(schema, model, data, device, threshold, versions, problems). No pickled objects anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .. import __version__
+from ..models.checkpoint import atomic_write
+
+SCHEMA = "dfedge-scores/1"
+ARRAYS = ("ids", "video_ids", "labels", "logits", "probabilities", "region_tokens", "token_masks", "contributions")
+
+# images [B, 3, 448, 448] float32 0-255 -> dict with at least logit, probability, region_tokens, token_mask,
+# contributions (the detector's outputs); the torch detector and every bundle runtime fit this.
+Runner = Callable[[np.ndarray], dict]
+
+
+@dataclass
+class Scores:
+    ids: np.ndarray
+    video_ids: np.ndarray
+    labels: np.ndarray
+    logits: np.ndarray
+    probabilities: np.ndarray
+    region_tokens: np.ndarray
+    token_masks: np.ndarray
+    contributions: np.ndarray
+    header: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def threshold(self) -> float:
+        return float(self.header.get("threshold", 0.0))
+
+    @property
+    def scored(self) -> np.ndarray:
+        """Samples with a usable score (at least one region token)."""
+        return self.region_tokens > 0
+
+
+class ScoresError(ValueError):
+    """A scores file that cannot be read or does not match what it is compared with."""
+
+
+def save_scores(path: str | Path, scores: Scores) -> Path:
+    header = dict(scores.header, schema=SCHEMA, count=len(scores))
+    arrays = {
+        "ids": scores.ids.astype(str), "video_ids": scores.video_ids.astype(str),
+        "labels": scores.labels.astype(np.int8), "logits": scores.logits.astype(np.float32),
+        "probabilities": scores.probabilities.astype(np.float32),
+        "region_tokens": scores.region_tokens.astype(np.int32), "token_masks": scores.token_masks.astype(bool),
+        "contributions": scores.contributions.astype(np.float16), "header": np.array(json.dumps(header, sort_keys=True)),
+    }
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a bare path
+            np.savez_compressed(f, **arrays)
+
+    return atomic_write(path, write)
+
+
+def load_scores(path: str | Path) -> Scores:
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise ScoresError(f"{path}: no such file") from None
+    except (OSError, ValueError, EOFError) as e:
+        raise ScoresError(f"{path}: not a scores file ({e})") from None
+    missing = [k for k in (*ARRAYS, "header") if k not in data]
+    if missing:
+        raise ScoresError(f"{path}: not a scores file (missing {', '.join(missing)})")
+    header = json.loads(str(data["header"]))
+    if header.get("schema") != SCHEMA:
+        raise ScoresError(f"{path}: schema {header.get('schema')!r}, expected {SCHEMA}")
+    n = len(data["ids"])
+    if any(len(data[k]) != n for k in ARRAYS):
+        raise ScoresError(f"{path}: arrays of different lengths")
+    return Scores(**{k: data[k] for k in ARRAYS}, header=header)
+
+
+def torch_runner(detector, device: str = "cpu") -> Runner:
+    import torch
+
+    detector = detector.to(device).eval()
+
+    def run(images: np.ndarray) -> dict:
+        with torch.no_grad():
+            out = detector(torch.from_numpy(images).to(device))
+        return {k: v.float().cpu().numpy() for k, v in out._asdict().items()}
+
+    return run
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is visible to torch")
+    return device
+
+
+def device_facts(device: str) -> dict:
+    import torch
+
+    facts = {"device": device, "torch": torch.__version__, "host": platform.node(), "machine": platform.machine(),
+             "os": platform.platform()}
+    if device.startswith("cuda"):
+        facts["gpu"] = torch.cuda.get_device_name(0)
+    return facts
+
+
+def score_set(run: Runner, data, batch: int = 1, transform=None, progress=None) -> Scores:
+    """Score every sample of `data` (a LabelledSet). `transform(image_uint8_hwc, index)` degrades inputs."""
+    n = len(data)
+    ids, videos, labels, outs = [], [], [], []
+    for start in range(0, n, batch):
+        samples = [data[i] for i in range(start, min(n, start + batch))]
+        images = [s.image if transform is None else transform(s.image, start + k) for k, s in enumerate(samples)]
+        x = np.stack(images).transpose(0, 3, 1, 2).astype(np.float32)
+        out = run(x)
+        outs.append({k: np.asarray(out[k]) for k in ("logit", "probability", "region_tokens", "token_mask", "contributions")})
+        ids += [s.id for s in samples]
+        videos += [s.video_id for s in samples]
+        labels += [s.label for s in samples]
+        if progress is not None:
+            progress(len(samples))
+    cat = {k: np.concatenate([o[k].reshape(len(o["logit"].reshape(-1)), *o[k].shape[1:]) for o in outs])
+           for k in outs[0]} if outs else {}
+    g = cat["token_mask"].shape[-1] if outs else 0
+    return Scores(
+        ids=np.array(ids, dtype=str), video_ids=np.array(videos, dtype=str), labels=np.array(labels, dtype=np.int8),
+        logits=cat["logit"].reshape(-1), probabilities=cat["probability"].reshape(-1),
+        region_tokens=np.rint(cat["region_tokens"].reshape(-1)).astype(np.int32),
+        token_masks=cat["token_mask"].reshape(-1, g, g) > 0.5, contributions=cat["contributions"].reshape(-1, g, g),
+        header={"kit": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "data": getattr(data, "description", "")},
+    )
+
+
+def check_same_samples(reference: Scores, artifact: Scores) -> None:
+    if len(reference) != len(artifact) or not np.array_equal(reference.ids, artifact.ids):
+        raise ScoresError(f"the artifact was scored on other samples than the reference "
+                          f"({len(artifact)} vs {len(reference)}; data {artifact.header.get('data')!r} vs "
+                          f"{reference.header.get('data')!r})")
+    if not np.array_equal(reference.labels, artifact.labels):
+        raise ScoresError("the artifact's labels differ from the reference's for the same sample ids")

@@ -1,0 +1,174 @@
+"""Compare an artifact's scores with the full-precision reference on the same samples, decide the gate, and write
+the report (report.md, report.json, roc.png, montage.png)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..models.checkpoint import atomic_write
+from . import metrics
+from .scores import Scores, check_same_samples
+
+
+@dataclass(frozen=True)
+class Budget:
+    max_auc_drop: float = 0.005  # AUC as a fraction: 0.005 = 0.5 percentage points
+    max_flip_rate: float | None = None
+
+
+@dataclass
+class Comparison:
+    samples: int
+    scored: int  # samples the reference found the region in; AUCs are computed on these
+    reference: metrics.BinaryMetrics
+    artifact: metrics.BinaryMetrics
+    delta_auc: float
+    delta_auc_ci: tuple[float, float]
+    delong: metrics.DeLong
+    video: dict  # video-level (mean probability) AUCs, when any video has more than one frame
+    agreement: metrics.Agreement
+    masks: metrics.MaskAgreement
+    no_region: dict
+    passed: bool = True
+    reasons: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return json.loads(json.dumps(asdict(self), default=float))
+
+
+def compare(reference: Scores, artifact: Scores, budget: Budget = Budget(), n_boot: int = 1000, seed: int = 0) -> Comparison:
+    check_same_samples(reference, artifact)
+    keep = reference.scored
+    y = reference.labels[keep].astype(int)
+    ref_logit, art_logit = reference.logits[keep], artifact.logits[keep]
+    thr = reference.threshold
+    ref_m, art_m = metrics.binary_metrics(y, ref_logit, thr), metrics.binary_metrics(y, art_logit, thr)
+    delong = metrics.delong(y, ref_logit, art_logit)
+    ci = metrics.bootstrap_ci(y, ref_logit, art_logit, n_boot=n_boot, seed=seed)
+    video = {}
+    vids = reference.video_ids[keep]
+    if len(np.unique(vids)) < len(vids):
+        _, vy, vref = metrics.video_level(vids, y, reference.probabilities[keep])
+        _, _, vart = metrics.video_level(vids, y, artifact.probabilities[keep])
+        video = {"videos": int(len(vy)), "reference_auc": metrics.binary_metrics(vy, vref, 0.5).auc,
+                 "artifact_auc": metrics.binary_metrics(vy, vart, 0.5).auc}
+    comp = Comparison(
+        samples=len(reference), scored=int(keep.sum()), reference=ref_m, artifact=art_m,
+        delta_auc=art_m.auc - ref_m.auc, delta_auc_ci=ci, delong=delong, video=video,
+        agreement=metrics.score_agreement(ref_logit, art_logit, thr),
+        masks=metrics.mask_agreement(reference.token_masks, artifact.token_masks),
+        no_region={"reference": int((~reference.scored).sum()), "artifact": int((~artifact.scored).sum())},
+    )
+    if -comp.delta_auc > budget.max_auc_drop:
+        comp.reasons.append(f"AUC drop {-comp.delta_auc * 100:.2f} pp > budget {budget.max_auc_drop * 100:.2f} pp")
+    if budget.max_flip_rate is not None and comp.agreement.flip_rate > budget.max_flip_rate:
+        comp.reasons.append(f"decision flip rate {comp.agreement.flip_rate:.2%} > budget {budget.max_flip_rate:.2%}")
+    comp.passed = not comp.reasons
+    return comp
+
+
+def summary_rows(comp: Comparison) -> list[tuple[str, str, str]]:
+    """(metric, reference, artifact) rows for the console table and report.md."""
+    r, a = comp.reference, comp.artifact
+    lo, hi = comp.delta_auc_ci
+    rows = [
+        ("frame-level AUC", f"{r.auc:.4f}", f"{a.auc:.4f}"),
+        ("ΔAUC (95% bootstrap CI)", "", f"{comp.delta_auc * 100:+.2f} pp [{lo * 100:+.2f}, {hi * 100:+.2f}]"),
+        ("DeLong p (AUCs equal)", "", f"{comp.delong.p_value:.4g}"),
+        ("frame-level AP", f"{r.ap:.4f}", f"{a.ap:.4f}"),
+        ("frame-level EER", f"{r.eer:.4f}", f"{a.eer:.4f}"),
+        (f"accuracy at logit ≥ {r.threshold:.3f}", f"{r.accuracy:.4f}", f"{a.accuracy:.4f}"),
+    ]
+    if comp.video:
+        rows.append((f"video-level AUC ({comp.video['videos']} videos, mean prob.)",
+                     f"{comp.video['reference_auc']:.4f}", f"{comp.video['artifact_auc']:.4f}"))
+    g, m = comp.agreement, comp.masks
+    rows += [
+        ("max / mean |Δlogit|", "", f"{g.max_abs:.3g} / {g.mean_abs:.3g}"),
+        ("Pearson / Spearman", "", f"{g.pearson:.5f} / {g.spearman:.5f}"),
+        ("decision flips", "", f"{g.flip_rate:.2%}"),
+        ("token-mask agreement (tokens / exact faces)", "", f"{m.token_agreement:.4f} / {m.exact_faces:.4f}"),
+        ("region-token count drift (mean / max)", "", f"{m.count_drift_mean:.3f} / {m.count_drift_max}"),
+        ("faces without region", str(comp.no_region["reference"]), str(comp.no_region["artifact"])),
+    ]
+    return rows
+
+
+def write_report(comp: Comparison, reference: Scores, artifact: Scores, out_dir: str | Path, title: str,
+                 load_image=None, extra: dict | None = None, top: int = 6) -> dict[str, Path]:
+    """report.md, report.json, roc.png and, when `load_image(sample_index)` can fetch crops, montage.png."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {"roc": plot_roc(reference, artifact, out_dir / "roc.png")}
+    if load_image is not None:
+        files["montage"] = plot_montage(reference, artifact, load_image, out_dir / "montage.png", top)
+    payload = {"title": title, "passed": comp.passed, "reasons": comp.reasons, "comparison": comp.to_json(),
+               "reference": reference.header, "artifact": artifact.header, **(extra or {})}
+    files["json"] = atomic_write(out_dir / "report.json", lambda t: t.write_text(json.dumps(payload, indent=2, default=float)))
+    lines = [f"# {title}", "", f"**{'PASS' if comp.passed else 'FAIL'}**" + ("" if comp.passed else ": " + "; ".join(comp.reasons)),
+             "", f"{comp.samples} samples, {comp.scored} with a region (AUCs on these); reference: "
+             f"{reference.header.get('model', '?')} on {reference.header.get('device', {}).get('device', '?')}; "
+             f"artifact: {artifact.header.get('model', '?')}", "", "| metric | reference | artifact |", "|---|---|---|"]
+    lines += [f"| {m} | {r} | {a} |" for m, r, a in summary_rows(comp)]
+    for section, text in (extra or {}).get("markdown", {}).items():
+        lines += ["", f"## {section}", "", text]
+    lines += ["", "![ROC](roc.png)"] + (["", "![most-changed samples](montage.png)"] if "montage" in files else [])
+    files["md"] = atomic_write(out_dir / "report.md", lambda t: t.write_text("\n".join(lines) + "\n"))
+    return files
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_roc(reference: Scores, artifact: Scores, path: Path) -> Path:
+    from sklearn.metrics import roc_curve
+
+    plt = _figure()
+    keep = reference.scored
+    y = reference.labels[keep]
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
+    for name, s, style in (("reference", reference, "-"), ("artifact", artifact, "--")):
+        fpr, tpr, _ = roc_curve(y, s.logits[keep])
+        ax.plot(fpr, tpr, style, label=f"{name}")
+    ax.plot([0, 1], [0, 1], ":", color="grey", linewidth=0.8)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (frame level)")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    atomic_write(path, lambda t: fig.savefig(t, format="png"))
+    plt.close(fig)
+    return path
+
+
+def plot_montage(reference: Scores, artifact: Scores, load_image, path: Path, top: int) -> Path:
+    """The samples whose logit moved most: crop, reference attribution, artifact attribution (per-token
+    contributions to the logit, red = towards fake)."""
+    plt = _figure()
+    order = np.argsort(-np.abs(artifact.logits - reference.logits))[:top]
+    fig, axes = plt.subplots(len(order), 3, figsize=(7.5, 2.5 * len(order)), dpi=100, squeeze=False)
+    for row, i in zip(axes, order):
+        image = load_image(int(i))
+        for ax, (name, s) in zip(row, (("crop", None), ("reference", reference), ("artifact", artifact))):
+            ax.imshow(image)
+            if s is not None:
+                c = s.contributions[i].astype(np.float32)
+                lim = float(np.abs(c).max()) or 1.0
+                ax.imshow(c, cmap="bwr", vmin=-lim, vmax=lim, alpha=0.55, extent=(0, image.shape[1], image.shape[0], 0),
+                          interpolation="nearest")
+                ax.set_title(f"{name}: logit {s.logits[i]:+.3f}", fontsize=8)
+            else:
+                ax.set_title(f"{reference.ids[i][-28:]} (label {int(reference.labels[i])})", fontsize=8)
+            ax.axis("off")
+    fig.tight_layout()
+    atomic_write(path, lambda t: fig.savefig(t, format="png"))
+    plt.close(fig)
+    return path
