@@ -5,6 +5,7 @@
   toy:val[:N]         another split, N samples
   DIR                 DIR/real/* (label 0) and DIR/fake/* (label 1)
   LIST.csv|LIST.jsonl rows of path,label[,video] (label 0/1 or real/fake; paths relative to the list)
+  celebdf:ROOT[:SPLIT][:landmarks=FILE]  Celeb-DF v2 videos, 32 aligned frames each (see celebdf.py)
 """
 
 from __future__ import annotations
@@ -168,6 +169,10 @@ def open_set(spec: str, region: str = "mouth") -> LabelledSet:
         except ValueError:
             raise ValueError(f"'{spec}': the toy sample count must be an integer") from None
         return ToySet(split, count, region)
+    if spec.startswith("celebdf:"):
+        from .celebdf import open_celebdf
+
+        return open_celebdf(spec[len("celebdf:") :])
     path = Path(spec)
     if path.is_dir():
         return folder_set(path)
