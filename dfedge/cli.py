@@ -28,6 +28,8 @@ Head = Annotated[str, typer.Option(help="region (the paper) | cls | all | farl-r
 Region = Annotated[str, typer.Option(help="Region whose tokens feed the probe (mouth, eyes, brows, nose, skin, hair, face).")]
 Dinov3Input = Annotated[int, typer.Option(help="DINOv3 input size: 224 (exact 2x area downsample of the crop) or 448.")]
 Sha = Annotated[Optional[str], typer.Option(help="Expected SHA-256 (full or >= 8 hex prefix).")]
+RegionIndexOpt = Annotated[str, typer.Option("--region-index", help="Region-index rung: exact (FaRL as published), lite-head, parser-224, distilled (no FaRL; docs/region-index.md).")]
+RegionHeadPath = Annotated[Optional[Path], typer.Option("--region-head", help="Distilled region head (.safetensors from distill-region-head); toy ships one.")]
 
 
 @contextlib.contextmanager
@@ -47,13 +49,15 @@ def user_errors():
 
 
 def detector_spec(preset: str, dinov3: Path | None, parser: Path | None, probe: Path | None, head: str, region: str,
-                  dinov3_input: int, dinov3_sha256: str | None = None, parser_sha256: str | None = None):
+                  dinov3_input: int, dinov3_sha256: str | None = None, parser_sha256: str | None = None,
+                  region_index: str = "exact", region_head: Path | None = None):
     from .models.factory import DetectorSpec
 
     return DetectorSpec(
         preset=preset, dinov3=str(dinov3) if dinov3 else None, parser=str(parser) if parser else None,
         probe=str(probe) if probe else None, head=head, region=region, dinov3_input=dinov3_input,
-        dinov3_sha256=dinov3_sha256, parser_sha256=parser_sha256,
+        dinov3_sha256=dinov3_sha256, parser_sha256=parser_sha256, region_index=region_index,
+        region_head=str(region_head) if region_head else None,
     )
 
 
@@ -69,9 +73,12 @@ def info(
     preset: Annotated[Optional[list[str]], typer.Option(help="Preset(s) to describe; default: all.")] = None,
     head: Head = "region",
     dinov3_input: Dinov3Input = 224,
+    region_index: Annotated[Optional[list[str]], typer.Option("--region-index", help="Region-index rung(s) for the ladder table; default: all.")] = None,
 ) -> None:
-    """Configurations, parameter counts and GFLOPs of the fused graph per preset (counted on meta tensors)."""
+    """Configurations, parameter counts and GFLOPs of the fused graph per preset (counted on meta tensors), and
+    GFLOPs per component for every rung of the region-index ladder."""
     from .models.factory import DETECTOR_PRESETS, DetectorSpec, gflops, meta_detector, parameter_counts
+    from .models.ladder import RUNGS
 
     with user_errors():
         names = preset or list(DETECTOR_PRESETS)
@@ -98,6 +105,22 @@ def info(
             console.print(table)
             share = (flops["parser backbone"] + flops["parser head"]) / flops["total"]
             console.print(f"parser share of compute: {share:.1%}\n")
+            console.print(ladder_table(name, head, dinov3_input, region_index or list(RUNGS), flops["total"]))
+
+
+def ladder_table(preset: str, head: str, dinov3_input: int, rungs: list[str], exact_total: float) -> Table:
+    """GFLOPs per component of each region-index rung of a preset (meta tensors: no weights, no compute)."""
+    from .models.factory import DetectorSpec, gflops, meta_detector
+    from .models.ladder import rung
+
+    table = Table(title=f"preset '{preset}': region-index ladder, GFLOPs / face")
+    parts = ("parser backbone", "parser head", "dinov3", "region head", "region + resampling", "total")
+    for col in ("region index", *parts, "× fewer than exact", "what runs"):
+        table.add_column(col, justify="left" if col in ("region index", "what runs") else "right")
+    for r in rungs:
+        flops = gflops(meta_detector(DetectorSpec(preset=preset, head=head, dinov3_input=dinov3_input, region_index=r)))
+        table.add_row(r, *(f"{flops[p]:,.2f}" for p in parts), f"{exact_total / flops['total']:.1f}×", rung(r).description)
+    return table
 
 
 @app.command()
@@ -110,6 +133,8 @@ def score(
     head: Head = "region",
     region: Region = "mouth",
     dinov3_input: Dinov3Input = 224,
+    region_index: RegionIndexOpt = "exact",
+    region_head: RegionHeadPath = None,
     top: Annotated[int, typer.Option(help="How many top-contributing tokens to list.")] = 5,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write JSON lines here instead of stdout.")] = None,
 ) -> None:
@@ -121,7 +146,8 @@ def score(
 
     with user_errors():
         crops = [read_crop(p) for p in images]  # fail on a bad file before any work
-        det = build_detector(detector_spec(preset, dinov3, parser, probe, head, region, dinov3_input))
+        det = build_detector(detector_spec(preset, dinov3, parser, probe, head, region, dinov3_input,
+                                           region_index=region_index, region_head=region_head))
         lines = []
         with torch.no_grad():
             for path, crop in zip(images, crops):
@@ -169,6 +195,8 @@ def fit_probe_cmd(
     dinov3: Dinov3Path = None,
     parser: ParserPath = None,
     dinov3_input: Dinov3Input = 224,
+    region_index: RegionIndexOpt = "exact",
+    region_head: RegionHeadPath = None,
     batch: Annotated[int, typer.Option(help="Faces per forward pass.")] = 8,
     cache: Annotated[Optional[Path], typer.Option(help="Feature cache folder (default ~/.cache/dfedge/features).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")] = False,
@@ -191,14 +219,15 @@ def fit_probe_cmd(
         for col in ("head", "region", "train AUC", "val AUC", "faces used", "no region", "threshold (logit)", "file"):
             table.add_column(col)
         for h in heads:
-            spec = detector_spec(preset, dinov3, parser, None, h, region, dinov3_input)
+            spec = detector_spec(preset, dinov3, parser, None, h, region, dinov3_input,
+                                 region_index=region_index, region_head=region_head)
             from .models.factory import build_detector
 
             det = build_detector(spec)
             with Progress(console=err_console, transient=True) as bar:
                 task = bar.add_task(f"features ({h}, {train_set.description})", total=len(train_set))
                 feats = extract_features(det, train_set, batch, cache_dir, lambda d, t: bar.update(task, completed=d))
-            probe, report = fit_probe(feats, h, det.region_index.region, det.parser.cfg.label_set, threshold, train_set.description)
+            probe, report = fit_probe(feats, h, det.region_index.region, det.label_set, threshold, train_set.description)
             val_auc = None
             if val_set is not None:
                 with Progress(console=err_console, transient=True) as bar:
@@ -226,6 +255,8 @@ def export_cmd(
     head: Head = "region",
     region: Region = "mouth",
     dinov3_input: Dinov3Input = 224,
+    region_index: RegionIndexOpt = "exact",
+    region_head: RegionHeadPath = None,
     parity_samples: Annotated[int, typer.Option(help="Toy-world crops the parity check runs on.")] = 4,
     random_weights: Annotated[bool, typer.Option("--random-weights", help="Allow a preset without weight files (seeded random weights), e.g. to size and time the full graph.")] = False,
 ) -> None:
@@ -244,16 +275,20 @@ def export_cmd(
         bad = [p for p in precision if p not in ("fp32", "fp16")]
         if bad:
             raise ValueError(f"unknown precision '{bad[0]}' for export (fp32, fp16; int8 and below: dfedge quantize)")
-        spec = detector_spec(preset, dinov3, parser, probe, head, region, dinov3_input)
-        if not DETECTOR_PRESETS[preset].shipped and not (dinov3 and parser) and not random_weights:
-            raise ValueError(f"preset '{preset}' has no weights: pass --dinov3 and --parser, or --random-weights")
+        spec = detector_spec(preset, dinov3, parser, probe, head, region, dinov3_input,
+                             region_index=region_index, region_head=region_head)
+        index_file = region_head if region_index == "distilled" else parser
+        if not DETECTOR_PRESETS[preset].shipped and not (dinov3 and index_file) and not random_weights:
+            flag = "--region-head" if region_index == "distilled" else "--parser"
+            raise ValueError(f"preset '{preset}' has no weights: pass --dinov3 and {flag}, or --random-weights")
         det = build_detector(spec)
-        files = {part: getattr(spec, part) or shipped_file(preset, part) for part in ("dinov3", "parser", "probe")}
+        parts = ("dinov3", "region_head" if region_index == "distilled" else "parser", "probe")
+        files = {part: getattr(spec, part) or shipped_file(preset, part) for part in parts}
         sources = {part: source_record(f, f"seeded random weights (preset {preset}, seed {spec.seed})") for part, f in files.items()}
         toy = ToySet("val", parity_samples)
         images = np.stack([toy[i].image for i in range(parity_samples)]).transpose(0, 3, 1, 2).astype(np.float32)
         options = {"preset": preset, "head": head, "region": det.region_index.region, "dinov3_input": dinov3_input,
-                   "opset": 20, "parity_samples": parity_samples}
+                   "region_index": region_index, "opset": 20, "parity_samples": parity_samples}
     set_name = name or preset
     table = Table(title=f"export '{set_name}' -> {out / set_name}  (parity vs torch fp32 on {parity_samples} toy crops)")
     for col in ("target", "precision", "status", "size MB", "max |Δlogit|", "mean |Δlogit|", "mask agreement", "time s"):
@@ -471,6 +506,75 @@ def convert_parser_cmd(
         f"{cfg['layers']} layers, out_size {cfg['out_size']}) and {dst.with_suffix('.json')}"
     )
     console.print(f"next: dfedge score CROP.png --parser {dst} --dinov3 DINOV3.pth --probe PROBE.safetensors")
+
+
+@app.command("distill-region-head")
+def distill_region_head_cmd(
+    faces: Annotated[str, typer.Option(help="Aligned crops to distill on: a folder (searched recursively, labels ignored) or toy[:N].")] = "toy:1000",
+    out: Annotated[Path, typer.Option(help="Head file (.safetensors); the training manifest goes beside it as .json.")] = Path("region_head.safetensors"),
+    preset: Preset = "toy",
+    dinov3: Dinov3Path = None,
+    parser: ParserPath = None,
+    dinov3_input: Dinov3Input = 224,
+    steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 1500,
+    hidden: Annotated[int, typer.Option(help="Hidden width of the head (0 = linear).")] = 256,
+    seed: Annotated[int, typer.Option(help="Seed of the split and the initialisation.")] = 0,
+) -> None:
+    """Train the distilled region index: a small head on DINOv3 patch tokens, taught by the exact parser's
+    token-level soft labels (no human labels). Then: dfedge score ... --region-index distilled --region-head OUT."""
+    from .models.factory import build_detector, shipped_file
+    from .train.distill import DistillSettings, distill
+
+    with user_errors():
+        if out.suffix != ".safetensors":
+            raise ValueError(f"{out}: output must end in .safetensors")
+        spec = detector_spec(preset, dinov3, parser, None, "region", "mouth", dinov3_input)
+        exact = build_detector(spec)
+        sources = {part: getattr(spec, part) or shipped_file(preset, part) for part in ("dinov3", "parser")}
+        manifest = distill(exact, faces, out, sources, DistillSettings(steps=steps, hidden=hidden, seed=seed),
+                           log=lambda m: err_console.print(m, highlight=False))
+    a = manifest["agreement"]
+    console.print(f"wrote {out} and {out.with_suffix('.json')}: held-out {a['region']} masks vs exact on {a['faces']} "
+                  f"faces: tokens {a['token_agreement']:.2%}, identical {a['exact_faces']:.1%}, IoU {a['mean_iou']:.3f}")
+    console.print(f"next: dfedge region-index-report --region-index distilled --region-head {out} --data LABELLED")
+
+
+@app.command("region-index-report")
+def region_index_report_cmd(
+    data: Data = "toy:test:400",
+    rung: Annotated[Optional[list[str]], typer.Option("--region-index", help="Rung(s) to compare with exact (repeatable); default: all.")] = None,
+    out: Annotated[Path, typer.Option(help="Markdown report (a .json with the numbers is written beside it).")] = Path("region-index-report.md"),
+    preset: Preset = "toy",
+    dinov3: Dinov3Path = None,
+    parser: ParserPath = None,
+    probe: ProbePath = None,
+    region_head: RegionHeadPath = None,
+    head: Head = "region",
+    region: Region = "mouth",
+    dinov3_input: Dinov3Input = 224,
+    batch: Annotated[int, typer.Option(help="Crops per forward pass.")] = 8,
+) -> None:
+    """Every region-index rung against exact on one labelled set: mask agreement, count drift, ΔAUC (DeLong),
+    GFLOPs and latency, to choose a rung from measurements."""
+    from .data.sources import open_set
+    from .models.ladder import RUNGS
+    from .train.region_report import COLUMNS, region_index_report, rows, write_report
+
+    with user_errors():
+        spec = detector_spec(preset, dinov3, parser, probe, head, region, dinov3_input)
+        dataset = open_set(data, region)
+        rungs = rung or list(RUNGS)
+        with progress_bar(f"{len(rungs)} rungs on {data}", len(dataset) * len(set(rungs) | {"exact"})) as advance:
+            reports = region_index_report(spec, rungs, dataset, str(region_head) if region_head else None, batch,
+                                          progress=lambda r, n: advance(n))
+        write_report(reports, data, spec, out)
+    table = Table(title=f"region-index ladder vs exact on {data} ({preset})")
+    for col in COLUMNS:
+        table.add_column(col, justify="left" if col == "rung" else "right")
+    for row in rows(reports):
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"report: {out} (+ {out.with_suffix('.json')})")
 
 
 def run() -> None:  # pragma: no cover - console entry alias

@@ -110,7 +110,7 @@ def embedded_metadata(detector: Detector, name: str, precision: str) -> dict[str
         "dfedge.schema": SCHEMA, "dfedge.version": __version__, "dfedge.name": name, "dfedge.precision": precision,
         "dfedge.input": f"image float32 RGB 0-255 {detector.cfg.crop_size}x{detector.cfg.crop_size} aligned crop",
         "dfedge.template": json.dumps(np.round(ALIGN_TEMPLATE, 4).tolist()),
-        "dfedge.label_set": detector.parser.cfg.label_set, "dfedge.region": detector.region_index.region,
+        "dfedge.label_set": detector.label_set, "dfedge.region": detector.region_index.region,
         "dfedge.threshold_logit": repr(float(info.threshold)), "dfedge.outputs": ",".join(OUTPUT_NAMES),
     }
 
@@ -120,7 +120,7 @@ def build_manifest(detector: Detector, target: Target, precision: str, name: str
     s, g = detector.cfg.crop_size, detector.grid
     shape = [1, 3, s, s] if target.input_layout == "NCHW" else [1, s, s, 3]
     info = detector.probe.info
-    label_set = detector.parser.cfg.label_set
+    label_set = detector.label_set
     return {
         "schema": SCHEMA,
         "name": name,
@@ -144,7 +144,7 @@ def build_manifest(detector: Detector, target: Target, precision: str, name: str
             "region_tokens": {"shape": [1], "meaning": OUTPUT_MEANING["region_tokens"]},
             "contributions": {"shape": [1, g, g], "meaning": OUTPUT_MEANING["contributions"]},
         },
-        "labels": {"label_set": label_set, "label_names": list(detector.parser.cfg.label_names),
+        "labels": {"label_set": label_set, "label_names": list(detector.label_names),
                    "region": detector.region_index.region,
                    "region_classes": region_classes(label_set, detector.region_index.region),
                    "membership_threshold": detector.region_index.threshold, "token_grid": [g, g]},

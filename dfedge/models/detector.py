@@ -4,6 +4,9 @@
       parser branch: /255 -> tanh warp (LaPa, constant matrices) -> FaRL -> logits [B, C, 112, 112]
                      -> softmax at 112 -> back to the crop frame and area-pooled to [B, C, g, g] (one constant
                      matrix per axis) -> region membership [B, g*g]
+                     (cheaper rungs of the region index, models/ladder.py: lite-head fuses at 28, parser-224
+                     feeds a 2x area-downsampled crop and fuses at 56, distilled replaces the whole branch by
+                     a head on the DINOv3 patch tokens [B, g*g, D] -> [B, C, g, g])
       DINOv3 branch: exact 2x area downsample to 224 (or 448 as is) -> mean/std -> patch tokens [B, g*g, D]
       head:          masked mean of the region's tokens [B, D] -> linear probe -> logit [B]
 
@@ -23,7 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .dinov3 import DinoV3
+from .distilled import DistilledRegionHead
 from .farl import FarlParser
+from .ladder import rung
 from .region import HEADS, LinearProbe, RegionIndex, masked_mean_weights
 from .resample import apply_separable, area_matrix, as_buffer, unwarp_matrix, warp_matrix
 
@@ -65,53 +70,81 @@ class DetectorConfig:
     head: str = "region"  # region (the paper) | cls | all | farl-region (ablations)
     region: str = "mouth"
     crop_size: int = CROP_SIZE
+    region_index: str = "exact"  # exact | lite-head | parser-224 | distilled (models/ladder.py)
 
     def __post_init__(self) -> None:
         if self.head not in HEADS:
             raise ValueError(f"unknown head '{self.head}' (known: {', '.join(HEADS)})")
+        if not rung(self.region_index).uses_parser and self.head == "farl-region":
+            raise ValueError(f"the farl-region head reads FaRL tokens; the '{self.region_index}' region index runs no FaRL")
 
 
 class Detector(nn.Module):
-    def __init__(self, dinov3: DinoV3, parser: FarlParser, probe: LinearProbe, cfg: DetectorConfig | None = None) -> None:
+    """`parser` runs the parser rungs (its config says which: input size, fusion size); the distilled rung has no
+    parser and a `region_head` instead."""
+
+    def __init__(self, dinov3: DinoV3, parser: FarlParser | None, probe: LinearProbe, cfg: DetectorConfig | None = None,
+                 region_head: DistilledRegionHead | None = None) -> None:
         super().__init__()
         cfg = cfg or DetectorConfig()
         self.cfg = cfg
         s, d_in = cfg.crop_size, dinov3.cfg.img_size
-        if parser.cfg.input_size != s:
-            raise ValueError(f"the parser takes {parser.cfg.input_size}px inputs but the crop is {s}px")
         if s % d_in:
             raise ValueError(f"DINOv3 input {d_in} must divide the crop size {s} (224 or 448 for a 448 crop)")
+        if rung(cfg.region_index).uses_parser != (parser is not None) or (parser is None) == (region_head is None):
+            raise ValueError(f"the '{cfg.region_index}' region index needs "
+                             + ("a parser and no region head" if rung(cfg.region_index).uses_parser else "a region head and no parser"))
         feature_dim = parser.cfg.width if cfg.head == "farl-region" else dinov3.cfg.embed_dim
         if probe.weight.shape[0] != feature_dim:
             raise ValueError(f"probe has {probe.weight.shape[0]} inputs; the '{cfg.head}' head gives {feature_dim}")
+        labels = parser.cfg if parser is not None else region_head.cfg
+        self.label_set, self.label_names = labels.label_set, labels.label_names
         self.dinov3, self.parser, self.probe = dinov3, parser, probe
-        self.region_index = RegionIndex(parser.cfg.label_set, cfg.region)
+        self.region_index = RegionIndex(self.label_set, cfg.region, head=region_head)
         self.grid = dinov3.cfg.grid
         self.downsample = s // d_in
-
-        logit_size, wf = parser.cfg.logit_size, parser.cfg.warp_factor
-        if logit_size % self.grid:
-            raise ValueError(f"parser logits ({logit_size}px) do not pool evenly onto the {self.grid}x{self.grid} token grid")
-        self.warp = wf > 0
-        to_tokens = area_matrix(logit_size, self.grid)
-        if self.warp:
-            self.register_buffer("parser_warp", as_buffer(warp_matrix(s, wf)), persistent=False)
-            to_tokens = to_tokens @ unwarp_matrix(logit_size, wf)
-        self.register_buffer("to_tokens", as_buffer(to_tokens), persistent=False)  # [g, 112]
-        # FaRL's own token grid, in the parser's (warped) frame, for the farl-region ablation head.
-        self.register_buffer("to_farl_tokens", as_buffer(area_matrix(logit_size, parser.cfg.grid)), persistent=False)
+        if region_head is not None:
+            if (region_head.cfg.embed_dim, region_head.cfg.grid) != (dinov3.cfg.embed_dim, self.grid):
+                raise ValueError(f"region head reads {region_head.cfg.embed_dim}-wide tokens on a {region_head.cfg.grid}² grid; "
+                                 f"DINOv3 gives {dinov3.cfg.embed_dim} on {self.grid}²")
+        else:
+            self._parser_matrices(parser, s)
         mean, std = torch.tensor(dinov3.cfg.mean), torch.tensor(dinov3.cfg.std)
         self.register_buffer("dino_scale", (1.0 / (255.0 * std)).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("dino_shift", (-mean / std).view(1, 3, 1, 1), persistent=False)
         self.eval()
 
+    def _parser_matrices(self, parser: FarlParser, s: int) -> None:
+        p_in, logit_size, wf = parser.cfg.input_size, parser.cfg.logit_size, parser.cfg.warp_factor
+        if s % p_in:
+            raise ValueError(f"the parser takes {p_in}px inputs, which does not divide the {s}px crop")
+        if logit_size % self.grid:
+            raise ValueError(f"parser logits ({logit_size}px) do not pool evenly onto the {self.grid}x{self.grid} token grid")
+        # crop -> parser frame: exact area downsample to the parser's input (parser-224), then facer's tanh warp.
+        to_parser = area_matrix(s, p_in) if p_in != s else None
+        if wf > 0:
+            to_parser = warp_matrix(p_in, wf) if to_parser is None else warp_matrix(p_in, wf) @ to_parser
+        self.warp = to_parser is not None
+        if self.warp:
+            self.register_buffer("parser_warp", as_buffer(to_parser), persistent=False)  # [p_in, s]
+        to_tokens = area_matrix(logit_size, self.grid)
+        if wf > 0:
+            to_tokens = to_tokens @ unwarp_matrix(logit_size, wf)
+        self.register_buffer("to_tokens", as_buffer(to_tokens), persistent=False)  # [g, logit_size]
+        # FaRL's own token grid, in the parser's (warped) frame, for the farl-region ablation head.
+        self.register_buffer("to_farl_tokens", as_buffer(area_matrix(logit_size, parser.cfg.grid)), persistent=False)
+
     @property
     def feature_dim(self) -> int:
         return self.probe.weight.shape[0]
 
+    @property
+    def region_head(self) -> DistilledRegionHead | None:
+        return self.region_index.head
+
     def parse(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """image -> (probabilities on the token grid [B, C, g, g], parser-frame probabilities [B, C, 112, 112],
-        FaRL's last-block tokens [B, 28*28, W])."""
+        """image -> (probabilities on the token grid [B, C, g, g], parser-frame probabilities [B, C, L, L] with L the
+        parser's logit size (112 for exact), FaRL's last-block tokens [B, G*G, W])."""
         x = image * (1.0 / 255.0)
         if self.warp:
             x = apply_separable(x, self.parser_warp, self.parser_warp)
@@ -128,10 +161,13 @@ class Detector(nn.Module):
     def features(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """image -> (probe input [B, D], token mask [B, g*g], region token count [B], token weights [B, g*g]
         or None for heads that are not a token mean, patch tokens [B, g*g, D])."""
-        soft, probs, farl_tokens = self.parse(image)
+        patches, cls = self.embed(image)
+        if self.region_index.head is not None:  # distilled: the index is read off DINOv3's own tokens
+            soft = self.region_index.head(patches)
+        else:
+            soft, probs, farl_tokens = self.parse(image)
         mask = self.region_index(soft)
         weights, count = masked_mean_weights(mask)
-        patches, cls = self.embed(image)
         head = self.cfg.head
         if head == "region":
             return torch.bmm(weights.unsqueeze(1), patches).squeeze(1), mask, count, weights, patches

@@ -10,7 +10,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from . import dinov3 as dinov3_lib
 from . import farl as farl_lib
+from .checkpoint import CheckpointError, sha256_file
 from .detector import CROP_SIZE, Detector, DetectorConfig
+from .distilled import DistilledRegionHead, RegionHeadConfig, load_region_head
+from .ladder import rung
 from .region import LinearProbe, ProbeInfo, load_probe
 
 
@@ -22,7 +25,7 @@ class DetectorPreset:
     dinov3: str  # a key of dinov3.PRESETS
     parser: str  # a key of farl.PRESETS
     description: str
-    shipped: bool = False  # weights ship in dfedge/weights as toy_{dinov3,parser,probe}.safetensors
+    shipped: bool = False  # weights ship in dfedge/weights as toy_{dinov3,parser,probe,region_head}.safetensors
 
 
 DETECTOR_PRESETS: dict[str, DetectorPreset] = {
@@ -33,7 +36,7 @@ DETECTOR_PRESETS: dict[str, DetectorPreset] = {
 
 
 def shipped_file(preset: str, part: str) -> Path | None:
-    """The packaged weight file of a preset's part (dinov3, parser, probe), or None."""
+    """The packaged weight file of a preset's part (dinov3, parser, probe, region_head), or None."""
     if not DETECTOR_PRESETS[preset].shipped:
         return None
     path = WEIGHTS_DIR / f"{preset}_{part}.safetensors"
@@ -55,10 +58,16 @@ class DetectorSpec:
     dinov3_sha256: str | None = None
     parser_sha256: str | None = None
     seed: int = 0
+    region_index: str = "exact"  # exact | lite-head | parser-224 | distilled (models/ladder.py)
+    region_head: str | None = None  # the distilled rung's head (distill-region-head); toy ships one
 
     def __post_init__(self) -> None:
         if self.preset not in DETECTOR_PRESETS:
             raise ValueError(f"unknown preset '{self.preset}' (known: {', '.join(DETECTOR_PRESETS)})")
+        if not rung(self.region_index).uses_parser and self.head == "farl-region":
+            raise ValueError(f"the farl-region head reads FaRL tokens; the '{self.region_index}' region index runs no FaRL")
+        if self.region_head and self.region_index != "distilled":
+            raise ValueError(f"a region head file is read by the distilled region index, not by '{self.region_index}'")
         if self.dinov3_input not in (CROP_SIZE // 2, CROP_SIZE):
             raise ValueError(f"DINOv3 input must be {CROP_SIZE // 2} or {CROP_SIZE}, got {self.dinov3_input}")
 
@@ -68,8 +77,28 @@ def dinov3_config(spec: DetectorSpec) -> dinov3_lib.DinoV3Config:
 
 
 def parser_config(spec: DetectorSpec) -> farl_lib.FarlConfig:
+    """The published parser's config (the rung's is `rung(spec.region_index).parser_config(...)` of it)."""
     cfg = farl_lib.PRESETS[DETECTOR_PRESETS[spec.preset].parser]
     return replace(cfg, label_set=spec.label_set) if spec.label_set else cfg
+
+
+def region_head_config(spec: DetectorSpec, d_cfg: dinov3_lib.DinoV3Config) -> RegionHeadConfig:
+    return RegionHeadConfig(label_set=parser_config(spec).label_set, embed_dim=d_cfg.embed_dim, grid=d_cfg.grid)
+
+
+def build_region_head(spec: DetectorSpec, d_cfg: dinov3_lib.DinoV3Config) -> DistilledRegionHead:
+    """The distilled rung's head: the given or shipped file (checked against the DINOv3 it reads), else seeded
+    random weights (tiny/full without a file: for shapes, FLOPs and export tests only)."""
+    path = spec.region_head or shipped_file(spec.preset, "region_head")
+    if not path:
+        return DistilledRegionHead(region_head_config(spec, d_cfg)).eval()
+    head, meta = load_region_head(path, embed_dim=d_cfg.embed_dim, grid=d_cfg.grid)
+    if spec.label_set and head.cfg.label_set != spec.label_set:
+        raise CheckpointError(f"{path}: head predicts '{head.cfg.label_set}' classes, not '{spec.label_set}'")
+    recorded = meta.get("dinov3_sha256")
+    if spec.dinov3 and recorded and sha256_file(spec.dinov3) != recorded:
+        raise CheckpointError(f"{path}: distilled on DINOv3 weights {recorded[:12]}…, not {spec.dinov3}; distill a head for them")
+    return head
 
 
 def random_probe(dim: int, spec: DetectorSpec) -> LinearProbe:
@@ -88,11 +117,7 @@ def build_detector(spec: DetectorSpec | None = None) -> Detector:
         backbone = dinov3_lib.load_dinov3(dinov3_file, d_cfg, sha256=spec.dinov3_sha256, img_size=spec.dinov3_input)
     else:
         backbone = dinov3_lib.DinoV3(d_cfg)
-    parser_file = spec.parser or shipped_file(spec.preset, "parser")
-    if parser_file:
-        parser = farl_lib.load_parser(parser_file, label_set=spec.label_set, sha256=spec.parser_sha256, input_size=CROP_SIZE)
-    else:
-        parser = farl_lib.FarlParser(parser_config(spec))
+    parser, region_head = build_region_index(spec, d_cfg)
     dim = parser.cfg.width if spec.head == "farl-region" else backbone.cfg.embed_dim
     probe_file = spec.probe or shipped_file(spec.preset, "probe")
     probe = load_probe(probe_file, dim=None) if probe_file else None
@@ -106,18 +131,38 @@ def build_detector(spec: DetectorSpec | None = None) -> Detector:
         if probe.weight.shape[0] != dim:
             raise ValueError(f"{probe_file}: probe has {probe.weight.shape[0]} inputs but the '{spec.head}' head gives {dim}")
         region = probe.info.region
-    return Detector(backbone, parser, probe, DetectorConfig(head=spec.head, region=region)).eval()
+    cfg = DetectorConfig(head=spec.head, region=region, region_index=spec.region_index)
+    return Detector(backbone, parser, probe, cfg, region_head=region_head).eval()
+
+
+def build_region_index(spec: DetectorSpec, d_cfg: dinov3_lib.DinoV3Config) -> tuple[farl_lib.FarlParser | None, DistilledRegionHead | None]:
+    """(parser, None) for the parser rungs, the rung's variant derived from the published weights once at load;
+    (None, head) for the distilled rung."""
+    r = rung(spec.region_index)
+    if not r.uses_parser:
+        return None, build_region_head(spec, d_cfg)
+    parser_file = spec.parser or shipped_file(spec.preset, "parser")
+    if parser_file:
+        parser = farl_lib.load_parser(parser_file, label_set=spec.label_set, sha256=spec.parser_sha256, input_size=CROP_SIZE)
+    else:
+        parser = farl_lib.FarlParser(parser_config(spec))
+    cfg = r.parser_config(parser.cfg)
+    return (parser if cfg == parser.cfg else farl_lib.derive_parser(parser, cfg)), None
 
 
 def meta_detector(spec: DetectorSpec | None = None) -> Detector:
     """The detector's structure with no storage (for counting FLOPs and parameters of full-size graphs)."""
     spec = spec or DetectorSpec()
+    r = rung(spec.region_index)
     with torch.device("meta"):
-        backbone = dinov3_lib.DinoV3(dinov3_config(spec))
-        parser = farl_lib.FarlParser(parser_config(spec))
+        d_cfg = dinov3_config(spec)
+        backbone = dinov3_lib.DinoV3(d_cfg)
+        parser = farl_lib.FarlParser(r.parser_config(parser_config(spec))) if r.uses_parser else None
+        head = None if r.uses_parser else DistilledRegionHead(region_head_config(spec, d_cfg))
         dim = parser.cfg.width if spec.head == "farl-region" else backbone.cfg.embed_dim
         probe = LinearProbe(dim, ProbeInfo(head=spec.head, region=spec.region))
-    return Detector(backbone, parser, probe, DetectorConfig(head=spec.head, region=spec.region)).to("meta")
+    cfg = DetectorConfig(head=spec.head, region=spec.region, region_index=spec.region_index)
+    return Detector(backbone, parser, probe, cfg, region_head=head).to("meta")
 
 
 def count_parameters(module: torch.nn.Module) -> int:
@@ -128,6 +173,7 @@ COMPONENTS = {
     "parser backbone": ("parser.backbone",),
     "parser head": ("parser.head",),
     "dinov3": ("dinov3",),
+    "region head": ("region_index.head",),  # the distilled rung's head on DINOv3 tokens
 }
 
 
@@ -153,14 +199,17 @@ def gflops(detector: Detector) -> dict[str, float]:
 
 
 def parameter_counts(detector: Detector) -> dict[str, int]:
+    parser, head = detector.parser, detector.region_head
     return {
         "dinov3": count_parameters(detector.dinov3),
-        "parser backbone": count_parameters(detector.parser.backbone),
-        "parser head": count_parameters(detector.parser.head),
+        "parser backbone": count_parameters(parser.backbone) if parser is not None else 0,
+        "parser head": count_parameters(parser.head) if parser is not None else 0,
+        "region head": count_parameters(head) if head is not None else 0,
         "probe": count_parameters(detector.probe),
         "total": count_parameters(detector),
     }
 
 
 def describe_files(spec: DetectorSpec) -> dict[str, str | None]:
-    return {k: (str(Path(v)) if v else None) for k, v in (("dinov3", spec.dinov3), ("parser", spec.parser), ("probe", spec.probe))}
+    parts = (("dinov3", spec.dinov3), ("parser", spec.parser), ("probe", spec.probe), ("region_head", spec.region_head))
+    return {k: (str(Path(v)) if v else None) for k, v in parts}

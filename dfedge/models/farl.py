@@ -6,6 +6,14 @@ state_dict loads strictly. Differences from the TorchScript graph, all output-pr
 - the adaptive pools of scales 3 and 6 (which do not divide 14) are constant averaging matrices;
 - the trailing bilinear upsample to `out_size` is not in `forward`: the detector takes the softmax at the head's
   native 1/4 resolution (112 at 448) and pools straight to the token grid. `out_size` is kept as metadata.
+
+Cheaper variants of the same weights (the region-index ladder, `dfedge/models/ladder.py`) are configs of this
+parser, made from the published one by `derive_parser`:
+- `fuse_size` < 4*grid (lite-head): the pyramid levels finer than `fuse_size` are area-pooled to it before the
+  UPerHead. Pooling a stride-2 2x2 transposed conv's output by 2 equals a 1x1 conv with the kernel's mean, so the
+  pooled levels are computed exactly, at the coarse size, and the head fuses there;
+- `input_size` 224 (parser-224): the positional embedding is resized once (bicubic, antialiased when shrinking,
+  as timm's `resample_abs_pos_embed`), the pyramid is [56, 28, 14, 7] and the head fuses at 56.
 """
 
 from __future__ import annotations
@@ -55,6 +63,7 @@ class FarlConfig:
     proj_dim: int = 512
     pool_scales: tuple[int, ...] = (1, 2, 3, 6)
     out_size: tuple[int, int] = (448, 448)
+    fuse_size: int = 0  # UPerHead fusion (and logit) resolution; 0 = the published 4 x grid (112 at 448)
     sha256: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -64,6 +73,8 @@ class FarlConfig:
             raise ValueError(f"output_indices {self.output_indices} need at least {max(self.output_indices) + 1} layers")
         if self.input_size % (2 * self.patch_size):  # the x0.5 pyramid level needs an even token grid
             raise ValueError(f"input_size {self.input_size} must be a multiple of {2 * self.patch_size}")
+        if self.fuse_size and self.fuse_size not in (4 * self.grid, 2 * self.grid, self.grid):
+            raise ValueError(f"fuse_size {self.fuse_size} must be 4, 2 or 1 x the ViT grid ({self.grid})")
 
     @property
     def label_names(self) -> tuple[str, ...]:
@@ -79,8 +90,13 @@ class FarlConfig:
 
     @property
     def logit_size(self) -> int:
-        """Side of the logit map: the fpn1 level, 4x the ViT grid (112 at 448)."""
-        return 4 * self.grid
+        """Side of the logit map: the head's fusion size, by default the fpn1 level, 4x the ViT grid (112 at 448)."""
+        return self.fuse_size or 4 * self.grid
+
+    @property
+    def fpn_pool(self) -> int:
+        """How much the two finest pyramid levels are area-pooled before the head (1 = published, 2, 4)."""
+        return 4 * self.grid // self.logit_size
 
     @property
     def warp_factor(self) -> float:
@@ -157,21 +173,51 @@ class VisualTransformer(nn.Module):
         self.proj = nn.Parameter(scale * torch.randn(w, cfg.proj_dim))  # CLIP projection, unused; in checkpoints
 
 
-def make_fpns(width: int) -> nn.ModuleList:
-    """FaRL's four pyramid branches for patch 16: x4 (two transposed convs), x2, x1, x0.5."""
-    return nn.ModuleList(
-        [
-            nn.Sequential(
-                nn.ConvTranspose2d(width, width, kernel_size=2, stride=2),
-                nn.BatchNorm2d(width),
-                nn.GELU(),
-                nn.ConvTranspose2d(width, width, kernel_size=2, stride=2),
-            ),
-            nn.ConvTranspose2d(width, width, kernel_size=2, stride=2),
-            nn.Identity(),
-            nn.MaxPool2d(kernel_size=2, stride=2),
-        ]
-    )
+def make_fpns(width: int, pool: int = 1) -> nn.ModuleList:
+    """FaRL's four pyramid branches for patch 16: x4 (two transposed convs), x2, x1, x0.5.
+
+    `pool` 2 or 4 area-pools the x4 and x2 levels by that factor (never finer than x1): a 2x2 stride-2 transposed
+    conv followed by a 2x2 mean is a 1x1 conv with the kernel's mean (`fold_pooled_fpns` makes its weights).
+    """
+    def up() -> nn.ConvTranspose2d:
+        return nn.ConvTranspose2d(width, width, kernel_size=2, stride=2)
+
+    def folded() -> nn.Conv2d:
+        return nn.Conv2d(width, width, kernel_size=1)
+
+    first = [up(), nn.BatchNorm2d(width), nn.GELU()]
+    if pool == 1:
+        x4, x2 = nn.Sequential(*first, up()), up()
+    elif pool == 2:
+        x4, x2 = nn.Sequential(*first, folded()), up()
+    elif pool == 4:
+        x4, x2 = nn.Sequential(*first, nn.AvgPool2d(kernel_size=2, stride=2), folded()), folded()
+    else:
+        raise ValueError(f"pyramid pooling must be 1, 2 or 4, got {pool}")
+    return nn.ModuleList([x4, x2, nn.Identity(), nn.MaxPool2d(kernel_size=2, stride=2)])
+
+
+def fold_pooled_fpns(state_dict: dict[str, torch.Tensor], pool: int, prefix: str = "backbone.fpns.") -> dict[str, torch.Tensor]:
+    """Published FPN weights -> the weights of `make_fpns(width, pool)` (same outputs, area-pooled by `pool`).
+
+    ConvTranspose2d weight [in, out, 2, 2] with stride 2 -> Conv2d weight [out, in, 1, 1] = the mean over the
+    kernel taps; the bias is unchanged.
+    """
+    if pool == 1:
+        return dict(state_dict)
+
+    def fold(key: str) -> tuple[torch.Tensor, torch.Tensor]:
+        w, b = state_dict[f"{prefix}{key}.weight"], state_dict[f"{prefix}{key}.bias"]
+        return w.mean(dim=(2, 3)).t().contiguous()[:, :, None, None], b
+
+    out = {k: v for k, v in state_dict.items() if not k.startswith((f"{prefix}0.3.", f"{prefix}1."))}
+    last = "0.3" if pool == 2 else "0.4"
+    out[f"{prefix}{last}.weight"], out[f"{prefix}{last}.bias"] = fold("0.3")
+    if pool == 4:
+        out[f"{prefix}1.weight"], out[f"{prefix}1.bias"] = fold("1")
+    else:
+        out[f"{prefix}1.weight"], out[f"{prefix}1.bias"] = state_dict[f"{prefix}1.weight"], state_dict[f"{prefix}1.bias"]
+    return out
 
 
 class FarlBackbone(nn.Module):
@@ -184,9 +230,10 @@ class FarlBackbone(nn.Module):
         self.register_buffer("image_mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1))
         self.register_buffer("image_std", torch.tensor(CLIP_STD).view(1, 3, 1, 1))
         self.visual = VisualTransformer(cfg)
-        self.fpns = make_fpns(cfg.width)
+        self.fpns = make_fpns(cfg.width, cfg.fpn_pool)
 
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Pyramid at 448: [112, 56, 28, 14]^2 (finest two pooled to `fuse_size` for lite configs)."""
         x = (x - self.image_mean) / self.image_std
         v = self.visual
         x = v.conv1(x).flatten(2).transpose(1, 2)  # [B, g*g, W]
@@ -244,10 +291,12 @@ class UPerHead(nn.Module):
 
     @staticmethod
     def _resize(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2:] == like.shape[-2:]:  # levels pooled to the same size (lite configs): nothing to resize
+            return x
         return F.interpolate(x, size=(like.shape[-2], like.shape[-1]), mode="bilinear", align_corners=False)
 
     def forward(self, inputs: list[torch.Tensor]) -> torch.Tensor:
-        """Pyramid [112, 56, 28, 14]^2 maps -> logits [B, C, 112, 112] (sizes at 448)."""
+        """Pyramid [112, 56, 28, 14]^2 maps -> logits [B, C, 112, 112] (sizes at 448; the finest level's size)."""
         top = inputs[3]
         psp = [top] + [self._resize(m(top), top) for m in self.psp_modules]
         laterals = [conv(inputs[i]) for i, conv in enumerate(self.lateral_convs)]
@@ -296,13 +345,28 @@ def expected_shapes(cfg: FarlConfig) -> dict[str, tuple[int, ...]]:
 
 
 def resize_positional_embedding(pe: torch.Tensor, grid: int) -> torch.Tensor:
-    """[1 + G*G, W] -> [1 + grid*grid, W], bicubic, align_corners=False, as FaRL resizes 224 -> 448."""
+    """[1 + G*G, W] -> [1 + grid*grid, W], bicubic, align_corners=False, as FaRL resizes 224 -> 448; shrinking is
+    antialiased, as timm's `resample_abs_pos_embed` does (plain bicubic would alias the 28 -> 14 halving)."""
     old = int(round((pe.shape[0] - 1) ** 0.5))
     if old == grid:
         return pe
     patches = pe[1:].reshape(1, old, old, -1).permute(0, 3, 1, 2)
-    patches = F.interpolate(patches.float(), size=(grid, grid), mode="bicubic", align_corners=False)
+    patches = F.interpolate(patches.float(), size=(grid, grid), mode="bicubic", align_corners=False, antialias=grid < old)
     return torch.cat([pe[:1], patches.flatten(2)[0].t()], dim=0)
+
+
+def derive_parser(parser: FarlParser, cfg: FarlConfig) -> FarlParser:
+    """The same weights in another config of the ladder: positional embedding resized for `cfg.input_size`,
+    FPN levels folded for `cfg.fuse_size`. Everything else is copied as is; the result loads strictly."""
+    base = parser.cfg
+    if replace(cfg, input_size=base.input_size, fuse_size=base.fuse_size) != base:
+        raise ValueError("derive_parser changes only input_size and fuse_size")
+    if base.fpn_pool != 1:
+        raise ValueError("derive from the published parser (fuse_size 0), not from a pooled one")
+    state_dict = fold_pooled_fpns(parser.state_dict(), cfg.fpn_pool)
+    key = "backbone.visual.positional_embedding"
+    state_dict[key] = resize_positional_embedding(state_dict[key], cfg.grid)
+    return build_parser(state_dict, cfg, f"derived from the {base.input_size}px parser")
 
 
 def infer_config(state_dict: dict[str, torch.Tensor], label_set: str | None, source: str, **overrides) -> FarlConfig:

@@ -56,11 +56,17 @@ def region_class_weights(label_set: str, region: str) -> torch.Tensor:
 
 
 class RegionIndex(nn.Module):
-    """soft map [B, C, g, g] (probabilities per token) -> membership mask [B, g*g] (float 0/1)."""
+    """soft map [B, C, g, g] (probabilities per token) -> membership mask [B, g*g] (float 0/1).
 
-    def __init__(self, label_set: str, region: str, threshold: float = MEMBERSHIP_THRESHOLD) -> None:
+    `head` is the distilled rung's soft map (DINOv3 patch tokens -> [B, C, g, g], models/distilled.py); it lives
+    here so that everything deciding membership sits under one module path (quantizers keep it in float).
+    """
+
+    def __init__(self, label_set: str, region: str, threshold: float = MEMBERSHIP_THRESHOLD,
+                 head: nn.Module | None = None) -> None:
         super().__init__()
         self.label_set, self.region, self.threshold = label_set, region, threshold
+        self.head = head
         self.register_buffer("class_weights", region_class_weights(label_set, region).view(1, -1, 1, 1), persistent=False)
 
     def region_probability(self, soft: torch.Tensor) -> torch.Tensor:

@@ -36,9 +36,12 @@ def default_cache_dir() -> Path:
 
 
 def model_fingerprint(detector: Detector) -> str:
-    """Hash of everything that changes features: backbone + parser weights, head, region, input sizes."""
+    """Hash of everything that changes features: backbone + region-index weights (parser or distilled head), head,
+    region, region-index rung, input sizes."""
     h = hashlib.sha256(f"{detector.cfg}|{detector.dinov3.cfg.img_size}".encode())
-    for module in (detector.dinov3, detector.parser):
+    for module in (detector.dinov3, detector.parser, detector.region_head):
+        if module is None:
+            continue
         for name, t in module.state_dict().items():
             h.update(name.encode())
             h.update(t.detach().contiguous().cpu().numpy().tobytes())
