@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import sys
 from dataclasses import asdict
@@ -347,10 +348,17 @@ def reference(
         det = build_detector(spec)
         with progress_bar(f"reference on {dev}", len(dataset)) as advance:
             scores = score_set(torch_runner(det, dev), dataset, batch=batch, progress=advance)
+        problems = [dataclasses.asdict(p) for p in getattr(dataset, "problems", [])]
         scores.header.update(model="torch fp32", detector=asdict(spec), device=device_facts(dev), data=data,
-                             threshold=float(det.probe.info.threshold))
+                             threshold=float(det.probe.info.threshold), problems=problems)
         save_scores(out, scores)
         console.print(f"{len(scores)} samples ({int(scores.scored.sum())} with a region) -> {out}")
+        if problems:  # bad media is reported, never silently dropped
+            kinds: dict[str, int] = {}
+            for p in problems:
+                kinds[p["kind"]] = kinds.get(p["kind"], 0) + 1
+            console.print(f"[yellow]{len(problems)} media problems[/yellow] (listed in the header): "
+                          + ", ".join(f"{k}: {n}" for k, n in sorted(kinds.items())))
 
 
 @contextlib.contextmanager
@@ -459,6 +467,58 @@ def degradation_report(ref, runner, dataset, spec: str) -> dict:
                     f"{c.delong.p_value:.3g} | {c.agreement.flip_rate:.2%} | {c.agreement.max_abs:.3g} |")
         records.append({"degradation": d.label, "comparison": c.to_json()})
     return {"degradations": records, "markdown": {"degradations": "\n".join(rows)}}
+
+
+@app.command()
+def quantize(
+    target: Annotated[list[str], typer.Option(help="onnx, openvino, coreml, tflite or all (repeatable).")] = ["all"],  # noqa: B006
+    precision: Annotated[Optional[list[str]], typer.Option(help="Rungs (repeatable): int8, int8-weights, int4-weights, mixed, palette6, palette4; default: every rung of each target.")] = None,
+    calib: Annotated[str, typer.Option(help="Calibration crops: DIR, list file, toy or toy:SPLIT:N.")] = "toy",
+    calib_size: Annotated[int, typer.Option(help="Calibration crops used (a warning below 100).")] = 300,
+    val: Annotated[str, typer.Option(help="Validation split for the AUC gate (labelled crops).")] = "toy:val:200",
+    max_auc_drop: Annotated[float, typer.Option(help="Largest allowed AUC drop vs torch FP32, as a fraction (0.005 = 0.5 pp).")] = 0.005,
+    min_mask_agreement: Annotated[float, typer.Option(help="Smallest allowed token-mask agreement.")] = 0.99,
+    accuracy_iterations: Annotated[int, typer.Option(help="Bound on NNCF accuracy-control iterations (mixed rung).")] = 3,
+    out: Annotated[Path, typer.Option(help="Bundles go to OUT/NAME/TARGET-PRECISION.")] = Path("dist"),
+    name: Annotated[Optional[str], typer.Option(help="Bundle set name (default: the preset).")] = None,
+    preset: Preset = "toy",
+    dinov3: Dinov3Path = None,
+    parser: ParserPath = None,
+    probe: ProbePath = None,
+    region: Region = "mouth",
+    random_weights: Annotated[bool, typer.Option("--random-weights", help="Allow a preset without weight files.")] = False,
+) -> None:
+    """Compress each target below fp16; a rung is shipped only if it passes the AUC-drift gate on --val."""
+    from .export.targets import resolve
+    from .quantize.ladder import run_ladder
+
+    with user_errors():
+        targets = resolve(target)
+        rungs = [(t, p) for t in targets for p in (precision or t.quantized) if p in t.quantized]
+        unknown = sorted({p for p in precision or [] if not any(p in t.quantized for t in targets)})
+        if unknown:
+            raise ValueError(f"no selected target has the rung '{unknown[0]}' (see docs/export.md)")
+        spec = detector_spec(preset, dinov3, parser, probe, "region", region, 224)
+        check_weights(preset, dinov3, parser, random_weights)
+        results = run_ladder(spec, rungs, out, name or preset, calib, calib_size, val, max_auc_drop, min_mask_agreement,
+                             accuracy_iterations, log=lambda m: err_console.print(m, highlight=False))
+    table = Table(title=f"quantize '{name or preset}' -> {out / (name or preset)}  (gate: ΔAUC ≥ -{max_auc_drop * 100:.2f} pp "
+                        f"on {val}, mask agreement ≥ {min_mask_agreement})")
+    for col in ("target", "precision", "status", "size MB", "max |Δlogit|", "mask agr.", "AUC", "ΔAUC pp", "p50 ms", "tool"):
+        table.add_column(col)
+    for r in results:
+        table.add_row(*r.row())
+    console.print(table)
+    console.print(f"report: {out / (name or preset) / 'quantize-report.md'}")
+    if any(r.status != "ok" for r in results):
+        raise typer.Exit(1)
+
+
+def check_weights(preset: str, dinov3, parser, random_weights: bool) -> None:
+    from .models.factory import DETECTOR_PRESETS
+
+    if not DETECTOR_PRESETS[preset].shipped and not (dinov3 and parser) and not random_weights:
+        raise ValueError(f"preset '{preset}' has no weights: pass --dinov3 and --parser, or --random-weights")
 
 
 @app.command("make-toy")

@@ -6,6 +6,7 @@
   DIR                 DIR/real/* (label 0) and DIR/fake/* (label 1)
   LIST.csv|LIST.jsonl rows of path,label[,video] (label 0/1 or real/fake; paths relative to the list)
   celebdf:ROOT[:SPLIT][:landmarks=FILE]  Celeb-DF v2 videos, 32 aligned frames each (see celebdf.py)
+  sbi:DIR             real crops in DIR, each also as a self-blended fake (see sbi.py)
 """
 
 from __future__ import annotations
@@ -169,6 +170,10 @@ def open_set(spec: str, region: str = "mouth") -> LabelledSet:
         except ValueError:
             raise ValueError(f"'{spec}': the toy sample count must be an integer") from None
         return ToySet(split, count, region)
+    if spec.startswith("sbi:"):
+        from .sbi import SelfBlendSet
+
+        return SelfBlendSet(spec[len("sbi:"):])
     if spec.startswith("celebdf:"):
         from .celebdf import open_celebdf
 

@@ -21,7 +21,7 @@ from .. import __version__
 from ..models.checkpoint import sha256_file
 from ..models.detector import ALIGN_TEMPLATE, OUTPUT_NAMES, Detector
 from ..models.region import region_classes
-from .targets import PARITY, Target
+from .targets import Target, parity_limits
 
 SCHEMA = "dfedge-bundle/1"
 MANIFEST = "manifest.json"
@@ -37,6 +37,10 @@ OUTPUT_MEANING = {
 
 class ParityError(RuntimeError):
     """The exported graph does not compute what the torch reference computes."""
+
+
+class GateError(RuntimeError):
+    """A compressed artifact decides differently from the reference beyond its budget: it is not shipped."""
 
 
 @dataclass
@@ -97,9 +101,9 @@ def check_parity(detector: Detector, runner, images: np.ndarray, precision: str)
             mask_ref, mask_out = ref.token_mask.numpy() > 0.5, np.asarray(out["token_mask"]) > 0.5
             agree.append(float((mask_ref == mask_out).mean()))
             identical &= bool((mask_ref == mask_out).all())
-    limits = PARITY[precision]
+    limits = parity_limits(precision)
     max_dl, agreement = max(dl), float(np.mean(agree))
-    ok = max_dl <= limits["max_abs_logit"] and agreement >= limits["mask_agreement"]
+    ok = (limits["max_abs_logit"] is None or max_dl <= limits["max_abs_logit"]) and agreement >= limits["mask_agreement"]
     return Parity(max_dl, float(np.mean(dl)), agreement, identical, len(images), ok, dict(limits))
 
 
@@ -173,24 +177,35 @@ Runtime: {runtime}. Check the files with `python -c "import dfedge.export.bundle
 
 
 def write_bundle(detector: Detector, target: Target, precision: str, dist: Path, name: str, sources: dict,
-                 options: dict, parity_images: np.ndarray, log=lambda msg: None, cache: dict | None = None) -> tuple[Path, dict]:
-    """Export, check parity, write manifest + usage note, and move the bundle into `dist/name/target-precision`."""
-    if precision not in target.precisions:
-        raise ValueError(f"target '{target.name}' has no precision '{precision}' (has: {', '.join(target.precisions)})")
+                 options: dict, parity_images: np.ndarray, log=lambda msg: None, cache: dict | None = None,
+                 export_fn=None, gate=None) -> tuple[Path, dict]:
+    """Export, check parity, write manifest + usage note, and move the bundle into `dist/name/target-precision`.
+
+    `export_fn` replaces the target's exporter (quantizers use the same signature); `gate(runner) -> dict` runs
+    after parity (e.g. the AUC drift of a quantized rung), raises GateError to refuse the bundle, and its result
+    is stored in the manifest under "gate"."""
+    if precision not in target.precisions + target.quantized:
+        raise ValueError(f"target '{target.name}' has no precision '{precision}' "
+                         f"(has: {', '.join(target.precisions + target.quantized)})")
     final = Path(dist) / name / f"{target.name}-{precision}"
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
         example = torch.from_numpy(parity_images[:1].copy())
-        target.exporter().export(detector, example, tmp, precision, embedded_metadata(detector, name, precision), cache)
+        (export_fn or target.exporter().export)(detector, example, tmp, precision,
+                                                embedded_metadata(detector, name, precision), cache)
         log(f"{target.name}-{precision}: exported; checking parity on {len(parity_images)} crops")
-        parity = check_parity(detector, target.exporter().load(tmp), parity_images, precision)
+        runner = target.exporter().load(tmp)
+        parity = check_parity(detector, runner, parity_images, precision)
         if not parity.ok:
             raise ParityError(
                 f"{target.name}-{precision}: max |dlogit| {parity.max_abs_logit:.2e}, mask agreement "
                 f"{parity.mask_agreement:.4f} (limits {parity.thresholds})"
             )
         manifest = build_manifest(detector, target, precision, name, tmp, sources, options, parity)
+        if gate is not None:
+            log(f"{target.name}-{precision}: parity ok; running the gate")
+            manifest["gate"] = gate(runner)
         info = manifest["probe"]
         (tmp / "USAGE.md").write_text(USAGE.format(
             name=name, target=target.name, precision=precision, shape=manifest["input"]["shape"],

@@ -24,21 +24,29 @@ MINIMUM_DEPLOYMENT_TARGET = "iOS17"  # macOS 14; mlprogram with fp16 compute and
 
 def export(detector: torch.nn.Module, example: torch.Tensor, out_dir: Path, precision: str, metadata: dict[str, str],
            cache: dict | None = None) -> list[Path]:
+    return save(converted(detector, example, "fp16" if precision == "fp16" else "fp32", cache), out_dir, metadata)
+
+
+def converted(detector: torch.nn.Module, example: torch.Tensor, compute: str, cache: dict | None = None):
+    """An ML program (not loaded: no macOS needed) with FP32 or FP16 compute precision."""
     import coremltools as ct
 
     cache = {} if cache is None else cache
     if "exported_program" not in cache:
         cache["exported_program"] = torch.export.export(detector, (example,)).run_decompositions({})
-    model = ct.convert(
+    return ct.convert(
         cache["exported_program"],
         inputs=[ct.TensorType(name=INPUT_NAME, shape=tuple(example.shape), dtype=np.float32)],
         outputs=[ct.TensorType(name=n) for n in OUTPUT_NAMES],
         convert_to="mlprogram",
         minimum_deployment_target=getattr(ct.target, MINIMUM_DEPLOYMENT_TARGET),
         compute_precision=_fp16_except([getattr(detector, n).numpy() for n in FP32_CONSTANTS])
-        if precision == "fp16" else ct.precision.FLOAT32,
+        if compute == "fp16" else ct.precision.FLOAT32,
         skip_model_load=True,
     )
+
+
+def save(model, out_dir: Path, metadata: dict[str, str]) -> list[Path]:
     model.user_defined_metadata.update(metadata)
     path = out_dir / "detector.mlpackage"
     model.save(str(path))
@@ -271,8 +279,21 @@ def _squeeze(x: torch.Tensor, axes: list[int]) -> torch.Tensor:
     return x
 
 
+def _tensors(vals: dict) -> list[torch.Tensor]:
+    flat = [t for v in vals.values() for t in (v if isinstance(v, list) else [v])]
+    return [t for t in flat if isinstance(t, torch.Tensor)]
+
+
+def _to(value, dtype: torch.dtype):
+    if isinstance(value, list):
+        return [_to(v, dtype) for v in value]
+    if isinstance(value, torch.Tensor) and value.dtype in (torch.float16, torch.float32):
+        return value.to(dtype)
+    return value
+
+
 class MilInterpreter:
-    """Executes the `main` function of a saved ML program with torch ops (fp16 tensors computed in fp16)."""
+    """Executes the `main` function of a saved ML program with torch ops (fp16 tensors stored in fp16)."""
 
     def __init__(self, package: Path) -> None:
         import coremltools as ct
@@ -283,7 +304,8 @@ class MilInterpreter:
         self.program = load(spec, spec.specificationVersion, file_weights_dir=str(weights))
         self.function = self.program.functions["main"]
         self.output_names = [v.name for v in self.function.outputs]
-        unknown = sorted({op.op_type for op in self.function.operations} - set(OPS) - {"const"})
+        unknown = sorted({op.op_type for op in self.function.operations if not op.op_type.startswith("constexpr_")}
+                         - set(OPS) - {"const"})
         if unknown:
             raise UnsupportedMilOp(f"{package}: MIL ops without an interpreter rule: {', '.join(unknown)}")
 
@@ -306,9 +328,18 @@ class MilInterpreter:
             for op in self.function.operations:
                 if op.op_type == "const":
                     continue
+                if op.op_type.startswith("constexpr_"):  # compressed weights: coremltools' own decoder densifies them
+                    dense = op.outputs[0].val if op.outputs[0].val is not None else op.value_inference()
+                    env[op.outputs[0].name] = torch.from_numpy(np.array(dense))
+                    continue
                 vals = {k: self._value(v, env) for k, v in op.inputs.items()}
+                half = op.op_type != "cast" and any(t.dtype == torch.float16 for t in _tensors(vals))
+                if half:  # fp16 storage, fp32 arithmetic inside an op (as GPU/ANE kernels accumulate); CPU fp16 GEMM is slow
+                    vals = {k: _to(v, torch.float32) for k, v in vals.items()}
                 out = OPS[op.op_type](vals)
                 outs = out if isinstance(out, (list, tuple)) else [out]
+                if half:
+                    outs = [_to(o, torch.float16) for o in outs]
                 for var, value in zip(op.outputs, outs):
                     env[var.name] = value
         return {name: env[name].float().numpy() if isinstance(env[name], torch.Tensor) else np.asarray(env[name])

@@ -20,20 +20,7 @@ def export(detector: torch.nn.Module, example: torch.Tensor, out_dir: Path, prec
     """Write detector.onnx. `cache` (one dict per detector) keeps the fp32 graph so fp16 is derived, not re-traced."""
     import onnx
 
-    cache = {} if cache is None else cache
-    path = out_dir / "detector.onnx"
-    # protobuf caps a file at 2 GiB: full-size graphs keep their weights in one external file beside it
-    large = sum(p.numel() * p.element_size() for p in detector.parameters()) > EXTERNAL_DATA_BYTES
-    if "onnx" not in cache:
-        program = torch.onnx.export(
-            detector, (example,), dynamo=True, opset_version=OPSET, input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES), verbose=False, external_data=large,
-        )
-        program.save(str(path))
-        cache["onnx"] = onnx.load(str(path))
-        for extra in out_dir.glob("detector.onnx.*"):
-            extra.unlink()
-    model = copy.deepcopy(cache["onnx"])
+    model = converted(detector, example, out_dir, cache)
     if precision == "fp16":
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
@@ -44,11 +31,43 @@ def export(detector: torch.nn.Module, example: torch.Tensor, out_dir: Path, prec
         # the converter leaves value_info entries that contradict its own casts around kept nodes: re-infer them
         del model.graph.value_info[:]
         model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    return save(model, out_dir, metadata)
+
+
+def converted(detector: torch.nn.Module, example: torch.Tensor, out_dir: Path, cache: dict | None = None):
+    """A copy of the dynamo-exported fp32 ModelProto (traced once per cache)."""
+    import onnx
+
+    cache = {} if cache is None else cache
+    if "onnx" not in cache:
+        path = out_dir / "detector.onnx"
+        program = torch.onnx.export(
+            detector, (example,), dynamo=True, opset_version=OPSET, input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES), verbose=False, external_data=_large(detector),
+        )
+        program.save(str(path))
+        cache["onnx"] = onnx.load(str(path))
+        for extra in out_dir.glob("detector.onnx*"):
+            extra.unlink()
+    return copy.deepcopy(cache["onnx"])
+
+
+def _large(model) -> bool:
+    """protobuf caps a file at 2 GiB: full-size graphs keep their weights in one external file beside it."""
+    if isinstance(model, torch.nn.Module):
+        return sum(p.numel() * p.element_size() for p in model.parameters()) > EXTERNAL_DATA_BYTES
+    return model.ByteSize() > EXTERNAL_DATA_BYTES
+
+
+def save(model, out_dir: Path, metadata: dict[str, str]) -> list[Path]:
+    import onnx
+
+    path = out_dir / "detector.onnx"
     del model.metadata_props[:]
     for key, value in sorted(metadata.items()):
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
-    if large:
+    if _large(model):
         onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                   location="detector.onnx.data", size_threshold=1024)
     else:

@@ -15,6 +15,14 @@ INPUT_NAME = "image"
 
 def export(detector: torch.nn.Module, example: torch.Tensor, out_dir: Path, precision: str, metadata: dict[str, str],
            cache: dict | None = None) -> list[Path]:
+    model = converted(detector, example, cache)
+    if precision == "fp16":
+        _compress_to_fp16(model, [getattr(detector, n).numpy() for n in FP32_CONSTANTS])
+    return save(model, out_dir, metadata)
+
+
+def converted(detector: torch.nn.Module, example: torch.Tensor, cache: dict | None = None):
+    """A fresh copy of the converted fp32 model with stable node names and named inputs/outputs."""
     import openvino as ov
 
     cache = {} if cache is None else cache
@@ -25,10 +33,14 @@ def export(detector: torch.nn.Module, example: torch.Tensor, out_dir: Path, prec
     model.inputs[0].get_tensor().set_names({INPUT_NAME})
     for output, name in zip(model.outputs, OUTPUT_NAMES):
         output.get_tensor().set_names({name})
+    return model
+
+
+def save(model, out_dir: Path, metadata: dict[str, str]) -> list[Path]:
+    import openvino as ov
+
     for key, value in metadata.items():
         model.set_rt_info(value, ["dfedge", key])
-    if precision == "fp16":
-        _compress_to_fp16(model, [getattr(detector, n).numpy() for n in FP32_CONSTANTS])
     xml = out_dir / "detector.xml"
     ov.save_model(model, str(xml), compress_to_fp16=False)
     return [xml, xml.with_suffix(".bin")]

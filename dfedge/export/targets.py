@@ -16,6 +16,7 @@ class Target:
     precisions: tuple[str, ...]
     input_layout: str  # of the exported graph's input tensor
     note: str
+    quantized: tuple[str, ...] = ()  # rungs below fp16, written by `dfedge quantize` (dfedge/quantize/<module>.py)
 
     def exporter(self):
         return importlib.import_module(f"dfedge.export.{self.module}")
@@ -25,19 +26,29 @@ TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
         Target("onnx", "onnx", "detector.onnx", "onnxruntime", "onnx", ("fp32", "fp16"), "NCHW",
-               "dynamo exporter, opset 20, static shapes; fp16 keeps float32 input/outputs and the input normalisation"),
+               "dynamo exporter, opset 20, static shapes; fp16 keeps float32 input/outputs and the input normalisation",
+               ("int8", "int8-weights")),
         Target("openvino", "openvino", "detector.xml", "openvino", "openvino", ("fp32", "fp16"), "NCHW",
-               "IR from the torch module; fp16 = FP16-compressed weights except the input normalisation, f32 compute on CPU"),
+               "IR from the torch module; fp16 = FP16-compressed weights except the input normalisation, f32 compute on CPU",
+               ("int8", "int8-weights", "int4-weights", "mixed")),
         Target("coreml", "coreml", "detector.mlpackage", "coremltools (macOS predict; MIL interpreter elsewhere)",
                "coremltools", ("fp32", "fp16"), "NCHW",
-               "ML program, iOS17/macOS14; fp16 = FP16 compute except input normalisation, residual adds and the probe head"),
+               "ML program, iOS17/macOS14; fp16 = FP16 compute except input normalisation, residual adds and the probe head",
+               ("int8-weights", "palette6", "palette4")),
         Target("tflite", "tflite", "detector.tflite", "ai_edge_litert", "litert-torch", ("fp32", "fp16"), "NHWC",
-               "litert-torch; NHWC input as mobile cameras deliver; fp16 = float16 weights (ai-edge-quantizer)"),
+               "litert-torch; NHWC input as mobile cameras deliver; fp16 = float16 weights (ai-edge-quantizer)",
+               ("int8-weights", "int8")),
     )
 }
 
-# Parity thresholds against the torch FP32 reference, per precision.
+# Parity thresholds against the torch FP32 reference, per precision. Quantized rungs have no logit limit: their
+# gate is the AUC drift on a validation split (dfedge quantize --max-auc-drop), plus this mask agreement.
 PARITY = {"fp32": {"max_abs_logit": 1e-4, "mask_agreement": 1.0}, "fp16": {"max_abs_logit": 1e-2, "mask_agreement": 0.99}}
+QUANTIZED_PARITY = {"max_abs_logit": None, "mask_agreement": 0.99}
+
+
+def parity_limits(precision: str) -> dict:
+    return PARITY.get(precision, QUANTIZED_PARITY)
 
 
 def resolve(names: list[str] | str) -> list[Target]:
@@ -52,7 +63,9 @@ def resolve(names: list[str] | str) -> list[Target]:
 
 def markdown_table() -> str:
     """The docs table of targets, generated from TARGETS."""
-    rows = ["| target | model file | runtime | precisions | input | notes |", "|---|---|---|---|---|---|"]
+    rows = ["| target | model file | runtime | precisions | quantized (`dfedge quantize`) | input | notes |",
+            "|---|---|---|---|---|---|---|"]
     for t in TARGETS.values():
-        rows.append(f"| `{t.name}` | `{t.model_file}` | {t.runtime} | {', '.join(t.precisions)} | {t.input_layout} | {t.note} |")
+        rows.append(f"| `{t.name}` | `{t.model_file}` | {t.runtime} | {', '.join(t.precisions)} | {', '.join(t.quantized)} "
+                    f"| {t.input_layout} | {t.note} |")
     return "\n".join(rows)

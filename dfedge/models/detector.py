@@ -55,6 +55,10 @@ OUTPUT_NAMES = ("logit", "probability", "token_mask", "region_tokens", "contribu
 # no averaging removes (toy: |dlogit| 0.04 against 0.003 for all weights together), so fp16 exports keep these
 # constants, and the ops that apply them, in fp32.
 FP32_CONSTANTS = ("dino_scale", "dino_shift")
+# The region math that quantizers must leave in float: every op of Detector's own forward (parser softmax, pooling
+# to tokens, masked mean, sigmoid) plus these submodules (membership threshold, probe). Exporters name graph nodes
+# after the module that made them, so the quantizers' ignored scopes are derived from this, not from node names.
+FLOAT_SUBMODULES = ("region_index", "probe")
 
 
 class DetectorOutput(NamedTuple):

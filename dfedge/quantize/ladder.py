@@ -1,0 +1,165 @@
+"""Run one quantized rung end to end: quantize -> bundle -> parity -> AUC-drift gate on a validation split."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..eval.scores import Scores, score_set, torch_runner
+from ..eval.validate import Budget, compare
+from ..export.bundle import GateError, write_bundle
+from .calibration import Calibration
+
+
+@dataclass
+class Validation:
+    """The validation split and the torch FP32 reference's scores on it (computed once per command)."""
+
+    data: object  # LabelledSet
+    reference: Scores
+
+    @classmethod
+    def build(cls, detector, data) -> "Validation":
+        ref = score_set(torch_runner(detector), data, batch=8)
+        ref.header.update(threshold=float(detector.probe.info.threshold), model="torch fp32", data=data.description)
+        return cls(data, ref)
+
+    def items(self) -> list[tuple[np.ndarray, int]]:
+        """(image, label) of the samples the gate's AUC is computed on: those the reference finds the region in."""
+        return [(self.data[i].image.transpose(2, 0, 1)[None].astype(np.float32), int(self.data[i].label))
+                for i in np.flatnonzero(self.reference.scored)]
+
+
+def gate(validation: Validation, budget: Budget, min_mask_agreement: float, runner) -> dict:
+    art = score_set(runner, validation.data)
+    art.header.update(threshold=validation.reference.threshold)
+    comp = compare(validation.reference, art, budget)
+    reasons = list(comp.reasons)
+    if comp.masks.token_agreement < min_mask_agreement:
+        reasons.append(f"token-mask agreement {comp.masks.token_agreement:.4f} < {min_mask_agreement}")
+    result = {"data": validation.data.description, "reference_auc": comp.reference.auc, "auc": comp.artifact.auc,
+              "delta_auc": comp.delta_auc, "delta_auc_ci": list(comp.delta_auc_ci), "delong_p": comp.delong.p_value,
+              "mask_agreement": comp.masks.token_agreement, "flip_rate": comp.agreement.flip_rate,
+              "max_abs_logit": comp.agreement.max_abs, "mean_abs_logit": comp.agreement.mean_abs,
+              "budget": {"max_auc_drop": budget.max_auc_drop, "min_mask_agreement": min_mask_agreement},
+              "passed": not reasons, "reasons": reasons}
+    if reasons:
+        raise GateError("; ".join(reasons))
+    return result
+
+
+def write_rung(detector, target, precision: str, dist, name: str, sources: dict, options: dict, parity_images,
+               calib: Calibration, validation: Validation, budget: Budget, min_mask_agreement: float = 0.99,
+               accuracy_iterations: int = 3, log=lambda m: None, cache: dict | None = None):
+    module = importlib.import_module(f"dfedge.quantize.{target.module}")
+    report: dict = {}
+    accuracy = None
+    if precision == "mixed":
+        items = validation.items()
+        # NNCF's target drop is set inside the budget: its ranking subset and the gate's bootstrap differ slightly
+        accuracy = (items, module.auc_validation(items), 0.8 * budget.max_auc_drop, accuracy_iterations)
+    export_fn = functools.partial(module.quantize, calib=calib, report=report, accuracy=accuracy)
+    opts = dict(options, quantization=report)  # filled in by the quantizer before the manifest is written
+    return write_bundle(detector, target, precision, dist, name, sources, opts, parity_images, log=log, cache=cache,
+                        export_fn=lambda det, ex, out, p, meta, c: export_fn(det, ex, out, p, meta, c),
+                        gate=functools.partial(gate, validation, budget, min_mask_agreement))
+
+
+@dataclass
+class RungResult:
+    target: str
+    precision: str
+    status: str  # ok | gate (❎: refused by the gate, not shipped) | error (❌: the tool failed)
+    reason: str = ""
+    size_mb: float | None = None
+    parity: dict | None = None
+    gate: dict | None = None
+    p50_ms: float | None = None
+    tool: str = ""
+
+    def row(self) -> tuple[str, ...]:
+        mark = {"ok": "✅", "gate": "❎", "error": "❌"}[self.status]
+        g = self.gate or {}
+        return (self.target, self.precision, f"{mark} {self.reason[:70]}".strip(),
+                _fmt(self.size_mb, ".2f"), _fmt((self.parity or {}).get("max_abs_logit"), ".2e"),
+                _fmt(g.get("mask_agreement"), ".4f"), _fmt(g.get("auc"), ".4f"),
+                _fmt(None if "delta_auc" not in g else g["delta_auc"] * 100, "+.2f"), _fmt(self.p50_ms, ".1f"), self.tool)
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def median_latency_ms(runner, image: np.ndarray, runs: int = 5) -> float:
+    import time
+
+    runner(image)  # warm-up
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        runner(image)
+        times.append((time.perf_counter() - start) * 1e3)
+    return float(np.median(times))
+
+
+def run_ladder(spec, rungs, dist, name: str, calib_spec: str, calib_size: int, val_spec: str, max_auc_drop: float,
+               min_mask_agreement: float, accuracy_iterations: int, log=lambda m: None) -> list[RungResult]:
+    from pathlib import Path
+
+    from ..data.sources import ToySet, open_set
+    from ..export.bundle import source_record
+    from ..models.factory import build_detector, shipped_file
+    from .calibration import calibration_set
+
+    det = build_detector(spec)
+    files = {part: getattr(spec, part) or shipped_file(spec.preset, part) for part in ("dinov3", "parser", "probe")}
+    sources = {part: source_record(f, f"seeded random weights (preset {spec.preset}, seed {spec.seed})")
+               for part, f in files.items()}
+    toy = ToySet("val", 2)
+    parity_images = np.stack([toy[i].image for i in range(2)]).transpose(0, 3, 1, 2).astype(np.float32)
+    log(f"calibration: {calib_spec} ({calib_size}); validation reference on {val_spec}")
+    calib = calibration_set(calib_spec, calib_size, spec.region)
+    validation = Validation.build(det, open_set(val_spec, spec.region))
+    budget = Budget(max_auc_drop)
+    options = {"preset": spec.preset, "region": spec.region, "validation": val_spec}
+    results, caches = [], {}
+    for target, precision in rungs:
+        cache = caches.setdefault(target.name, {})
+        log(f"{target.name}-{precision}: quantizing")
+        try:
+            path, manifest = write_rung(det, target, precision, dist, name, sources, options, parity_images, calib,
+                                        validation, budget, min_mask_agreement, accuracy_iterations, log, cache)
+        except GateError as e:
+            results.append(RungResult(target.name, precision, "gate", str(e)))
+            continue
+        except Exception as e:  # noqa: BLE001 - a failing rung never stops the ladder; it is reported
+            text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            results.append(RungResult(target.name, precision, "error", f"{type(e).__name__}: {text}"))
+            continue
+        runner = target.exporter().load(path)
+        results.append(RungResult(
+            target.name, precision, "ok", size_mb=sum(f["bytes"] for f in manifest["files"].values()) / 1e6,
+            parity=manifest["parity"], gate=manifest["gate"], p50_ms=median_latency_ms(runner, parity_images[:1]),
+            tool=manifest["export_options"]["quantization"].get("tool", "")))
+    write_report(Path(dist) / name / "quantize-report.md", results, val_spec, budget, min_mask_agreement, calib.record())
+    return results
+
+
+def write_report(path, results: list[RungResult], val_spec: str, budget: Budget, min_mask: float, calib: dict) -> None:
+    from ..models.checkpoint import atomic_write
+
+    head = ["target", "precision", "status", "size MB", "max abs Δlogit", "mask agreement", "AUC", "ΔAUC pp", "p50 ms", "tool"]
+    lines = ["# Quantization ladder", "",
+             f"Gate: ΔAUC ≥ -{budget.max_auc_drop * 100:.2f} pp and token-mask agreement ≥ {min_mask} against torch "
+             f"FP32 on `{val_spec}`; calibration: {calib['data']} ({calib['size']} crops, sha256 {calib['sha256'][:12]}…). "
+             "✅ shipped · ❎ refused by the gate (not shipped) · ❌ the tool failed.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r.row()) + " |" for r in results]
+    reverted = [(r, r.gate) for r in results if r.precision == "mixed" and r.status == "ok"]
+    if reverted:
+        lines += ["", "Accuracy control (mixed) reverted ops to float: see each bundle's manifest, "
+                  "`export_options.quantization.reverted_to_float`."]
+    atomic_write(path, lambda t: t.write_text("\n".join(lines) + "\n"))

@@ -1,0 +1,30 @@
+"""ONNX rungs through NNCF: static INT8 (QDQ, transformer preset) and INT8 weight-only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..export import onnx as onnx_export
+from .calibration import Calibration
+from .scope import onnx_float_nodes
+
+
+def quantize(detector, example, out_dir: Path, precision: str, metadata: dict, cache: dict | None,
+             calib: Calibration, report: dict, accuracy=None) -> list[Path]:
+    import nncf
+
+    model = onnx_export.converted(detector, example, out_dir, cache)
+    scope = nncf.IgnoredScope(names=onnx_float_nodes(model), validate=False)
+    if precision == "int8":
+        model = nncf.quantize(model, nncf.Dataset(calib.items(), lambda x: {onnx_export.INPUT_NAME: x}),
+                              model_type=nncf.ModelType.TRANSFORMER, ignored_scope=scope,
+                              subset_size=len(calib.images))
+        report.update(tool=f"nncf {nncf.__version__} quantize", settings={"model_type": "TRANSFORMER", "format": "QDQ"},
+                      calibration=calib.record())
+    elif precision == "int8-weights":
+        model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM, ignored_scope=scope)
+        report.update(tool=f"nncf {nncf.__version__} compress_weights", settings={"mode": "INT8_ASYM"}, calibration=None)
+    else:
+        raise ValueError(f"onnx has no quantized rung '{precision}'")
+    report["float_nodes"] = len(scope.names)
+    return onnx_export.save(model, out_dir, metadata)

@@ -1,0 +1,35 @@
+"""TFLite rungs with ai-edge-quantizer on the litert-torch FP32 model: dynamic-range INT8 (int8 weights, float
+activations: the dependable one) and full static INT8 (optional: kept only if it loads and passes the gate)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..export import tflite as tflite_export
+from .calibration import Calibration
+
+RECIPES = {"int8-weights": "dynamic_wi8_afp32", "int8": "static_wi8_ai8"}
+
+
+def quantize(detector, example, out_dir: Path, precision: str, metadata: dict, cache: dict | None,
+             calib: Calibration, report: dict, accuracy=None) -> list[Path]:
+    from importlib.metadata import version
+
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_quantizer import quantizer, recipe
+
+    if precision not in RECIPES:
+        raise ValueError(f"tflite has no quantized rung '{precision}'")
+    (path,) = tflite_export.export(detector, example, out_dir, "fp32", metadata, cache)
+    q = quantizer.Quantizer(str(path), getattr(recipe, RECIPES[precision])())
+    calibration = None
+    if precision == "int8":
+        (input_name,) = Interpreter(model_path=str(path)).get_signature_list()["serving_default"]["inputs"]
+        samples = [{input_name: x.transpose(0, 2, 3, 1).copy()} for x in calib.items()]
+        calibration = q.calibrate({"serving_default": samples})
+    q.quantize(calibration).export_model(str(path), overwrite=True)
+    Interpreter(model_path=str(path)).allocate_tensors()  # a static INT8 graph that does not load fails here
+    report.update(tool=f"ai-edge-quantizer {version('ai-edge-quantizer')}", settings={"recipe": RECIPES[precision]},
+                  calibration=calib.record() if precision == "int8" else None,
+                  float_region_math="not applied: the TFLite graph keeps no module scopes to select ops by")
+    return [path]

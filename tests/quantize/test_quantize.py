@@ -1,0 +1,97 @@
+"""Quantized rungs: the region math stays float, calibration sizes are honoured, the gate refuses what fails it."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from dfedge.export.targets import TARGETS
+from dfedge.models.factory import DetectorSpec, build_detector
+from dfedge.quantize import calibration as calib_lib
+from dfedge.quantize.scope import onnx_float_nodes, openvino_patterns
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return build_detector(DetectorSpec(preset="toy"))
+
+
+@pytest.fixture(scope="module")
+def calib():
+    with pytest.warns(UserWarning, match="only 24 crops"):
+        return calib_lib.calibration_set("toy:train:40", 24)
+
+
+def test_calibration_takes_the_size_asked_for(calib):
+    assert calib.images.shape == (24, 3, 448, 448) and len(calib.items()) == 24
+    assert calib.record()["size"] == 24 and len(calib.record()["sha256"]) == 64
+
+
+def test_openvino_int8_keeps_the_region_math_float(detector, calib, monkeypatch, tmp_path):
+    import nncf
+    import openvino as ov
+
+    from dfedge.quantize import openvino as q
+
+    seen = {}
+    real = nncf.quantize
+
+    def recording(*args, **kwargs):  # the real NNCF call, with its arguments kept for the assertion below
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(nncf, "quantize", recording)
+    report = {}
+    q.quantize(detector, torch.zeros(1, 3, 448, 448), tmp_path, "int8", {}, {}, calib, report)
+    assert seen["subset_size"] == 24 and report["calibration"]["size"] == 24
+    model = ov.Core().read_model(str(tmp_path / "detector.xml"))
+    quantized = q.quantized_ops(model)
+    float_ops = [n.get_friendly_name() for n in model.get_ordered_ops()
+                 if any(re.match(p, n.get_friendly_name()) for p in openvino_patterns())]
+    kinds = {n.get_type_name() for n in model.get_ordered_ops() if n.get_friendly_name() in float_ops}
+    assert {"Softmax", "MatMul", "GreaterEqual", "Sigmoid"} <= kinds  # the region math is really in that set
+    assert not quantized & set(float_ops)
+    assert any(n.startswith("__module.dinov3.blocks") for n in quantized)  # ... and the backbones are INT8
+    assert any(n.startswith("__module.parser.backbone") for n in quantized)
+
+
+def test_onnx_int8_keeps_the_region_math_float(detector, calib, tmp_path):
+    import onnx
+
+    from dfedge.quantize import onnx as q
+
+    report = {}
+    q.quantize(detector, torch.zeros(1, 3, 448, 448), tmp_path, "int8", {}, {}, calib, report)
+    model = onnx.load(str(tmp_path / "detector.onnx"))
+    producer = {o: n for n in model.graph.node for o in n.output}
+    float_nodes = set(onnx_float_nodes(model))
+    dq_fed = {n.name for n in model.graph.node if any(producer.get(i) is not None and producer[i].op_type == "DequantizeLinear"
+                                                     for i in n.input)}
+    assert {n.op_type for n in model.graph.node if n.name in float_nodes} >= {"Softmax", "MatMul", "Sigmoid"}
+    assert not dq_fed & float_nodes
+    assert any(n.op_type in ("MatMul", "Gemm") for n in model.graph.node if n.name in dq_fed)
+    assert report["calibration"]["size"] == 24
+
+
+def test_ladder_ships_a_passing_rung_and_refuses_a_failing_one(tmp_path):
+    from dfedge.quantize.ladder import run_ladder
+
+    spec = DetectorSpec(preset="toy")
+    rung = [(TARGETS["openvino"], "int8-weights")]
+    ok = run_ladder(spec, rung, tmp_path, "pass", "toy:train:20", 20, "toy:val:60", 0.005, 0.99, 1)
+    assert ok[0].status == "ok", ok[0].reason
+    manifest = json.loads((tmp_path / "pass" / "openvino-int8-weights" / "manifest.json").read_text())
+    assert manifest["gate"]["passed"] and abs(manifest["gate"]["delta_auc"]) <= 0.005
+    assert manifest["export_options"]["quantization"]["tool"].startswith("nncf")
+    size = sum(f["bytes"] for f in manifest["files"].values())
+    assert (tmp_path / "pass" / "quantize-report.md").read_text().count("✅") == 1
+
+    # an impossible budget (the AUC would have to rise by 10 pp): reported, and no bundle on disk
+    refused = run_ladder(spec, rung, tmp_path, "fail", "toy:train:20", 20, "toy:val:60", -0.1, 0.99, 1)
+    assert refused[0].status == "gate" and "AUC drop" in refused[0].reason
+    assert not (tmp_path / "fail" / "openvino-int8-weights").exists()
+    assert not list((tmp_path / "fail").glob(".openvino-int8-weights*"))  # no half-written temp folder either
+    assert "❎" in (tmp_path / "fail" / "quantize-report.md").read_text()
+    assert size < 0.5 * sum(p.numel() * 4 for p in build_detector(spec).parameters())  # int8 weights really shrank it
