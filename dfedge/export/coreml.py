@@ -329,7 +329,7 @@ class MilInterpreter:
                 if op.op_type == "const":
                     continue
                 if op.op_type.startswith("constexpr_"):  # compressed weights: coremltools' own decoder densifies them
-                    dense = op.outputs[0].val if op.outputs[0].val is not None else op.value_inference()
+                    dense = op.outputs[0].val if op.outputs[0].val is not None else op.materialized_val_inference()
                     env[op.outputs[0].name] = torch.from_numpy(np.array(dense))
                     continue
                 vals = {k: self._value(v, env) for k, v in op.inputs.items()}
