@@ -8,7 +8,7 @@ from pathlib import Path
 from ..export import tflite as tflite_export
 from .calibration import Calibration
 
-RECIPES = {"int8-weights": "dynamic_wi8_afp32", "int8": "static_wi8_ai8"}
+RECIPES = {"int8-weights": "dynamic_wi8_afp32 on FULLY_CONNECTED and CONV_2D", "int8": "static_wi8_ai8"}
 
 
 def quantize(detector, example, out_dir: Path, precision: str, metadata: dict, cache: dict | None,
@@ -21,7 +21,17 @@ def quantize(detector, example, out_dir: Path, precision: str, metadata: dict, c
     if precision not in RECIPES:
         raise ValueError(f"tflite has no quantized rung '{precision}'")
     (path,) = tflite_export.export(detector, example, out_dir, "fp32", metadata, cache)
-    q = quantizer.Quantizer(str(path), getattr(recipe, RECIPES[precision])())
+    if precision == "int8-weights":
+        # the interpreter has no hybrid kernel for a BATCH_MATMUL with int8 constants (the pooling matrices)
+        from ai_edge_quantizer import recipe_manager
+        from ai_edge_quantizer.qtyping import TFLOperationName
+
+        manager = recipe_manager.RecipeManager()
+        for op in (TFLOperationName.FULLY_CONNECTED, TFLOperationName.CONV_2D):
+            manager.add_dynamic_config(regex=".*", operation_name=op, num_bits=8)
+        q = quantizer.Quantizer(str(path), manager.get_quantization_recipe())
+    else:
+        q = quantizer.Quantizer(str(path), getattr(recipe, RECIPES[precision])())
     calibration = None
     if precision == "int8":
         (input_name,) = Interpreter(model_path=str(path)).get_signature_list()["serving_default"]["inputs"]

@@ -86,12 +86,14 @@ def test_ladder_ships_a_passing_rung_and_refuses_a_failing_one(tmp_path):
     assert manifest["gate"]["passed"] and abs(manifest["gate"]["delta_auc"]) <= 0.005
     assert manifest["export_options"]["quantization"]["tool"].startswith("nncf")
     size = sum(f["bytes"] for f in manifest["files"].values())
-    assert (tmp_path / "pass" / "quantize-report.md").read_text().count("✅") == 1
+    assert "| openvino | int8-weights | ✅ |" in (tmp_path / "pass" / "quantize-report.md").read_text()
 
     # an impossible budget (the AUC would have to rise by 10 pp): reported, and no bundle on disk
     refused = run_ladder(spec, rung, tmp_path, "fail", "toy:train:20", 20, "toy:val:60", -0.1, 0.99, 1)
     assert refused[0].status == "gate" and "AUC drop" in refused[0].reason
     assert not (tmp_path / "fail" / "openvino-int8-weights").exists()
     assert not list((tmp_path / "fail").glob(".openvino-int8-weights*"))  # no half-written temp folder either
-    assert "❎" in (tmp_path / "fail" / "quantize-report.md").read_text()
-    assert size < 0.5 * sum(p.numel() * 4 for p in build_detector(spec).parameters())  # int8 weights really shrank it
+    assert "| openvino | int8-weights | ❎ AUC drop" in (tmp_path / "fail" / "quantize-report.md").read_text()
+    det = build_detector(spec)
+    fp32_bytes = sum(t.numel() * 4 for t in [*det.parameters(), *det.buffers()] if t.is_floating_point())
+    assert size < 0.6 * fp32_bytes  # int8 weights really shrank it (constant resampling matrices stay fp32)
