@@ -83,3 +83,24 @@ def test_fit_probe_command_on_toy_data(tmp_path):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "p-region.safetensors").exists() and (tmp_path / "p-cls.safetensors").exists()
     assert "toy:train:40:mouth" in result.output
+
+
+def test_info_prints_gflops_per_component_for_every_region_index_rung():
+    result = runner.invoke(app, ["info", "--preset", "full"])
+    assert result.exit_code == 0, result.output
+    assert "region-index ladder" in result.output
+    for rung in ("exact", "lite-head", "parser-224", "distilled"):
+        assert rung in result.output
+    assert "125.78" in result.output and "8.3×" in result.output  # distilled: DINOv3 + a 0.10 GFLOP head
+
+
+def test_region_index_report_writes_markdown_and_json(tmp_path):
+    out = tmp_path / "ladder.md"
+    result = runner.invoke(app, ["region-index-report", "--data", "toy:test:8", "--region-index", "lite-head",
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert "| exact | 100.00% |" in text and "| lite-head |" in text and "ΔAUC" in text
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert [r["rung"] for r in record["rungs"]] == ["exact", "lite-head"]
+    assert record["rungs"][1]["gflops_full"] < record["rungs"][0]["gflops_full"]
