@@ -1,0 +1,78 @@
+"""Full-size quantization once per OpenVINO/ONNX rung: sizes and latency on this host (not a test).
+
+The full preset has random weights here, so AUC gates are meaningless: this measures what compression does to
+size and speed, and parity against torch on toy crops. Usage:
+
+    python benchmarks/quantize_fullsize.py --calib 8 --runs 3 --out bench_quant.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dfedge.data.sources import ToySet
+from dfedge.export import onnx as onnx_export
+from dfedge.export import openvino as ov_export
+from dfedge.export.bundle import check_parity
+from dfedge.models.factory import DetectorSpec, build_detector
+from dfedge.quantize import onnx as onnx_q
+from dfedge.quantize import openvino as ov_q
+from dfedge.quantize.calibration import calibration_set
+from dfedge.quantize.ladder import median_latency_ms
+
+RUNGS = [("openvino", "fp32"), ("openvino", "int8-weights"), ("openvino", "int8"), ("openvino", "int4-weights"),
+         ("onnx", "fp32"), ("onnx", "int8-weights")]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--calib", type=int, default=8)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=Path("bench_quant.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    det = build_detector(DetectorSpec(preset="full"))
+    calib = calibration_set(f"toy:train:{args.calib}", args.calib)
+    crop = ToySet("val", 1)[0].image.transpose(2, 0, 1)[None].astype(np.float32)
+    with torch.no_grad():
+        start = time.perf_counter()
+        det(torch.from_numpy(crop))
+        torch_ms = (time.perf_counter() - start) * 1e3
+    rows, caches = [], {"openvino": {}, "onnx": {}}
+    for target, precision in RUNGS:
+        out = Path(tempfile.mkdtemp(prefix=f"{target}-{precision}-"))
+        start, report = time.perf_counter(), {}
+        example = torch.from_numpy(crop)
+        if precision == "fp32":
+            (ov_export if target == "openvino" else onnx_export).export(det, example, out, "fp32", {}, caches[target])
+        else:
+            (ov_q if target == "openvino" else onnx_q).quantize(det, example, out, precision, {}, caches[target], calib, report)
+        seconds = time.perf_counter() - start
+        runner = (ov_export if target == "openvino" else onnx_export).load(out, 2)
+        parity = check_parity(det, runner, crop, precision)
+        size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
+        rows.append({"target": target, "precision": precision, "size_mb": size, "quantize_s": seconds,
+                     "p50_ms": median_latency_ms(runner, crop, args.runs), "max_abs_logit": parity.max_abs_logit,
+                     "mask_agreement": parity.mask_agreement, "tool": report.get("tool", "export")})
+        print(json.dumps(rows[-1]), flush=True)
+    fp32 = {r["target"]: r["size_mb"] for r in rows if r["precision"] == "fp32"}
+    for r in rows:
+        r["size_vs_fp32"] = r["size_mb"] / fp32[r["target"]]
+        r["latency_vs_torch"] = r["p50_ms"] / torch_ms
+    args.out.write_text(json.dumps({"torch_fp32_ms": torch_ms, "calibration": calib.record(), "rungs": rows}, indent=2))
+    print(f"torch eager fp32 {torch_ms:.0f} ms")
+    for r in rows:
+        print(f"{r['target']:9s} {r['precision']:13s} {r['size_mb']:8.1f} MB ({r['size_vs_fp32']:.0%})  "
+              f"p50 {r['p50_ms']:7.0f} ms ({r['latency_vs_torch']:.2f}x torch)  |dlogit| {r['max_abs_logit']:.3g}  "
+              f"masks {r['mask_agreement']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
