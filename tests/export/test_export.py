@@ -150,17 +150,24 @@ def test_docs_table_is_the_generated_one():
     assert inside == markdown_table()
 
 
-@pytest.mark.parametrize("rung", ["lite-head", "parser-224", "distilled"])
-def test_every_region_index_rung_exports_to_every_target_with_fp32_parity(rung, tmp_path):
+# The default run covers every rung and every target at least once (distilled on all four); the rest of the
+# rung x target matrix runs with -m slow (it was run in full when the rungs were added).
+DEFAULT_PAIRS = {("distilled", t) for t in TARGETS} | {("lite-head", "coreml"), ("parser-224", "tflite")}
+RUNG_PAIRS = [pytest.param(r, t, marks=() if (r, t) in DEFAULT_PAIRS else pytest.mark.slow, id=f"{r}-{t}")
+              for r in ("lite-head", "parser-224", "distilled") for t in TARGETS]
+
+
+@pytest.mark.parametrize("rung,target_name", RUNG_PAIRS)
+def test_every_region_index_rung_exports_to_every_target_with_fp32_parity(rung, target_name, tmp_path):
     """The ladder's rungs are ordinary graphs: the same four exporters, the same parity limits on fresh crops."""
     det = build_detector(DetectorSpec(preset="toy", region_index=rung))
     parts = ("dinov3", "region_head" if rung == "distilled" else "parser", "probe")
     sources = {p: bundle_lib.source_record(shipped_file("toy", p), "") for p in parts}
     fresh = toy_crops("test", 1)  # a crop the export never saw (write_bundle checks one more)
-    for target in TARGETS.values():
-        path, manifest = bundle_lib.write_bundle(det, target, "fp32", tmp_path, rung, sources, {"region_index": rung},
-                                                 toy_crops("val", 1))
-        parity = bundle_lib.check_parity(det, target.exporter().load(path), fresh, "fp32")
-        assert manifest["parity"]["ok"] and parity.ok, (target.name, parity)
-        assert parity.max_abs_logit <= PARITY["fp32"]["max_abs_logit"] and parity.masks_identical, (target.name, parity)
-        assert manifest["labels"]["region_classes"] == [7, 8, 9]
+    target = TARGETS[target_name]
+    path, manifest = bundle_lib.write_bundle(det, target, "fp32", tmp_path, rung, sources, {"region_index": rung},
+                                             toy_crops("val", 1))
+    parity = bundle_lib.check_parity(det, target.exporter().load(path), fresh, "fp32")
+    assert manifest["parity"]["ok"] and parity.ok, (target.name, parity)
+    assert parity.max_abs_logit <= PARITY["fp32"]["max_abs_logit"] and parity.masks_identical, (target.name, parity)
+    assert manifest["labels"]["region_classes"] == [7, 8, 9]

@@ -80,7 +80,7 @@ def test_ladder_ships_a_passing_rung_and_refuses_a_failing_one(tmp_path):
 
     spec = DetectorSpec(preset="toy")
     rung = [(TARGETS["openvino"], "int8-weights")]
-    ok = run_ladder(spec, rung, tmp_path, "pass", "toy:train:20", 20, "toy:val:60", 0.005, 0.99, 1)
+    ok = run_ladder(spec, rung, tmp_path, "pass", "toy:train:20", 20, "toy:val:40", 0.005, 0.99, 1)
     assert ok[0].status == "ok", ok[0].reason
     manifest = json.loads((tmp_path / "pass" / "openvino-int8-weights" / "manifest.json").read_text())
     assert manifest["gate"]["passed"] and abs(manifest["gate"]["delta_auc"]) <= 0.005
@@ -89,7 +89,7 @@ def test_ladder_ships_a_passing_rung_and_refuses_a_failing_one(tmp_path):
     assert "| openvino | int8-weights | ✅ |" in (tmp_path / "pass" / "quantize-report.md").read_text()
 
     # an impossible budget (the AUC would have to rise by 10 pp): reported, and no bundle on disk
-    refused = run_ladder(spec, rung, tmp_path, "fail", "toy:train:20", 20, "toy:val:60", -0.1, 0.99, 1)
+    refused = run_ladder(spec, rung, tmp_path, "fail", "toy:train:20", 20, "toy:val:40", -0.1, 0.99, 1)
     assert refused[0].status == "gate" and "AUC drop" in refused[0].reason
     assert not (tmp_path / "fail" / "openvino-int8-weights").exists()
     assert not list((tmp_path / "fail").glob(".openvino-int8-weights*"))  # no half-written temp folder either
