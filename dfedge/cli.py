@@ -269,7 +269,7 @@ def export_cmd(
     from .data.sources import ToySet
     from .export.bundle import source_record, write_bundle
     from .export.targets import resolve
-    from .models.factory import DETECTOR_PRESETS, build_detector, shipped_file
+    from .models.factory import build_detector, shipped_file
 
     with user_errors():
         targets = resolve(target)
@@ -278,10 +278,9 @@ def export_cmd(
             raise ValueError(f"unknown precision '{bad[0]}' for export (fp32, fp16; int8 and below: dfedge quantize)")
         spec = detector_spec(preset, dinov3, parser, probe, head, region, dinov3_input,
                              region_index=region_index, region_head=region_head)
-        index_file = region_head if region_index == "distilled" else parser
-        if not DETECTOR_PRESETS[preset].shipped and not (dinov3 and index_file) and not random_weights:
-            flag = "--region-head" if region_index == "distilled" else "--parser"
-            raise ValueError(f"preset '{preset}' has no weights: pass --dinov3 and {flag}, or --random-weights")
+        distilled = region_index == "distilled"
+        check_weights(preset, dinov3, region_head if distilled else parser, random_weights,
+                      "--region-head" if distilled else "--parser")
         det = build_detector(spec)
         parts = ("dinov3", "region_head" if region_index == "distilled" else "parser", "probe")
         files = {part: getattr(spec, part) or shipped_file(preset, part) for part in parts}
@@ -514,11 +513,11 @@ def quantize(
         raise typer.Exit(1)
 
 
-def check_weights(preset: str, dinov3, parser, random_weights: bool) -> None:
+def check_weights(preset: str, dinov3, index_file, random_weights: bool, flag: str = "--parser") -> None:
     from .models.factory import DETECTOR_PRESETS
 
-    if not DETECTOR_PRESETS[preset].shipped and not (dinov3 and parser) and not random_weights:
-        raise ValueError(f"preset '{preset}' has no weights: pass --dinov3 and --parser, or --random-weights")
+    if not DETECTOR_PRESETS[preset].shipped and not (dinov3 and index_file) and not random_weights:
+        raise ValueError(f"preset '{preset}' has no weights: pass --dinov3 and {flag}, or --random-weights")
 
 
 @app.command("make-toy")

@@ -60,11 +60,11 @@ def write_rung(detector, target, precision: str, dist, name: str, sources: dict,
     if precision == "mixed":
         items = validation.items()
         # NNCF's target drop is set inside the budget: its ranking subset and the gate's bootstrap differ slightly
-        accuracy = (items, module.auc_validation(items), 0.8 * budget.max_auc_drop, accuracy_iterations)
+        accuracy = (items, module.auc_validation(), 0.8 * budget.max_auc_drop, accuracy_iterations)
     export_fn = functools.partial(module.quantize, calib=calib, report=report, accuracy=accuracy)
     opts = dict(options, quantization=report)  # filled in by the quantizer before the manifest is written
     return write_bundle(detector, target, precision, dist, name, sources, opts, parity_images, log=log, cache=cache,
-                        export_fn=lambda det, ex, out, p, meta, c: export_fn(det, ex, out, p, meta, c),
+                        export_fn=export_fn,
                         gate=functools.partial(gate, validation, budget, min_mask_agreement))
 
 
@@ -158,8 +158,7 @@ def write_report(path, results: list[RungResult], val_spec: str, budget: Budget,
              "✅ shipped · ❎ refused by the gate (not shipped) · ❌ the tool failed.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r.row()) + " |" for r in results]
-    reverted = [(r, r.gate) for r in results if r.precision == "mixed" and r.status == "ok"]
-    if reverted:
+    if any(r.precision == "mixed" and r.status == "ok" for r in results):
         lines += ["", "Accuracy control (mixed) reverted ops to float: see each bundle's manifest, "
                   "`export_options.quantization.reverted_to_float`."]
     atomic_write(path, lambda t: t.write_text("\n".join(lines) + "\n"))
