@@ -334,7 +334,6 @@ def reference(
     batch: Annotated[int, typer.Option(help="Crops per forward pass.")] = 8,
 ) -> None:
     """Score a labelled set with the FP32 PyTorch detector: the reference every artifact is validated against."""
-    from dataclasses import asdict
 
     from .data.sources import open_set
     from .eval.scores import device_facts, resolve_device, save_scores, score_set, torch_runner

@@ -21,10 +21,12 @@ from .. import __version__
 from ..models.checkpoint import sha256_file
 from ..models.detector import ALIGN_TEMPLATE, OUTPUT_NAMES, Detector
 from ..models.region import region_classes
+from ..runtimes import standalone
+from ..runtimes.standalone import MANIFEST, verify  # noqa: F401 - verify is part of this module's API
 from .targets import Target, parity_limits
 
-SCHEMA = "dfedge-bundle/1"
-MANIFEST = "manifest.json"
+SCHEMA = standalone.BUNDLE_SCHEMA
+BENCH_SCRIPT = "bench.py"  # a copy of dfedge/runtimes/standalone.py: times the bundle with its runtime alone
 
 OUTPUT_MEANING = {
     "logit": "probe logit; positive = fake",
@@ -70,24 +72,6 @@ def file_hashes(root: Path) -> dict[str, dict]:
             continue
         out[rel] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
     return out
-
-
-def verify(bundle: str | Path) -> dict:
-    """Read a bundle's manifest and check every listed file's hash; raise ValueError naming the first mismatch."""
-    bundle = Path(bundle)
-    manifest_path = bundle / MANIFEST
-    if not manifest_path.is_file():
-        raise ValueError(f"{bundle}: no {MANIFEST}, not a dfedge bundle")
-    manifest = json.loads(manifest_path.read_text())
-    if manifest.get("schema") != SCHEMA:
-        raise ValueError(f"{manifest_path}: schema {manifest.get('schema')!r}, expected {SCHEMA!r}")
-    for rel, entry in manifest["files"].items():
-        path = bundle / rel
-        if not path.is_file():
-            raise ValueError(f"{path}: listed in the manifest but missing")
-        if sha256_file(path) != entry["sha256"]:
-            raise ValueError(f"{path}: SHA-256 differs from the manifest (file changed or corrupt)")
-    return manifest
 
 
 def check_parity(detector: Detector, runner, images: np.ndarray, precision: str) -> Parity:
@@ -172,7 +156,8 @@ similarity transform to the template in `manifest.json` (`alignment`).
 Outputs: {outputs}. Read `region_tokens` first: 0 means the {region} was not found and the score must not
 be used. Decide fake when `logit >= {threshold:.4f}` (probability >= {probability:.4f}, rule: {rule}).
 
-Runtime: {runtime}. Check the files with `python -c "import dfedge.export.bundle as b; b.verify('.')"`.
+Runtime: {runtime}. `python bench.py` (numpy and the runtime only) checks every file's SHA-256 against the
+manifest, times the model on this device and writes one JSON; `dfedge report merge *.json` tables many devices.
 """
 
 
@@ -207,6 +192,7 @@ def write_bundle(detector: Detector, target: Target, precision: str, dist: Path,
             log(f"{target.name}-{precision}: parity ok; running the gate")
             manifest["gate"] = gate(runner)
         info = manifest["probe"]
+        shutil.copyfile(standalone.__file__, tmp / BENCH_SCRIPT)
         (tmp / "USAGE.md").write_text(USAGE.format(
             name=name, target=target.name, precision=precision, shape=manifest["input"]["shape"],
             layout=target.input_layout, outputs=", ".join(f"`{n}`" for n in OUTPUT_NAMES),

@@ -92,13 +92,11 @@ def _fp16_except(keep: list[np.ndarray]):
 
 def load(bundle: Path, threads: int = 0):
     """Predict with CoreML on macOS; elsewhere run the package's MIL program with the interpreter below."""
-    path = bundle / "detector.mlpackage"
     if platform.system() == "Darwin":  # pragma: no cover - CI is Linux
-        import coremltools as ct
+        from ..runtimes.standalone import open_runner
 
-        model = ct.models.MLModel(str(path))
-        return lambda images: {k: np.asarray(v) for k, v in model.predict({INPUT_NAME: images.astype(np.float32)}).items()}
-    interpreter = MilInterpreter(path)
+        return open_runner(bundle, "coreml", threads)
+    interpreter = MilInterpreter(bundle / "detector.mlpackage")
     return lambda images: interpreter.run({INPUT_NAME: images})
 
 

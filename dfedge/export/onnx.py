@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..models.detector import FP32_CONSTANTS, OUTPUT_NAMES
@@ -94,13 +93,7 @@ def topological_sort(graph) -> None:
 
 
 def load(bundle: Path, threads: int = 0):
-    import onnxruntime as ort
+    """The bundle's runner (dfedge.runtimes.standalone: the same code the bundle ships as bench.py)."""
+    from ..runtimes.standalone import open_runner
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(bundle / "detector.onnx"), options, providers=["CPUExecutionProvider"])
-
-    def run(images: np.ndarray) -> dict[str, np.ndarray]:
-        return dict(zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), {INPUT_NAME: images.astype(np.float32)})))
-
-    return run
+    return open_runner(bundle, "onnx", threads)

@@ -77,16 +77,7 @@ def _stable_names(model) -> None:
 
 
 def load(bundle: Path, threads: int = 0, device: str = "CPU"):
-    import openvino as ov
+    """The bundle's runner (dfedge.runtimes.standalone: the same code the bundle ships as bench.py)."""
+    from ..runtimes.standalone import open_runner
 
-    core = ov.Core()
-    config = {"INFERENCE_NUM_THREADS": threads} if threads else {}
-    # f32 inference precision: FP16-compressed IR weights are decompressed; compute stays f32 on CPU.
-    compiled = core.compile_model(str(bundle / "detector.xml"), device, dict(config, INFERENCE_PRECISION_HINT="f32"))
-    request = compiled.create_infer_request()
-
-    def run(images: np.ndarray) -> dict[str, np.ndarray]:
-        result = request.infer({INPUT_NAME: images.astype(np.float32)})
-        return {name: np.array(result[compiled.output(name)]) for name in OUTPUT_NAMES}
-
-    return run
+    return open_runner(bundle, "openvino", threads, device)

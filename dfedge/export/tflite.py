@@ -5,10 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from ..models.detector import OUTPUT_NAMES
 
 
 class NHWCInput(torch.nn.Module):
@@ -46,18 +44,7 @@ def export(detector: torch.nn.Module, example: torch.Tensor, out_dir: Path, prec
 
 
 def load(bundle: Path, threads: int = 0):
-    from ai_edge_litert.interpreter import Interpreter
+    """The bundle's runner (dfedge.runtimes.standalone: the same code the bundle ships as bench.py)."""
+    from ..runtimes.standalone import open_runner
 
-    interpreter = Interpreter(model_path=str(bundle / "detector.tflite"), num_threads=threads or None)
-    signature = interpreter.get_signature_list()["serving_default"]
-    (input_name,) = signature["inputs"]
-    # litert-torch names outputs output_0, output_1, ... in the order the module returns them
-    order = sorted(signature["outputs"], key=lambda n: int(n.rsplit("_", 1)[-1]))
-    runner = interpreter.get_signature_runner()
-
-    def run(images: np.ndarray) -> dict[str, np.ndarray]:
-        nhwc = np.ascontiguousarray(images.transpose(0, 2, 3, 1), dtype=np.float32)
-        out = runner(**{input_name: nhwc})
-        return {name: out[key] for name, key in zip(OUTPUT_NAMES, order)}
-
-    return run
+    return open_runner(bundle, "tflite", threads)

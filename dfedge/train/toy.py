@@ -25,7 +25,6 @@ from ..models.dinov3 import PRESETS as DINOV3_PRESETS
 from ..models.dinov3 import config_json as dinov3_config_json
 from ..models.farl import PRESETS as FARL_PRESETS
 from ..models.farl import FarlConfig, FarlParser, config_json
-from ..models.region import LinearProbe
 from ..models.resample import apply_separable, as_buffer, warp_matrix
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"

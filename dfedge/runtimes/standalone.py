@@ -1,0 +1,266 @@
+"""Open, check and time one dfedge bundle with nothing but numpy and the bundle's own runtime installed.
+
+Every bundle carries a copy of this file as `bench.py`:
+
+    python bench.py [--runs 20] [--warmup 3] [--threads N] [--device CPU] [--label "Pixel 8"] [--out result.json]
+
+writes one JSON (schema dfedge-bench/1: latency percentiles, load time, peak RSS, file size, device facts) that
+`dfedge report merge` combines across devices. The kit opens bundles through this same module
+(dfedge.runtimes.load), so the code a bundle ships is the code the kit's parity tests run. Standard library,
+numpy and the one runtime only: no dfedge import may appear here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+BUNDLE_SCHEMA = "dfedge-bundle/1"
+RESULT_SCHEMA = "dfedge-bench/1"
+MANIFEST = "manifest.json"
+INPUT_NAME = "image"
+OUTPUTS = ("logit", "probability", "token_mask", "region_tokens", "contributions")  # = models.detector.OUTPUT_NAMES, the graphs' output order
+RUNTIME_PACKAGES = {"onnx": "onnxruntime", "openvino": "openvino", "tflite": "ai-edge-litert", "coreml": "coremltools"}
+
+
+class BundleError(ValueError):
+    """A folder that is not an intact dfedge bundle."""
+
+
+class RuntimeUnavailable(RuntimeError):
+    """The bundle's runtime cannot predict on this machine (e.g. CoreML off macOS)."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify(bundle: str | Path) -> dict:
+    """Read a bundle's manifest and check every listed file's hash; raise BundleError naming the first mismatch."""
+    bundle = Path(bundle)
+    path = bundle / MANIFEST
+    if not path.is_file():
+        raise BundleError(f"{bundle}: no {MANIFEST}, not a dfedge bundle")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise BundleError(f"{path}: not JSON ({e})") from None
+    if manifest.get("schema") != BUNDLE_SCHEMA:
+        raise BundleError(f"{path}: schema {manifest.get('schema')!r}, expected {BUNDLE_SCHEMA!r}")
+    for rel, entry in manifest["files"].items():
+        file = bundle / rel
+        if not file.is_file():
+            raise BundleError(f"{file}: listed in the manifest but missing")
+        if sha256_file(file) != entry["sha256"]:
+            raise BundleError(f"{file}: SHA-256 differs from the manifest (file changed or corrupt)")
+    return manifest
+
+
+def open_runner(bundle: str | Path, target: str, threads: int = 0, device: str = "CPU"):
+    """-> run(images float32 [1, 3, S, S] RGB 0-255) -> {output name: array}, whatever the graph's own layout."""
+    bundle = Path(bundle)
+    if target == "onnx":
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        session = ort.InferenceSession(str(bundle / "detector.onnx"), options, providers=["CPUExecutionProvider"])
+        return lambda x: dict(zip(OUTPUTS, session.run(list(OUTPUTS), {INPUT_NAME: x.astype(np.float32)})))
+    if target == "openvino":
+        import openvino as ov
+
+        config = {"INFERENCE_NUM_THREADS": threads} if threads else {}
+        if device.upper().startswith("CPU"):
+            # f32 compute on CPU: FP16-compressed IR weights are decompressed, as the parity limits assume
+            config["INFERENCE_PRECISION_HINT"] = "f32"
+        compiled = ov.Core().compile_model(str(bundle / "detector.xml"), device, config)
+        request = compiled.create_infer_request()
+
+        def run_openvino(x):
+            result = request.infer({INPUT_NAME: x.astype(np.float32)})
+            return {name: np.array(result[compiled.output(name)]) for name in OUTPUTS}
+
+        return run_openvino
+    if target == "tflite":
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(model_path=str(bundle / "detector.tflite"), num_threads=threads or None)
+        signature = interpreter.get_signature_list()["serving_default"]
+        (input_name,) = signature["inputs"]
+        # litert-torch names outputs output_0, output_1, ... in the order the module returns them
+        order = sorted(signature["outputs"], key=lambda n: int(n.rsplit("_", 1)[-1]))
+        runner = interpreter.get_signature_runner()
+
+        def run_tflite(x):
+            out = runner(**{input_name: np.ascontiguousarray(x.transpose(0, 2, 3, 1), dtype=np.float32)})
+            return {name: out[key] for name, key in zip(OUTPUTS, order)}
+
+        return run_tflite
+    if target == "coreml":
+        if platform.system() != "Darwin":
+            raise RuntimeUnavailable(f"{bundle}: CoreML predicts only on macOS (this is {platform.system()}); "
+                                     "copy the bundle to a Mac, or check it here with `dfedge validate`")
+        import coremltools as ct  # pragma: no cover - CI is Linux
+
+        model = ct.models.MLModel(str(bundle / "detector.mlpackage"))  # pragma: no cover
+        return lambda x: {k: np.asarray(v) for k, v in model.predict({INPUT_NAME: x.astype(np.float32)}).items()}  # pragma: no cover
+    raise BundleError(f"{bundle}: unknown target {target!r} in the manifest")
+
+
+def demo_crop(size: int, seed: int = 0) -> np.ndarray:
+    """A fixed uint8 RGB crop [size, size, 3]: the graph is static, so latency does not depend on its content."""
+    return np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+
+
+def to_input(crop: np.ndarray) -> np.ndarray:
+    """uint8 HWC crop -> float32 [1, 3, H, W] 0-255, the graphs' input."""
+    return crop.transpose(2, 0, 1)[None].astype(np.float32)
+
+
+def peak_rss_mb() -> float | None:
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if platform.system() == "Darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
+
+
+def cpu_model() -> str:
+    if Path("/proc/cpuinfo").is_file():
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.lower().startswith(("model name", "hardware", "processor\t: arm")):
+                return line.split(":", 1)[1].strip()
+    if platform.system() == "Darwin":  # pragma: no cover
+        import subprocess
+
+        out = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True)
+        return out.stdout.strip() or platform.processor()
+    return platform.processor() or platform.machine()
+
+
+def runtime_version(target: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(RUNTIME_PACKAGES[target])
+    except (KeyError, metadata.PackageNotFoundError):
+        return None
+
+
+def accelerators(target: str) -> list[str]:
+    """Devices the runtime itself reports beyond the CPU (OpenVINO GPU/NPU, ORT execution providers)."""
+    try:
+        if target == "openvino":
+            import openvino as ov
+
+            return [d for d in ov.Core().available_devices if d != "CPU"]
+        if target == "onnx":
+            import onnxruntime as ort
+
+            return [p for p in ort.get_available_providers() if p != "CPUExecutionProvider"]
+    except Exception:  # noqa: BLE001 - device facts are best effort
+        return []
+    return []
+
+
+def device_facts(target: str, label: str | None = None) -> dict:
+    return {"label": label or f"{platform.node()} ({cpu_model()})", "host": platform.node(), "cpu": cpu_model(),
+            "cores": os.cpu_count(), "os": platform.platform(), "machine": platform.machine(),
+            "python": platform.python_version(), "runtime": RUNTIME_PACKAGES.get(target, target),
+            "runtime_version": runtime_version(target), "accelerators": accelerators(target)}
+
+
+def time_runner(run, x: np.ndarray, warmup: int, runs: int) -> dict:
+    """Warm-up, then `runs` timed single-crop calls: latency percentiles (ms) and throughput."""
+    start = time.perf_counter()
+    for _ in range(warmup):
+        run(x)
+    warmup_s = time.perf_counter() - start
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        run(x)
+        times.append((time.perf_counter() - start) * 1e3)
+    t = np.asarray(times)
+    return {"warmup_runs": warmup, "warmup_s": warmup_s, "runs": runs,
+            "latency_ms": {"p50": float(np.percentile(t, 50)), "p90": float(np.percentile(t, 90)),
+                           "p99": float(np.percentile(t, 99)), "mean": float(t.mean()), "min": float(t.min())},
+            "fps": float(1e3 / t.mean())}
+
+
+def bundle_bytes(manifest: dict) -> int:
+    return int(sum(f["bytes"] for f in manifest["files"].values()))
+
+
+def bench(bundle: Path, runs: int, warmup: int, threads: int, device: str, label: str | None) -> dict:
+    start = time.perf_counter()
+    manifest = verify(bundle)
+    target = manifest["target"]
+    result = {"schema": RESULT_SCHEMA, "bundle": bundle.resolve().name, "name": manifest.get("name"),
+              "target": target, "precision": manifest.get("precision"),
+              "region_index": manifest.get("export_options", {}).get("region_index", "exact"),
+              "size_mb": bundle_bytes(manifest) / 1e6, "threads": threads or os.cpu_count(), "device": device,
+              "facts": device_facts(target, label), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    try:
+        run = open_runner(bundle, target, threads, device)
+    except RuntimeUnavailable as e:
+        return dict(result, status="unavailable", reason=str(e))
+    result["load_s"] = time.perf_counter() - start
+    x = to_input(demo_crop(int(manifest["alignment"]["crop_size"])))
+    result.update(time_runner(run, x, warmup, runs))
+    return dict(result, status="ok", peak_rss_mb=peak_rss_mb())
+
+
+def write_json(path: Path, obj: dict) -> None:
+    """Atomic: a temporary file beside the target, renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Time this dfedge bundle on this device (numpy + its runtime only).")
+    ap.add_argument("--bundle", type=Path, default=Path(__file__).resolve().parent, help="bundle folder (default: this file's)")
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0, help="0 = the runtime's default (all cores)")
+    ap.add_argument("--device", default="CPU", help="OpenVINO device name: CPU, GPU, NPU, AUTO")
+    ap.add_argument("--label", default=None, help="device name in merged reports (default: host and CPU model)")
+    ap.add_argument("--out", type=Path, default=None, help="result JSON (default: bench-<bundle>.json here)")
+    args = ap.parse_args(argv)
+    if args.runs < 1 or args.warmup < 0:
+        ap.error("--runs must be >= 1 and --warmup >= 0")
+    try:
+        result = bench(args.bundle, args.runs, args.warmup, args.threads, args.device, args.label)
+    except BundleError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = args.out or Path(f"bench-{result['bundle']}.json")
+    write_json(out, result)
+    if result["status"] != "ok":
+        print(f"not run: {result['reason']}", file=sys.stderr)
+        return 3
+    lat = result["latency_ms"]
+    print(f"{result['bundle']}: {result['target']} {result['precision']}  p50 {lat['p50']:.2f} ms  p90 {lat['p90']:.2f} ms  "
+          f"{result['fps']:.1f} FPS  load {result['load_s']:.2f} s  -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
