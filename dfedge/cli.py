@@ -264,12 +264,10 @@ def export_cmd(
     """Export the fused detector per target x precision into bundles, each checked for parity against torch."""
     import time
 
-    import numpy as np
 
-    from .data.sources import ToySet
-    from .export.bundle import source_record, write_bundle
+    from .export.bundle import toy_crops, weight_sources, write_bundle
     from .export.targets import resolve
-    from .models.factory import build_detector, shipped_file
+    from .models.factory import build_detector
 
     with user_errors():
         targets = resolve(target)
@@ -282,11 +280,8 @@ def export_cmd(
         check_weights(preset, dinov3, region_head if distilled else parser, random_weights,
                       "--region-head" if distilled else "--parser")
         det = build_detector(spec)
-        parts = ("dinov3", "region_head" if region_index == "distilled" else "parser", "probe")
-        files = {part: getattr(spec, part) or shipped_file(preset, part) for part in parts}
-        sources = {part: source_record(f, f"seeded random weights (preset {preset}, seed {spec.seed})") for part, f in files.items()}
-        toy = ToySet("val", parity_samples)
-        images = np.stack([toy[i].image for i in range(parity_samples)]).transpose(0, 3, 1, 2).astype(np.float32)
+        sources = weight_sources(spec)
+        images = toy_crops(parity_samples)
         options = {"preset": preset, "head": head, "region": det.region_index.region, "dinov3_input": dinov3_input,
                    "region_index": region_index, "opset": 20, "parity_samples": parity_samples}
     set_name = name or preset
@@ -510,6 +505,137 @@ def quantize(
     console.print(f"report: {out / (name or preset) / 'quantize-report.md'}")
     if any(r.status != "ok" for r in results):
         raise typer.Exit(1)
+
+
+@app.command()
+def build(
+    config: Annotated[Optional[Path], typer.Option(help="TOML build file (keys as these options, snake_case); options given here override it.")] = None,
+    target: Annotated[Optional[list[str]], typer.Option(help="onnx, openvino, coreml, tflite or all (repeatable; default all).")] = None,
+    precision: Annotated[Optional[list[str]], typer.Option(help="fp32, fp16 or a quantized rung (repeatable; default: every precision of each target).")] = None,
+    region_index: Annotated[Optional[list[str]], typer.Option("--region-index", help="Region-index rung(s) (repeatable; default exact): exact, lite-head, parser-224, distilled.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="dist folder; the set goes to OUT/NAME (default dist).")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Bundle set name (default: the preset).")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="Model preset: toy (shipped toy world, default), full, tiny.")] = None,
+    dinov3: Dinov3Path = None,
+    parser: ParserPath = None,
+    probe: ProbePath = None,
+    region_head: RegionHeadPath = None,
+    calib: Annotated[Optional[str], typer.Option(help="Calibration crops for quantized rungs: DIR, list, toy (default).")] = None,
+    calib_size: Annotated[Optional[int], typer.Option(help="Calibration crops used (default 300).")] = None,
+    data: Annotated[Optional[str], typer.Option(help="Labelled validation crops for every gate (default toy:val:200).")] = None,
+    max_auc_drop: Annotated[Optional[float], typer.Option(help="Largest allowed AUC drop vs torch FP32 (default 0.005 = 0.5 pp).")] = None,
+    bench_runs: Annotated[Optional[int], typer.Option(help="Timed runs per bundle (default 10).")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="Runtime threads for the benchmark (default 0 = all cores).")] = None,
+    random_weights: Annotated[bool, typer.Option("--random-weights", help="Allow a preset without weight files (timing and size only).")] = False,
+) -> None:
+    """The main job: export -> quantize -> validate -> bench -> package every target x precision (x region index);
+    a summary table and dist/NAME/ with one folder per bundle and report.md. Exit 1 unless every bundle passed."""
+    from .build import make_config, read_config, run_build
+
+    with user_errors():
+        values = read_config(config) if config else {}
+        given = {"targets": target, "precisions": precision, "region_indexes": region_index, "dist": out, "name": name,
+                 "preset": preset, "dinov3": dinov3, "parser": parser, "probe": probe, "region_head": region_head,
+                 "calib": calib, "calib_size": calib_size, "data": data, "max_auc_drop": max_auc_drop,
+                 "bench_runs": bench_runs, "threads": threads}
+        cfg = make_config({**values, **{k: v for k, v in given.items() if v}})
+        spec = cfg.spec
+        check_weights(spec.preset, spec.dinov3, spec.parser, random_weights or values.get("random_weights", False))
+        plan = cfg.plan()
+        with build_progress(len(plan) * 2 + 1) as (log, advance):
+            rows, final = run_build(cfg, log=log, advance=advance)
+    from .build import COLUMNS
+
+    table = Table(title=f"dfedge build '{cfg.set_name}' -> {final}  (gate: ΔAUC ≥ -{cfg.max_auc_drop * 100:.2f} pp on "
+                        f"{cfg.data}; × torch = torch FP32 eager p50 / p50)")
+    for col in COLUMNS:
+        table.add_column(col, justify="left" if col in ("region index", "target", "precision", "status") else "right")
+    for row in rows:
+        table.add_row(*row.cells())
+    console.print(table)
+    failed = [r for r in rows if r.status != "ok"]
+    console.print(f"{len(rows) - len(failed)}/{len(rows)} bundles passed; report: {final / 'report.md'}")
+    if failed:
+        raise typer.Exit(1)
+
+
+@contextlib.contextmanager
+def build_progress(total: int):
+    """(log, advance): log lines print above one progress bar over all steps."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("build"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"),
+                  console=err_console, transient=True) as progress:
+        task = progress.add_task("", total=total)
+
+        def log(message: str) -> None:
+            progress.console.print(message, highlight=False)
+            progress.update(task, description=message[:60])
+
+        yield log, lambda n=1: progress.advance(task, n)
+
+
+@app.command()
+def bench(
+    bundles: Annotated[list[Path], typer.Argument(help="Bundle folders, or a dist/NAME folder of bundles.")],
+    runs: Annotated[int, typer.Option(help="Timed single-face runs per bundle.")] = 20,
+    warmup: Annotated[int, typer.Option(help="Untimed warm-up runs.")] = 3,
+    threads: Annotated[int, typer.Option(help="Threads for every runtime and torch (0 = all cores).")] = 0,
+    device: Annotated[str, typer.Option(help="OpenVINO device: CPU, GPU, NPU, AUTO.")] = "CPU",
+    label: Annotated[Optional[str], typer.Option(help="Device name for merged reports (default: host and CPU model).")] = None,
+    reference: Annotated[bool, typer.Option(help="Also time torch FP32 eager (the ratios' denominator).")] = True,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write all results here (dfedge report merge reads it).")] = None,
+) -> None:
+    """Time bundles (each in its own process, through its own bench.py) against torch FP32 eager in the same run."""
+    from .runtimes.bench import bench_set, find_bundles
+    from .runtimes.standalone import write_json
+
+    with user_errors():
+        if runs < 1 or warmup < 0:
+            raise ValueError("--runs must be >= 1 and --warmup >= 0")
+        paths = find_bundles(bundles)
+        with progress_bar("bench", len(paths) + (1 if reference else 0)) as advance:
+            result = bench_set(paths, runs, warmup, threads, device, label, reference, progress=lambda _: advance())
+    table = Table(title=f"dfedge bench ({runs} runs after {warmup} warm-up, threads {threads or 'all'})")
+    for col in ("bundle", "target", "precision", "status", "size MB", "load s", "p50 ms", "p90 ms", "p99 ms", "FPS",
+                "peak RSS MB", "× torch"):
+        table.add_column(col, justify="left" if col in ("bundle", "target", "precision", "status") else "right")
+    for r in result["results"] + result["references"]:
+        lat = r.get("latency_ms") or {}
+        f = lambda v, spec=".1f": "-" if v is None else format(v, spec)  # noqa: E731
+        table.add_row(r.get("bundle", "?"), r.get("target", "?"), r.get("precision", "?"),
+                      "ok" if r.get("status") == "ok" else f"{r.get('status')}: {r.get('reason', '')}"[:70],
+                      f(r.get("size_mb"), ".2f"), f(r.get("load_s"), ".2f"), f(lat.get("p50")), f(lat.get("p90")),
+                      f(lat.get("p99")), f(r.get("fps")), f(r.get("peak_rss_mb"), ".0f"), f(r.get("speedup_vs_torch"), ".2f"))
+    console.print(table)
+    if json_out:
+        write_json(json_out, result)
+        console.print(f"results: {json_out}")
+    if any(r.get("status") == "error" for r in result["results"]):
+        raise typer.Exit(1)
+
+
+report_app = typer.Typer(no_args_is_help=True, help="Combine results.")
+app.add_typer(report_app, name="report")
+
+
+@report_app.command("merge")
+def report_merge(
+    results: Annotated[list[Path], typer.Argument(help="Result JSONs of bench.py or dfedge bench --json, from any devices.")],
+    out: Annotated[Path, typer.Option(help="Folder for merged.md, merged.json and latency.png.")] = Path("bench-report"),
+) -> None:
+    """One table (device x target x precision) and a latency chart from many devices' bench results."""
+    from .runtimes.report import COLUMNS, cell, merge
+
+    with user_errors():
+        rows, files = merge(results, out)
+    table = Table(title=f"latency across devices ({len(results)} files)")
+    for col in COLUMNS:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*(cell(row, c) for c in COLUMNS))
+    console.print(table)
+    console.print(f"wrote {files['markdown']}, {files['json']}, {files['chart']}")
 
 
 def check_weights(preset: str, dinov3, index_file, random_weights: bool, flag: str = "--parser") -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import platform
 import shutil
 import tempfile
@@ -163,16 +164,16 @@ manifest, times the model on this device and writes one JSON; `dfedge report mer
 
 def write_bundle(detector: Detector, target: Target, precision: str, dist: Path, name: str, sources: dict,
                  options: dict, parity_images: np.ndarray, log=lambda msg: None, cache: dict | None = None,
-                 export_fn=None, gate=None) -> tuple[Path, dict]:
+                 export_fn=None, gate=None, folder: str | None = None) -> tuple[Path, dict]:
     """Export, check parity, write manifest + usage note, and move the bundle into `dist/name/target-precision`.
 
     `export_fn` replaces the target's exporter (quantizers use the same signature); `gate(runner) -> dict` runs
     after parity (e.g. the AUC drift of a quantized rung), raises GateError to refuse the bundle, and its result
-    is stored in the manifest under "gate"."""
+    is stored in the manifest under "gate". `folder` names the bundle (default: target-precision)."""
     if precision not in target.precisions + target.quantized:
         raise ValueError(f"target '{target.name}' has no precision '{precision}' "
                          f"(has: {', '.join(target.precisions + target.quantized)})")
-    final = Path(dist) / name / f"{target.name}-{precision}"
+    final = Path(dist) / name / (folder or f"{target.name}-{precision}")
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
@@ -205,6 +206,9 @@ def write_bundle(detector: Detector, target: Target, precision: str, dist: Path,
             backup = final.with_name(f".{final.name}.old")
             shutil.rmtree(backup, ignore_errors=True)
             final.rename(backup)
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700; a bundle is a folder like any other
         tmp.rename(final)
         if backup is not None:
             shutil.rmtree(backup, ignore_errors=True)
@@ -223,3 +227,21 @@ def source_record(path: str | Path | None, fallback: str) -> dict:
 
 def hash_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def weight_sources(spec) -> dict:
+    """The manifest's `sources`: file name and SHA-256 of each weight file the detector of `spec` was built from."""
+    from ..models.factory import shipped_file
+
+    index = "region_head" if spec.region_index == "distilled" else "parser"
+    files = {part: getattr(spec, part) or shipped_file(spec.preset, part) for part in ("dinov3", index, "probe")}
+    return {part: source_record(f, f"seeded random weights (preset {spec.preset}, seed {spec.seed})")
+            for part, f in files.items()}
+
+
+def toy_crops(count: int, split: str = "val") -> np.ndarray:
+    """Toy-world crops [N, 3, 448, 448] float32 0-255: what parity checks run on (they need no labels)."""
+    from ..data.sources import ToySet
+
+    toy = ToySet(split, count)
+    return np.stack([toy[i].image for i in range(count)]).transpose(0, 3, 1, 2).astype(np.float32)

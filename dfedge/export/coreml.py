@@ -306,6 +306,7 @@ class MilInterpreter:
                          - set(OPS) - {"const"})
         if unknown:
             raise UnsupportedMilOp(f"{package}: MIL ops without an interpreter rule: {', '.join(unknown)}")
+        self._dense: dict[str, torch.Tensor] = {}  # densified constexpr weights, decoded once
 
     def _value(self, var, env: dict):
         if isinstance(var, (list, tuple)):
@@ -327,8 +328,11 @@ class MilInterpreter:
                 if op.op_type == "const":
                     continue
                 if op.op_type.startswith("constexpr_"):  # compressed weights: coremltools' own decoder densifies them
-                    dense = op.outputs[0].val if op.outputs[0].val is not None else op.materialized_val_inference()
-                    env[op.outputs[0].name] = torch.from_numpy(np.array(dense))
+                    name = op.outputs[0].name
+                    if name not in self._dense:
+                        dense = op.outputs[0].val if op.outputs[0].val is not None else op.materialized_val_inference()
+                        self._dense[name] = torch.from_numpy(np.array(dense))
+                    env[name] = self._dense[name]
                     continue
                 vals = {k: self._value(v, env) for k, v in op.inputs.items()}
                 half = op.op_type != "cast" and any(t.dtype == torch.float16 for t in _tensors(vals))

@@ -53,7 +53,7 @@ def gate(validation: Validation, budget: Budget, min_mask_agreement: float, runn
 
 def write_rung(detector, target, precision: str, dist, name: str, sources: dict, options: dict, parity_images,
                calib: Calibration, validation: Validation, budget: Budget, min_mask_agreement: float = 0.99,
-               accuracy_iterations: int = 3, log=lambda m: None, cache: dict | None = None):
+               accuracy_iterations: int = 3, log=lambda m: None, cache: dict | None = None, folder: str | None = None):
     module = importlib.import_module(f"dfedge.quantize.{target.module}")
     report: dict = {}
     accuracy = None
@@ -64,8 +64,8 @@ def write_rung(detector, target, precision: str, dist, name: str, sources: dict,
     export_fn = functools.partial(module.quantize, calib=calib, report=report, accuracy=accuracy)
     opts = dict(options, quantization=report)  # filled in by the quantizer before the manifest is written
     return write_bundle(detector, target, precision, dist, name, sources, opts, parity_images, log=log, cache=cache,
-                        export_fn=export_fn,
-                        gate=functools.partial(gate, validation, budget, min_mask_agreement))
+                        export_fn=export_fn, gate=functools.partial(gate, validation, budget, min_mask_agreement),
+                        folder=folder)
 
 
 @dataclass
@@ -109,17 +109,14 @@ def run_ladder(spec, rungs, dist, name: str, calib_spec: str, calib_size: int, v
                min_mask_agreement: float, accuracy_iterations: int, log=lambda m: None) -> list[RungResult]:
     from pathlib import Path
 
-    from ..data.sources import ToySet, open_set
-    from ..export.bundle import source_record
-    from ..models.factory import build_detector, shipped_file
+    from ..data.sources import open_set
+    from ..export.bundle import toy_crops, weight_sources
+    from ..models.factory import build_detector
     from .calibration import calibration_set
 
     det = build_detector(spec)
-    files = {part: getattr(spec, part) or shipped_file(spec.preset, part) for part in ("dinov3", "parser", "probe")}
-    sources = {part: source_record(f, f"seeded random weights (preset {spec.preset}, seed {spec.seed})")
-               for part, f in files.items()}
-    toy = ToySet("val", 2)
-    parity_images = np.stack([toy[i].image for i in range(2)]).transpose(0, 3, 1, 2).astype(np.float32)
+    sources = weight_sources(spec)
+    parity_images = toy_crops(2)
     log(f"calibration: {calib_spec} ({calib_size}); validation reference on {val_spec}")
     calib = calibration_set(calib_spec, calib_size, spec.region)
     validation = Validation.build(det, open_set(val_spec, spec.region))

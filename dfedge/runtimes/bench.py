@@ -1,0 +1,132 @@
+"""`dfedge bench`: time bundles against the torch FP32 eager reference in the same run.
+
+Each bundle runs in its own process through its own `bench.py` (what a device owner runs), so load time and peak
+RSS belong to that bundle alone; the reference runs in its own process with the same crop and thread count.
+`python -m dfedge.runtimes.bench SPEC_JSON` is that reference process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import standalone
+
+SET_SCHEMA = "dfedge-bench-set/1"
+
+
+def find_bundles(paths: list[Path]) -> list[Path]:
+    """Bundle folders, or folders of bundles (a `dist/<name>`), in the order given."""
+    out = []
+    for path in map(Path, paths):
+        if (path / standalone.MANIFEST).is_file():
+            out.append(path)
+        elif path.is_dir() and (subs := sorted(p.parent for p in path.glob(f"*/{standalone.MANIFEST}"))):
+            out += subs
+        else:
+            raise standalone.BundleError(f"{path}: not a bundle (no {standalone.MANIFEST}) nor a folder of bundles")
+    return out
+
+
+def _run_json(cmd: list[str], what: str) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        proc = subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True)
+        if out.is_file():
+            return json.loads(out.read_text())
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        return {"schema": standalone.RESULT_SCHEMA, "status": "error", "bundle": what,
+                "reason": lines[-1] if lines else f"exit code {proc.returncode}"}
+
+
+def bench_bundle(bundle: Path, runs: int, warmup: int, threads: int, device: str = "CPU", label: str | None = None) -> dict:
+    cmd = [sys.executable, str(Path(bundle) / "bench.py"), "--runs", str(runs), "--warmup", str(warmup),
+           "--threads", str(threads), "--device", device]
+    return _run_json(cmd + (["--label", label] if label else []), Path(bundle).name)
+
+
+def reference_spec(manifest: dict) -> dict:
+    """The torch model a bundle was made from, as DetectorSpec fields (weights: the preset's shipped or seeded
+    random ones, which time the same)."""
+    opts = manifest.get("export_options", {})
+    return {k: opts[k] for k in ("preset", "head", "region", "dinov3_input", "region_index") if k in opts}
+
+
+def bench_reference(spec: dict, runs: int, warmup: int, threads: int, label: str | None = None) -> dict:
+    cmd = [sys.executable, "-m", "dfedge.runtimes.bench", json.dumps(spec), "--runs", str(runs), "--warmup",
+           str(warmup), "--threads", str(threads)]
+    return _run_json(cmd + (["--label", label] if label else []), "torch-fp32")
+
+
+def bench_set(bundles: list[Path], runs: int, warmup: int, threads: int, device: str = "CPU",
+              label: str | None = None, reference: bool = True, progress=None) -> dict:
+    """Every bundle, then one torch reference per distinct model among them (same crop size, rung, threads);
+    each result gets `speedup_vs_torch` = reference p50 / its p50 (> 1: faster than torch eager)."""
+    results, specs = [], []
+    for bundle in bundles:
+        results.append(bench_bundle(bundle, runs, warmup, threads, device, label))
+        specs.append(reference_spec(standalone.verify(bundle)))
+        if progress:
+            progress(bundle.name)
+    references: dict[str, dict] = {}
+    if reference:
+        for spec in specs:
+            key = json.dumps(spec, sort_keys=True)
+            if key not in references:
+                references[key] = bench_reference(spec, runs, warmup, threads, label)
+                if progress:
+                    progress(f"torch {spec.get('region_index', 'exact')}")
+    for result, spec in zip(results, specs):
+        ref = references.get(json.dumps(spec, sort_keys=True))
+        if ref and ref.get("status") == "ok" and result.get("status") == "ok":
+            result["speedup_vs_torch"] = ref["latency_ms"]["p50"] / result["latency_ms"]["p50"]
+    return {"schema": SET_SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "references": list(references.values()), "results": results}
+
+
+def _reference_main(argv: list[str]) -> int:
+    import argparse
+
+    import numpy as np
+    import torch
+
+    from ..models.factory import DetectorSpec, build_detector
+
+    ap = argparse.ArgumentParser(description="Time the torch FP32 eager detector (the reference of dfedge bench).")
+    ap.add_argument("spec", help="DetectorSpec fields as JSON")
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--label", default=None)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    threads = args.threads or os.cpu_count()
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    det = build_detector(DetectorSpec(**json.loads(args.spec))).eval()
+    load_s = time.perf_counter() - start
+    x = torch.from_numpy(standalone.to_input(standalone.demo_crop(det.cfg.crop_size)))
+
+    def run(image):
+        with torch.no_grad():
+            return det(image)
+
+    result = {"schema": standalone.RESULT_SCHEMA, "status": "ok", "bundle": "torch-fp32", "target": "torch",
+              "precision": "fp32", "region_index": json.loads(args.spec).get("region_index", "exact"),
+              "size_mb": sum(p.numel() * p.element_size() for p in det.parameters()) / 1e6, "threads": threads,
+              "device": "CPU", "load_s": load_s, "reference": "torch fp32 eager",
+              "facts": dict(standalone.device_facts("torch", args.label), runtime="torch", runtime_version=torch.__version__),
+              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    result.update(standalone.time_runner(run, x, args.warmup, args.runs))
+    result["peak_rss_mb"] = standalone.peak_rss_mb()
+    standalone.write_json(args.out, result)
+    return 0 if np.isfinite(result["latency_ms"]["p50"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(_reference_main(sys.argv[1:]))
