@@ -532,6 +532,7 @@ def build(
     a summary table and dist/NAME/ with one folder per bundle and report.md. Exit 1 unless every bundle passed."""
     from .build import make_config, read_config, run_build
 
+    quiet_converters()
     with user_errors():
         values = read_config(config) if config else {}
         given = {"targets": target, "precisions": precision, "region_indexes": region_index, "dist": out, "name": name,
@@ -540,7 +541,7 @@ def build(
                  "bench_runs": bench_runs, "threads": threads}
         cfg = make_config({**values, **{k: v for k, v in given.items() if v}})
         spec = cfg.spec
-        check_weights(spec.preset, spec.dinov3, spec.parser, random_weights or values.get("random_weights", False))
+        check_weights(spec.preset, spec.dinov3, spec.parser, random_weights)
         plan = cfg.plan()
         with build_progress(len(plan) * 2 + 1) as (log, advance):
             rows, final = run_build(cfg, log=log, advance=advance)
@@ -557,6 +558,13 @@ def build(
     console.print(f"{len(rows) - len(failed)}/{len(rows)} bundles passed; report: {final / 'report.md'}")
     if failed:
         raise typer.Exit(1)
+
+
+def quiet_converters() -> None:
+    """NNCF logs every op it skips at INFO; the build's own log and summary say what happened."""
+    import logging
+
+    logging.getLogger("nncf").setLevel(logging.WARNING)
 
 
 @contextlib.contextmanager

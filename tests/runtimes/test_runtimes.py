@@ -1,0 +1,154 @@
+"""dfedge.load: the same parity test for every runtime, input checks, hash checks, and bench.py on its own."""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import dfedge
+from dfedge.cli import app
+from dfedge.data.sources import ToySet
+from dfedge.export.targets import PARITY
+from dfedge.models.factory import DetectorSpec, build_detector
+from dfedge.runtimes import BundleError, RuntimeUnavailable, from_torch
+
+TARGETS = ("onnx", "openvino", "tflite", "coreml")
+
+
+@pytest.fixture(scope="module")
+def crops() -> np.ndarray:
+    toy = ToySet("test", 6)
+    return np.stack([toy[i].image for i in range(6)])  # uint8 [6, 448, 448, 3]
+
+
+@pytest.fixture(scope="module")
+def reference(crops):
+    return from_torch(build_detector(DetectorSpec()))(crops)
+
+
+@pytest.fixture(scope="module")
+def dist(toy_build):
+    return toy_build[1]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_runtime_matches_torch(dist, crops, reference, target):
+    det = dfedge.load(dist / f"{target}-fp32", interpreter=True)  # CoreML: MIL interpreter off macOS
+    result = det(crops)
+    assert det.target == target and det.precision == "fp32"
+    assert result.logit.shape == (6,) and result.token_mask.shape == reference.token_mask.shape == (6, 14, 14)
+    assert np.abs(result.logit - reference.logit).max() <= PARITY["fp32"]["max_abs_logit"]
+    assert np.abs(result.probability - reference.probability).max() <= 1e-5
+    np.testing.assert_array_equal(result.token_mask, reference.token_mask)
+    np.testing.assert_array_equal(result.region_tokens, reference.region_tokens)
+    np.testing.assert_allclose(result.contributions, reference.contributions, atol=1e-4)
+    assert result.found.any() and result.region_tokens.dtype == np.int32
+    # a single HWC crop is a batch of one
+    assert np.isclose(det(crops[0]).logit[0], result.logit[0])
+
+
+@pytest.mark.skipif(platform.system() == "Darwin", reason="CoreML predicts on macOS")
+def test_coreml_off_macos_says_so(dist):
+    with pytest.raises(RuntimeUnavailable, match="only on macOS"):
+        dfedge.load(dist / "coreml-fp32")
+
+
+def test_bad_crops_are_refused(dist, crops):
+    det = dfedge.load(dist / "onnx-fp32")
+    with pytest.raises(ValueError, match=r"uint8 \[B, 448, 448, 3\].*float32"):
+        det(crops.astype(np.float32))
+    with pytest.raises(ValueError, match=r"got uint8 \[1, 224, 224, 3\]"):
+        det(crops[:1, :224, :224])
+
+
+def test_tampered_bundle_is_refused(dist, tmp_path):
+    bundle = shutil.copytree(dist / "onnx-fp32", tmp_path / "b")
+    model = bundle / "detector.onnx"
+    data = bytearray(model.read_bytes())
+    data[-1] ^= 1
+    model.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="detector.onnx: SHA-256 differs"):
+        dfedge.load(bundle)
+    with pytest.raises(BundleError, match="no manifest.json"):
+        dfedge.load(tmp_path)
+
+
+# bench.py must run where only numpy and the runtime exist: importing dfedge (or torch) fails in this process.
+BLOCKED = ("import sys, runpy; sys.modules.update(dfedge=None, torch=None); sys.argv = ['bench.py'] + sys.argv[1:]; "
+           "runpy.run_path('bench.py', run_name='__main__')")
+
+
+@pytest.mark.parametrize("target", ["onnx", "openvino", "tflite"])
+def test_bench_py_runs_from_a_copied_bundle_without_the_kit(dist, tmp_path, target):
+    bundle = shutil.copytree(dist / f"{target}-fp32", tmp_path / "copy")
+    out = tmp_path / "result.json"
+    proc = subprocess.run([sys.executable, "-c", BLOCKED, "--runs", "2", "--warmup", "1", "--label", "box A",
+                           "--out", str(out)], cwd=bundle, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["schema"] == "dfedge-bench/1" and result["status"] == "ok"
+    assert result["target"] == target and result["runs"] == 2 and result["facts"]["label"] == "box A"
+    lat = result["latency_ms"]
+    assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"]
+    assert result["peak_rss_mb"] > 0 and result["load_s"] > 0 and result["facts"]["runtime_version"]
+
+
+def test_bench_py_reports_coreml_unavailable_off_macos(dist, tmp_path):
+    if platform.system() == "Darwin":
+        pytest.skip("CoreML predicts on macOS")
+    out = tmp_path / "r.json"
+    proc = subprocess.run([sys.executable, "bench.py", "--runs", "1", "--out", str(out)], cwd=dist / "coreml-fp32",
+                          capture_output=True, text=True)
+    assert proc.returncode == 3 and "macOS" in proc.stderr
+    assert json.loads(out.read_text())["status"] == "unavailable"
+
+
+def test_bench_command_times_bundles_against_torch(dist, tmp_path):
+    out = tmp_path / "set.json"
+    result = CliRunner().invoke(app, ["bench", str(dist / "onnx-fp32"), str(dist / "coreml-fp32"), "--runs", "2",
+                                      "--warmup", "1", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    onnx, coreml = data["results"]
+    (torch_ref,) = data["references"]
+    assert onnx["status"] == "ok" and torch_ref["target"] == "torch" and torch_ref["status"] == "ok"
+    assert onnx["speedup_vs_torch"] == pytest.approx(torch_ref["latency_ms"]["p50"] / onnx["latency_ms"]["p50"])
+    assert coreml["status"] == ("ok" if platform.system() == "Darwin" else "unavailable")
+    assert "onnx-fp32" in result.output and "torch-fp32" in result.output
+
+
+def test_report_merge_builds_table_and_chart_from_two_devices(dist, tmp_path):
+    files = []
+    for label, runs in (("box A", 2), ("box B", 3)):
+        out = tmp_path / f"{label}.json"
+        subprocess.run([sys.executable, "bench.py", "--runs", str(runs), "--warmup", "0", "--label", label,
+                        "--out", str(out)], cwd=dist / "tflite-fp32", check=True, capture_output=True)
+        files.append(out)
+    result = CliRunner().invoke(app, ["report", "merge", *map(str, files), "--out", str(tmp_path / "merged")])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "merged" / "merged.json").read_text())
+    assert [(r["device"], r["target"], r["precision"]) for r in rows] == [("box A", "tflite", "fp32"),
+                                                                         ("box B", "tflite", "fp32")]
+    assert all(r["p50 ms"] > 0 for r in rows)
+    table = (tmp_path / "merged" / "merged.md").read_text()
+    assert "| box A | tflite | fp32 | exact | ok |" in table
+    import matplotlib.pyplot as plt
+
+    image = plt.imread(tmp_path / "merged" / "latency.png")
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+
+
+def test_report_merge_names_a_bad_file(tmp_path):
+    bad = tmp_path / "notes.json"
+    bad.write_text('{"hello": 1}')
+    result = CliRunner().invoke(app, ["report", "merge", str(bad), "--out", str(tmp_path / "m")])
+    assert result.exit_code == 2
+    assert "notes.json: schema None" in result.output
+    assert not (tmp_path / "m" / "merged.md").exists()

@@ -1,0 +1,83 @@
+"""dfedge build: every bundle of the plan is built, gated, timed and reported; refused bundles are not shipped."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from dfedge.build import BuildConfig, make_config, read_config
+from dfedge.cli import app
+from dfedge.export.targets import TARGETS
+from dfedge.runtimes import verify
+
+
+def test_toy_build_ships_every_target(toy_build):
+    result, dist = toy_build
+    assert result.exit_code == 0, result.output
+    rows = {(r["target"], r["precision"]): r for r in json.loads((dist / "build.json").read_text())["rows"]}
+    assert set(rows) == {(t, p) for t in TARGETS for p in ("fp32", "fp16")}
+    for (target, precision), row in rows.items():
+        assert row["status"] == "ok", row
+        manifest = verify(dist / row["folder"])  # hashes intact after the staging rename
+        assert manifest["gate"]["passed"] and abs(manifest["gate"]["delta_auc"]) <= 0.005
+        assert "bench.py" in manifest["files"] and row["size_mb"] > 1 and row["gflops"] > 1 and row["auc"] > 0.9
+        if target == "coreml":
+            assert row["p50_ms"] is None and row["bench_note"] == "macOS only"
+        else:
+            assert row["p50_ms"] > 0 and row["speedup"] > 0
+    report = (dist / "report.md").read_text()
+    assert "| exact | tflite | fp32 | ✅ |" in report and "8 of 8 bundles passed" in report
+    assert "8/8 bundles passed" in result.output
+    assert not list(dist.parent.glob(".*partial"))
+    bench = json.loads((dist / "bench.json").read_text())
+    assert bench["schema"] == "dfedge-bench-set/1" and bench["references"][0]["target"] == "torch"
+    assert len(bench["results"]) == 8
+
+
+def test_refused_bundles_are_reported_not_shipped(tmp_path):
+    """Static INT8 moves mouth tokens on toy faces: the gate refuses it (❎), the build goes on and exits 1."""
+    (tmp_path / "toy" / "onnx-int8").mkdir(parents=True)  # a stale bundle of an earlier build must not survive
+    result = CliRunner().invoke(app, ["build", "--target", "onnx", "--precision", "fp32", "--precision", "int8",
+                                      "--region-index", "exact", "--region-index", "lite-head", "--data", "toy:val:40",
+                                      "--calib-size", "40", "--bench-runs", "1", "--out", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    dist = tmp_path / "toy"
+    rows = {(r["region_index"], r["precision"]): r for r in json.loads((dist / "build.json").read_text())["rows"]}
+    exact, lite = rows["exact", "fp32"], rows["lite-head", "fp32"]
+    assert exact["status"] == lite["status"] == "ok"
+    assert (exact["folder"], lite["folder"]) == ("onnx-fp32", "onnx-fp32-lite-head")
+    assert lite["gflops"] < exact["gflops"]  # UPerHead fused at 56², not 112²
+    assert verify(dist / "onnx-fp32-lite-head")["export_options"]["region_index"] == "lite-head"
+    int8 = rows["exact", "int8"]
+    assert int8["status"] == "gate" and "AUC drop" in int8["reason"]
+    assert not (dist / "onnx-int8").exists()
+    report = (dist / "report.md").read_text()
+    assert "| exact | onnx | int8 | ❎ AUC drop" in report and "## Not shipped" in report
+    assert "❎ AUC drop" in result.output
+
+
+def test_plan_covers_the_target_table():
+    plan = BuildConfig().plan()
+    assert plan == [("exact", t.name, p) for t in TARGETS.values() for p in t.precisions + t.quantized]
+    assert BuildConfig(targets=("onnx",), precisions=("fp16",), region_indexes=("exact", "distilled")).plan() == [
+        ("exact", "onnx", "fp16"), ("distilled", "onnx", "fp16")]
+    with pytest.raises(ValueError, match="no selected target has the precision 'palette4'"):
+        BuildConfig(targets=("onnx",), precisions=("palette4",)).plan()
+    with pytest.raises(ValueError, match="unknown region index 'fast'"):
+        BuildConfig(region_indexes=("fast",)).plan()
+
+
+def test_config_file(tmp_path):
+    path = tmp_path / "build.toml"
+    path.write_text('preset = "toy"\ntargets = ["onnx"]\nprecisions = "fp16"\ncalib_size = 50\nregion = "mouth"\n')
+    cfg = make_config({**read_config(path), "calib_size": 64})  # the command line wins
+    assert cfg.targets == ("onnx",) and cfg.precisions == ("fp16",) and cfg.calib_size == 64 and cfg.spec.preset == "toy"
+    path.write_text('presets = "toy"\n')
+    result = CliRunner().invoke(app, ["build", "--config", str(path), "--out", str(tmp_path / "d")])
+    assert result.exit_code == 2 and "build.toml: unknown key 'presets'" in result.output
+    path.write_text("targets = [onnx\n")
+    result = CliRunner().invoke(app, ["build", "--config", str(path)])
+    assert result.exit_code == 2 and "build.toml: not valid TOML" in result.output
+    assert not (tmp_path / "d").exists()
