@@ -286,7 +286,7 @@ def _write_reports(stage: Path, config: BuildConfig, rows: list[Row], validation
         f"# dfedge build `{config.set_name}`", "",
         f"{passed} of {len(rows)} bundles passed. Reference: torch FP32, exact region index, on `{config.data}` "
         f"({len(ref)} crops, {scored} with a region found), AUC {ref_auc:.4f}.", "",
-        f"Gate per bundle: parity with its own torch graph (fp32 |Δlogit| ≤ 1e-4, fp16 ≤ 1e-2), then "
+        f"Gate per bundle: parity with its own torch graph (|Δlogit| / max(1, |logit|) ≤ 1e-4 fp32, ≤ 1e-2 fp16), then "
         f"ΔAUC ≥ −{config.max_auc_drop * 100:.2f} pp and token-mask agreement ≥ {config.min_mask_agreement} against "
         f"the reference. ✅ shipped · ❎ refused by the gate (not shipped) · ❌ a step failed.", "",
         f"Latency: `bench.py` of each bundle in its own process, {config.bench_runs} runs after "

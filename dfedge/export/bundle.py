@@ -49,6 +49,7 @@ class GateError(RuntimeError):
 @dataclass
 class Parity:
     max_abs_logit: float
+    max_logit_error: float  # |Δlogit| / max(1, |logit|), what the limits apply to (targets.PARITY)
     mean_abs_logit: float
     mask_agreement: float
     masks_identical: bool
@@ -77,19 +78,21 @@ def file_hashes(root: Path) -> dict[str, dict]:
 
 def check_parity(detector: Detector, runner, images: np.ndarray, precision: str) -> Parity:
     """Run the exported graph and the torch reference on the same crops [N, 3, 448, 448] float32, one at a time."""
-    dl, agree, identical = [], [], True
+    dl, err, agree, identical = [], [], [], True
     with torch.no_grad():
         for image in images:
             ref = detector(torch.from_numpy(image[None]))
             out = runner(image[None])
-            dl.append(float(np.abs(out["logit"].astype(np.float64) - ref.logit.numpy()).max()))
+            diff = np.abs(np.asarray(out["logit"], np.float64).reshape(-1) - ref.logit.numpy().reshape(-1))
+            dl.append(float(diff.max()))
+            err.append(float((diff / np.maximum(1.0, np.abs(ref.logit.numpy().reshape(-1)))).max()))
             mask_ref, mask_out = ref.token_mask.numpy() > 0.5, np.asarray(out["token_mask"]) > 0.5
             agree.append(float((mask_ref == mask_out).mean()))
             identical &= bool((mask_ref == mask_out).all())
     limits = parity_limits(precision)
-    max_dl, agreement = max(dl), float(np.mean(agree))
-    ok = (limits["max_abs_logit"] is None or max_dl <= limits["max_abs_logit"]) and agreement >= limits["mask_agreement"]
-    return Parity(max_dl, float(np.mean(dl)), agreement, identical, len(images), ok, dict(limits))
+    max_err, agreement = max(err), float(np.mean(agree))
+    ok = (limits["max_logit_error"] is None or max_err <= limits["max_logit_error"]) and agreement >= limits["mask_agreement"]
+    return Parity(max(dl), max_err, float(np.mean(dl)), agreement, identical, len(images), ok, dict(limits))
 
 
 def embedded_metadata(detector: Detector, name: str, precision: str) -> dict[str, str]:
@@ -185,7 +188,8 @@ def write_bundle(detector: Detector, target: Target, precision: str, dist: Path,
         parity = check_parity(detector, runner, parity_images, precision)
         if not parity.ok:
             raise ParityError(
-                f"{target.name}-{precision}: max |dlogit| {parity.max_abs_logit:.2e}, mask agreement "
+                f"{target.name}-{precision}: logit error {parity.max_logit_error:.2e} (max |dlogit| "
+                f"{parity.max_abs_logit:.2e}), mask agreement "
                 f"{parity.mask_agreement:.4f} (limits {parity.thresholds})"
             )
         manifest = build_manifest(detector, target, precision, name, tmp, sources, options, parity)

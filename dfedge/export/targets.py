@@ -41,10 +41,12 @@ TARGETS: dict[str, Target] = {
     )
 }
 
-# Parity thresholds against the torch FP32 reference, per precision. Quantized rungs have no logit limit: their
-# gate is the AUC drift on a validation split (dfedge quantize --max-auc-drop), plus this mask agreement.
-PARITY = {"fp32": {"max_abs_logit": 1e-4, "mask_agreement": 1.0}, "fp16": {"max_abs_logit": 1e-2, "mask_agreement": 0.99}}
-QUANTIZED_PARITY = {"max_abs_logit": None, "mask_agreement": 0.99}
+# Parity thresholds against the torch FP32 reference, per precision, on the logit error |Δlogit| / max(1, |logit|):
+# absolute near the decision threshold, relative for confident faces (fp16 keeps ~3 significant digits, so a toy
+# face with logit 19.4 is off by 0.019 on CoreML fp16 while every logit under 6 stays within 0.005).
+# Quantized rungs have no logit limit: their gate is the AUC drift on a validation split, plus this mask agreement.
+PARITY = {"fp32": {"max_logit_error": 1e-4, "mask_agreement": 1.0}, "fp16": {"max_logit_error": 1e-2, "mask_agreement": 0.99}}
+QUANTIZED_PARITY = {"max_logit_error": None, "mask_agreement": 0.99}
 
 
 def parity_limits(precision: str) -> dict:
