@@ -51,7 +51,7 @@ def test_parity_against_torch_on_fresh_toy_crops(bundles, detector, target, prec
     images = toy_crops("test", 3)  # crops the export never saw
     parity = bundle_lib.check_parity(detector, TARGETS[target].exporter().load(path), images, precision)
     limits = PARITY[precision]
-    assert parity.max_abs_logit <= limits["max_abs_logit"], parity
+    assert parity.max_logit_error <= limits["max_logit_error"], parity
     assert parity.mask_agreement >= limits["mask_agreement"], parity
     if precision == "fp32":
         assert parity.masks_identical
@@ -169,5 +169,5 @@ def test_every_region_index_rung_exports_to_every_target_with_fp32_parity(rung, 
                                              toy_crops("val", 1))
     parity = bundle_lib.check_parity(det, target.exporter().load(path), fresh, "fp32")
     assert manifest["parity"]["ok"] and parity.ok, (target.name, parity)
-    assert parity.max_abs_logit <= PARITY["fp32"]["max_abs_logit"] and parity.masks_identical, (target.name, parity)
+    assert parity.max_logit_error <= PARITY["fp32"]["max_logit_error"] and parity.masks_identical, (target.name, parity)
     assert manifest["labels"]["region_classes"] == [7, 8, 9]
