@@ -37,11 +37,13 @@ def test_toy_build_ships_every_target(toy_build):
 
 
 def test_refused_bundles_are_reported_not_shipped(tmp_path):
-    """Static INT8 moves mouth tokens on toy faces: the gate refuses it (❎), the build goes on and exits 1."""
+    """Static INT8 moves mouth tokens on toy faces: the gate refuses it (❎), the build goes on and exits 1.
+    (A 2 pp budget: on 40 faces one swapped pair moves the AUC by ~1 pp, and lite-head drops 0.94 pp here.)"""
     (tmp_path / "toy" / "onnx-int8").mkdir(parents=True)  # a stale bundle of an earlier build must not survive
     result = CliRunner().invoke(app, ["build", "--target", "onnx", "--precision", "fp32", "--precision", "int8",
                                       "--region-index", "exact", "--region-index", "lite-head", "--data", "toy:val:40",
-                                      "--calib-size", "40", "--bench-runs", "1", "--out", str(tmp_path)])
+                                      "--max-auc-drop", "0.02", "--calib-size", "40", "--bench-runs", "1",
+                                      "--out", str(tmp_path)])
     assert result.exit_code == 1, result.output
     dist = tmp_path / "toy"
     rows = {(r["region_index"], r["precision"]): r for r in json.loads((dist / "build.json").read_text())["rows"]}
@@ -55,6 +57,7 @@ def test_refused_bundles_are_reported_not_shipped(tmp_path):
     assert not (dist / "onnx-int8").exists()
     report = (dist / "report.md").read_text()
     assert "| exact | onnx | int8 | ❎ AUC drop" in report and "## Not shipped" in report
+    assert "> budget 2.00 pp" in int8["reason"]
     assert "❎ AUC drop" in result.output
 
 
