@@ -131,12 +131,19 @@ def to_input(crop: np.ndarray) -> np.ndarray:
 
 
 def peak_rss_mb() -> float | None:
+    """This process's peak resident memory. Linux: VmHWM, because ru_maxrss carries the parent's peak across
+    fork + exec (a bundle timed from a 250 MB parent would report 250 MB whatever it used)."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**10  # kB
     try:
         import resource
     except ImportError:  # Windows
         return None
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if platform.system() == "Darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
+    return rss / 2**20 if platform.system() == "Darwin" else rss / 2**10  # bytes on macOS, KiB elsewhere
 
 
 def cpu_model() -> str:
