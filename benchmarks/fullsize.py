@@ -29,7 +29,6 @@ import hashlib
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -54,7 +53,9 @@ PACKAGES = ["torch", "onnx", "onnxruntime", "openvino", "nncf", "litert-torch", 
 
 
 def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    from dfedge.runtimes.standalone import peak_rss_mb  # VmHWM: ru_maxrss would include the parent's peak
+
+    return peak_rss_mb() / 2**10
 
 
 def write_json(path: Path, obj) -> None:
