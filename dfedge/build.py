@@ -32,6 +32,7 @@ class BuildConfig:
     targets: tuple[str, ...] = ("all",)
     precisions: tuple[str, ...] = ()  # empty: every precision and quantized rung of each target (targets.TARGETS)
     region_indexes: tuple[str, ...] = ("exact",)
+    region_head: str | None = None  # the distilled rung's head file (default: the preset's shipped one)
     calib: str = "toy"
     calib_size: int = 300
     data: str = "toy:val:200"
@@ -63,7 +64,7 @@ class BuildConfig:
                 for p in t.precisions + t.quantized if not self.precisions or p in self.precisions]
 
 
-SPEC_KEYS = {f.name for f in dataclasses.fields(DetectorSpec)}
+SPEC_KEYS = {f.name for f in dataclasses.fields(DetectorSpec)} - {"region_index", "region_head"}  # per rung
 CONFIG_KEYS = {f.name for f in dataclasses.fields(BuildConfig)} - {"spec"}
 
 
@@ -86,7 +87,7 @@ def make_config(values: dict) -> BuildConfig:
     """BuildConfig from flat key/values (config file merged with command-line options; None = not given)."""
     values = {k: v for k, v in values.items() if v is not None}
     spec = DetectorSpec(**{k: str(v) if isinstance(v, Path) else v for k, v in values.items() if k in SPEC_KEYS})
-    cfg = {k: v for k, v in values.items() if k in CONFIG_KEYS}
+    cfg = {k: str(v) if k == "region_head" else v for k, v in values.items() if k in CONFIG_KEYS}
     for key in ("targets", "precisions", "region_indexes"):
         if key in cfg:
             cfg[key] = tuple([cfg[key]] if isinstance(cfg[key], str) else cfg[key])
@@ -167,7 +168,7 @@ def _build_all(config: BuildConfig, plan, staging: Path, stage: Path, log, advan
     from .runtimes.bench import bench_bundle, bench_reference
 
     name = stage.name
-    exact = dataclasses.replace(config.spec, region_index="exact", region_head=None)
+    exact = config.spec  # region_index "exact": the paper's detector, the reference of every gate
     log(f"reference: torch FP32 (exact region index) on {config.data}")
     validation = Validation.build(build_detector(exact), open_set(config.data, config.spec.region))
     save_scores(stage / "reference.scores", validation.reference)
@@ -180,7 +181,7 @@ def _build_all(config: BuildConfig, plan, staging: Path, stage: Path, log, advan
     rows: list[Row] = []
     for rung in dict.fromkeys(r for r, _, _ in plan):
         spec = dataclasses.replace(config.spec, region_index=rung,
-                                   region_head=config.spec.region_head if rung == "distilled" else None)
+                                   region_head=config.region_head if rung == "distilled" else None)
         det = build_detector(spec)
         flops = gflops(meta_detector(spec))["total"]
         sources = weight_sources(spec)
@@ -241,7 +242,7 @@ def _bench(rows: list[Row], stage: Path, config: BuildConfig, log, advance, benc
         result = bench_bundle(stage / row.folder, config.bench_runs, config.bench_warmup, config.threads)
         results.append(result)
         if row.region_index not in references:
-            spec = dict(reference_spec(verify(stage / row.folder)), **_weights(config.spec, row.region_index))
+            spec = dict(reference_spec(verify(stage / row.folder)), **_weights(config, row.region_index))
             log(f"torch fp32 {row.region_index}: timing the reference")
             references[row.region_index] = bench_reference(spec, config.bench_runs, config.bench_warmup, config.threads)
         ref = references[row.region_index]
@@ -257,11 +258,11 @@ def _bench(rows: list[Row], stage: Path, config: BuildConfig, log, advance, benc
             "references": list(references.values()), "results": results}
 
 
-def _weights(spec: DetectorSpec, rung: str) -> dict:
+def _weights(config: BuildConfig, rung: str) -> dict:
     """The reference process times the same weights the bundles were made from."""
-    out = {k: getattr(spec, k) for k in ("dinov3", "parser", "probe") if getattr(spec, k)}
-    if rung == "distilled" and spec.region_head:
-        out["region_head"] = spec.region_head
+    out = {k: getattr(config.spec, k) for k in ("dinov3", "parser", "probe") if getattr(config.spec, k)}
+    if rung == "distilled" and config.region_head:
+        out["region_head"] = config.region_head
     return out
 
 
