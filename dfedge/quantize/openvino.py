@@ -1,8 +1,11 @@
 """OpenVINO rungs through NNCF: static INT8 (SmoothQuant, transformer preset), INT8/INT4 weight-only, and
-`mixed` (INT8 with ops reverted to float by accuracy control on the AUC)."""
+`mixed` (the mask path weight-only INT8, the rest INT8 with ops reverted to float by accuracy control on the AUC)."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +15,28 @@ from .calibration import Calibration
 from .scope import openvino_patterns
 
 INT4_GROUP = 32
+# The region index's input: these submodules reach the score only through the token-membership threshold (mean
+# region probability >= 1/4 per token), a step. INT8 activation noise there moves whole tokens in or out of the
+# region, and one moved token moves the region mean (toy: |dlogit| up to 19): per-op accuracy control cannot undo
+# that one op at a time (docs/quantize.md, "Accuracy control"). The mixed rung keeps their activations float and
+# compresses their weights to INT8 (weight-only), then lets accuracy control rank and revert the rest.
+MASK_PATH_SUBMODULES = ("parser",)
+WEIGHTED_TYPES = ("MatMul", "Convolution", "ConvolutionBackpropData", "GroupConvolution", "Gather")
+
+
+@dataclass
+class AccuracyControl:
+    """What the mixed rung's accuracy control needs: NNCF's target and bounds, and the gate's own baseline."""
+
+    items: list  # (image [1, 3, H, W], label) of the samples the gate's AUC is computed on
+    validation_fn: Callable  # (compiled_model, items) -> (AUC, per-item outputs): see auc_validation
+    max_drop: float  # NNCF's target: absolute AUC drop
+    max_iterations: int
+    reference_auc: float  # the gate's baseline: torch FP32 on the same items
+    budget: float  # the gate's largest AUC drop; no model NNCF validated within it -> refused before bundling
+    ranking_subset_size: int = 10
+    num_ranking_workers: int = 1
+    weight_only: tuple[str, ...] = MASK_PATH_SUBMODULES
 
 
 def ignored_scope():
@@ -31,8 +56,8 @@ def quantized_ops(model) -> set[str]:
 
 def quantize(detector, example, out_dir: Path, precision: str, metadata: dict, cache: dict | None,
              calib: Calibration, report: dict, accuracy=None) -> list[Path]:
-    """`accuracy`: (validation items, validation_fn(compiled_model, items) -> AUC, max_drop, max_iterations) for
-    the `mixed` rung. What was done is written into `report` (tool, settings, reverted ops)."""
+    """`accuracy`: an AccuracyControl, for the `mixed` rung. What was done is written into `report` (tool,
+    settings, weight-only and reverted ops, the AUC of each model accuracy control validated)."""
     import nncf
 
     model = ov_export.converted(detector, example, cache)
@@ -55,38 +80,112 @@ def quantize(detector, example, out_dir: Path, precision: str, metadata: dict, c
                       settings={"mode": "INT4_SYM", "group_size": INT4_GROUP, "ratio": 1.0, "backup": "INT8_ASYM",
                                 "group_size_fallback": "IGNORE (those layers stay INT8)"})
     elif precision == "mixed":
-        from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
-
         if accuracy is None:
             raise ValueError("the mixed rung needs a validation split (--val) for accuracy control")
-        items, validate_fn, max_drop, iterations = accuracy
-        full_int8 = quantized_ops(nncf.quantize(ov_export.converted(detector, example, cache), data, **common))
-        model = nncf.quantize_with_accuracy_control(
-            model, data, nncf.Dataset(items, lambda item: item[0]), validation_fn=validate_fn, max_drop=max_drop,
-            drop_type=nncf.DropType.ABSOLUTE,
-            advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
-                max_num_iterations=iterations, ranking_subset_size=min(len(items), 50)),
-            **common)
-        report.update(tool=f"nncf {nncf.__version__} quantize_with_accuracy_control",
-                      settings={"model_type": "TRANSFORMER", "max_drop_auc": max_drop, "max_iterations": iterations,
-                                "validation_items": len(items)},
-                      reverted_to_float=sorted(full_int8 - quantized_ops(model)))
+        model = _mixed(model, data, accuracy, report, nncf, common)
     else:
         raise ValueError(f"openvino has no quantized rung '{precision}'")
     report["calibration"] = calib.record() if precision in ("int8", "mixed") else None
     return ov_export.save(model, out_dir, metadata)
 
 
+def _module_patterns(modules) -> list[str]:
+    return [rf"^__module\.{re.escape(m)}(\.|/).*" for m in modules]
+
+
+def weight_compressed_ops(model) -> set[str]:
+    """Names of the weighted ops whose weights are stored as 8/4-bit integer constants (weight-only compression)."""
+    import openvino as ov
+
+    low = {ov.Type.i8, ov.Type.u8, ov.Type.i4, ov.Type.u4}
+    names = set()
+    for const in model.get_ordered_ops():
+        if const.get_type_name() != "Constant" or const.get_element_type() not in low:
+            continue
+        todo = [const]
+        while todo:  # through the decompression subgraph (Convert, Subtract, Multiply, Reshape) to the weighted op
+            for target in todo.pop().output(0).get_target_inputs():
+                node = target.get_node()
+                if node.get_type_name() in WEIGHTED_TYPES:
+                    names.add(node.get_friendly_name())
+                elif node.get_type_name() in ("Convert", "Subtract", "Multiply", "Reshape", "Transpose"):
+                    todo.append(node)
+    return names
+
+
+def _mixed(model, data, accuracy: AccuracyControl, report: dict, nncf, common: dict):
+    """Weight-only INT8 on the mask path, then quantize_with_accuracy_control on the AUC for everything else. Raises
+    GateError at once when no model NNCF validated is within the gate's budget (the one it returns is among them)."""
+    import tempfile
+
+    import openvino as ov
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+
+    from ..export.bundle import GateError
+
+    mask_path = _module_patterns(accuracy.weight_only)
+    if mask_path:  # every weighted op outside the mask path is ignored by this compression; the region math too
+        inside = [re.compile(p) for p in mask_path]
+        others = [n.get_friendly_name() for n in model.get_ordered_ops() if n.get_type_name() in WEIGHTED_TYPES
+                  and not any(p.match(n.get_friendly_name()) for p in inside)]
+        model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM, ignored_scope=nncf.IgnoredScope(
+            names=others, patterns=openvino_patterns(), validate=False))
+    weight_only = sorted(weight_compressed_ops(model))
+
+    validated = []  # AUC of every model NNCF validates on the whole split, in order: initial, quantized, then each step
+
+    def recording(compiled_model, items):
+        auc, values = accuracy.validation_fn(compiled_model, items)
+        if len(values) == len(accuracy.items):
+            validated.append(auc)
+        return auc, values
+
+    restorer = AdvancedAccuracyRestorerParameters(
+        max_num_iterations=accuracy.max_iterations, num_ranking_workers=accuracy.num_ranking_workers,
+        ranking_subset_size=min(len(accuracy.items), accuracy.ranking_subset_size))
+    scope = nncf.IgnoredScope(patterns=openvino_patterns() + mask_path, validate=False)
+    with tempfile.TemporaryDirectory() as tmp:  # NNCF saves its fully quantized model there: what was reverted
+        restorer.intermediate_model_dir = tmp
+        result = nncf.quantize_with_accuracy_control(
+            model, data, nncf.Dataset(accuracy.items, lambda item: item[0]), validation_fn=recording,
+            max_drop=accuracy.max_drop, drop_type=nncf.DropType.ABSOLUTE,
+            advanced_accuracy_restorer_parameters=restorer, **dict(common, ignored_scope=scope))
+        full_int8 = quantized_ops(ov.Core().read_model(str(Path(tmp) / "intermediate_model.xml")))
+    reverted = sorted(full_int8 - quantized_ops(result))
+    drops = [accuracy.reference_auc - auc for auc in validated[1:]]
+    report.update(
+        tool=f"nncf {nncf.__version__} compress_weights + quantize_with_accuracy_control",
+        settings={"model_type": "TRANSFORMER", "max_drop_auc": accuracy.max_drop, "drop_type": "ABSOLUTE",
+                  "max_iterations": accuracy.max_iterations, "ranking_subset_size": restorer.ranking_subset_size,
+                  "num_ranking_workers": accuracy.num_ranking_workers, "validation_items": len(accuracy.items),
+                  "ranking": "NMSE of the model outputs (validation_fn returns them per item)",
+                  "weight_only_int8": {"submodules": list(accuracy.weight_only), "mode": "INT8_ASYM",
+                                       "activations": "float"}},
+        weight_only_int8=weight_only, quantized_int8=len(full_int8), reverted_to_float=reverted,
+        accuracy={"reference_auc": accuracy.reference_auc, "validated_auc": validated})
+    if not drops or min(drops) > accuracy.budget:
+        best = min(drops) * 100 if drops else float("nan")
+        raise GateError(f"accuracy control: no model it validated is within the budget (best AUC drop {best:.2f} pp "
+                        f"> {accuracy.budget * 100:.2f} pp; {len(reverted)} of {len(full_int8)} ops reverted, "
+                        f"{max(len(drops) - 1, 0)} of {accuracy.max_iterations} iterations)")
+    return result
+
+
 def auc_validation():
-    """validation_fn for accuracy control: frame-level AUC of the compiled model's logits on (image, label) items."""
+    """validation_fn for accuracy control: (frame-level AUC of the logits, every output per item) on (image, label)
+    items. The per-item outputs make NNCF rank quantizers by the NMSE of the outputs on the items it moves most; a
+    bare AUC would make it compute a one-item AUC per sample (undefined) and rank on that."""
     from sklearn.metrics import roc_auc_score
 
-    def validate(compiled_model, validation_data) -> float:
+    def validate(compiled_model, validation_data):
         logit = compiled_model.output("logit")
-        scores, labels = [], []
+        scores, labels, outputs = [], [], []
         for image, label in validation_data:
-            scores.append(float(np.asarray(compiled_model(image)[logit]).reshape(-1)[0]))
+            result = compiled_model(image)
+            scores.append(float(np.asarray(result[logit]).reshape(-1)[0]))
             labels.append(label)
-        return float(roc_auc_score(labels, scores))
+            outputs.append([result[o] for o in compiled_model.outputs])
+        auc = float(roc_auc_score(labels, scores)) if len(set(labels)) > 1 else float("nan")
+        return auc, outputs
 
     return validate

@@ -1,0 +1,65 @@
+"""The OpenVINO `mixed` rung: the accuracy-restorer settings reach NNCF, the mask path (parser) is weight-only INT8
+with float activations while DINOv3 is INT8, NNCF ranks on per-item outputs (NMSE), and a rung no validated model
+of which is within the budget is refused before a bundle is written."""
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from dfedge.data.sources import open_set
+from dfedge.export.bundle import GateError
+from dfedge.models.factory import DetectorSpec, build_detector
+from dfedge.quantize import calibration as calib_lib
+
+
+def test_mixed_rung_settings_scope_and_fail_fast(monkeypatch, tmp_path):
+    import nncf
+
+    from dfedge.quantize import openvino as q
+
+    detector = build_detector(DetectorSpec(preset="toy"))
+    with pytest.warns(UserWarning, match="only 4 crops"):
+        calib = calib_lib.calibration_set("toy:train:4", 4)
+    val = open_set("toy:val:8", "mouth")
+    items = [(val[i].image.transpose(2, 0, 1)[None].astype(np.float32), int(val[i].label)) for i in range(4, 8)]
+    assert {label for _, label in items} == {0, 1}
+
+    seen = {}
+    real = nncf.quantize_with_accuracy_control
+
+    def recording(*args, **kwargs):  # the real NNCF call, its arguments and result kept for the assertions below
+        seen.update(kwargs)
+        seen["result"] = real(*args, **kwargs)
+        return seen["result"]
+
+    monkeypatch.setattr(nncf, "quantize_with_accuracy_control", recording)
+    # budget -1: no model can be within it, so the rung must be refused right after accuracy control
+    accuracy = q.AccuracyControl(items, q.auc_validation(), max_drop=0.004, max_iterations=2, reference_auc=0.9,
+                                 budget=-1.0, ranking_subset_size=3, num_ranking_workers=1)
+    report = {}
+    with pytest.raises(GateError, match="accuracy control: no model it validated is within the budget"):
+        q.quantize(detector, torch.zeros(1, 3, 448, 448), tmp_path, "mixed", {}, {}, calib, report, accuracy)
+    assert not list(tmp_path.iterdir())  # refused before anything was saved
+
+    restorer = seen["advanced_accuracy_restorer_parameters"]
+    assert (restorer.max_num_iterations, restorer.ranking_subset_size, restorer.num_ranking_workers) == (2, 3, 1)
+    assert seen["max_drop"] == 0.004 and seen["drop_type"] == nncf.DropType.ABSOLUTE and seen["subset_size"] == 4
+    assert any(re.match(p, "__module.parser.head.head.conv_seg/aten::_convolution/Convolution")
+               for p in seen["ignored_scope"].patterns)
+
+    quantized = q.quantized_ops(seen["result"])
+    assert quantized and not any(n.startswith("__module.parser") for n in quantized)  # mask path: float activations
+    assert any(n.startswith("__module.dinov3.blocks") for n in quantized)  # ... DINOv3 INT8
+    assert report["weight_only_int8"] and all(n.startswith("__module.parser") for n in report["weight_only_int8"])
+    assert any(n.startswith("__module.parser.head") for n in report["weight_only_int8"])
+    assert not set(report["reverted_to_float"]) & quantized
+    assert report["quantized_int8"] >= len(quantized) and len(report["accuracy"]["validated_auc"]) >= 2
+    assert report["settings"]["ranking_subset_size"] == 3
+
+    # the validation function gives NNCF every output per item, so it ranks by their NMSE, not a one-item AUC
+    import openvino as ov
+
+    auc, outputs = q.auc_validation()(ov.compile_model(seen["result"], "CPU"), items)
+    assert 0.0 <= auc <= 1.0 and len(outputs) == len(items) and len(outputs[0]) == len(seen["result"].outputs)
