@@ -82,6 +82,7 @@ def exported_ops(ep) -> set[str]:
     return {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
 
 
+@pytest.mark.slow  # the same export and checks (and more) run in test_ladder.py for the exact rung: same tiny detector, image
 def test_torch_export_tiny_is_static_and_exact(detector, image):
     ep = torch.export.export(detector, (image[:1],))
     ops = exported_ops(ep)
@@ -123,8 +124,13 @@ def analytic_gflops_full(rung: str = "exact") -> dict[str, float]:
     return {"dinov3": dino / 1e9, "parser backbone": (vit + fpn) / 1e9, "parser head": head / 1e9, "region head": 0.0}
 
 
-def test_full_size_gflops_match_an_independent_count():
-    counted = gflops(meta_detector(DetectorSpec(preset="full")))
+@pytest.fixture(scope="module")
+def exact_full_gflops():
+    return gflops(meta_detector(DetectorSpec(preset="full")))
+
+
+def test_full_size_gflops_match_an_independent_count(exact_full_gflops):
+    counted = exact_full_gflops
     for name, value in analytic_gflops_full().items():
         assert counted[name] == pytest.approx(value, rel=1e-6), name
     parser_share = (counted["parser backbone"] + counted["parser head"]) / counted["total"]
@@ -132,11 +138,11 @@ def test_full_size_gflops_match_an_independent_count():
 
 
 @pytest.mark.parametrize("rung", ["lite-head", "parser-224", "distilled"])
-def test_every_rung_gflops_match_an_independent_count(rung):
+def test_every_rung_gflops_match_an_independent_count(rung, exact_full_gflops):
     counted = gflops(meta_detector(DetectorSpec(preset="full", region_index=rung)))
     for name, value in analytic_gflops_full(rung).items():
         assert counted[name] == pytest.approx(value, rel=1e-6, abs=1e-9), name
-    exact = gflops(meta_detector(DetectorSpec(preset="full")))["total"]
+    exact = exact_full_gflops["total"]
     assert counted["total"] < exact / 1.9  # every rung at least halves the fused graph
     if rung == "distilled":
         assert exact / counted["total"] >= 7.0  # the bar: >= 7x fewer FLOPs than exact at full size
