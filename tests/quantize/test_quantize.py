@@ -92,9 +92,10 @@ def test_ladder_ships_a_passing_rung_and_refuses_a_failing_one(tmp_path):
     size = sum(f["bytes"] for f in manifest["files"].values())
     assert "| openvino | int8-weights | ✅ |" in (tmp_path / "pass" / "quantize-report.md").read_text()
 
-    # an impossible budget (the AUC would have to rise by 10 pp): reported, and no bundle on disk. Any labelled
-    # split shows that (this one has 5 reals and 11 fakes), so a smaller one than above keeps the run short.
-    refused = run_ladder(spec, rung, tmp_path, "fail", "toy:train:20", 20, "toy:val:16", -0.1, 0.99, 1)
+    # an impossible budget (the AUC would have to rise by 10 pp): reported, and no bundle on disk. Any detector and
+    # labelled split show that, so the refusal runs on the distilled rung (no FaRL to score) and 16 faces (5 real).
+    distilled = DetectorSpec(preset="toy", region_index="distilled")
+    refused = run_ladder(distilled, rung, tmp_path, "fail", "toy:train:20", 20, "toy:val:16", -0.1, 0.99, 1)
     assert refused[0].status == "gate" and "AUC drop" in refused[0].reason
     assert not (tmp_path / "fail" / "openvino-int8-weights").exists()
     assert not list((tmp_path / "fail").glob(".openvino-int8-weights*"))  # no half-written temp folder either
