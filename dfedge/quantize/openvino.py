@@ -89,8 +89,27 @@ def quantize(detector, example, out_dir: Path, precision: str, metadata: dict, c
     return ov_export.save(model, out_dir, metadata)
 
 
-def _module_patterns(modules) -> list[str]:
-    return [rf"^__module\.{re.escape(m)}(\.|/).*" for m in modules]
+def module_ops(model, modules) -> set[str]:
+    """Names of the ops of `modules`: those converted under their name ("__module.<path>/…") plus every op enclosed
+    between two of them. Conversion fuses a convolution with its BatchNorm into a node named after the BatchNorm's
+    unnamed Multiply ("Multiply_n433"), so a name pattern alone misses it; the enclosure does not."""
+    patterns = [re.compile(rf"^__module\.{re.escape(m)}(\.|/)") for m in modules]
+    ops = model.get_ordered_ops()
+    named = [n for n in ops if any(p.match(n.get_friendly_name()) for p in patterns)]
+
+    def reach(forward: bool) -> set[str]:
+        seen, todo = set(), list(named)
+        while todo:
+            node = todo.pop()
+            nexts = ([t.get_node() for o in node.outputs() for t in o.get_target_inputs()] if forward
+                     else [i.get_source_output().get_node() for i in node.inputs()])
+            for n in nexts:
+                if n.get_friendly_name() not in seen:
+                    seen.add(n.get_friendly_name())
+                    todo.append(n)
+        return seen
+
+    return {n.get_friendly_name() for n in named} | (reach(True) & reach(False))
 
 
 def weight_compressed_ops(model) -> set[str]:
@@ -123,11 +142,11 @@ def _mixed(model, data, accuracy: AccuracyControl, report: dict, nncf, common: d
 
     from ..export.bundle import GateError
 
-    mask_path = _module_patterns(accuracy.weight_only)
+    mask_path = sorted(module_ops(model, accuracy.weight_only))
     if mask_path:  # every weighted op outside the mask path is ignored by this compression; the region math too
-        inside = [re.compile(p) for p in mask_path]
+        inside = set(mask_path)
         others = [n.get_friendly_name() for n in model.get_ordered_ops() if n.get_type_name() in WEIGHTED_TYPES
-                  and not any(p.match(n.get_friendly_name()) for p in inside)]
+                  and n.get_friendly_name() not in inside]
         model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM, ignored_scope=nncf.IgnoredScope(
             names=others, patterns=openvino_patterns(), validate=False))
     weight_only = sorted(weight_compressed_ops(model))
@@ -143,7 +162,7 @@ def _mixed(model, data, accuracy: AccuracyControl, report: dict, nncf, common: d
     restorer = AdvancedAccuracyRestorerParameters(
         max_num_iterations=accuracy.max_iterations, num_ranking_workers=accuracy.num_ranking_workers,
         ranking_subset_size=min(len(accuracy.items), accuracy.ranking_subset_size))
-    scope = nncf.IgnoredScope(patterns=openvino_patterns() + mask_path, validate=False)
+    scope = nncf.IgnoredScope(names=mask_path, patterns=openvino_patterns(), validate=False)
     with tempfile.TemporaryDirectory() as tmp:  # NNCF saves its fully quantized model there: what was reverted
         restorer.intermediate_model_dir = tmp
         result = nncf.quantize_with_accuracy_control(
