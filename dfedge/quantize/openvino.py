@@ -170,6 +170,9 @@ def _mixed(model, data, accuracy: AccuracyControl, report: dict, nncf, common: d
             max_drop=accuracy.max_drop, drop_type=nncf.DropType.ABSOLUTE,
             advanced_accuracy_restorer_parameters=restorer, **dict(common, ignored_scope=scope))
         full_int8 = quantized_ops(ov.Core().read_model(str(Path(tmp) / "intermediate_model.xml")))
+        key = ["nncf", "quantization", "advanced_accuracy_restorer_parameters"]
+        if result.has_rt_info(key):  # NNCF records its settings in the IR; a temporary path would vary per export
+            result.set_rt_info(result.get_rt_info(key).astype(str).replace(repr(tmp), "None"), key)
     reverted = sorted(full_int8 - quantized_ops(result))
     drops = [accuracy.reference_auc - auc for auc in validated[1:]]
     report.update(

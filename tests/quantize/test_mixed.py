@@ -62,6 +62,8 @@ def test_mixed_rung_settings_scope_and_fail_fast(monkeypatch, tmp_path):
     assert not set(report["reverted_to_float"]) & quantized
     assert report["quantized_int8"] >= len(quantized) and len(report["accuracy"]["validated_auc"]) >= 2
     assert report["settings"]["ranking_subset_size"] == 3
+    key = ["nncf", "quantization", "advanced_accuracy_restorer_parameters"]  # no temporary path left in the IR
+    assert "'intermediate_model_dir': None" in seen["result"].get_rt_info(key).astype(str)
 
     # the validation function gives NNCF every output per item, so it ranks by their NMSE, not a one-item AUC
     auc, outputs = q.auc_validation()(ov.compile_model(seen["result"], "CPU"), items)
