@@ -28,7 +28,7 @@ from dfedge.quantize.calibration import calibration_set
 from dfedge.quantize.ladder import median_latency_ms
 
 RUNGS = [("openvino", "fp32"), ("openvino", "int8-weights"), ("openvino", "int8"), ("openvino", "int4-weights"),
-         ("onnx", "fp32"), ("onnx", "int8-weights")]
+         ("onnx", "fp32"), ("onnx", "int8-weights"), ("onnx", "int8")]
 
 
 def main() -> None:
@@ -36,7 +36,9 @@ def main() -> None:
     ap.add_argument("--calib", type=int, default=8)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--out", type=Path, default=Path("bench_quant.json"))
+    ap.add_argument("--rung", action="append", help="TARGET:PRECISION to run (repeatable; default all)")
     args = ap.parse_args()
+    rungs = [tuple(r.split(":")) for r in args.rung] if args.rung else RUNGS
     torch.set_num_threads(2)
     det = build_detector(DetectorSpec(preset="full"))
     calib = calibration_set(f"toy:train:{args.calib}", args.calib)
@@ -46,7 +48,7 @@ def main() -> None:
         det(torch.from_numpy(crop))
         torch_ms = (time.perf_counter() - start) * 1e3
     rows, caches = [], {"openvino": {}, "onnx": {}}
-    for target, precision in RUNGS:
+    for target, precision in rungs:
         out = Path(tempfile.mkdtemp(prefix=f"{target}-{precision}-"))
         start, report = time.perf_counter(), {}
         example = torch.from_numpy(crop)
@@ -64,7 +66,7 @@ def main() -> None:
         print(json.dumps(rows[-1]), flush=True)
     fp32 = {r["target"]: r["size_mb"] for r in rows if r["precision"] == "fp32"}
     for r in rows:
-        r["size_vs_fp32"] = r["size_mb"] / fp32[r["target"]]
+        r["size_vs_fp32"] = r["size_mb"] / fp32[r["target"]] if r["target"] in fp32 else float("nan")
         r["latency_vs_torch"] = r["p50_ms"] / torch_ms
     args.out.write_text(json.dumps({"torch_fp32_ms": torch_ms, "calibration": calib.record(), "rungs": rows}, indent=2))
     print(f"torch eager fp32 {torch_ms:.0f} ms")

@@ -502,6 +502,9 @@ def quantize(
     for r in results:
         table.add_row(*r.row())
     console.print(table)
+    for r in results:
+        for line in r.accuracy_lines():
+            console.print(line, highlight=False, markup=False)
     console.print(f"report: {out / (name or preset) / 'quantize-report.md'}")
     if any(r.status != "ok" for r in results):
         raise typer.Exit(1)

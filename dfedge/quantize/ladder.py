@@ -89,6 +89,7 @@ class RungResult:
     gate: dict | None = None
     p50_ms: float | None = None
     tool: str = ""
+    quantization: dict | None = None  # the manifest's export_options.quantization (accuracy control's record)
 
     def row(self) -> tuple[str, ...]:
         mark = {"ok": "✅", "gate": "❎", "error": "❌"}[self.status]
@@ -97,6 +98,21 @@ class RungResult:
                 _fmt(self.size_mb, ".2f"), _fmt((self.parity or {}).get("max_abs_logit"), ".2e"),
                 _fmt(g.get("mask_agreement"), ".4f"), _fmt(g.get("auc"), ".4f"),
                 _fmt(None if "delta_auc" not in g else g["delta_auc"] * 100, "+.2f"), _fmt(self.p50_ms, ".1f"), self.tool)
+
+
+    def accuracy_lines(self) -> list[str]:
+        """What accuracy control did, for a mixed rung: the AUC of each model NNCF validated and the reverted ops."""
+        q = self.quantization or {}
+        if "reverted_to_float" not in q:
+            return []
+        aucs = q["accuracy"]["validated_auc"]
+        steps = ["initial (FP32, mask-path weights INT8)", "fully quantized"] + [f"after step {i}" for i in range(1, len(aucs) - 1)]
+        reverted = q["reverted_to_float"]
+        lines = [f"{self.target} {self.precision}: torch FP32 AUC {q['accuracy']['reference_auc']:.4f}; NNCF validated "
+                 + ", ".join(f"{step} {auc:.4f}" for step, auc in zip(steps, aucs))
+                 + f". Reverted to float: {len(reverted)} of {q['quantized_int8']} INT8 ops"
+                 + (":" if reverted else " (the fully quantized model was within NNCF's target).")]
+        return lines + [f"  - `{op}`" for op in reverted]
 
 
 def _fmt(value, spec: str) -> str:
@@ -150,7 +166,8 @@ def run_ladder(spec, rungs, dist, name: str, calib_spec: str, calib_size: int, v
         results.append(RungResult(
             target.name, precision, "ok", size_mb=sum(f["bytes"] for f in manifest["files"].values()) / 1e6,
             parity=manifest["parity"], gate=manifest["gate"], p50_ms=median_latency_ms(runner, parity_images[:1]),
-            tool=manifest["export_options"]["quantization"].get("tool", "")))
+            tool=manifest["export_options"]["quantization"].get("tool", ""),
+            quantization=manifest["export_options"]["quantization"]))
     write_report(Path(dist) / name / "quantize-report.md", results, val_spec, budget, min_mask_agreement, calib.record())
     return results
 
@@ -165,7 +182,8 @@ def write_report(path, results: list[RungResult], val_spec: str, budget: Budget,
              "✅ shipped · ❎ refused by the gate (not shipped) · ❌ the tool failed.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r.row()) + " |" for r in results]
-    if any(r.precision == "mixed" and r.status == "ok" for r in results):
-        lines += ["", "Accuracy control (mixed) reverted ops to float: see each bundle's manifest, "
-                  "`export_options.quantization.reverted_to_float`."]
+    control = [line for r in results for line in r.accuracy_lines()]
+    if control:
+        lines += ["", "## Accuracy control", "", *control, "",
+                  "The same record is in each bundle's manifest: `export_options.quantization`."]
     atomic_write(path, lambda t: t.write_text("\n".join(lines) + "\n"))

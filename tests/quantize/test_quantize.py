@@ -103,3 +103,20 @@ def test_ladder_ships_a_passing_rung_and_refuses_a_failing_one(tmp_path):
     det = build_detector(spec)
     fp32_bytes = sum(t.numel() * 4 for t in [*det.parameters(), *det.buffers()] if t.is_floating_point())
     assert size < 0.6 * fp32_bytes  # int8 weights really shrank it (constant resampling matrices stay fp32)
+
+
+def test_ladder_report_lists_what_accuracy_control_reverted(tmp_path):
+    from dfedge.eval.validate import Budget
+    from dfedge.quantize.ladder import RungResult, write_report
+
+    record = {"reverted_to_float": ["__module.dinov3.blocks.0.mlp.fc1/aten::linear/MatMul"], "quantized_int8": 16,
+              "accuracy": {"reference_auc": 0.9657, "validated_auc": [0.9655, 0.9601, 0.9644]}}
+    mixed = RungResult("openvino", "mixed", "ok", size_mb=2.6, quantization=record)
+    plain = RungResult("openvino", "int8", "gate", "AUC drop 1.62 pp > budget", quantization={"tool": "nncf"})
+    write_report(tmp_path / "r.md", [plain, mixed], "toy:val:8", Budget(0.005), 0.99,
+                 {"data": "toy", "size": 4, "sha256": "0" * 64})
+    text = (tmp_path / "r.md").read_text()
+    assert "## Accuracy control" in text and "1 of 16 INT8 ops" in text
+    assert "`__module.dinov3.blocks.0.mlp.fc1/aten::linear/MatMul`" in text
+    assert "initial (FP32, mask-path weights INT8) 0.9655, fully quantized 0.9601, after step 1 0.9644" in text
+    assert not plain.accuracy_lines()  # only accuracy-controlled rungs have a record
