@@ -26,3 +26,13 @@ def onnx_float_nodes(model) -> list[str]:
         if not path or path[0] in FLOAT_SUBMODULES:
             names.append(node.name)
     return names
+
+
+def fx_is_float(node, root: str = "") -> bool:
+    """Whether a torch.export FX node holds region math: its innermost module (from `nn_module_stack`, paths below
+    `root`, the prefix of a wrapper around the Detector) is the Detector itself or a float submodule."""
+    stack = list((node.meta.get("nn_module_stack") or {}).values())
+    path = stack[-1][0] if stack else ""
+    if root:
+        path = path[len(root) + 1:] if path.startswith(root + ".") else ""
+    return not path or path.split(".")[0] in FLOAT_SUBMODULES

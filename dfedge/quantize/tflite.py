@@ -1,50 +1,101 @@
-"""TFLite rungs with ai-edge-quantizer on the litert-torch FP32 model: dynamic-range INT8 (int8 weights, float
-activations: the dependable one) and full static INT8 (optional: kept only if it loads and passes the gate)."""
+"""TFLite rungs. int8-weights: ai-edge-quantizer's dynamic-range INT8 (int8 weights, float activations: the
+dependable one) on the litert-torch FP32 model. int8: static INT8 whose parameters NNCF computes (`quantize_pt2e`
+on the torch.export graph, annotated by litert-torch's own PT2E quantizer with the region math left float),
+converted by litert-torch; optional, kept only if it loads in the interpreter and passes the gate."""
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from pathlib import Path
 
 from ..export import tflite as tflite_export
 from .calibration import Calibration
 
-RECIPES = {"int8-weights": "dynamic_wi8_afp32 on FULLY_CONNECTED and CONV_2D", "int8": "static_wi8_ai8"}
+RECIPES = {"int8-weights": "dynamic_wi8_afp32 on FULLY_CONNECTED and CONV_2D",
+           "int8": "litert-torch PT2EQuantizer symmetric per-channel static INT8, region math float"}
+
+
+def region_float_quantizer():
+    """litert-torch's PT2E quantizer (static, symmetric, per-channel) that leaves the region math unannotated, and
+    without its fixed-parameter specs (sigmoid/softmax outputs): NNCF's adapter cannot take them, and the parser
+    softmax belongs to the region math anyway."""
+    import dataclasses
+
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+
+    from .scope import fx_is_float
+
+    class RegionFloatQuantizer(PT2EQuantizer):
+        def annotate(self, model):
+            import torch
+
+            model = super().annotate(model)
+            fixed = (torch.ops.aten.sigmoid.default, torch.ops.aten.softmax.int, torch.ops.aten._softmax.default)
+            for node in model.graph.nodes:
+                note = node.meta.get("quantization_annotation")
+                if note is not None and fx_is_float(node, root="detector"):
+                    del node.meta["quantization_annotation"]
+                elif node.target in fixed:  # float in and out: LiteRT's int8 kernels need a fixed output scale
+                    for near in (*node.users, *node.all_input_nodes):
+                        near_note = near.meta.get("quantization_annotation")
+                        if near_note is not None:
+                            near_note.input_qspec_map.pop(node, None)
+                            if near in node.all_input_nodes:
+                                near_note.output_qspec = None
+                    node.meta.pop("quantization_annotation", None)
+            return model
+
+    config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
+    return RegionFloatQuantizer().set_global(dataclasses.replace(config, fixed_qparams=None))
+
+
+def nncf_static_int8(detector, example, path: Path, calib: Calibration) -> str:
+    """NNCF's range estimation (and fast bias correction) on the litert-torch quantizer's annotation -> .tflite."""
+    import litert_torch
+    import nncf
+    import torch
+    from litert_torch.quantize.quant_config import QuantConfig
+    from nncf.experimental.torch.fx import quantize_pt2e
+
+    wrapped = tflite_export.NHWCInput(detector).eval()
+    nhwc = (example.permute(0, 2, 3, 1).contiguous(),)
+    quantizer = region_float_quantizer()
+    graph = torch.export.export(wrapped, nhwc).module()
+    data = nncf.Dataset([torch.from_numpy(x.transpose(0, 2, 3, 1).copy()) for x in calib.items()])
+    with torch.no_grad():
+        quantized = quantize_pt2e(graph, quantizer, data, subset_size=len(calib.images), fold_quantize=False)
+    litert_torch.convert(quantized, nhwc, quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(path))
+    return f"nncf {nncf.__version__} quantize_pt2e + litert-torch {version('litert-torch')} PT2EQuantizer"
 
 
 def quantize(detector, example, out_dir: Path, precision: str, metadata: dict, cache: dict | None,
              calib: Calibration, report: dict, accuracy=None) -> list[Path]:
-    from importlib.metadata import version
-
     from ai_edge_litert.interpreter import Interpreter
-    from ai_edge_quantizer import quantizer, recipe
 
     if precision not in RECIPES:
         raise ValueError(f"tflite has no quantized rung '{precision}'")
-    (path,) = tflite_export.export(detector, example, out_dir, "fp32", metadata, cache)
-    if precision == "int8-weights":
-        # the interpreter has no hybrid kernel for a BATCH_MATMUL with int8 constants (the pooling matrices)
-        from ai_edge_quantizer import recipe_manager
+    if precision == "int8":
+        path = out_dir / "detector.tflite"
+        tool = nncf_static_int8(detector, example, path, calib)
+    else:
+        from ai_edge_quantizer import quantizer, recipe_manager
         from ai_edge_quantizer.qtyping import TFLOperationName
 
+        (path,) = tflite_export.export(detector, example, out_dir, "fp32", metadata, cache)
+        # the interpreter has no hybrid kernel for a BATCH_MATMUL with int8 constants (the pooling matrices)
         manager = recipe_manager.RecipeManager()
         for op in (TFLOperationName.FULLY_CONNECTED, TFLOperationName.CONV_2D):
             manager.add_dynamic_config(regex=".*", operation_name=op, num_bits=8)
-        q = quantizer.Quantizer(str(path), manager.get_quantization_recipe())
-    else:
-        q = quantizer.Quantizer(str(path), getattr(recipe, RECIPES[precision])())
-    calibration = None
-    if precision == "int8":
-        (input_name,) = Interpreter(model_path=str(path)).get_signature_list()["serving_default"]["inputs"]
-        samples = [{input_name: x.transpose(0, 2, 3, 1).copy()} for x in calib.items()]
-        calibration = q.calibrate({"serving_default": samples})
-    q.quantize(calibration).export_model(str(path), overwrite=True)
+        quantizer.Quantizer(str(path), manager.get_quantization_recipe()).quantize().export_model(str(path), overwrite=True)
+        tool = f"ai-edge-quantizer {version('ai-edge-quantizer')}"
     try:
         Interpreter(model_path=str(path)).allocate_tensors()
     except (RuntimeError, ValueError) as e:  # full-integer transformers are fragile in LiteRT: an optional rung
         from ..export.bundle import GateError
 
         raise GateError(f"not kept: the INT8 graph does not load in the LiteRT interpreter ({str(e).splitlines()[0][:120]})") from e
-    report.update(tool=f"ai-edge-quantizer {version('ai-edge-quantizer')}", settings={"recipe": RECIPES[precision]},
+    report.update(tool=tool, settings={"recipe": RECIPES[precision]},
                   calibration=calib.record() if precision == "int8" else None,
-                  float_region_math="not applied: the TFLite graph keeps no module scopes to select ops by")
+                  float_region_math=("detector.FLOAT_SUBMODULES and the Detector's own ops left unannotated"
+                                     if precision == "int8" else "weights only: activations are float"))
     return [path]

@@ -79,6 +79,43 @@ def test_onnx_int8_keeps_the_region_math_float(detector, calib, tmp_path):
     assert report["calibration"]["size"] == CALIB
 
 
+def test_tflite_int8_is_nncf_calibrated_and_keeps_the_region_math_float(detector, calib, monkeypatch, tmp_path):
+    import nncf.experimental.torch.fx as nncf_fx
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from dfedge.quantize import tflite as q
+
+    seen = {}
+    real = nncf_fx.quantize_pt2e
+
+    def recording(*args, **kwargs):  # the real NNCF call, with its arguments kept for the assertion below
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(nncf_fx, "quantize_pt2e", recording)
+    report = {}
+    q.quantize(detector, torch.zeros(1, 3, 448, 448), tmp_path, "int8", {}, {}, calib, report)
+    assert seen["subset_size"] == CALIB and report["calibration"]["size"] == CALIB
+    assert report["tool"].startswith("nncf ") and "PT2EQuantizer" in report["tool"]
+    # the graph as written (no delegate folds ops away); each tensor name keeps the module path it came from
+    interp = Interpreter(model_path=str(tmp_path / "detector.tflite"),
+                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interp.allocate_tensors()
+    tensors = {t["index"]: t for t in interp.get_tensor_details()}
+    region, backbones = {}, {}
+    for op in interp._get_ops_details():
+        where = re.search(r"Detector_detector(?:/([^/;]*))?", tensors[op["outputs"][0]]["name"].split(";")[0])
+        if where is None or op["op_name"] in ("QUANTIZE", "DEQUANTIZE"):
+            continue
+        inputs = {tensors[i]["dtype"].__name__ for i in op["inputs"] if i in tensors}
+        sub = where.group(1) or ""
+        target = region if sub == "" or sub.endswith(("_region_index", "_probe")) else backbones
+        target.setdefault(op["op_name"], set()).update(inputs)
+    assert {"SOFTMAX", "GREATER_EQUAL", "FULLY_CONNECTED", "SUM"} <= set(region)  # the region math is in that set
+    assert not any("int8" in dtypes for dtypes in region.values())
+    assert "int8" in backbones["FULLY_CONNECTED"] and "int8" in backbones["CONV_2D"]  # ... and the backbones INT8
+
+
 def test_ladder_ships_a_passing_rung_and_refuses_a_failing_one(tmp_path):
     from dfedge.quantize.ladder import run_ladder
 
