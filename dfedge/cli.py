@@ -493,6 +493,7 @@ def quantize(
             raise ValueError(f"no selected target has the rung '{unknown[0]}' (see docs/export.md)")
         spec = detector_spec(preset, dinov3, parser, probe, "region", region, 224)
         check_weights(preset, dinov3, parser, random_weights)
+        quiet_converters()
         results = run_ladder(spec, rungs, out, name or preset, calib, calib_size, val, max_auc_drop, min_mask_agreement,
                              accuracy_iterations, log=lambda m: err_console.print(m, highlight=False))
     table = Table(title=f"quantize '{name or preset}' -> {out / (name or preset)}  (gate: ΔAUC ≥ -{max_auc_drop * 100:.2f} pp "
@@ -564,10 +565,12 @@ def build(
 
 
 def quiet_converters() -> None:
-    """NNCF logs every op it skips at INFO; the build's own log and summary say what happened."""
+    """NNCF logs every op it skips at INFO; the build's own log and summary say what happened. torchao (imported
+    by the TFLite INT8 path) warns at import that its CUDA kernels do not load: meaningless on a CPU build."""
     import logging
 
     logging.getLogger("nncf").setLevel(logging.WARNING)
+    logging.getLogger("torchao").setLevel(logging.ERROR)
 
 
 @contextlib.contextmanager

@@ -64,6 +64,7 @@ def nncf_static_int8(detector, example, path: Path, calib: Calibration) -> str:
     data = nncf.Dataset([torch.from_numpy(x.transpose(0, 2, 3, 1).copy()) for x in calib.items()])
     with torch.no_grad():
         quantized = quantize_pt2e(graph, quantizer, data, subset_size=len(calib.images), fold_quantize=False)
+    quantized.training = False  # exported from the eval-mode module; litert-torch reads only this flag
     litert_torch.convert(quantized, nhwc, quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(path))
     return f"nncf {nncf.__version__} quantize_pt2e + litert-torch {version('litert-torch')} PT2EQuantizer"
 
