@@ -1,6 +1,9 @@
-"""Fixtures shared across test folders: one toy `dfedge build` that later tests read instead of rebuilding."""
+"""Fixtures shared across test folders: one toy `dfedge build` that later tests read instead of rebuilding; how
+pytest-xdist shares the test files between its workers."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 from typer.testing import CliRunner
@@ -17,3 +20,20 @@ def toy_build(tmp_path_factory):
     out = tmp_path_factory.mktemp("dist")
     result = CliRunner().invoke(app, ["build", "--out", str(out), *BUILD_ARGS])
     return result, out / "toy"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """pytest-xdist groups: every test that reads the session's toy build runs on one worker (it is built once);
+    the others by file (module and session fixtures of a file are not computed twice)."""
+    root = config.rootpath / "tests"
+    for item in items:
+        group = "toy_build" if "toy_build" in getattr(item, "fixturenames", ()) else item.path.relative_to(root).as_posix()
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_configure(config):
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers on two cores: one torch thread each
+        import torch
+
+        torch.set_num_threads(1)
