@@ -569,7 +569,9 @@ def quiet_converters() -> None:
     by the TFLite INT8 path) warns at import that its CUDA kernels do not load: meaningless on a CPU build."""
     import logging
 
-    logging.getLogger("nncf").setLevel(logging.WARNING)
+    import nncf  # it sets its logger's level when imported: set ours after that
+
+    nncf.set_log_level(logging.WARNING)
     logging.getLogger("torchao").setLevel(logging.ERROR)
 
 

@@ -73,9 +73,13 @@ def write_rung(detector, target, precision: str, dist, name: str, sources: dict,
             budget=budget.max_auc_drop, ranking_subset_size=ranking_subset_size)
     export_fn = functools.partial(module.quantize, calib=calib, report=report, accuracy=accuracy)
     opts = dict(options, quantization=report)  # filled in by the quantizer before the manifest is written
-    return write_bundle(detector, target, precision, dist, name, sources, opts, parity_images, log=log, cache=cache,
-                        export_fn=export_fn, gate=functools.partial(gate, validation, budget, min_mask_agreement),
-                        folder=folder)
+    try:
+        return write_bundle(detector, target, precision, dist, name, sources, opts, parity_images, log=log, cache=cache,
+                            export_fn=export_fn, gate=functools.partial(gate, validation, budget, min_mask_agreement),
+                            folder=folder)
+    except GateError as e:
+        e.quantization = report  # what the quantizer did (accuracy control's record), for the report of a refused rung
+        raise
 
 
 @dataclass
@@ -94,7 +98,7 @@ class RungResult:
     def row(self) -> tuple[str, ...]:
         mark = {"ok": "✅", "gate": "❎", "error": "❌"}[self.status]
         g = self.gate or {}
-        return (self.target, self.precision, f"{mark} {self.reason[:70]}".strip(),
+        return (self.target, self.precision, f"{mark} {self.reason}".strip(),
                 _fmt(self.size_mb, ".2f"), _fmt((self.parity or {}).get("max_abs_logit"), ".2e"),
                 _fmt(g.get("mask_agreement"), ".4f"), _fmt(g.get("auc"), ".4f"),
                 _fmt(None if "delta_auc" not in g else g["delta_auc"] * 100, "+.2f"), _fmt(self.p50_ms, ".1f"), self.tool)
@@ -156,7 +160,7 @@ def run_ladder(spec, rungs, dist, name: str, calib_spec: str, calib_size: int, v
             path, manifest = write_rung(det, target, precision, dist, name, sources, options, parity_images, calib,
                                         validation, budget, min_mask_agreement, accuracy_iterations, log, cache)
         except GateError as e:
-            results.append(RungResult(target.name, precision, "gate", str(e)))
+            results.append(RungResult(target.name, precision, "gate", str(e), quantization=getattr(e, "quantization", None)))
             continue
         except Exception as e:  # noqa: BLE001 - a failing rung never stops the ladder; it is reported
             text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -185,5 +189,5 @@ def write_report(path, results: list[RungResult], val_spec: str, budget: Budget,
     control = [line for r in results for line in r.accuracy_lines()]
     if control:
         lines += ["", "## Accuracy control", "", *control, "",
-                  "The same record is in each bundle's manifest: `export_options.quantization`."]
+                  "A shipped rung's manifest holds the same record: `export_options.quantization`."]
     atomic_write(path, lambda t: t.write_text("\n".join(lines) + "\n"))
