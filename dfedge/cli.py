@@ -498,7 +498,8 @@ def quantize(
                              accuracy_iterations, log=lambda m: err_console.print(m, highlight=False))
     table = Table(title=f"quantize '{name or preset}' -> {out / (name or preset)}  (gate: ΔAUC ≥ -{max_auc_drop * 100:.2f} pp "
                         f"on {val}, mask agreement ≥ {min_mask_agreement})")
-    for col in ("target", "precision", "status", "size MB", "max |Δlogit|", "mask agr.", "AUC", "ΔAUC pp", "p50 ms", "tool"):
+    for col in ("target", "precision", "status", "size MB", "max |Δlogit|", "mean |Δlogit|", "mask agr.", "AUC", "ΔAUC pp",
+                "p50 ms", "tool"):
         table.add_column(col)
     for r in results:
         table.add_row(*r.row())

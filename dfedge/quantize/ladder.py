@@ -99,7 +99,7 @@ class RungResult:
         mark = {"ok": "✅", "gate": "❎", "error": "❌"}[self.status]
         g = self.gate or {}
         return (self.target, self.precision, f"{mark} {self.reason}".strip(),
-                _fmt(self.size_mb, ".2f"), _fmt((self.parity or {}).get("max_abs_logit"), ".2e"),
+                _fmt(self.size_mb, ".2f"), _fmt(g.get("max_abs_logit"), ".2e"), _fmt(g.get("mean_abs_logit"), ".2e"),
                 _fmt(g.get("mask_agreement"), ".4f"), _fmt(g.get("auc"), ".4f"),
                 _fmt(None if "delta_auc" not in g else g["delta_auc"] * 100, "+.2f"), _fmt(self.p50_ms, ".1f"), self.tool)
 
@@ -179,11 +179,13 @@ def run_ladder(spec, rungs, dist, name: str, calib_spec: str, calib_size: int, v
 def write_report(path, results: list[RungResult], val_spec: str, budget: Budget, min_mask: float, calib: dict) -> None:
     from ..models.checkpoint import atomic_write
 
-    head = ["target", "precision", "status", "size MB", "max abs Δlogit", "mask agreement", "AUC", "ΔAUC pp", "p50 ms", "tool"]
+    head = ["target", "precision", "status", "size MB", "max abs Δlogit", "mean abs Δlogit", "mask agreement", "AUC",
+            "ΔAUC pp", "p50 ms", "tool"]
     lines = ["# Quantization ladder", "",
              f"Gate: ΔAUC ≥ -{budget.max_auc_drop * 100:.2f} pp and token-mask agreement ≥ {min_mask} against torch "
              f"FP32 on `{val_spec}`; calibration: {calib['data']} ({calib['size']} crops, sha256 {calib['sha256'][:12]}…). "
-             "✅ shipped · ❎ refused by the gate (not shipped) · ❌ the tool failed.", "",
+             "✅ shipped · ❎ refused by the gate (not shipped) · ❌ the tool failed. Δlogit: against torch FP32 on "
+             "the validation split; p50: one crop on this host.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r.row()) + " |" for r in results]
     control = [line for r in results for line in r.accuracy_lines()]

@@ -127,7 +127,10 @@ def test_ladder_ships_a_passing_rung_and_refuses_a_failing_one(tmp_path):
     assert manifest["gate"]["passed"] and abs(manifest["gate"]["delta_auc"]) <= 0.005
     assert manifest["export_options"]["quantization"]["tool"].startswith("nncf")
     size = sum(f["bytes"] for f in manifest["files"].values())
-    assert "| openvino | int8-weights | ✅ |" in (tmp_path / "pass" / "quantize-report.md").read_text()
+    row = next(line for line in (tmp_path / "pass" / "quantize-report.md").read_text().splitlines()
+               if line.startswith("| openvino | int8-weights | ✅ |"))
+    gate = manifest["gate"]  # parity on the validation split: max and mean |Δlogit| against torch FP32
+    assert f"| {gate['max_abs_logit']:.2e} | {gate['mean_abs_logit']:.2e} | {gate['mask_agreement']:.4f} |" in row
 
     # an impossible budget (the AUC would have to rise by 10 pp): reported, and no bundle on disk. Any detector and
     # labelled split show that, so the refusal runs on the distilled rung (no FaRL to score) and 16 faces (5 real).
