@@ -548,8 +548,14 @@ def build(
         spec = cfg.spec
         check_weights(spec.preset, spec.dinov3, spec.parser, random_weights)
         plan = cfg.plan()
-        with build_progress(len(plan) * 2 + 1) as (log, advance):
-            rows, final = run_build(cfg, log=log, advance=advance)
+        log_path = Path(cfg.dist) / f".{cfg.set_name}.build.log"
+        try:
+            with converter_output(log_path) as user_stderr, build_progress(len(plan) * 2 + 1, user_stderr) as (log, advance):
+                rows, final = run_build(cfg, log=log, advance=advance)
+        except Exception:
+            err_console.print(f"converter output: {log_path}", highlight=False)
+            raise
+        log_path.replace(final / "build.log")
     from .build import COLUMNS
 
     table = Table(title=f"dfedge build '{cfg.set_name}' -> {final}  (gate: ΔAUC ≥ -{cfg.max_auc_drop * 100:.2f} pp on "
@@ -560,7 +566,8 @@ def build(
         table.add_row(*row.cells())
     console.print(table)
     failed = [r for r in rows if r.status != "ok"]
-    console.print(f"{len(rows) - len(failed)}/{len(rows)} bundles passed; report: {final / 'report.md'}")
+    console.print(f"{len(rows) - len(failed)}/{len(rows)} bundles passed; report: {final / 'report.md'}; "
+                  f"converter output: {final / 'build.log'}")
     if failed:
         raise typer.Exit(1)
 
@@ -577,12 +584,42 @@ def quiet_converters() -> None:
 
 
 @contextlib.contextmanager
-def build_progress(total: int):
-    """(log, advance): log lines print above one progress bar over all steps."""
+def converter_output(path: Path):
+    """Everything the converters print while the build runs (C++ logs, progress bars, warnings) goes to `path`;
+    yields a stream to the user's stderr for the build's own progress. Redirected at the file descriptors 1 and 2,
+    not sys.stdout: LiteRT, OpenVINO and absl write from C++ straight to them."""
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    user = os.fdopen(os.dup(saved[2]), "w", buffering=1, encoding="utf-8", errors="replace")
+    try:
+        with open(path, "w") as log:
+            for fd in saved:
+                os.dup2(log.fileno(), fd)
+            try:
+                yield user
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                for fd, copy in saved.items():
+                    os.dup2(copy, fd)
+    finally:
+        user.close()
+        for copy in saved.values():
+            os.close(copy)
+
+
+@contextlib.contextmanager
+def build_progress(total: int, stream=None):
+    """(log, advance): log lines print above one progress bar over all steps (on `stream`, default stderr)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    target = Console(file=stream, emoji=False) if stream is not None else err_console
     with Progress(TextColumn("build"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"),
-                  console=err_console, transient=True) as progress:
+                  console=target, transient=True) as progress:
         task = progress.add_task("", total=total)
 
         def log(message: str) -> None:

@@ -31,7 +31,8 @@ def test_toy_build_ships_every_target(toy_build):
     report = (dist / "report.md").read_text()
     assert "| exact | tflite | fp32 | ✅ |" in report and "8 of 8 bundles passed" in report
     assert "8/8 bundles passed" in result.output
-    assert not list(dist.parent.glob(".*partial"))
+    assert not list(dist.parent.glob(".*partial")) and not list(dist.parent.glob(".*.build.log"))
+    assert (dist / "build.log").is_file()  # the converters' own output, kept out of the terminal
     bench = json.loads((dist / "bench.json").read_text())
     assert bench["schema"] == "dfedge-bench-set/1" and bench["references"][0]["target"] == "torch"
     assert len(bench["results"]) == 8
@@ -83,3 +84,27 @@ def test_config_file(tmp_path):
     result = CliRunner().invoke(app, ["build", "--config", str(path)])
     assert result.exit_code == 2 and "build.toml: not valid TOML" in result.output
     assert not (tmp_path / "d").exists()
+
+
+def test_converter_output_goes_to_the_log_not_the_terminal(tmp_path, capfd):
+    """Converters write from C++ straight to file descriptors 1 and 2; the build's own lines still reach stderr."""
+    import os
+
+    from dfedge.cli import converter_output
+
+    with converter_output(tmp_path / "b.log") as user:
+        os.write(1, b"converter stdout\n")
+        os.write(2, b"converter stderr\n")
+        user.write("build progress\n")
+    os.write(2, b"after the build\n")  # the descriptors are restored
+    log = (tmp_path / "b.log").read_text()
+    assert "converter stdout" in log and "converter stderr" in log and "build progress" not in log
+    out, err = capfd.readouterr()
+    assert "build progress" in err and "after the build" in err and "converter" not in out + err
+
+
+def test_a_split_the_gate_cannot_use_fails_before_any_conversion(tmp_path):
+    result = CliRunner().invoke(app, ["build", "--target", "onnx", "--precision", "fp32", "--data", "toy:val:8",
+                                      "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "toy:val:8: cannot gate on this split" in result.output
+    assert not (tmp_path / "toy").exists() and not list(tmp_path.glob(".toy.partial"))
