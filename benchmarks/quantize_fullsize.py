@@ -1,4 +1,4 @@
-"""Full-size quantization once per OpenVINO/ONNX rung: sizes and latency on this host (not a test).
+"""Full-size quantization once per OpenVINO/ONNX/TFLite rung: sizes and latency on this host (not a test).
 
 The full preset has random weights here, so AUC gates are meaningless: this measures what compression does to
 size and speed, and parity against torch on toy crops. Usage:
@@ -20,13 +20,16 @@ import torch
 from dfedge.data.sources import ToySet
 from dfedge.export import onnx as onnx_export
 from dfedge.export import openvino as ov_export
+from dfedge.export import tflite as tflite_export
 from dfedge.export.bundle import check_parity
 from dfedge.models.factory import DetectorSpec, build_detector
 from dfedge.quantize import onnx as onnx_q
 from dfedge.quantize import openvino as ov_q
+from dfedge.quantize import tflite as tflite_q
 from dfedge.quantize.calibration import calibration_set
 from dfedge.quantize.ladder import median_latency_ms
 
+MODULES = {"openvino": (ov_export, ov_q), "onnx": (onnx_export, onnx_q), "tflite": (tflite_export, tflite_q)}
 RUNGS = [("openvino", "fp32"), ("openvino", "int8-weights"), ("openvino", "int8"), ("openvino", "int4-weights"),
          ("onnx", "fp32"), ("onnx", "int8-weights"), ("onnx", "int8")]
 
@@ -47,17 +50,18 @@ def main() -> None:
         start = time.perf_counter()
         det(torch.from_numpy(crop))
         torch_ms = (time.perf_counter() - start) * 1e3
-    rows, caches = [], {"openvino": {}, "onnx": {}}
+    rows, caches = [], {target: {} for target in MODULES}
     for target, precision in rungs:
         out = Path(tempfile.mkdtemp(prefix=f"{target}-{precision}-"))
         start, report = time.perf_counter(), {}
         example = torch.from_numpy(crop)
+        exporter, quantizer = MODULES[target]
         if precision == "fp32":
-            (ov_export if target == "openvino" else onnx_export).export(det, example, out, "fp32", {}, caches[target])
+            exporter.export(det, example, out, "fp32", {}, caches[target])
         else:
-            (ov_q if target == "openvino" else onnx_q).quantize(det, example, out, precision, {}, caches[target], calib, report)
+            quantizer.quantize(det, example, out, precision, {}, caches[target], calib, report)
         seconds = time.perf_counter() - start
-        runner = (ov_export if target == "openvino" else onnx_export).load(out, 2)
+        runner = exporter.load(out, 2)
         parity = check_parity(det, runner, crop, precision)
         size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
         rows.append({"target": target, "precision": precision, "size_mb": size, "quantize_s": seconds,
