@@ -494,8 +494,14 @@ def quantize(
         spec = detector_spec(preset, dinov3, parser, probe, "region", region, 224)
         check_weights(preset, dinov3, parser, random_weights)
         quiet_converters()
-        results = run_ladder(spec, rungs, out, name or preset, calib, calib_size, val, max_auc_drop, min_mask_agreement,
-                             accuracy_iterations, log=lambda m: err_console.print(m, highlight=False))
+        log_path = out / (name or preset) / "quantize.log"
+        try:
+            with converter_output(log_path) as user_stderr:
+                user = Console(file=user_stderr, emoji=False)
+                results = run_ladder(spec, rungs, out, name or preset, calib, calib_size, val, max_auc_drop,
+                                     min_mask_agreement, accuracy_iterations, log=lambda m: user.print(m, highlight=False))
+        finally:
+            err_console.print(f"converter output: {log_path}", highlight=False)
     table = Table(title=f"quantize '{name or preset}' -> {out / (name or preset)}  (gate: ΔAUC ≥ -{max_auc_drop * 100:.2f} pp "
                         f"on {val}, mask agreement ≥ {min_mask_agreement})")
     for col in ("target", "precision", "status", "size MB", "max |Δlogit|", "mean |Δlogit|", "mask agr.", "AUC", "ΔAUC pp",
@@ -589,12 +595,22 @@ def converter_output(path: Path):
     yields a stream to the user's stderr for the build's own progress. Redirected at the file descriptors 1 and 2,
     not sys.stdout: LiteRT, OpenVINO and absl write from C++ straight to them."""
     import os
+    import warnings
 
     path.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
     sys.stderr.flush()
     saved = {fd: os.dup(fd) for fd in (1, 2)}
     user = os.fdopen(os.dup(saved[2]), "w", buffering=1, encoding="utf-8", errors="replace")
+    shown, ours = warnings.showwarning, str(Path(__file__).parent)
+
+    def show(message, category, filename, lineno, file=None, line=None):  # the kit's own warnings stay visible
+        if str(filename).startswith(ours):
+            user.write(f"warning: {message}\n")
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
     try:
         with open(path, "w") as log:
             for fd in saved:
@@ -607,6 +623,7 @@ def converter_output(path: Path):
                 for fd, copy in saved.items():
                     os.dup2(copy, fd)
     finally:
+        warnings.showwarning = shown
         user.close()
         for copy in saved.values():
             os.close(copy)
