@@ -14,6 +14,7 @@ import dataclasses
 import json
 import shutil
 import time
+import traceback
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -215,6 +216,7 @@ def _build_all(config: BuildConfig, plan, staging: Path, stage: Path, log, advan
                 row.status, row.reason = "gate", str(e)
             except Exception as e:  # noqa: BLE001 - a failing bundle never aborts the others; it is reported
                 row.status, row.reason = "error", _reason(e)
+                traceback.print_exc()  # whole, to stderr: the CLI's build.log
             else:
                 g = manifest["gate"]
                 row.size_mb = sum(f["bytes"] for f in manifest["files"].values()) / 1e6

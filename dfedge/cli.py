@@ -263,6 +263,7 @@ def export_cmd(
 ) -> None:
     """Export the fused detector per target x precision into bundles, each checked for parity against torch."""
     import time
+    import traceback
 
 
     from .export.bundle import toy_crops, weight_sources, write_bundle
@@ -289,23 +290,28 @@ def export_cmd(
     for col in ("target", "precision", "status", "size MB", "max |Δlogit|", "mean |Δlogit|", "mask agreement", "time s"):
         table.add_column(col)
     failed = 0
-    for t in targets:
-        cache: dict = {}  # the fp32 conversion, reused for fp16
-        for p in precision:
-            start = time.time()
-            try:
-                path, manifest = write_bundle(det, t, p, out, set_name, sources, options, images,
-                                              log=lambda m: err_console.print(m, highlight=False), cache=cache)
-            except Exception as e:  # noqa: BLE001 - one failing target never aborts the others
-                failed += 1
-                reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                table.add_row(t.name, p, f"❌ {reason[:90]}", "-", "-", "-", "-", f"{time.time() - start:.0f}")
-                continue
-            par = manifest["parity"]
-            size = sum(f["bytes"] for f in manifest["files"].values()) / 1e6
-            table.add_row(t.name, p, "✅", f"{size:.2f}", f"{par['max_abs_logit']:.2e}", f"{par['mean_abs_logit']:.2e}",
-                          f"{par['mask_agreement']:.4f}", f"{time.time() - start:.0f}")
+    log_path = out / set_name / "export.log"
+    with converter_output(log_path) as user_stderr:
+        user = Console(file=user_stderr, emoji=False)
+        for t in targets:
+            cache: dict = {}  # the fp32 conversion, reused for fp16
+            for p in precision:
+                start = time.time()
+                try:
+                    path, manifest = write_bundle(det, t, p, out, set_name, sources, options, images,
+                                                  log=lambda m: user.print(m, highlight=False), cache=cache)
+                except Exception as e:  # noqa: BLE001 - one failing target never aborts the others
+                    failed += 1
+                    traceback.print_exc()  # whole, into the log
+                    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                    table.add_row(t.name, p, f"❌ {reason[:90]}", "-", "-", "-", "-", f"{time.time() - start:.0f}")
+                    continue
+                par = manifest["parity"]
+                size = sum(f["bytes"] for f in manifest["files"].values()) / 1e6
+                table.add_row(t.name, p, "✅", f"{size:.2f}", f"{par['max_abs_logit']:.2e}",
+                              f"{par['mean_abs_logit']:.2e}", f"{par['mask_agreement']:.4f}", f"{time.time() - start:.0f}")
     console.print(table)
+    console.print(f"converter output: {log_path}", highlight=False)
     if failed:
         raise typer.Exit(1)
     console.print(f"next: python -c \"import dfedge.export.bundle as b; print(b.verify('{out / set_name}/onnx-fp32')['parity'])\"")
@@ -612,14 +618,16 @@ def converter_output(path: Path):
 
     warnings.showwarning = show
     try:
-        with open(path, "w") as log:
+        with open(path, "w", buffering=1, encoding="utf-8", errors="replace") as log:
+            streams = sys.stdout, sys.stderr
             for fd in saved:
                 os.dup2(log.fileno(), fd)
+            sys.stdout = sys.stderr = log  # Python-level prints and tracebacks too, wherever sys.std* pointed
             try:
                 yield user
             finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
+                log.flush()
+                sys.stdout, sys.stderr = streams
                 for fd, copy in saved.items():
                     os.dup2(copy, fd)
     finally:

@@ -99,12 +99,14 @@ def test_converter_output_goes_to_the_log_not_the_terminal(tmp_path, capfd):
     with converter_output(tmp_path / "b.log") as user:
         os.write(1, b"converter stdout\n")
         os.write(2, b"converter stderr\n")
+        print("converter print")  # Python-level output too
         user.write("build progress\n")
         warnings.warn_explicit("a converter's warning", UserWarning, "/site-packages/conv.py", 1)
         warnings.warn_explicit("only 8 crops", UserWarning, calibration.__file__, 1)  # the kit's own: the user's
     os.write(2, b"after the build\n")  # the descriptors are restored
     log = (tmp_path / "b.log").read_text()
-    assert "converter stdout" in log and "converter stderr" in log and "build progress" not in log
+    assert "converter stdout" in log and "converter stderr" in log and "converter print" in log
+    assert "build progress" not in log
     assert "only 8 crops" not in log  # (pytest records the converter's warning itself; in a shell it lands in the log)
     out, err = capfd.readouterr()
     assert "build progress" in err and "after the build" in err and "converter" not in out + err

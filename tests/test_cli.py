@@ -104,3 +104,17 @@ def test_region_index_report_writes_markdown_and_json(tmp_path):
     record = json.loads(out.with_suffix(".json").read_text())
     assert [r["rung"] for r in record["rungs"]] == ["exact", "lite-head"]
     assert record["rungs"][1]["gflops_full"] < record["rungs"][0]["gflops_full"]
+
+
+def test_export_reports_a_failing_converter_and_keeps_its_traceback(tmp_path, monkeypatch):
+    from dfedge.export import onnx as onnx_export
+
+    def crashing(*args, **kwargs):
+        raise RuntimeError("converter crashed")
+
+    monkeypatch.setattr(onnx_export, "export", crashing)
+    result = runner.invoke(app, ["export", "--target", "onnx", "--precision", "fp32", "--out", str(tmp_path)])
+    assert result.exit_code == 1 and "❌ converter crashed" in result.output
+    log = (tmp_path / "toy" / "export.log").read_text()
+    assert "Traceback" in log and "RuntimeError: converter crashed" in log
+    assert not (tmp_path / "toy" / "onnx-fp32").exists()
