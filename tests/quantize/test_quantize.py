@@ -27,6 +27,18 @@ def calib():
         return calib_lib.calibration_set("toy:train:12", CALIB)
 
 
+def recorded(monkeypatch, owner, name: str) -> dict:
+    """Keep the keyword arguments of every call to owner.name; the real function still runs."""
+    seen, real = {}, getattr(owner, name)
+
+    def recording(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, recording)
+    return seen
+
+
 def test_calibration_takes_the_size_asked_for(calib):
     assert calib.images.shape == (CALIB, 3, 448, 448) and len(calib.items()) == CALIB
     assert calib.record()["size"] == CALIB and len(calib.record()["sha256"]) == 64
@@ -39,14 +51,7 @@ def test_openvino_int8_keeps_the_region_math_float(detector, calib, monkeypatch,
 
     from dfedge.quantize import openvino as q
 
-    seen = {}
-    real = nncf.quantize
-
-    def recording(*args, **kwargs):  # the real NNCF call, with its arguments kept for the assertion below
-        seen.update(kwargs)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(nncf, "quantize", recording)
+    seen = recorded(monkeypatch, nncf, "quantize")
     report = {}
     q.quantize(detector, torch.zeros(1, 3, 448, 448), tmp_path, "int8", {}, {}, calib, report)
     assert seen["subset_size"] == CALIB and report["calibration"]["size"] == CALIB
@@ -85,14 +90,7 @@ def test_tflite_int8_is_nncf_calibrated_and_keeps_the_region_math_float(detector
 
     from dfedge.quantize import tflite as q
 
-    seen = {}
-    real = nncf_fx.quantize_pt2e
-
-    def recording(*args, **kwargs):  # the real NNCF call, with its arguments kept for the assertion below
-        seen.update(kwargs)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(nncf_fx, "quantize_pt2e", recording)
+    seen = recorded(monkeypatch, nncf_fx, "quantize_pt2e")
     report = {}
     q.quantize(detector, torch.zeros(1, 3, 448, 448), tmp_path, "int8", {}, {}, calib, report)
     assert seen["subset_size"] == CALIB and report["calibration"]["size"] == CALIB
