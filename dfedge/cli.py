@@ -291,8 +291,7 @@ def export_cmd(
         table.add_column(col)
     failed = 0
     log_path = out / set_name / "export.log"
-    with converter_output(log_path) as user_stderr:
-        user = Console(file=user_stderr, emoji=False)
+    with converter_output(log_path) as user:
         for t in targets:
             cache: dict = {}  # the fp32 conversion, reused for fp16
             for p in precision:
@@ -502,8 +501,7 @@ def quantize(
         quiet_converters()
         log_path = out / (name or preset) / "quantize.log"
         try:
-            with converter_output(log_path) as user_stderr:
-                user = Console(file=user_stderr, emoji=False)
+            with converter_output(log_path) as user:
                 results = run_ladder(spec, rungs, out, name or preset, calib, calib_size, val, max_auc_drop,
                                      min_mask_agreement, accuracy_iterations, log=lambda m: user.print(m, highlight=False))
         finally:
@@ -562,7 +560,7 @@ def build(
         plan = cfg.plan()
         log_path = Path(cfg.dist) / f".{cfg.set_name}.build.log"
         try:
-            with converter_output(log_path) as user_stderr, build_progress(len(plan) * 2 + 1, user_stderr) as (log, advance):
+            with converter_output(log_path) as user, build_progress(len(plan) * 2 + 1, user) as (log, advance):
                 rows, final = run_build(cfg, log=log, advance=advance)
         except Exception:
             err_console.print(f"converter output: {log_path}", highlight=False)
@@ -597,9 +595,9 @@ def quiet_converters() -> None:
 
 @contextlib.contextmanager
 def converter_output(path: Path):
-    """Everything the converters print while the build runs (C++ logs, progress bars, warnings) goes to `path`;
-    yields a stream to the user's stderr for the build's own progress. Redirected at the file descriptors 1 and 2,
-    not sys.stdout: LiteRT, OpenVINO and absl write from C++ straight to them."""
+    """Everything the converters print while a command runs (C++ logs, progress bars, warnings) goes to `path`;
+    yields a Console on the user's stderr for the command's own progress. Redirected at the file descriptors 1 and
+    2, not sys.stdout: LiteRT, OpenVINO and absl write from C++ straight to them."""
     import os
     import warnings
 
@@ -624,7 +622,7 @@ def converter_output(path: Path):
                 os.dup2(log.fileno(), fd)
             sys.stdout = sys.stderr = log  # Python-level prints and tracebacks too, wherever sys.std* pointed
             try:
-                yield user
+                yield Console(file=user, emoji=False)
             finally:
                 log.flush()
                 sys.stdout, sys.stderr = streams
@@ -638,13 +636,12 @@ def converter_output(path: Path):
 
 
 @contextlib.contextmanager
-def build_progress(total: int, stream=None):
-    """(log, advance): log lines print above one progress bar over all steps (on `stream`, default stderr)."""
+def build_progress(total: int, console: Console):
+    """(log, advance): log lines print above one progress bar over all steps."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    target = Console(file=stream, emoji=False) if stream is not None else err_console
     with Progress(TextColumn("build"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"),
-                  console=target, transient=True) as progress:
+                  console=console, transient=True) as progress:
         task = progress.add_task("", total=total)
 
         def log(message: str) -> None:

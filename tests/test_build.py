@@ -100,7 +100,7 @@ def test_converter_output_goes_to_the_log_not_the_terminal(tmp_path, capfd):
         os.write(1, b"converter stdout\n")
         os.write(2, b"converter stderr\n")
         print("converter print")  # Python-level output too
-        user.write("build progress\n")
+        user.print("build progress")
         warnings.warn_explicit("a converter's warning", UserWarning, "/site-packages/conv.py", 1)
         warnings.warn_explicit("only 8 crops", UserWarning, calibration.__file__, 1)  # the kit's own: the user's
     os.write(2, b"after the build\n")  # the descriptors are restored

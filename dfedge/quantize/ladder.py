@@ -22,9 +22,18 @@ class Validation:
     reference: Scores
 
     @classmethod
-    def build(cls, detector, data) -> "Validation":
+    def build(cls, detector, data, name: str | None = None) -> "Validation":
+        """Fails at once (ValueError naming the split, `name` or its description) when the gate could not compute
+        its AUC statistics on the faces with a region: before anything is converted."""
+        from ..eval.metrics import delong_auc_variance
+
         ref = score_set(torch_runner(detector), data, batch=8)
         ref.header.update(threshold=float(detector.probe.info.threshold), model="torch fp32", data=data.description)
+        try:
+            delong_auc_variance(ref.labels[ref.scored], ref.logits[ref.scored])
+        except ValueError as e:
+            raise ValueError(f"{name or data.description}: cannot gate on this split: {e} among the faces with a "
+                             "region") from e
         return cls(data, ref)
 
     def items(self) -> list[tuple[np.ndarray, int]]:
@@ -149,7 +158,7 @@ def run_ladder(spec, rungs, dist, name: str, calib_spec: str, calib_size: int, v
     parity_images = toy_crops(2)
     log(f"calibration: {calib_spec} ({calib_size}); validation reference on {val_spec}")
     calib = calibration_set(calib_spec, calib_size, spec.region)
-    validation = Validation.build(det, open_set(val_spec, spec.region))
+    validation = Validation.build(det, open_set(val_spec, spec.region), val_spec)
     budget = Budget(max_auc_drop)
     options = {"preset": spec.preset, "region": spec.region, "validation": val_spec}
     results, caches = [], {}

@@ -142,11 +142,10 @@ def _mixed(model, data, accuracy: AccuracyControl, report: dict, nncf, common: d
 
     from ..export.bundle import GateError
 
-    mask_path = sorted(module_ops(model, accuracy.weight_only))
+    mask_path = module_ops(model, accuracy.weight_only)
     if mask_path:  # every weighted op outside the mask path is ignored by this compression; the region math too
-        inside = set(mask_path)
         others = [n.get_friendly_name() for n in model.get_ordered_ops() if n.get_type_name() in WEIGHTED_TYPES
-                  and n.get_friendly_name() not in inside]
+                  and n.get_friendly_name() not in mask_path]
         model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM, ignored_scope=nncf.IgnoredScope(
             names=others, patterns=openvino_patterns(), validate=False))
     weight_only = sorted(weight_compressed_ops(model))
@@ -162,7 +161,7 @@ def _mixed(model, data, accuracy: AccuracyControl, report: dict, nncf, common: d
     restorer = AdvancedAccuracyRestorerParameters(
         max_num_iterations=accuracy.max_iterations, num_ranking_workers=accuracy.num_ranking_workers,
         ranking_subset_size=min(len(accuracy.items), accuracy.ranking_subset_size))
-    scope = nncf.IgnoredScope(names=mask_path, patterns=openvino_patterns(), validate=False)
+    scope = nncf.IgnoredScope(names=sorted(mask_path), patterns=openvino_patterns(), validate=False)
     with tempfile.TemporaryDirectory() as tmp:  # NNCF saves its fully quantized model there: what was reverted
         restorer.intermediate_model_dir = tmp
         result = nncf.quantize_with_accuracy_control(

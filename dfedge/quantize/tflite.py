@@ -32,17 +32,16 @@ def region_float_quantizer():
             model = super().annotate(model)
             fixed = (torch.ops.aten.sigmoid.default, torch.ops.aten.softmax.int, torch.ops.aten._softmax.default)
             for node in model.graph.nodes:
-                note = node.meta.get("quantization_annotation")
-                if note is not None and fx_is_float(node, root="detector"):
-                    del node.meta["quantization_annotation"]
-                elif node.target in fixed:  # float in and out: LiteRT's int8 kernels need a fixed output scale
-                    for near in (*node.users, *node.all_input_nodes):
-                        near_note = near.meta.get("quantization_annotation")
-                        if near_note is not None:
-                            near_note.input_qspec_map.pop(node, None)
-                            if near in node.all_input_nodes:
-                                near_note.output_qspec = None
+                if fx_is_float(node, root="detector"):
                     node.meta.pop("quantization_annotation", None)
+                if node.target in fixed:  # float in and out: LiteRT's int8 kernels need a fixed output scale
+                    node.meta.pop("quantization_annotation", None)
+                    for consumer in node.users:
+                        if "quantization_annotation" in consumer.meta:
+                            consumer.meta["quantization_annotation"].input_qspec_map.pop(node, None)
+                    for source in node.all_input_nodes:
+                        if "quantization_annotation" in source.meta:
+                            source.meta["quantization_annotation"].output_qspec = None
             return model
 
     config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
