@@ -13,8 +13,8 @@ Every step runs in its own subprocess (this file with --worker), one at a time, 
 that step's alone and memory is returned between steps:
   * `export` builds the detector and writes a target's bundles (fp32, and the int8 rung from the same converted
     graph), then exits;
-  * `run` opens one bundle with the runtime alone (dfedge.runtimes.standalone.open_runner, the code that
-    dfedge.export.<target>.load returns; torch is not imported) and times it;
+  * `run` opens one bundle with the runtime alone (dfedge.runtimes.standalone.open_runner, the code every bundle
+    ships as bench.py; torch is not imported) and times it;
   * `torch` builds the detector and times eager FP32; its outputs on the crop are the parity reference;
   * `roofline` counts FLOPs on a meta model and times a large fp32 GEMM (at the start and at the end; the faster
     is the peak).
@@ -131,41 +131,34 @@ def worker_torch(args) -> dict:
 
 def worker_export(args) -> dict:
     """Build the detector once and write the target's bundles: fp32 by the exporter, the int8 rung by the
-    quantizer from the same converted graph (the exporters' cache), each into workdir/<target>-<precision>."""
-    import importlib
-
+    quantizer from the same converted graph (the jobs' shared cache), each into workdir/<target>-<precision>."""
     import torch
 
-    from dfedge.export.bundle import embedded_metadata
+    from dfedge.export.job import Job
     from dfedge.models.factory import DetectorSpec, build_detector
+    from dfedge.targets import TARGETS
 
     torch.set_num_threads(args.threads)
-    target = args.target
-    exporter = importlib.import_module(f"dfedge.export.{target}")
+    target = TARGETS[args.target]
     crop = np.load(args.workdir / "crop.npy")
     start = time.perf_counter()
     det = build_detector(DetectorSpec(preset=args.preset)).eval()
     result = {"build_s": time.perf_counter() - start, "fingerprint": fingerprint(det), "rungs": {}}
-    example = torch.from_numpy(crop)
     cache: dict = {}
     for precision in args.precisions:
-        out = args.workdir / f"{target}-{precision}"
+        out = args.workdir / f"{target.name}-{precision}"
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
         report: dict = {}
         start = time.perf_counter()
         try:
-            metadata = embedded_metadata(det, BENCH_NAME, precision)
-            if precision in ("fp32", "fp16"):
-                exporter.export(det, example, out, precision, metadata, cache)
-            else:
-                quantizer = importlib.import_module(f"dfedge.quantize.{target}")
-                calib = None
-                if target == "openvino" or precision == "int8":
-                    from dfedge.quantize.calibration import calibration_set
+            calib = None
+            if precision in ("int8", "mixed"):  # the static rungs
+                from dfedge.data.calibration import calibration_set
 
-                    calib = calibration_set(f"toy:train:{args.calib}", args.calib)
-                quantizer.quantize(det, example, out, precision, metadata, cache, calib, report)
+                calib = calibration_set(f"toy:train:{args.calib}", args.calib)
+            job = Job(det, target, precision, BENCH_NAME, out.name, {}, {}, crop, calib, cache=cache)
+            target.convert_for(precision)(job, out, report)  # the table's exporter or quantizer
             seconds = time.perf_counter() - start
             files = {p.relative_to(out).as_posix(): p.stat().st_size for p in out.rglob("*") if p.is_file()}
             result["rungs"][precision] = {"status": "ok", "convert_s": seconds, "files": files,
@@ -178,7 +171,7 @@ def worker_export(args) -> dict:
             shutil.rmtree(out, ignore_errors=True)
             result["rungs"][precision] = {"status": "failed", "convert_s": time.perf_counter() - start,
                                           "reason": f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"}
-        print(f"{target}-{precision}: {result['rungs'][precision]['status']} "
+        print(f"{target.name}-{precision}: {result['rungs'][precision]['status']} "
               f"({result['rungs'][precision]['convert_s']:.0f} s, peak RSS so far {peak_rss_gb():.1f} GB)", flush=True)
         gc.collect()
     result["peak_rss_gb"] = peak_rss_gb()

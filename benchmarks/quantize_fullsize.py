@@ -14,22 +14,17 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from dfedge.data.sources import ToySet
-from dfedge.export import onnx as onnx_export
-from dfedge.export import openvino as ov_export
-from dfedge.export import tflite as tflite_export
-from dfedge.export.bundle import check_parity
+from dfedge.data.calibration import calibration_set
+from dfedge.data.sources import toy_crops
+from dfedge.eval.gate import check_parity
+from dfedge.export.job import Job
 from dfedge.models.factory import DetectorSpec, build_detector
-from dfedge.quantize import onnx as onnx_q
-from dfedge.quantize import openvino as ov_q
-from dfedge.quantize import tflite as tflite_q
-from dfedge.quantize.calibration import calibration_set
-from dfedge.quantize.ladder import median_latency_ms
+from dfedge.runtimes import open_runner, torch_runner
+from dfedge.runtimes.standalone import time_runner
+from dfedge.targets import TARGETS
 
-MODULES = {"openvino": (ov_export, ov_q), "onnx": (onnx_export, onnx_q), "tflite": (tflite_export, tflite_q)}
 RUNGS = [("openvino", "fp32"), ("openvino", "int8-weights"), ("openvino", "int8"), ("openvino", "int4-weights"),
          ("onnx", "fp32"), ("onnx", "int8-weights"), ("onnx", "int8")]
 
@@ -45,28 +40,25 @@ def main() -> None:
     torch.set_num_threads(2)
     det = build_detector(DetectorSpec(preset="full"))
     calib = calibration_set(f"toy:train:{args.calib}", args.calib)
-    crop = ToySet("val", 1)[0].image.transpose(2, 0, 1)[None].astype(np.float32)
-    with torch.no_grad():
-        start = time.perf_counter()
-        det(torch.from_numpy(crop))
-        torch_ms = (time.perf_counter() - start) * 1e3
-    rows, caches = [], {target: {} for target in MODULES}
+    crop = toy_crops(1)  # [1, 3, 448, 448]
+    reference = torch_runner(det)
+    start = time.perf_counter()
+    reference(crop)
+    torch_ms = (time.perf_counter() - start) * 1e3
+    rows, caches = [], {target: {} for target in TARGETS}
     for target, precision in rungs:
         out = Path(tempfile.mkdtemp(prefix=f"{target}-{precision}-"))
         start, report = time.perf_counter(), {}
-        example = torch.from_numpy(crop)
-        exporter, quantizer = MODULES[target]
-        if precision == "fp32":
-            exporter.export(det, example, out, "fp32", {}, caches[target])
-        else:
-            quantizer.quantize(det, example, out, precision, {}, caches[target], calib, report)
+        job = Job(det, TARGETS[target], precision, "full", out.name, {}, {}, crop, calib, cache=caches[target])
+        TARGETS[target].convert_for(precision)(job, out, report)  # the exporter or the quantizer of the table
         seconds = time.perf_counter() - start
-        runner = exporter.load(out, 2)
-        parity = check_parity(det, runner, crop, precision)
+        runner, _ = open_runner(out, target, threads=2)
+        parity = check_parity(reference, runner, crop, precision)
         size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
         rows.append({"target": target, "precision": precision, "size_mb": size, "quantize_s": seconds,
-                     "p50_ms": median_latency_ms(runner, crop, args.runs), "max_abs_logit": parity.max_abs_logit,
-                     "mask_agreement": parity.mask_agreement, "tool": report.get("tool", "export")})
+                     "p50_ms": time_runner(runner, crop, 1, args.runs)["latency_ms"]["p50"],
+                     "max_abs_logit": parity.max_abs_logit, "mask_agreement": parity.mask_agreement,
+                     "tool": report.get("tool", "export")})
         print(json.dumps(rows[-1]), flush=True)
     fp32 = {r["target"]: r["size_mb"] for r in rows if r["precision"] == "fp32"}
     for r in rows:

@@ -1,11 +1,14 @@
-"""`dfedge build`, the main job: export -> quantize -> validate -> bench -> package, for every region index x
-target x precision, into `dist/<name>/` with one folder per bundle, report.md, build.json and bench.json.
+"""The one pipeline: `dfedge build`, the main job, and its narrowed forms `dfedge export` and `dfedge quantize`.
 
-Every bundle passes the same gate against the torch FP32 reference of the exact detector (the paper's): parity
-with its own torch graph, then AUC drift and token-mask agreement on the validation data. A bundle the gate
-refuses is reported (❎) and not shipped; a step that fails is reported (❌) and the others go on. The set is
-assembled in `dist/.<name>.partial/` and renamed into place at the end, so `dist/<name>` never holds a mix of
-an old and a new build.
+For every region index x target x precision of the plan: export or quantize -> parity against the rung's own torch
+graph -> gate (AUC drift and token-mask agreement against the torch FP32 reference of the exact detector, the
+paper's) -> bundle; then bench every shipped bundle against torch FP32 eager in one run, and report. A bundle the
+gate refuses is reported (❎) and not shipped; a step that fails is reported (❌) and the others go on.
+
+The three commands are one `BuildConfig` with a different `command` (COMMANDS): which precisions it plans, the
+names of its report files, and whether it replaces the whole set (build) or only the bundles it planned (export,
+quantize). Everything is staged in `dist/.<name>.partial/` first, so `dist/<name>` never holds a half-written
+bundle or a mix of an old and a new build.
 """
 
 from __future__ import annotations
@@ -14,15 +17,48 @@ import dataclasses
 import json
 import shutil
 import time
-import traceback
 import tomllib
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .export.targets import TARGETS, resolve
-from .models.factory import DetectorSpec
+from ._version import __version__
+from .data.calibration import calibration_set
+from .data.sources import open_set, toy_crops
+from .eval.gate import Gate, GateError, Validation
+from .eval.metrics import binary_metrics
+from .eval.scores import save_scores
+from .eval.validate import Budget
+from .export.bundle import replace_folder, write_bundle
+from .export.job import Job
+from .models.checkpoint import atomic_write
+from .models.factory import DetectorSpec, build_detector, gflops, meta_detector, weight_sources
+from .models.ladder import RUNGS
+from .runtimes import torch_runner
+from .runtimes.bench import bench_set
+from .runtimes.standalone import bundle_bytes
+from .targets import TARGETS, resolve
 
-MARKS = {"ok": "✅", "gate": "❎", "error": "❌"}
+MARKS = {"ok": "✅", "gate": "❎", "error": "❌"}  # shipped · refused by the gate, not shipped · a step failed
+
+
+@dataclass(frozen=True)
+class Command:
+    """What a command builds: which precisions of a row it plans, and how its set lands in dist/<name>."""
+
+    kinds: str  # all | exported | quantized: the precisions of each target it may plan
+    report: str  # markdown report file
+    record: str  # JSON record file
+    whole_set: bool  # True: dist/<name> is replaced by this set; False: only the planned bundles are replaced
+    defaults: dict = field(default_factory=dict)  # BuildConfig values of this command where the command line gives none
+
+    def precisions(self, target) -> tuple[str, ...]:
+        return {"all": target.all_precisions, "exported": target.precisions, "quantized": target.quantized}[self.kinds]
+
+
+COMMANDS = {"build": Command("all", "report.md", "build.json", True),
+            "export": Command("exported", "export-report.md", "export.json", False, {"data": None, "bench_runs": 0}),
+            "quantize": Command("quantized", "quantize-report.md", "quantize.json", False, {"bench_runs": 5, "bench_warmup": 1})}
 
 
 @dataclass
@@ -31,42 +67,49 @@ class BuildConfig:
     name: str | None = None  # default: the preset
     dist: Path = Path("dist")
     targets: tuple[str, ...] = ("all",)
-    precisions: tuple[str, ...] = ()  # empty: every precision and quantized rung of each target (targets.TARGETS)
+    precisions: tuple[str, ...] = ()  # empty: every precision of each target that the command builds
     region_indexes: tuple[str, ...] = ("exact",)
     region_head: str | None = None  # the distilled rung's head file (default: the preset's shipped one)
     calib: str = "toy"
     calib_size: int = 300
-    data: str = "toy:val:200"
+    data: str | None = "toy:val:200"  # the gate's validation split; None: parity only (dfedge export)
     max_auc_drop: float = 0.005
     min_mask_agreement: float = 0.99
     accuracy_iterations: int = 3
     parity_samples: int = 4
-    bench_runs: int = 10
+    bench_runs: int = 10  # 0: no benchmark
     bench_warmup: int = 2
     threads: int = 0
+    command: str = "build"
 
     @property
     def set_name(self) -> str:
         return self.name or self.spec.preset
 
+    @property
+    def kind(self) -> Command:
+        return COMMANDS[self.command]
+
     def plan(self) -> list[tuple[str, str, str]]:
         """(region index, target, precision) of every requested bundle, in build order."""
         targets = resolve(list(self.targets))
-        known = {p for t in targets for p in t.precisions + t.quantized}
+        known = {p for t in targets for p in self.kind.precisions(t)}
         unknown = [p for p in self.precisions if p not in known]
         if unknown:
-            raise ValueError(f"no selected target has the precision '{unknown[0]}' (known: {', '.join(sorted(known))})")
-        from .models.ladder import RUNGS
-
+            raise ValueError(f"no selected target has the precision '{unknown[0]}' for dfedge {self.command} "
+                             f"(known: {', '.join(sorted(known))})")
         bad = [r for r in self.region_indexes if r not in RUNGS]
         if bad:
             raise ValueError(f"unknown region index '{bad[0]}' (known: {', '.join(RUNGS)})")
         return [(r, t.name, p) for r in self.region_indexes for t in targets
-                for p in t.precisions + t.quantized if not self.precisions or p in self.precisions]
+                for p in self.kind.precisions(t) if not self.precisions or p in self.precisions]
+
+    def rung_spec(self, rung: str) -> DetectorSpec:
+        return dataclasses.replace(self.spec, region_index=rung, region_head=self.region_head if rung == "distilled" else None)
 
 
 SPEC_KEYS = {f.name for f in dataclasses.fields(DetectorSpec)} - {"region_index", "region_head"}  # per rung
-CONFIG_KEYS = {f.name for f in dataclasses.fields(BuildConfig)} - {"spec"}
+CONFIG_KEYS = {f.name for f in dataclasses.fields(BuildConfig)} - {"spec", "command"}
 
 
 def read_config(path: Path) -> dict:
@@ -84,7 +127,7 @@ def read_config(path: Path) -> dict:
     return data
 
 
-def make_config(values: dict) -> BuildConfig:
+def make_config(values: dict, command: str = "build") -> BuildConfig:
     """BuildConfig from flat key/values (config file merged with command-line options; None = not given)."""
     values = {k: v for k, v in values.items() if v is not None}
     spec = DetectorSpec(**{k: str(v) if isinstance(v, Path) else v for k, v in values.items() if k in SPEC_KEYS})
@@ -94,178 +137,84 @@ def make_config(values: dict) -> BuildConfig:
             cfg[key] = tuple([cfg[key]] if isinstance(cfg[key], str) else cfg[key])
     if "dist" in cfg:
         cfg["dist"] = Path(cfg["dist"])
-    return BuildConfig(spec=spec, **cfg)
+    return BuildConfig(spec=spec, command=command, **{**COMMANDS[command].defaults, **cfg})
 
 
 @dataclass
 class Row:
+    """One bundle of the plan, as every command reports it."""
+
     region_index: str
     target: str
     precision: str
-    status: str = "ok"  # ok ✅ | gate ❎ (refused, not shipped) | error ❌ (a step failed)
+    folder: str
+    status: str = "ok"  # MARKS
     reason: str = ""
-    folder: str | None = None
     size_mb: float | None = None
     gflops: float | None = None
-    max_abs_logit: float | None = None  # parity against the rung's own torch graph
+    max_abs_logit: float | None = None  # against the gate's reference on its split; ungated: the rung's torch graph on the parity crops
+    mean_abs_logit: float | None = None
+    mask_agreement: float | None = None
     auc: float | None = None
     delta_auc: float | None = None  # vs the exact torch FP32 reference
-    mask_agreement: float | None = None
     p50_ms: float | None = None
     fps: float | None = None
     speedup: float | None = None  # torch eager p50 / p50
     bench_note: str = ""
     seconds: float = 0.0
+    tool: str = ""
+    conversion: dict | None = None  # what the converter did (the manifest's `conversion`), shipped or refused
+
+    def shipped(self, manifest: dict) -> None:
+        judged = manifest.get("gate") or manifest["parity"]
+        self.size_mb = bundle_bytes(manifest) / 1e6
+        self.max_abs_logit, self.mean_abs_logit = judged["max_abs_logit"], judged["mean_abs_logit"]
+        self.mask_agreement = judged["mask_agreement"]
+        self.auc, self.delta_auc = judged.get("auc"), judged.get("delta_auc")
+        self.conversion = manifest["conversion"]
+        self.tool = self.conversion.get("tool", "")
+
+    def failed(self, e: BaseException) -> None:
+        self.status = "gate" if isinstance(e, GateError) else "error"
+        self.reason = str(e) if isinstance(e, GateError) else reason(e)
+        self.conversion = getattr(e, "conversion", None)
 
     def cells(self) -> list[str]:
         status = f"{MARKS[self.status]} {self.reason}".strip()
         latency = _fmt(self.p50_ms, ".1f") if self.p50_ms is not None else (self.bench_note or "-")
         return [self.region_index, self.target, self.precision, status, _fmt(self.size_mb, ".2f"),
-                _fmt(self.gflops, ".2f"), _fmt(self.auc, ".4f"),
+                _fmt(self.gflops, ".2f"), _fmt(self.max_abs_logit, ".2e"), _fmt(self.mean_abs_logit, ".2e"),
+                _fmt(self.mask_agreement, ".4f"), _fmt(self.auc, ".4f"),
                 _fmt(None if self.delta_auc is None else self.delta_auc * 100, "+.2f"), latency, _fmt(self.fps, ".1f"),
                 _fmt(self.speedup, ".2f")]
 
+    def accuracy_lines(self) -> list[str]:
+        """What accuracy control did, for a mixed rung: the AUC of each model NNCF validated and the reverted ops."""
+        q = self.conversion or {}
+        if "reverted_to_float" not in q:
+            return []
+        aucs = q["accuracy"]["validated_auc"]
+        steps = ["initial (FP32, mask-path weights INT8)", "fully quantized"] + [f"after step {i}" for i in range(1, len(aucs) - 1)]
+        reverted = q["reverted_to_float"]
+        lines = [f"{self.target} {self.precision}: torch FP32 AUC {q['accuracy']['reference_auc']:.4f}; NNCF validated "
+                 + ", ".join(f"{step} {auc:.4f}" for step, auc in zip(steps, aucs))
+                 + f". Reverted to float: {len(reverted)} of {q['quantized_int8']} INT8 ops"
+                 + (":" if reverted else " (the fully quantized model was within NNCF's target).")]
+        return lines + [f"  - `{op}`" for op in reverted]
 
-COLUMNS = ["region index", "target", "precision", "status", "size MB", "GFLOPs", "AUC", "ΔAUC pp", "p50 ms", "FPS",
-           "× torch"]
+
+COLUMNS = ["region index", "target", "precision", "status", "size MB", "GFLOPs", "max abs Δlogit", "mean abs Δlogit",
+           "mask agr.", "AUC", "ΔAUC pp", "p50 ms", "FPS", "× torch"]
 
 
 def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _reason(e: BaseException) -> str:
+def reason(e: BaseException) -> str:
+    """One line for a failed step: the exception's type and the first line of its message."""
     text = str(e).strip()
     return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
-
-
-def run_build(config: BuildConfig, log=lambda msg: None, advance=lambda n=1: None) -> tuple[list[Row], Path]:
-    """Build every planned bundle; returns the rows of the summary and dist/<name>."""
-    plan = config.plan()
-    name, dist = config.set_name, Path(config.dist)
-    staging = dist / f".{name}.partial"  # bundles are written to staging/name, renamed to dist/name at the end
-    stage = staging / name
-    shutil.rmtree(staging, ignore_errors=True)
-    stage.mkdir(parents=True)
-    try:
-        rows = _build_all(config, plan, staging, stage, log, advance)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    final = dist / name
-    _replace(stage, final)
-    shutil.rmtree(staging, ignore_errors=True)
-    return rows, final
-
-
-def _build_all(config: BuildConfig, plan, staging: Path, stage: Path, log, advance) -> list[Row]:
-    from .data.sources import open_set
-    from .eval.scores import save_scores
-    from .eval.validate import Budget
-    from .export.bundle import GateError, toy_crops, weight_sources, write_bundle
-    from .models.factory import build_detector, gflops, meta_detector
-    from .quantize.calibration import calibration_set
-    from .quantize.ladder import Validation, gate, write_rung
-    from .runtimes.bench import bench_bundle, bench_reference
-
-    name = stage.name
-    exact = config.spec  # region_index "exact": the paper's detector, the reference of every gate
-    log(f"reference: torch FP32 (exact region index) on {config.data}")
-    validation = Validation.build(build_detector(exact), open_set(config.data, config.spec.region), config.data)
-    save_scores(stage / "reference.scores", validation.reference)
-    budget = Budget(config.max_auc_drop)
-    parity_images = toy_crops(config.parity_samples)
-    needs_calib = any(p in TARGETS[t].quantized for _, t, p in plan)
-    calib = calibration_set(config.calib, config.calib_size, config.spec.region) if needs_calib else None
-    advance()
-
-    rows: list[Row] = []
-    for rung in dict.fromkeys(r for r, _, _ in plan):
-        spec = dataclasses.replace(config.spec, region_index=rung,
-                                   region_head=config.region_head if rung == "distilled" else None)
-        det = build_detector(spec)
-        flops = gflops(meta_detector(spec))["total"]
-        sources = weight_sources(spec)
-        options = {"preset": spec.preset, "head": spec.head, "region": spec.region, "dinov3_input": spec.dinov3_input,
-                   "region_index": rung, "validation": config.data, "parity_samples": config.parity_samples}
-        caches: dict[str, dict] = {}
-        for r, target_name, precision in plan:
-            if r != rung:
-                continue
-            target = TARGETS[target_name]
-            folder = f"{target.name}-{precision}" + ("" if rung == "exact" else f"-{rung}")
-            row = Row(rung, target.name, precision, folder=folder, gflops=flops)
-            start = time.time()
-            log(f"{folder}: {'exporting' if precision in target.precisions else 'quantizing'}")
-            the_gate = _gate_fn(gate, validation, budget, config.min_mask_agreement)
-            try:
-                if precision in target.precisions:
-                    _, manifest = write_bundle(det, target, precision, staging, name, sources, options, parity_images,
-                                               log=log, cache=caches.setdefault(target.name, {}), gate=the_gate,
-                                               folder=folder)
-                else:
-                    _, manifest = write_rung(det, target, precision, staging, name, sources, options, parity_images,
-                                             calib, validation, budget, config.min_mask_agreement,
-                                             config.accuracy_iterations, log, caches.setdefault(target.name, {}),
-                                             folder=folder)
-            except GateError as e:
-                row.status, row.reason = "gate", str(e)
-            except Exception as e:  # noqa: BLE001 - a failing bundle never aborts the others; it is reported
-                row.status, row.reason = "error", _reason(e)
-                traceback.print_exc()  # whole, to stderr: the CLI's build.log
-            else:
-                g = manifest["gate"]
-                row.size_mb = sum(f["bytes"] for f in manifest["files"].values()) / 1e6
-                row.max_abs_logit = manifest["parity"]["max_abs_logit"]
-                row.auc, row.delta_auc, row.mask_agreement = g["auc"], g["delta_auc"], g["mask_agreement"]
-            row.seconds = time.time() - start
-            rows.append(row)
-            advance()
-
-    bench = _bench(rows, stage, config, log, advance, bench_bundle, bench_reference)
-    _write_reports(stage, config, rows, validation, bench)
-    return rows
-
-
-def _gate_fn(gate, validation, budget, min_mask):
-    return lambda runner: gate(validation, budget, min_mask, runner)
-
-
-def _bench(rows: list[Row], stage: Path, config: BuildConfig, log, advance, bench_bundle, bench_reference) -> dict:
-    """Time every shipped bundle in its own process, and torch FP32 eager once per region index."""
-    from .runtimes.bench import SET_SCHEMA, reference_spec
-    from .runtimes.standalone import verify
-
-    results, references = [], {}
-    for row in rows:
-        if row.status != "ok":
-            continue
-        log(f"{row.folder}: timing ({config.bench_runs} runs)")
-        result = bench_bundle(stage / row.folder, config.bench_runs, config.bench_warmup, config.threads)
-        results.append(result)
-        if row.region_index not in references:
-            spec = dict(reference_spec(verify(stage / row.folder)), **_weights(config, row.region_index))
-            log(f"torch fp32 {row.region_index}: timing the reference")
-            references[row.region_index] = bench_reference(spec, config.bench_runs, config.bench_warmup, config.threads)
-        ref = references[row.region_index]
-        if result.get("status") == "ok":
-            row.p50_ms, row.fps = result["latency_ms"]["p50"], result["fps"]
-            if ref.get("status") == "ok":
-                row.speedup = result["speedup_vs_torch"] = ref["latency_ms"]["p50"] / row.p50_ms
-        else:
-            row.bench_note = "macOS only" if row.target == "coreml" and result.get("status") == "unavailable" \
-                else f"bench {result.get('status')}: {result.get('reason', '')}"[:60]
-        advance()
-    return {"schema": SET_SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "references": list(references.values()), "results": results}
-
-
-def _weights(config: BuildConfig, rung: str) -> dict:
-    """The reference process times the same weights the bundles were made from."""
-    out = {k: getattr(config.spec, k) for k in ("dinov3", "parser", "probe") if getattr(config.spec, k)}
-    if rung == "distilled" and config.region_head:
-        out["region_head"] = config.region_head
-    return out
 
 
 def markdown_table(rows: list[Row]) -> str:
@@ -273,57 +222,162 @@ def markdown_table(rows: list[Row]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r.cells()) + " |" for r in rows])
 
 
-def _write_reports(stage: Path, config: BuildConfig, rows: list[Row], validation, bench: dict) -> None:
-    from . import __version__
-    from .eval.metrics import binary_metrics
-    from .export.bundle import weight_sources
-    from .models.checkpoint import atomic_write
+def run_build(config: BuildConfig, log=lambda msg: None, advance=lambda n=1: None) -> tuple[list[Row], Path]:
+    """Build every planned bundle; returns the rows of the summary and dist/<name>."""
+    plan = config.plan()
+    name, dist = config.set_name, Path(config.dist)
+    staging = dist / f".{name}.partial"  # bundles are written to staging/name, moved to dist/name at the end
+    stage = staging / name
+    shutil.rmtree(staging, ignore_errors=True)
+    stage.mkdir(parents=True)
+    try:
+        rows = _build_all(config, plan, staging, log, advance)
+        final = dist / name
+        if config.kind.whole_set:
+            replace_folder(stage, final)
+        else:
+            _merge(stage, final, rows, config.kind)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return rows, final
 
-    ref = validation.reference
-    scored = int(ref.scored.sum())
-    ref_auc = binary_metrics(ref.labels[ref.scored], ref.logits[ref.scored], ref.threshold).auc
-    spec = config.spec
+
+def _build_all(config: BuildConfig, plan, staging: Path, log, advance) -> list[Row]:
+    stage = staging / config.set_name
+    gate = _gate(config, stage, log)
+    parity_images = toy_crops(config.parity_samples)
+    calib = (calibration_set(config.calib, config.calib_size, config.spec.region)
+             if any(p in TARGETS[t].quantized for _, t, p in plan) else None)
+    advance()
+    rows: list[Row] = []
+    for rung in dict.fromkeys(r for r, _, _ in plan):
+        spec = config.rung_spec(rung)
+        det = build_detector(spec)
+        flops = gflops(meta_detector(spec))["total"]
+        sources = weight_sources(spec)
+        options = {"preset": spec.preset, "head": spec.head, "region": spec.region, "dinov3_input": spec.dinov3_input,
+                   "region_index": rung, "validation": config.data, "parity_samples": config.parity_samples}
+        caches: dict[str, dict] = {}  # one conversion per target, shared by its precisions
+        for _, target, precision in (step for step in plan if step[0] == rung):
+            folder = f"{target}-{precision}" + ("" if rung == "exact" else f"-{rung}")
+            job = Job(det, TARGETS[target], precision, config.set_name, folder, sources, options, parity_images,
+                      calib, gate, config.accuracy_iterations, caches.setdefault(target, {}))
+            rows.append(_run(job, staging, flops, log))
+            advance()
+    bench = _bench(rows, stage, config, log, advance) if config.bench_runs > 0 else None
+    _write_reports(stage, config, rows, gate, bench)
+    return rows
+
+
+def _gate(config: BuildConfig, stage: Path, log) -> Gate | None:
+    """The reference's scores on the validation split (written as reference.scores), or None without one."""
+    if config.data is None:
+        return None
+    log(f"reference: torch FP32 (exact region index) on {config.data}")
+    exact = build_detector(config.spec)
+    validation = Validation.build(torch_runner(exact), exact.probe.info.threshold,
+                                  open_set(config.data, config.spec.region), config.data)
+    save_scores(stage / "reference.scores", validation.reference)
+    return Gate(validation, Budget(config.max_auc_drop), config.min_mask_agreement)
+
+
+def _run(job: Job, staging: Path, flops: float, log) -> Row:
+    row = Row(job.options["region_index"], job.target.name, job.precision, job.folder, gflops=flops)
+    start = time.time()
+    log(f"{job.folder}: {'exporting' if job.precision in job.target.precisions else 'quantizing'}")
+    try:
+        _, manifest = write_bundle(job, staging, log)
+    except GateError as e:
+        row.failed(e)
+    except Exception as e:  # noqa: BLE001 - a failing bundle never aborts the others; it is reported
+        row.failed(e)
+        traceback.print_exc()  # whole, to stderr: the command's log
+    else:
+        row.shipped(manifest)
+    row.seconds = time.time() - start
+    return row
+
+
+def _bench(rows: list[Row], stage: Path, config: BuildConfig, log, advance) -> dict:
+    """Every shipped bundle through its own bench.py, and torch FP32 eager once per region index (bench_set)."""
+    shipped = [r for r in rows if r.status == "ok"]
+    log(f"timing {len(shipped)} bundles ({config.bench_runs} runs each) and the torch reference")
+    bench = bench_set([stage / r.folder for r in shipped], config.bench_runs, config.bench_warmup, config.threads,
+                      progress=lambda _: advance())
+    for row, result in zip(shipped, bench["results"]):
+        if result.get("status") == "ok":
+            row.p50_ms, row.fps, row.speedup = result["latency_ms"]["p50"], result["fps"], result.get("speedup_vs_torch")
+        elif row.target == "coreml" and result.get("status") == "unavailable":
+            row.bench_note = "macOS only"
+        else:
+            row.bench_note = f"bench {result.get('status')}: {result.get('reason', '')}"[:60]
+    return bench
+
+
+def _write_reports(stage: Path, config: BuildConfig, rows: list[Row], gate: Gate | None, bench: dict | None) -> None:
+    spec, kind = config.spec, config.kind
     weights = {part: rec.get("file") or rec.get("note") for part, rec in weight_sources(spec).items()}
     passed = sum(r.status == "ok" for r in rows)
+    reference, ref_auc = "Parity only: no validation split (`--data`), so no AUC gate.", None
+    if gate is not None:
+        ref = gate.validation.reference
+        ref_auc = binary_metrics(ref.labels[ref.scored], ref.logits[ref.scored], ref.threshold).auc
+        reference = (f"Reference: torch FP32, exact region index, on `{config.data}` ({len(ref)} crops, "
+                     f"{int(ref.scored.sum())} with a region found), AUC {ref_auc:.4f}. Gate: ΔAUC ≥ "
+                     f"−{config.max_auc_drop * 100:.2f} pp and token-mask agreement ≥ {config.min_mask_agreement} "
+                     "against it.")
+    latency = ("No benchmark." if bench is None else
+               f"Latency: `bench.py` of each bundle in its own process, {config.bench_runs} runs after "
+               f"{config.bench_warmup} warm-up, threads {config.threads or 'all'}; × torch = torch FP32 eager p50 / p50 "
+               "on the same host in the same run.")
     lines = [
-        f"# dfedge build `{config.set_name}`", "",
-        f"{passed} of {len(rows)} bundles passed. Reference: torch FP32, exact region index, on `{config.data}` "
-        f"({len(ref)} crops, {scored} with a region found), AUC {ref_auc:.4f}.", "",
-        f"Gate per bundle: parity with its own torch graph (|Δlogit| / max(1, |logit|) ≤ 1e-4 fp32, ≤ 1e-2 fp16), then "
-        f"ΔAUC ≥ −{config.max_auc_drop * 100:.2f} pp and token-mask agreement ≥ {config.min_mask_agreement} against "
-        f"the reference. ✅ shipped · ❎ refused by the gate (not shipped) · ❌ a step failed.", "",
-        f"Latency: `bench.py` of each bundle in its own process, {config.bench_runs} runs after "
-        f"{config.bench_warmup} warm-up, threads {config.threads or 'all'}; × torch = torch FP32 eager p50 / p50 on "
-        f"the same host in the same run. GFLOPs: the fused graph per face at this preset.", "",
+        f"# dfedge {config.command} `{config.set_name}`", "",
+        f"{passed} of {len(rows)} bundles passed. {reference}", "",
+        "Every bundle first matches its own torch graph on toy crops (|Δlogit| / max(1, |logit|) ≤ 1e-4 fp32, ≤ 1e-2 "
+        "fp16; token masks). ✅ shipped · ❎ refused by the gate (not shipped) · ❌ a step failed. |Δlogit| and mask "
+        "agreement: against the reference on the validation split when gated, else against the rung's torch graph on "
+        "the parity crops. GFLOPs: the fused graph per face at this preset.", "",
+        latency, "",
         markdown_table(rows), "",
         "## Settings", "",
         f"- model: preset `{spec.preset}`, head `{spec.head}`, region `{spec.region}`, DINOv3 input {spec.dinov3_input}; "
         f"weights {json.dumps(weights)}",
         f"- calibration (quantized rungs): `{config.calib}`, {config.calib_size} crops",
-        f"- dfedge {__version__}; files: `reference.scores` (the reference's scores), `build.json`, `bench.json` "
-        "(`dfedge report merge` reads it)", "",
+        f"- dfedge {__version__}; files: `{kind.record}` (every row and the settings)"
+        + (", `reference.scores` (the reference's scores)" if gate else "")
+        + (", `bench.json` (`dfedge report merge` reads it)" if bench else ""), "",
         "## Run a bundle on a device", "",
         "Copy a bundle folder and run `python bench.py --label \"my device\"` (numpy and the runtime only); "
         "merge results with `dfedge report merge *.json`.",
     ]
+    control = [line for r in rows for line in r.accuracy_lines()]
+    if control:
+        lines += ["", "## Accuracy control", "", *control, "",
+                  "A shipped rung's manifest holds the same record: `conversion`."]
     failures = [r for r in rows if r.status != "ok"]
     if failures:
         lines += ["", "## Not shipped", ""] + [f"- `{r.folder}` {MARKS[r.status]}: {r.reason}" for r in failures]
-    atomic_write(stage / "report.md", lambda t: t.write_text("\n".join(lines) + "\n"))
-    record = {"schema": "dfedge-build/1", "config": _jsonable(dataclasses.asdict(config)), "reference_auc": ref_auc,
-              "rows": [dataclasses.asdict(r) for r in rows]}
-    atomic_write(stage / "build.json", lambda t: t.write_text(json.dumps(record, indent=2, default=str)))
-    atomic_write(stage / "bench.json", lambda t: t.write_text(json.dumps(bench, indent=2)))
+    atomic_write(stage / kind.report, lambda t: t.write_text("\n".join(lines) + "\n"))
+    record = {"schema": "dfedge-build/1", "command": config.command, "config": _jsonable(dataclasses.asdict(config)),
+              "reference_auc": ref_auc, "rows": [dataclasses.asdict(r) for r in rows]}
+    atomic_write(stage / kind.record, lambda t: t.write_text(json.dumps(record, indent=2, default=str)))
+    if bench is not None:
+        atomic_write(stage / "bench.json", lambda t: t.write_text(json.dumps(bench, indent=2)))
 
 
 def _jsonable(obj):
     return json.loads(json.dumps(obj, default=str))
 
 
-def _replace(stage: Path, final: Path) -> None:
-    old = final.with_name(f".{final.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    stage.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+def _merge(stage: Path, final: Path, rows: list[Row], kind: Command) -> None:
+    """A narrowed build's set into dist/<name>: each planned bundle replaces its namesake, a refused or failed one
+    removes it (never left shipped beside a report that refuses it); the other bundles there stay."""
+    final.mkdir(parents=True, exist_ok=True)
+    for row in rows:
+        if row.status == "ok":
+            replace_folder(stage / row.folder, final / row.folder)
+        else:
+            shutil.rmtree(final / row.folder, ignore_errors=True)
+    for path in stage.iterdir():
+        if path.is_file():
+            path.replace(final / path.name)

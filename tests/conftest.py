@@ -9,6 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from dfedge.cli import app
+from dfedge.data.sources import toy_crops
+from dfedge.export.job import Job
+from dfedge.targets import TARGETS
 
 # fp32 and fp16 on every target, gated on a small validation split.
 BUILD_ARGS = ["--precision", "fp32", "--precision", "fp16", "--data", "toy:val:40", "--bench-runs", "2", "--name", "toy"]
@@ -20,6 +23,19 @@ def toy_build(tmp_path_factory):
     out = tmp_path_factory.mktemp("dist")
     result = CliRunner().invoke(app, ["build", "--out", str(out), *BUILD_ARGS])
     return result, out / "toy"
+
+
+@pytest.fixture(scope="session")
+def make_job():
+    """make_job(detector, target, precision="fp32", **Job fields) -> the Job of one bundle, as the build makes it:
+    set "toy", folder TARGET-PRECISION, no sources or options, one toy val crop for parity, no gate."""
+
+    def make(detector, target: str, precision: str = "fp32", **fields) -> Job:
+        fields = {"name": "toy", "folder": f"{target}-{precision}", "sources": {}, "options": {},
+                  "parity_images": toy_crops(1), **fields}
+        return Job(detector, TARGETS[target], precision, **fields)
+
+    return make
 
 
 @pytest.hookimpl(tryfirst=True)

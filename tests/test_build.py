@@ -9,9 +9,9 @@ from typer.testing import CliRunner
 
 from dfedge.build import BuildConfig, make_config, read_config
 from dfedge.cli import app
-from dfedge.export.targets import TARGETS
 from dfedge.models.factory import DetectorSpec, gflops, meta_detector
 from dfedge.runtimes import verify
+from dfedge.targets import TARGETS
 
 
 def test_toy_build_ships_every_target(toy_build):
@@ -39,26 +39,34 @@ def test_toy_build_ships_every_target(toy_build):
 
 
 def test_refused_bundles_are_reported_not_shipped(tmp_path):
-    """A region-index rung goes through the build like a precision. Static INT8 moves mouth tokens on toy faces:
-    the gate refuses it (❎), the build goes on and exits 1. (A 2 pp budget: on 40 faces one swapped pair moves
-    the AUC by ~1 pp, and lite-head fp32 drops 0.94 pp here.)"""
-    (tmp_path / "toy" / "onnx-int8-lite-head").mkdir(parents=True)  # a stale bundle of an earlier build must go
-    result = CliRunner().invoke(app, ["build", "--target", "onnx", "--precision", "fp32", "--precision", "int8",
-                                      "--region-index", "lite-head", "--data", "toy:val:40", "--max-auc-drop", "0.02",
-                                      "--calib-size", "40", "--bench-runs", "1", "--out", str(tmp_path)])
+    """A region-index rung goes through the build like a precision, and a rung that decides differently from the
+    reference is refused (❎), not shipped, while the build goes on and exits 1. The refused rung is parser-224 in
+    FP32: the toy parser was trained only at 448, so fed 224 crops it loses the mouth (ΔAUC ≈ −47 pp on
+    toy:test:400, docs/region-index.md); an FP32 graph's verdict does not depend on the host's INT8 kernels, as a
+    static INT8 rung's does. int8-weights keeps activations float. (A 2 pp budget: on 40 faces one swapped pair
+    moves the AUC by ~1 pp, and lite-head fp32 drops 0.94 pp here.)"""
+    (tmp_path / "toy" / "onnx-fp32-parser-224").mkdir(parents=True)  # a stale bundle of an earlier build must go
+    result = CliRunner().invoke(app, ["build", "--target", "onnx", "--precision", "fp32", "--precision", "int8-weights",
+                                      "--region-index", "lite-head", "--region-index", "parser-224",
+                                      "--data", "toy:val:40", "--max-auc-drop", "0.02", "--calib-size", "40",
+                                      "--bench-runs", "1", "--out", str(tmp_path)])
     assert result.exit_code == 1, result.output
     dist = tmp_path / "toy"
-    fp32, int8 = json.loads((dist / "build.json").read_text())["rows"]
+    rows = {(r["region_index"], r["precision"]): r for r in json.loads((dist / "build.json").read_text())["rows"]}
+    fp32, weights = rows["lite-head", "fp32"], rows["lite-head", "int8-weights"]
     assert fp32["status"] == "ok" and fp32["folder"] == "onnx-fp32-lite-head" and fp32["p50_ms"] > 0
+    assert weights["status"] == "ok" and weights["conversion"]["tool"].startswith("nncf")
     exact_gflops = gflops(meta_detector(DetectorSpec()))["total"]
     assert fp32["gflops"] == pytest.approx(gflops(meta_detector(DetectorSpec(region_index="lite-head")))["total"])
     assert fp32["gflops"] < exact_gflops  # UPerHead fused at 56², not 112²
     assert verify(dist / "onnx-fp32-lite-head")["export_options"]["region_index"] == "lite-head"
-    assert int8["status"] == "gate" and "AUC drop" in int8["reason"] and "> budget 2.00 pp" in int8["reason"]
-    assert not (dist / "onnx-int8-lite-head").exists()
+    for precision in ("fp32", "int8-weights"):
+        refused = rows["parser-224", precision]
+        assert refused["status"] == "gate" and "AUC drop" in refused["reason"] and "> budget 2.00 pp" in refused["reason"]
+        assert not (dist / refused["folder"]).exists()
     report = (dist / "report.md").read_text()
-    assert "| lite-head | onnx | int8 | ❎ AUC drop" in report and "## Not shipped" in report
-    assert "❎ AUC drop" in result.output and "1/2 bundles passed" in result.output
+    assert "| parser-224 | onnx | fp32 | ❎ AUC drop" in report and "## Not shipped" in report
+    assert "❎ AUC drop" in result.output and "2/4 bundles passed" in result.output
 
 
 def test_plan_covers_the_target_table():
@@ -68,6 +76,9 @@ def test_plan_covers_the_target_table():
         ("exact", "onnx", "fp16"), ("distilled", "onnx", "fp16")]
     with pytest.raises(ValueError, match="no selected target has the precision 'palette4'"):
         BuildConfig(targets=("onnx",), precisions=("palette4",)).plan()
+    with pytest.raises(ValueError, match="precision 'int8' for dfedge export"):  # export and quantize: narrowed builds
+        BuildConfig(precisions=("int8",), command="export").plan()
+    assert [p for _, _, p in BuildConfig(targets=("openvino",), command="quantize").plan()] == list(TARGETS["openvino"].quantized)
     with pytest.raises(ValueError, match="unknown region index 'fast'"):
         BuildConfig(region_indexes=("fast",)).plan()
 
@@ -90,11 +101,10 @@ def test_converter_output_goes_to_the_log_not_the_terminal(tmp_path, capfd):
     """Converters write from C++ straight to file descriptors 1 and 2; the build's own lines still reach stderr."""
     import os
 
-    from dfedge.cli import converter_output
-
     import warnings
 
-    import dfedge.quantize.calibration as calibration
+    import dfedge.data.calibration as calibration
+    from dfedge.terminal import converter_output
 
     with converter_output(tmp_path / "b.log") as user:
         os.write(1, b"converter stdout\n")
@@ -118,3 +128,43 @@ def test_a_split_the_gate_cannot_use_fails_before_any_conversion(tmp_path):
                                       "--out", str(tmp_path)])
     assert result.exit_code == 2 and "toy:val:8: cannot gate on this split" in result.output
     assert not (tmp_path / "toy").exists() and not list(tmp_path.glob(".toy.partial"))
+
+
+def test_a_zero_auc_budget_is_honoured(tmp_path):
+    """--max-auc-drop 0 is a budget (no drop at all), not "not given": the gate and the report use it."""
+    result = CliRunner().invoke(app, ["build", "--target", "onnx", "--precision", "fp32", "--data", "toy:val:40",
+                                      "--max-auc-drop", "0", "--bench-runs", "1", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output  # fp32 = torch: no drop
+    record = json.loads((tmp_path / "toy" / "build.json").read_text())
+    assert record["config"]["max_auc_drop"] == 0.0
+    assert verify(tmp_path / "toy" / "onnx-fp32")["gate"]["budget"]["max_auc_drop"] == 0.0
+    assert "ΔAUC ≥ −0.00 pp" in (tmp_path / "toy" / "report.md").read_text()
+
+
+def test_version_alone_prints_the_version():
+    from dfedge import __version__
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == __version__
+
+
+def test_export_and_quantize_are_narrowed_builds(tmp_path):
+    """Same rows, same report, same exit codes: export writes fp32/fp16 bundles without a gate or a benchmark and
+    leaves the set's other bundles alone; quantize gates its rungs and replaces only what it planned."""
+    out = str(tmp_path)
+    exported = CliRunner().invoke(app, ["export", "--target", "openvino", "--precision", "fp32", "--out", out])
+    assert exported.exit_code == 0, exported.output
+    dist = tmp_path / "toy"
+    record = json.loads((dist / "export.json").read_text())
+    assert record["command"] == "export" and [r["status"] for r in record["rows"]] == ["ok"]
+    assert record["rows"][0]["auc"] is None and record["rows"][0]["p50_ms"] is None  # parity only, no benchmark
+    assert "| exact | openvino | fp32 | ✅ |" in (dist / "export-report.md").read_text()
+    quantized = CliRunner().invoke(app, ["quantize", "--target", "openvino", "--precision", "int8-weights",
+                                         "--calib-size", "8", "--val", "toy:val:40", "--max-auc-drop", "-0.1",
+                                         "--bench-runs", "0", "--out", out])
+    assert quantized.exit_code == 1, quantized.output  # an impossible budget: the AUC would have to rise 10 pp
+    row = json.loads((dist / "quantize.json").read_text())["rows"][0]
+    assert row["status"] == "gate" and "AUC drop" in row["reason"]
+    assert (dist / "openvino-fp32").is_dir() and not (dist / "openvino-int8-weights").exists()
+    assert (dist / "export.log").is_file() and (dist / "quantize.log").is_file()

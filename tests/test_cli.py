@@ -107,14 +107,16 @@ def test_region_index_report_writes_markdown_and_json(tmp_path):
 
 
 def test_export_reports_a_failing_converter_and_keeps_its_traceback(tmp_path, monkeypatch):
-    from dfedge.export import onnx as onnx_export
+    import dataclasses
+
+    from dfedge.targets import TARGETS
 
     def crashing(*args, **kwargs):
         raise RuntimeError("converter crashed")
 
-    monkeypatch.setattr(onnx_export, "export", crashing)
+    monkeypatch.setitem(TARGETS, "onnx", dataclasses.replace(TARGETS["onnx"], exporter=crashing))
     result = runner.invoke(app, ["export", "--target", "onnx", "--precision", "fp32", "--out", str(tmp_path)])
-    assert result.exit_code == 1 and "❌ converter crashed" in result.output
+    assert result.exit_code == 1 and "❌ RuntimeError: converter crashed" in result.output
     log = (tmp_path / "toy" / "export.log").read_text()
     assert "Traceback" in log and "RuntimeError: converter crashed" in log
     assert not (tmp_path / "toy" / "onnx-fp32").exists()

@@ -32,7 +32,7 @@ from ..models.checkpoint import atomic_write
 from ..models.detector import CROP_SIZE, align_template
 from .faces import FaceLocator, FrameRef, LandmarkFile, MTCNN, align, largest_face
 from .images import read_crop
-from .sources import LabelledSet, Sample
+from .samples import LabelledSet, Sample
 
 log = logging.getLogger(__name__)
 

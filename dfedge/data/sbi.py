@@ -16,7 +16,7 @@ import numpy as np
 from ..models.detector import ALIGN_TEMPLATE
 from .blend import self_blend
 from .images import IMAGE_SUFFIXES, read_crop
-from .sources import LabelledSet, Sample
+from .samples import LabelledSet, Sample
 
 
 def template_mouth_mask(size: int) -> np.ndarray:

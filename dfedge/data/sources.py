@@ -12,45 +12,17 @@
 from __future__ import annotations
 
 import csv
-from abc import ABC, abstractmethod
 import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .images import IMAGE_SUFFIXES, read_crop
+from .samples import LabelledSet, Sample
 
 LABELS = {"0": 0, "1": 1, "real": 0, "fake": 1}
 DEFAULT_TOY_COUNT = 400
-
-
-@dataclass
-class Sample:
-    id: str
-    image: np.ndarray  # uint8 [448, 448, 3] RGB
-    label: int  # 1 = fake, 0 = real
-    video_id: str
-
-
-class LabelledSet(ABC):
-    """A sequence of Samples with a stable description (used in cache keys and manifests)."""
-
-    description: str
-
-    @abstractmethod
-    def __len__(self) -> int: ...
-
-    @abstractmethod
-    def __getitem__(self, index: int) -> Sample: ...
-
-    @abstractmethod
-    def labels(self) -> np.ndarray:
-        """[N] int labels without decoding images."""
-
-    def fingerprint(self) -> str:
-        return hashlib.sha256(self.description.encode()).hexdigest()[:16]
 
 
 class ToySet(LabelledSet):
@@ -184,3 +156,8 @@ def open_set(spec: str, region: str = "mouth") -> LabelledSet:
     if path.is_file():
         return list_set(path)
     raise ValueError(f"{spec}: no such folder or list file (or use 'toy', 'toy:val:500')")
+
+
+def toy_crops(count: int, split: str = "val") -> np.ndarray:
+    """Toy-world crops [N, 3, 448, 448] float32 0-255: what parity checks run on (they need no labels)."""
+    return ToySet(split, count).crops()

@@ -9,7 +9,6 @@ File format (`.scores`, schema dfedge-scores/1): a compressed NumPy `.npz` a use
 from __future__ import annotations
 
 import json
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from .. import __version__
+from .._version import __version__
 from ..models.checkpoint import atomic_write
 
 SCHEMA = "dfedge-scores/1"
@@ -93,39 +92,6 @@ def load_scores(path: str | Path) -> Scores:
     if any(len(data[k]) != n for k in ARRAYS):
         raise ScoresError(f"{path}: arrays of different lengths")
     return Scores(**{k: data[k] for k in ARRAYS}, header=header)
-
-
-def torch_runner(detector, device: str = "cpu") -> Runner:
-    import torch
-
-    detector = detector.to(device).eval()
-
-    def run(images: np.ndarray) -> dict:
-        with torch.no_grad():
-            out = detector(torch.from_numpy(images).to(device))
-        return {k: v.float().cpu().numpy() for k, v in out._asdict().items()}
-
-    return run
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is visible to torch")
-    return device
-
-
-def device_facts(device: str) -> dict:
-    import torch
-
-    facts = {"device": device, "torch": torch.__version__, "host": platform.node(), "machine": platform.machine(),
-             "os": platform.platform()}
-    if device.startswith("cuda"):
-        facts["gpu"] = torch.cuda.get_device_name(0)
-    return facts
 
 
 def score_set(run: Runner, data, batch: int = 1, transform=None, progress=None) -> Scores:

@@ -8,19 +8,21 @@ from pathlib import Path
 import torch
 
 from ..models.detector import FP32_CONSTANTS, OUTPUT_NAMES
+from ..runtimes.standalone import FORMATS
+from .job import Job
 
+FORMAT = FORMATS["onnx"]
 OPSET = 20
 EXTERNAL_DATA_BYTES = 1 << 30
-INPUT_NAME = "image"
 
 
-def export(detector: torch.nn.Module, example: torch.Tensor, out_dir: Path, precision: str, metadata: dict[str, str],
-           cache: dict | None = None) -> list[Path]:
-    """Write detector.onnx. `cache` (one dict per detector) keeps the fp32 graph so fp16 is derived, not re-traced."""
+def export(job: Job, out_dir: Path, report: dict) -> list[Path]:
+    """The fp32 graph (traced once per job.cache) or its fp16 derivative."""
     import onnx
 
-    model = converted(detector, example, out_dir, cache)
-    if precision == "fp16":
+    model = converted(job, out_dir)
+    settings = {"opset": OPSET, "dynamo": True, "static_shapes": True}
+    if job.precision == "fp16":
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
         # fp16 weights and compute inside; the image stays float32 in and the outputs float32 out.
@@ -30,25 +32,26 @@ def export(detector: torch.nn.Module, example: torch.Tensor, out_dir: Path, prec
         # the converter leaves value_info entries that contradict its own casts around kept nodes: re-infer them
         del model.graph.value_info[:]
         model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-    return save(model, out_dir, metadata)
+        settings["fp16"] = "onnxruntime float16 converter, float32 input/outputs and input normalisation"
+    report.update(tool=f"torch.onnx (torch {torch.__version__})", settings=settings)
+    return save(model, out_dir, job.metadata)
 
 
-def converted(detector: torch.nn.Module, example: torch.Tensor, out_dir: Path, cache: dict | None = None):
-    """A copy of the dynamo-exported fp32 ModelProto (traced once per cache)."""
+def converted(job: Job, out_dir: Path):
+    """A copy of the dynamo-exported fp32 ModelProto (traced once per job.cache)."""
     import onnx
 
-    cache = {} if cache is None else cache
-    if "onnx" not in cache:
-        path = out_dir / "detector.onnx"
+    if "onnx" not in job.cache:
+        path = out_dir / FORMAT.model_file
         program = torch.onnx.export(
-            detector, (example,), dynamo=True, opset_version=OPSET, input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES), verbose=False, external_data=_large(detector),
+            job.detector, (job.example,), dynamo=True, opset_version=OPSET, input_names=[FORMAT.input_name],
+            output_names=list(OUTPUT_NAMES), verbose=False, external_data=_large(job.detector),
         )
         program.save(str(path))
-        cache["onnx"] = onnx.load(str(path))
-        for extra in out_dir.glob("detector.onnx*"):
+        job.cache["onnx"] = onnx.load(str(path))
+        for extra in out_dir.glob(f"{FORMAT.model_file}*"):
             extra.unlink()
-    return copy.deepcopy(cache["onnx"])
+    return copy.deepcopy(job.cache["onnx"])
 
 
 def _large(model) -> bool:
@@ -61,18 +64,18 @@ def _large(model) -> bool:
 def save(model, out_dir: Path, metadata: dict[str, str]) -> list[Path]:
     import onnx
 
-    path = out_dir / "detector.onnx"
+    path = out_dir / FORMAT.model_file
     del model.metadata_props[:]
     for key, value in sorted(metadata.items()):
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     if _large(model):
         onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                  location="detector.onnx.data", size_threshold=1024)
+                  location=f"{FORMAT.model_file}.data", size_threshold=1024)
     else:
         onnx.save(model, str(path))
     onnx.checker.check_model(str(path), full_check=True)
-    return sorted(out_dir.glob("detector.onnx*"))
+    return sorted(out_dir.glob(f"{FORMAT.model_file}*"))
 
 
 def topological_sort(graph) -> None:
@@ -90,10 +93,3 @@ def topological_sort(graph) -> None:
         pending = [n for n in pending if id(n) not in done]
     del graph.node[:]
     graph.node.extend(ordered)
-
-
-def load(bundle: Path, threads: int = 0):
-    """The bundle's runner (dfedge.runtimes.standalone: the same code the bundle ships as bench.py)."""
-    from ..runtimes.standalone import open_runner
-
-    return open_runner(bundle, "onnx", threads)

@@ -6,31 +6,36 @@ import re
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..models.detector import FP32_CONSTANTS, OUTPUT_NAMES
+from ..runtimes.standalone import FORMATS
+from .job import Job
 
-INPUT_NAME = "image"
-
-
-def export(detector: torch.nn.Module, example: torch.Tensor, out_dir: Path, precision: str, metadata: dict[str, str],
-           cache: dict | None = None) -> list[Path]:
-    model = converted(detector, example, cache)
-    if precision == "fp16":
-        _compress_to_fp16(model, [getattr(detector, n).numpy() for n in FP32_CONSTANTS])
-    return save(model, out_dir, metadata)
+FORMAT = FORMATS["openvino"]
 
 
-def converted(detector: torch.nn.Module, example: torch.Tensor, cache: dict | None = None):
+def export(job: Job, out_dir: Path, report: dict) -> list[Path]:
+    import openvino as ov
+
+    model = converted(job)
+    settings = {"input": [FORMAT.input_name, list(job.example.shape)]}
+    if job.precision == "fp16":
+        _compress_to_fp16(model, [getattr(job.detector, n).numpy() for n in FP32_CONSTANTS])
+        settings["fp16"] = "FP16-compressed weights except the input normalisation"
+    report.update(tool=f"openvino {ov.__version__} convert_model", settings=settings)
+    return save(model, out_dir, job.metadata)
+
+
+def converted(job: Job):
     """A fresh copy of the converted fp32 model with stable node names and named inputs/outputs."""
     import openvino as ov
 
-    cache = {} if cache is None else cache
-    if "openvino" not in cache:
-        cache["openvino"] = ov.convert_model(detector, example_input=example, input=[(INPUT_NAME, list(example.shape))])
-    model = cache["openvino"].clone()
+    if "openvino" not in job.cache:
+        shape = list(job.example.shape)
+        job.cache["openvino"] = ov.convert_model(job.detector, example_input=job.example, input=[(FORMAT.input_name, shape)])
+    model = job.cache["openvino"].clone()
     _stable_names(model)
-    model.inputs[0].get_tensor().set_names({INPUT_NAME})
+    model.inputs[0].get_tensor().set_names({FORMAT.input_name})
     for output, name in zip(model.outputs, OUTPUT_NAMES):
         output.get_tensor().set_names({name})
     return model
@@ -41,7 +46,7 @@ def save(model, out_dir: Path, metadata: dict[str, str]) -> list[Path]:
 
     for key, value in metadata.items():
         model.set_rt_info(value, ["dfedge", key])
-    xml = out_dir / "detector.xml"
+    xml = out_dir / FORMAT.model_file
     ov.save_model(model, str(xml), compress_to_fp16=False)
     return [xml, xml.with_suffix(".bin")]
 
@@ -74,10 +79,3 @@ def _stable_names(model) -> None:
         name = node.get_friendly_name()
         if re.fullmatch(r"[A-Za-z]+_\d+", name):
             node.set_friendly_name(f"{name.rsplit('_', 1)[0]}_n{i}")
-
-
-def load(bundle: Path, threads: int = 0, device: str = "CPU"):
-    """The bundle's runner (dfedge.runtimes.standalone: the same code the bundle ships as bench.py)."""
-    from ..runtimes.standalone import open_runner
-
-    return open_runner(bundle, "openvino", threads, device)

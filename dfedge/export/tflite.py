@@ -1,12 +1,19 @@
 """TFLite via litert-torch, run with the `ai_edge_litert` interpreter. NHWC float32 input (what mobile camera
-pipelines hand over); fp16 = float16 weights written by ai-edge-quantizer (dequantized at load, f32 compute)."""
+pipelines hand over); fp16 = float16 weights written by ai-edge-quantizer (dequantized at load, f32 compute). The
+manifest's key facts are stored in the flatbuffer's own `metadata` table, as LiteRT's tools read it."""
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from ..runtimes.standalone import FORMATS
+from .job import Job
+
+FORMAT = FORMATS["tflite"]
 
 
 class NHWCInput(torch.nn.Module):
@@ -20,18 +27,27 @@ class NHWCInput(torch.nn.Module):
         return tuple(self.detector(image.permute(0, 3, 1, 2)))
 
 
-def export(detector: torch.nn.Module, example: torch.Tensor, out_dir: Path, precision: str, metadata: dict[str, str],
-           cache: dict | None = None) -> list[Path]:
-    cache = {} if cache is None else cache
-    path = out_dir / "detector.tflite"
-    if "tflite" not in cache:
+def nhwc_example(job: Job) -> tuple[torch.Tensor]:
+    """(the trace input [1, S, S, 3],): the job's example in the layout the model takes."""
+    return (job.example.permute(0, 2, 3, 1).contiguous(),)
+
+
+def fp32_model(job: Job, out_dir: Path) -> bytes:
+    """The litert-torch conversion of the fp32 graph (once per job.cache), as flatbuffer bytes."""
+    if "tflite" not in job.cache:
         import litert_torch
 
-        edge = litert_torch.convert(NHWCInput(detector).eval(), (example.permute(0, 2, 3, 1).contiguous(),))
-        edge.export(str(path))
-        cache["tflite"] = path.read_bytes()
-    path.write_bytes(cache["tflite"])
-    if precision == "fp16":
+        path = out_dir / FORMAT.model_file
+        litert_torch.convert(NHWCInput(job.detector).eval(), nhwc_example(job)).export(str(path))
+        job.cache["tflite"] = path.read_bytes()
+    return job.cache["tflite"]
+
+
+def export(job: Job, out_dir: Path, report: dict) -> list[Path]:
+    path = out_dir / FORMAT.model_file
+    path.write_bytes(fp32_model(job, out_dir))
+    settings = {"input_layout": FORMAT.input_layout}
+    if job.precision == "fp16":
         from ai_edge_quantizer import quantizer, recipe_manager
         from ai_edge_quantizer.algorithm_manager import AlgorithmName
         from ai_edge_quantizer.qtyping import TFLOperationName
@@ -40,11 +56,38 @@ def export(detector: torch.nn.Module, example: torch.Tensor, out_dir: Path, prec
         recipe.add_weight_only_config(regex=".*", operation_name=TFLOperationName.ALL_SUPPORTED, num_bits=16,
                                       algorithm_key=AlgorithmName.FLOAT_CASTING)
         quantizer.Quantizer(str(path), recipe.get_quantization_recipe()).quantize().export_model(str(path), overwrite=True)
+        settings["fp16"] = f"float16 weights (ai-edge-quantizer {version('ai-edge-quantizer')} FLOAT_CASTING)"
+    report.update(tool=f"litert-torch {version('litert-torch')} convert", settings=settings)
+    return save(path, job.metadata)
+
+
+def save(path: Path, metadata: dict[str, str]) -> list[Path]:
+    """In place: name the signature's input as the format row does (litert-torch calls it args_0), and add
+    `metadata` to the flatbuffer's metadata table (one entry and buffer per key, UTF-8)."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(path)
+    for signature in model.signatureDefs or []:
+        if len(signature.inputs) != 1:
+            raise ValueError(f"{path}: expected one input (the image), the signature has {len(signature.inputs)}")
+        signature.inputs[0].name = FORMAT.input_name
+    model.metadata = [m for m in model.metadata or [] if not m.name.decode().startswith("dfedge.")]
+    for key, value in sorted(metadata.items()):
+        buffer = schema.BufferT()
+        buffer.data = np.frombuffer(value.encode(), np.uint8)
+        model.buffers.append(buffer)
+        entry = schema.MetadataT()
+        entry.name, entry.buffer = key, len(model.buffers) - 1
+        model.metadata.append(entry)
+    flatbuffer_utils.write_model(model, path)
     return [path]
 
 
-def load(bundle: Path, threads: int = 0):
-    """The bundle's runner (dfedge.runtimes.standalone: the same code the bundle ships as bench.py)."""
-    from ..runtimes.standalone import open_runner
+def read_metadata(path: Path) -> dict[str, str]:
+    """The flatbuffer's metadata table as text (LiteRT's own entries, such as min_runtime_version, included)."""
+    from ai_edge_litert.tools import flatbuffer_utils
 
-    return open_runner(bundle, "tflite", threads)
+    model = flatbuffer_utils.read_model(path)
+    return {m.name.decode(): bytes(model.buffers[m.buffer].data).rstrip(b"\0").decode(errors="replace")
+            for m in model.metadata or []}

@@ -387,11 +387,7 @@ def config_json(cfg: DinoV3Config) -> str:
     return json.dumps({k: v for k, v in asdict(cfg).items() if k != "sha256"})
 
 
-def with_input_size(cfg: DinoV3Config, img_size: int) -> DinoV3Config:
-    return replace(cfg, img_size=img_size)
-
-
 __all__ = [
     "CheckpointError", "DinoV3", "DinoV3Config", "PRESETS", "from_official", "hf_to_official", "load_dinov3",
-    "official_shapes", "official_to_hf", "rope_tables", "to_official", "with_input_size",
+    "official_shapes", "official_to_hf", "rope_tables", "to_official",
 ]

@@ -72,6 +72,32 @@ class DetectorSpec:
             raise ValueError(f"DINOv3 input must be {CROP_SIZE // 2} or {CROP_SIZE}, got {self.dinov3_input}")
 
 
+def require_weights(spec: DetectorSpec, random_weights: bool = False) -> None:
+    """A preset that ships no weights needs the user's files, unless seeded random weights are asked for (to size
+    and time a graph): a full-size detector with random weights must never be scored by mistake."""
+    if DETECTOR_PRESETS[spec.preset].shipped or random_weights:
+        return
+    index, flag = ("region_head", "--region-head") if spec.region_index == "distilled" else ("parser", "--parser")
+    if not (spec.dinov3 and getattr(spec, index)):
+        raise ValueError(f"preset '{spec.preset}' has no weights: pass --dinov3 and {flag}, or --random-weights")
+
+
+def source_record(path: str | Path | None, fallback: str) -> dict:
+    """File name and SHA-256 of a weight file (a manifest's provenance), or `fallback` when there is none."""
+    if path is None:
+        return {"file": None, "sha256": None, "note": fallback}
+    path = Path(path)
+    return {"file": path.name, "sha256": sha256_file(path)}
+
+
+def weight_sources(spec: DetectorSpec) -> dict:
+    """A bundle's `sources`: file name and SHA-256 of each weight file the detector of `spec` is built from."""
+    index = "region_head" if spec.region_index == "distilled" else "parser"
+    files = {part: getattr(spec, part) or shipped_file(spec.preset, part) for part in ("dinov3", index, "probe")}
+    return {part: source_record(f, f"seeded random weights (preset {spec.preset}, seed {spec.seed})")
+            for part, f in files.items()}
+
+
 def dinov3_config(spec: DetectorSpec) -> dinov3_lib.DinoV3Config:
     return replace(dinov3_lib.PRESETS[DETECTOR_PRESETS[spec.preset].dinov3], img_size=spec.dinov3_input)
 
@@ -210,6 +236,17 @@ def parameter_counts(detector: Detector) -> dict[str, int]:
     }
 
 
-def describe_files(spec: DetectorSpec) -> dict[str, str | None]:
-    parts = (("dinov3", spec.dinov3), ("parser", spec.parser), ("probe", spec.probe), ("region_head", spec.region_head))
-    return {k: (str(Path(v)) if v else None) for k, v in parts}
+def describe(spec: DetectorSpec) -> list[tuple[str, str, int, float]]:
+    """(component, config, parameters, GFLOPs per face) of the fused graph of `spec`, then its total; counted on
+    meta tensors (no weights, no compute), so the full-size graph costs nothing."""
+    det = meta_detector(spec)
+    params, flops = parameter_counts(det), gflops(det)
+    d, p = det.dinov3.cfg, det.parser.cfg
+    rows = [
+        ("dinov3", f"D={d.embed_dim} depth={d.depth} heads={d.num_heads} ffn={d.ffn_layer} in={d.img_size} grid={d.grid}"),
+        ("parser backbone", f"ViT W={p.width} layers={p.layers} heads={p.heads} in={p.input_size} taps={list(p.output_indices)}"),
+        ("parser head", f"UPerHead C={p.head_channels} classes={p.num_classes} ({p.label_set}) logits {p.logit_size}²"),
+        ("region + resampling", f"head={det.cfg.head} region={det.cfg.region} warp={p.warp_factor}"),
+    ]
+    out = [(c, desc, params.get(c, params["probe"] if c.startswith("region") else 0), flops[c]) for c, desc in rows]
+    return out + [("total", "", params["total"], flops["total"])]

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..eval.gate import GateError
 from ..export import openvino as ov_export
-from .calibration import Calibration
+from ..export.job import Job
 from .scope import openvino_patterns
 
 INT4_GROUP = 32
@@ -22,6 +23,10 @@ INT4_GROUP = 32
 # compresses their weights to INT8 (weight-only), then lets accuracy control rank and revert the rest.
 MASK_PATH_SUBMODULES = ("parser",)
 WEIGHTED_TYPES = ("MatMul", "Convolution", "ConvolutionBackpropData", "GroupConvolution", "Gather")
+# NNCF measures its drop from the model it was given (FP32 OpenVINO, the mask path's weights INT8), the gate from
+# torch FP32: NNCF's target sits inside the gate's budget so that the weight-only part and that baseline fit in it.
+TARGET_FRACTION = 0.8
+RANKING_SUBSET_SIZE = 10  # items NNCF ranks quantizers on (the whole split when it is smaller)
 
 
 @dataclass
@@ -34,9 +39,22 @@ class AccuracyControl:
     max_iterations: int
     reference_auc: float  # the gate's baseline: torch FP32 on the same items
     budget: float  # the gate's largest AUC drop; no model NNCF validated within it -> refused before bundling
-    ranking_subset_size: int = 10
+    ranking_subset_size: int = RANKING_SUBSET_SIZE
     num_ranking_workers: int = 1
     weight_only: tuple[str, ...] = MASK_PATH_SUBMODULES
+
+    @classmethod
+    def from_job(cls, job: Job) -> AccuracyControl:
+        """Accuracy control on the job's gate: its validation items, its baseline (the reference's AUC on them)
+        and its budget, of which NNCF aims at TARGET_FRACTION."""
+        from sklearn.metrics import roc_auc_score
+
+        if job.gate is None:
+            raise ValueError("the mixed rung needs a validation split (--val / --data) for accuracy control")
+        ref, budget = job.gate.validation.reference, job.gate.budget.max_auc_drop
+        return cls(job.gate.validation.items(), auc_validation(), max(0.0, TARGET_FRACTION * budget),
+                   job.accuracy_iterations, float(roc_auc_score(ref.labels[ref.scored], ref.logits[ref.scored])),
+                   budget)
 
 
 def ignored_scope():
@@ -54,15 +72,17 @@ def quantized_ops(model) -> set[str]:
     return names
 
 
-def quantize(detector, example, out_dir: Path, precision: str, metadata: dict, cache: dict | None,
-             calib: Calibration, report: dict, accuracy=None) -> list[Path]:
-    """`accuracy`: an AccuracyControl, for the `mixed` rung. What was done is written into `report` (tool,
-    settings, weight-only and reverted ops, the AUC of each model accuracy control validated)."""
+def quantize(job: Job, out_dir: Path, report: dict) -> list[Path]:
+    """What was done is written into `report` (tool, settings; for `mixed`: weight-only and reverted ops, the AUC of
+    each model accuracy control validated)."""
     import nncf
 
-    model = ov_export.converted(detector, example, cache)
-    data = nncf.Dataset(calib.items())
-    common = dict(model_type=nncf.ModelType.TRANSFORMER, ignored_scope=ignored_scope(), subset_size=len(calib.images))
+    precision, calib = job.precision, job.calibration
+    model = ov_export.converted(job)
+    static = precision in ("int8", "mixed")
+    data = nncf.Dataset(calib.items()) if static else None
+    common = dict(model_type=nncf.ModelType.TRANSFORMER, ignored_scope=ignored_scope(),
+                  subset_size=len(calib.images) if static else None)
     if precision == "int8":
         model = nncf.quantize(model, data, **common)
         report.update(tool=f"nncf {nncf.__version__} quantize", settings={"model_type": "TRANSFORMER", "preset": "performance"})
@@ -80,13 +100,11 @@ def quantize(detector, example, out_dir: Path, precision: str, metadata: dict, c
                       settings={"mode": "INT4_SYM", "group_size": INT4_GROUP, "ratio": 1.0, "backup": "INT8_ASYM",
                                 "group_size_fallback": "IGNORE (those layers stay INT8)"})
     elif precision == "mixed":
-        if accuracy is None:
-            raise ValueError("the mixed rung needs a validation split (--val) for accuracy control")
-        model = _mixed(model, data, accuracy, report, nncf, common)
+        model = mixed(model, data, AccuracyControl.from_job(job), report, common)
     else:
         raise ValueError(f"openvino has no quantized rung '{precision}'")
-    report["calibration"] = calib.record() if precision in ("int8", "mixed") else None
-    return ov_export.save(model, out_dir, metadata)
+    report["calibration"] = calib.record() if static else None
+    return ov_export.save(model, out_dir, job.metadata)
 
 
 def module_ops(model, modules) -> set[str]:
@@ -132,15 +150,14 @@ def weight_compressed_ops(model) -> set[str]:
     return names
 
 
-def _mixed(model, data, accuracy: AccuracyControl, report: dict, nncf, common: dict):
+def mixed(model, data, accuracy: AccuracyControl, report: dict, common: dict):
     """Weight-only INT8 on the mask path, then quantize_with_accuracy_control on the AUC for everything else. Raises
     GateError at once when no model NNCF validated is within the gate's budget (the one it returns is among them)."""
     import tempfile
 
+    import nncf
     import openvino as ov
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
-
-    from ..export.bundle import GateError
 
     mask_path = module_ops(model, accuracy.weight_only)
     if mask_path:  # every weighted op outside the mask path is ignored by this compression; the region math too

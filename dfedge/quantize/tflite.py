@@ -8,8 +8,9 @@ from __future__ import annotations
 from importlib.metadata import version
 from pathlib import Path
 
+from ..eval.gate import GateError
 from ..export import tflite as tflite_export
-from .calibration import Calibration
+from ..export.job import Job
 
 RECIPES = {"int8-weights": "dynamic_wi8_afp32 on FULLY_CONNECTED and CONV_2D",
            "int8": "litert-torch PT2EQuantizer symmetric per-channel static INT8, region math float"}
@@ -48,7 +49,7 @@ def region_float_quantizer():
     return RegionFloatQuantizer().set_global(dataclasses.replace(config, fixed_qparams=None))
 
 
-def nncf_static_int8(detector, example, path: Path, calib: Calibration) -> str:
+def nncf_static_int8(job: Job, path: Path) -> str:
     """NNCF's range estimation (and fast bias correction) on the litert-torch quantizer's annotation -> .tflite."""
     import litert_torch
     import nncf
@@ -56,8 +57,9 @@ def nncf_static_int8(detector, example, path: Path, calib: Calibration) -> str:
     from litert_torch.quantize.quant_config import QuantConfig
     from nncf.experimental.torch.fx import quantize_pt2e
 
-    wrapped = tflite_export.NHWCInput(detector).eval()
-    nhwc = (example.permute(0, 2, 3, 1).contiguous(),)
+    calib = job.calibration
+    wrapped = tflite_export.NHWCInput(job.detector).eval()
+    nhwc = tflite_export.nhwc_example(job)
     quantizer = region_float_quantizer()
     graph = torch.export.export(wrapped, nhwc).module()
     data = nncf.Dataset([torch.from_numpy(x.transpose(0, 2, 3, 1).copy()) for x in calib.items()])
@@ -68,20 +70,20 @@ def nncf_static_int8(detector, example, path: Path, calib: Calibration) -> str:
     return f"nncf {nncf.__version__} quantize_pt2e + litert-torch {version('litert-torch')} PT2EQuantizer"
 
 
-def quantize(detector, example, out_dir: Path, precision: str, metadata: dict, cache: dict | None,
-             calib: Calibration, report: dict, accuracy=None) -> list[Path]:
+def quantize(job: Job, out_dir: Path, report: dict) -> list[Path]:
     from ai_edge_litert.interpreter import Interpreter
 
+    precision = job.precision
     if precision not in RECIPES:
         raise ValueError(f"tflite has no quantized rung '{precision}'")
+    path = out_dir / tflite_export.FORMAT.model_file
     if precision == "int8":
-        path = out_dir / "detector.tflite"
-        tool = nncf_static_int8(detector, example, path, calib)
+        tool = nncf_static_int8(job, path)
     else:
         from ai_edge_quantizer import quantizer, recipe_manager
         from ai_edge_quantizer.qtyping import TFLOperationName
 
-        (path,) = tflite_export.export(detector, example, out_dir, "fp32", metadata, cache)
+        path.write_bytes(tflite_export.fp32_model(job, out_dir))
         # the interpreter has no hybrid kernel for a BATCH_MATMUL with int8 constants (the pooling matrices)
         manager = recipe_manager.RecipeManager()
         for op in (TFLOperationName.FULLY_CONNECTED, TFLOperationName.CONV_2D):
@@ -91,11 +93,9 @@ def quantize(detector, example, out_dir: Path, precision: str, metadata: dict, c
     try:
         Interpreter(model_path=str(path)).allocate_tensors()
     except (RuntimeError, ValueError) as e:  # full-integer transformers are fragile in LiteRT: an optional rung
-        from ..export.bundle import GateError
-
         raise GateError(f"not kept: the INT8 graph does not load in the LiteRT interpreter ({str(e).splitlines()[0][:120]})") from e
     report.update(tool=tool, settings={"recipe": RECIPES[precision]},
-                  calibration=calib.record() if precision == "int8" else None,
+                  calibration=job.calibration.record() if precision == "int8" else None,
                   float_region_math=("detector.FLOAT_SUBMODULES and the Detector's own ops left unannotated"
                                      if precision == "int8" else "weights only: activations are float"))
-    return [path]
+    return tflite_export.save(path, job.metadata)

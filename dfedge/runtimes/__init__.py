@@ -5,7 +5,8 @@
     result = det(crops)                             # aligned crops, uint8 RGB [B, S, S, 3] or [S, S, 3]
     result.probability, result.region_tokens        # the same Result from every runtime
 
-The runtime code itself lives in `standalone.py` (numpy + one runtime), which every bundle ships as bench.py.
+The runtime code itself lives in `standalone.py` (numpy + one runtime), which every bundle ships as bench.py; the
+kit adds the MIL interpreter (`mil.py`: CoreML numerics off macOS) and the torch reference (`reference.py`).
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .standalone import BundleError, RuntimeUnavailable, verify  # noqa: F401 - public API
+from . import standalone
+from .reference import torch_runner
+from .standalone import FORMATS, BundleError, RuntimeUnavailable, verify  # noqa: F401 - public API
 
-RUNTIMES = {"torch": "torch", "onnx": "onnxruntime", "openvino": "openvino", "tflite": "ai_edge_litert",
-            "coreml": "coremltools"}
+MIL_RUNTIME = "MIL interpreter (dfedge)"
 
 
 @dataclass
@@ -81,36 +83,34 @@ class Detector:
                       token_mask=stack("token_mask", (g, g)) > 0.5, contributions=stack("contributions", (g, g)))
 
 
+def open_runner(bundle: str | Path, target: str, threads: int = 0, device: str = "CPU", interpreter: bool = False):
+    """-> (run, runtime name): the bundle's runner from standalone.open_runner, the code a device runs. CoreML
+    predicts only on macOS; elsewhere `interpreter=True` runs the package's MIL program with the kit's interpreter
+    (numerics, not speed) instead of raising RuntimeUnavailable. Nothing is verified here: see `load`."""
+    try:
+        return standalone.open_runner(bundle, target, threads, device), FORMATS[target].package
+    except RuntimeUnavailable:
+        if not (interpreter and target == "coreml"):
+            raise
+        from .mil import open_mil
+
+        return open_mil(Path(bundle)), MIL_RUNTIME
+
+
 def load(bundle: str | Path, threads: int = 0, device: str = "CPU", interpreter: bool = False) -> Detector:
     """Open a bundle with its target's runtime after checking every file's SHA-256 against the manifest.
 
     `device` is passed to OpenVINO (CPU, GPU, NPU, AUTO). CoreML predicts only on macOS; elsewhere this raises
-    RuntimeUnavailable, unless `interpreter=True` runs the package's MIL program with the kit's interpreter
-    (how `dfedge validate` checks CoreML bundles on Linux: numerics, not speed)."""
-    from .standalone import open_runner
-
+    RuntimeUnavailable, unless `interpreter=True` (how `dfedge validate` checks CoreML bundles on Linux)."""
     bundle = Path(bundle)
     manifest = verify(bundle)
-    target = manifest.get("target")
-    if target not in RUNTIMES or target == "torch":
-        raise BundleError(f"{bundle}: unknown target {target!r} in the manifest")
-    runtime = RUNTIMES[target]
-    try:
-        run = open_runner(bundle, target, threads, device)
-    except RuntimeUnavailable:
-        if not (interpreter and target == "coreml"):
-            raise
-        from ..export.coreml import load as coreml_load
-
-        run, runtime = coreml_load(bundle, threads), "MIL interpreter (dfedge)"
+    run, runtime = open_runner(bundle, manifest.get("target"), threads, device, interpreter)
     return Detector(run, runtime, int(manifest["alignment"]["crop_size"]), manifest, threads, device, bundle)
 
 
 def from_torch(detector, device: str = "cpu", threads: int = 0) -> Detector:
     """The PyTorch reference (a dfedge.models.detector.Detector module) behind the same interface."""
     import torch
-
-    from ..eval.scores import torch_runner
 
     if threads:
         torch.set_num_threads(threads)

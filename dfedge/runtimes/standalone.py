@@ -20,6 +20,8 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +31,6 @@ RESULT_SCHEMA = "dfedge-bench/1"
 MANIFEST = "manifest.json"
 INPUT_NAME = "image"
 OUTPUTS = ("logit", "probability", "token_mask", "region_tokens", "contributions")  # = models.detector.OUTPUT_NAMES, the graphs' output order
-RUNTIME_PACKAGES = {"onnx": "onnxruntime", "openvino": "openvino", "tflite": "ai-edge-litert", "coreml": "coremltools"}
 
 
 class BundleError(ValueError):
@@ -69,55 +70,90 @@ def verify(bundle: str | Path) -> dict:
     return manifest
 
 
+def _open_onnx(bundle: Path, fmt: Format, threads: int, device: str):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(bundle / fmt.model_file), options, providers=["CPUExecutionProvider"])
+    return lambda x: dict(zip(OUTPUTS, session.run(list(OUTPUTS), {fmt.input_name: x.astype(np.float32)})))
+
+
+def _open_openvino(bundle: Path, fmt: Format, threads: int, device: str):
+    import openvino as ov
+
+    config = {"INFERENCE_NUM_THREADS": threads} if threads else {}
+    if device.upper().startswith("CPU"):
+        # f32 compute on CPU: FP16-compressed IR weights are decompressed, as the parity limits assume
+        config["INFERENCE_PRECISION_HINT"] = "f32"
+    compiled = ov.Core().compile_model(str(bundle / fmt.model_file), device, config)
+    request = compiled.create_infer_request()
+
+    def run(x):
+        result = request.infer({fmt.input_name: x.astype(np.float32)})
+        return {name: np.array(result[compiled.output(name)]) for name in OUTPUTS}
+
+    return run
+
+
+def _open_tflite(bundle: Path, fmt: Format, threads: int, device: str):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(bundle / fmt.model_file), num_threads=threads or None)
+    # litert-torch names outputs output_0, output_1, ... in the order the module returns them
+    outputs = sorted(interpreter.get_signature_list()["serving_default"]["outputs"], key=lambda n: int(n.rsplit("_", 1)[-1]))
+    runner = interpreter.get_signature_runner()
+
+    def run(x):
+        out = runner(**{fmt.input_name: np.ascontiguousarray(x.transpose(0, 2, 3, 1), dtype=np.float32)})
+        return {name: out[key] for name, key in zip(OUTPUTS, outputs)}
+
+    return run
+
+
+def _open_coreml(bundle: Path, fmt: Format, threads: int, device: str):
+    if platform.system() != "Darwin":
+        raise RuntimeUnavailable(f"{bundle}: CoreML predicts only on macOS (this is {platform.system()}); "
+                                 "copy the bundle to a Mac, or check it here with `dfedge validate`")
+    import coremltools as ct  # pragma: no cover - CI is Linux
+
+    model = ct.models.MLModel(str(bundle / fmt.model_file))  # pragma: no cover
+    return lambda x: {k: np.asarray(v) for k, v in model.predict({fmt.input_name: x.astype(np.float32)}).items()}  # pragma: no cover
+
+
+@dataclass(frozen=True)
+class Format:
+    """The bundle-format half of a target's row: what a device needs to open the bundle. The other half (exporter,
+    quantizer, precisions) is in dfedge/targets.py, which reads these rows; they live here because this file ships
+    inside every bundle and imports nothing of dfedge."""
+
+    name: str
+    model_file: str  # the file (or package folder) the runtime opens; its suffix names the format
+    input_layout: str  # of the graph's input tensor; every runner here takes NCHW and transposes when needed
+    runtime: str  # what predicts, in words (manifest "runtime")
+    package: str  # the runtime's pip distribution (its version goes into bench results)
+    opener: Callable[[Path, Format, int, str], Callable]  # (bundle, format, threads, device) -> run
+    input_name: str = INPUT_NAME
+
+
+FORMATS: dict[str, Format] = {
+    f.name: f
+    for f in (
+        Format("onnx", "detector.onnx", "NCHW", "onnxruntime", "onnxruntime", _open_onnx),
+        Format("openvino", "detector.xml", "NCHW", "openvino", "openvino", _open_openvino),
+        Format("coreml", "detector.mlpackage", "NCHW", "coremltools (macOS predict; MIL interpreter elsewhere)",
+               "coremltools", _open_coreml),
+        Format("tflite", "detector.tflite", "NHWC", "ai_edge_litert", "ai-edge-litert", _open_tflite),
+    )
+}
+
+
 def open_runner(bundle: str | Path, target: str, threads: int = 0, device: str = "CPU"):
     """-> run(images float32 [1, 3, S, S] RGB 0-255) -> {output name: array}, whatever the graph's own layout."""
-    bundle = Path(bundle)
-    if target == "onnx":
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        session = ort.InferenceSession(str(bundle / "detector.onnx"), options, providers=["CPUExecutionProvider"])
-        return lambda x: dict(zip(OUTPUTS, session.run(list(OUTPUTS), {INPUT_NAME: x.astype(np.float32)})))
-    if target == "openvino":
-        import openvino as ov
-
-        config = {"INFERENCE_NUM_THREADS": threads} if threads else {}
-        if device.upper().startswith("CPU"):
-            # f32 compute on CPU: FP16-compressed IR weights are decompressed, as the parity limits assume
-            config["INFERENCE_PRECISION_HINT"] = "f32"
-        compiled = ov.Core().compile_model(str(bundle / "detector.xml"), device, config)
-        request = compiled.create_infer_request()
-
-        def run_openvino(x):
-            result = request.infer({INPUT_NAME: x.astype(np.float32)})
-            return {name: np.array(result[compiled.output(name)]) for name in OUTPUTS}
-
-        return run_openvino
-    if target == "tflite":
-        from ai_edge_litert.interpreter import Interpreter
-
-        interpreter = Interpreter(model_path=str(bundle / "detector.tflite"), num_threads=threads or None)
-        signature = interpreter.get_signature_list()["serving_default"]
-        (input_name,) = signature["inputs"]
-        # litert-torch names outputs output_0, output_1, ... in the order the module returns them
-        order = sorted(signature["outputs"], key=lambda n: int(n.rsplit("_", 1)[-1]))
-        runner = interpreter.get_signature_runner()
-
-        def run_tflite(x):
-            out = runner(**{input_name: np.ascontiguousarray(x.transpose(0, 2, 3, 1), dtype=np.float32)})
-            return {name: out[key] for name, key in zip(OUTPUTS, order)}
-
-        return run_tflite
-    if target == "coreml":
-        if platform.system() != "Darwin":
-            raise RuntimeUnavailable(f"{bundle}: CoreML predicts only on macOS (this is {platform.system()}); "
-                                     "copy the bundle to a Mac, or check it here with `dfedge validate`")
-        import coremltools as ct  # pragma: no cover - CI is Linux
-
-        model = ct.models.MLModel(str(bundle / "detector.mlpackage"))  # pragma: no cover
-        return lambda x: {k: np.asarray(v) for k, v in model.predict({INPUT_NAME: x.astype(np.float32)}).items()}  # pragma: no cover
-    raise BundleError(f"{bundle}: unknown target {target!r} in the manifest")
+    if target not in FORMATS:
+        raise BundleError(f"{bundle}: unknown target {target!r} in the manifest (known: {', '.join(FORMATS)})")
+    fmt = FORMATS[target]
+    return fmt.opener(Path(bundle), fmt, threads, device)
 
 
 def demo_crop(size: int, seed: int = 0) -> np.ndarray:
@@ -163,8 +199,8 @@ def runtime_version(target: str) -> str | None:
     from importlib import metadata
 
     try:
-        return metadata.version(RUNTIME_PACKAGES[target])
-    except (KeyError, metadata.PackageNotFoundError):
+        return metadata.version(FORMATS[target].package if target in FORMATS else target)
+    except metadata.PackageNotFoundError:
         return None
 
 
@@ -187,7 +223,7 @@ def accelerators(target: str) -> list[str]:
 def device_facts(target: str, label: str | None = None) -> dict:
     return {"label": label or f"{platform.node()} ({cpu_model()})", "host": platform.node(), "cpu": cpu_model(),
             "cores": os.cpu_count(), "os": platform.platform(), "machine": platform.machine(),
-            "python": platform.python_version(), "runtime": RUNTIME_PACKAGES.get(target, target),
+            "python": platform.python_version(), "runtime": FORMATS[target].package if target in FORMATS else target,
             "runtime_version": runtime_version(target), "accelerators": accelerators(target)}
 
 
@@ -210,6 +246,7 @@ def time_runner(run, x: np.ndarray, warmup: int, runs: int) -> dict:
 
 
 def bundle_bytes(manifest: dict) -> int:
+    """A bundle's size: the bytes of every file its manifest lists."""
     return int(sum(f["bytes"] for f in manifest["files"].values()))
 
 

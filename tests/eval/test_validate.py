@@ -9,9 +9,10 @@ from typer.testing import CliRunner
 
 from dfedge.cli import app
 from dfedge.data.sources import ToySet
-from dfedge.eval.scores import ScoresError, load_scores, save_scores, score_set, torch_runner
+from dfedge.eval.scores import ScoresError, load_scores, save_scores, score_set
 from dfedge.eval.validate import Budget, compare
 from dfedge.models.factory import DetectorSpec, build_detector
+from dfedge.runtimes import torch_runner
 
 N = 24
 DATA = f"toy:test:{N}"
@@ -102,15 +103,12 @@ def test_reference_command_writes_scores_with_device(tmp_path):
     assert len(s) == 6 and s.header["device"]["device"] == "cpu" and s.header["detector"]["preset"] == "toy"
 
 
-def test_validate_a_bundle_with_its_runtime_and_degradations(reference, tmp_path):
-    from dfedge.export import bundle as bundle_lib
-    from dfedge.export.targets import TARGETS
-    from dfedge.models.factory import shipped_file
+def test_validate_a_bundle_with_its_runtime_and_degradations(reference, make_job, tmp_path):
+    from dfedge.export.bundle import write_bundle
+    from dfedge.models.factory import weight_sources
 
     det = build_detector(DetectorSpec(preset="toy"))
-    sources = {p: bundle_lib.source_record(shipped_file("toy", p), "") for p in ("dinov3", "parser", "probe")}
-    crops = np.stack([ToySet("val", 1)[0].image]).transpose(0, 3, 1, 2).astype(np.float32)
-    path, _ = bundle_lib.write_bundle(det, TARGETS["onnx"], "fp32", tmp_path / "dist", "toy", sources, {}, crops)
+    path, _ = write_bundle(make_job(det, "onnx", sources=weight_sources(DetectorSpec())), tmp_path / "dist")
     out = tmp_path / "report"
     result = CliRunner().invoke(app, ["validate", str(path), "--reference", str(reference), "--out", str(out),
                                       "--degrade", "jpeg:q=20,blur:s=3"])

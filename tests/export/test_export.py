@@ -5,21 +5,23 @@ import hashlib
 import json
 import shutil
 
+import dataclasses
+
 import numpy as np
 import pytest
-import torch
 
-from dfedge.data.sources import ToySet
+from dfedge.data.sources import toy_crops
+from dfedge.eval.gate import PARITY, ParityError, check_parity
 from dfedge.export import bundle as bundle_lib
-from dfedge.export.targets import PARITY, TARGETS, markdown_table, resolve
-from dfedge.models.factory import DetectorSpec, build_detector, shipped_file
+from dfedge.models.factory import DetectorSpec, build_detector, weight_sources
+from dfedge.runtimes import open_runner, torch_runner, verify
+from dfedge.targets import TARGETS, markdown_table, resolve
 
 PRECISIONS = ("fp32", "fp16")
 
 
-def toy_crops(split: str, n: int) -> np.ndarray:
-    data = ToySet(split, n)
-    return np.stack([data[i].image for i in range(n)]).transpose(0, 3, 1, 2).astype(np.float32)
+def runner(path, target):
+    return open_runner(path, target, interpreter=True)[0]  # what the bundle check runs (CoreML: MIL off macOS)
 
 
 @pytest.fixture(scope="session")
@@ -27,15 +29,14 @@ def detector():
     return build_detector(DetectorSpec(preset="toy"))
 
 
-def export_all(detector, dist, precisions=PRECISIONS):
-    sources = {p: bundle_lib.source_record(shipped_file("toy", p), "") for p in ("dinov3", "parser", "probe")}
-    images = toy_crops("val", 2)
+def export_all(detector, dist, make_job, precisions=PRECISIONS):
+    sources, images = weight_sources(DetectorSpec()), toy_crops(2)
     out = {}
-    for target in TARGETS.values():
+    for target in TARGETS:
         cache = {}
         for precision in precisions:
-            out[target.name, precision] = bundle_lib.write_bundle(
-                detector, target, precision, dist, "toy", sources, {"test": True}, images, cache=cache)
+            job = make_job(detector, target, precision, sources=sources, parity_images=images, cache=cache)
+            out[target, precision] = bundle_lib.write_bundle(job, dist)
     return out
 
 
@@ -54,26 +55,28 @@ def bundles(toy_build):
 
 
 class Reference:
-    """The torch detector as check_parity calls it, each distinct crop run once per session: the eight
+    """The torch runner as check_parity calls it, each distinct crop run once per session: the eight
     target x precision parity checks compare against the same torch outputs, computed once."""
 
     def __init__(self, detector):
-        self.detector, self.outputs = detector, {}
+        self.run, self.outputs = torch_runner(detector), {}
 
     def __call__(self, image):
-        key = hashlib.sha256(image.numpy().tobytes()).hexdigest()
+        key = hashlib.sha256(image.tobytes()).hexdigest()
         if key not in self.outputs:
-            self.outputs[key] = self.detector(image)
+            self.outputs[key] = self.run(image)
         return self.outputs[key]
 
 
 @pytest.fixture(scope="session")
 def fresh(detector):
     """Crops the export never saw, the torch reference on them, and their region-token counts."""
-    images = toy_crops("test", 3)
-    with torch.no_grad():
-        region_tokens = detector(torch.from_numpy(images)).region_tokens
-    return images, Reference(detector), region_tokens
+    from dfedge.data.sources import ToySet
+
+    images = ToySet("test", 3).crops()
+    reference = Reference(detector)
+    region_tokens = np.array([reference(image[None])["region_tokens"] for image in images])
+    return images, reference, region_tokens
 
 
 @pytest.mark.parametrize("target", list(TARGETS))
@@ -82,7 +85,7 @@ def test_parity_against_torch_on_fresh_toy_crops(bundles, fresh, target, precisi
     path, manifest = bundles[target, precision]
     assert manifest["parity"]["ok"]
     images, reference, region_tokens = fresh  # crops the export never saw
-    parity = bundle_lib.check_parity(reference, TARGETS[target].exporter().load(path), images, precision)
+    parity = check_parity(reference, runner(path, target), images, precision)
     limits = PARITY[precision]
     assert parity.samples == len(images) == 3
     assert parity.max_logit_error <= limits["max_logit_error"], parity
@@ -94,11 +97,12 @@ def test_parity_against_torch_on_fresh_toy_crops(bundles, fresh, target, precisi
 
 def test_manifest_schema_and_hashes_verify(bundles):
     for (target, precision), (path, manifest) in bundles.items():
-        again = bundle_lib.verify(path)
+        again = verify(path)
         assert again == json.loads((path / "manifest.json").read_text())
         assert manifest["schema"] == "dfedge-bundle/1" and manifest["target"] == target
-        assert manifest["input"]["layout"] == TARGETS[target].input_layout
+        assert manifest["input"]["layout"] == TARGETS[target].input_layout and manifest["input"]["name"] == "image"
         assert manifest["input"]["shape"] == ([1, 448, 448, 3] if target == "tflite" else [1, 3, 448, 448])
+        assert manifest["conversion"]["tool"]  # what converted it, recorded by the converter itself
         assert len(manifest["alignment"]["template"]) == 5
         assert manifest["labels"]["region_classes"] == [7, 8, 9]
         assert set(manifest["outputs"]) == {"logit", "probability", "token_mask", "region_tokens", "contributions"}
@@ -115,47 +119,53 @@ def test_tampered_file_fails_verification(bundles, tmp_path):
         f.seek(100)
         f.write(b"\x00\x01")
     with pytest.raises(ValueError, match="SHA-256 differs"):
-        bundle_lib.verify(copy)
+        verify(copy)
 
 
 def test_metadata_is_embedded_in_the_models(bundles):
+    """Every model file carries the manifest's key facts inside itself, read back with each format's own tools."""
+    import coremltools as ct
     import onnx
     import openvino as ov
+    from ai_edge_litert.tools import flatbuffer_utils
 
-    meta = {p.key: p.value for p in onnx.load(str(bundles["onnx", "fp32"][0] / "detector.onnx")).metadata_props}
-    assert meta["dfedge.region"] == "mouth" and meta["dfedge.label_set"] == "lapa"
+    embedded = {}
+    embedded["onnx"] = {p.key: p.value for p in onnx.load(str(bundles["onnx", "fp32"][0] / "detector.onnx")).metadata_props}
     model = ov.Core().read_model(str(bundles["openvino", "fp32"][0] / "detector.xml"))
-    assert model.get_rt_info(["dfedge", "dfedge.region"]).astype(str) == "mouth"
+    embedded["openvino"] = {k: model.get_rt_info(["dfedge", k]).astype(str) for k in ("dfedge.region", "dfedge.label_set")}
+    spec = ct.utils.load_spec(str(bundles["coreml", "fp32"][0] / "detector.mlpackage"))
+    embedded["coreml"] = dict(spec.description.metadata.userDefined)
+    for precision in PRECISIONS:  # LiteRT's flatbuffer tools; fp16 is rewritten by ai-edge-quantizer before it is added
+        flat = flatbuffer_utils.read_model(bundles["tflite", precision][0] / "detector.tflite")
+        meta = {m.name.decode(): bytes(flat.buffers[m.buffer].data).decode() for m in flat.metadata}
+        assert meta["dfedge.precision"] == precision and meta["dfedge.schema"] == "dfedge-bundle/1"
+        embedded[f"tflite-{precision}"] = meta
+    for where, meta in embedded.items():
+        assert meta["dfedge.region"] == "mouth" and meta["dfedge.label_set"] == "lapa", where
 
 
-def test_failed_export_leaves_no_bundle(detector, tmp_path, monkeypatch):
-    target = TARGETS["onnx"]
-    module = target.exporter()
-
-    def broken(detector, example, out_dir, precision, metadata, cache=None):
+def test_failed_export_leaves_no_bundle(detector, make_job, tmp_path):
+    def broken(job, out_dir, report):
         (out_dir / "detector.onnx").write_bytes(b"half a model")
         raise RuntimeError("converter crashed")
 
-    monkeypatch.setattr(module, "export", broken)
+    job = make_job(detector, "onnx", target=dataclasses.replace(TARGETS["onnx"], exporter=broken))
     with pytest.raises(RuntimeError, match="converter crashed"):
-        bundle_lib.write_bundle(detector, target, "fp32", tmp_path, "toy", {}, {}, toy_crops("val", 1))
+        bundle_lib.write_bundle(job, tmp_path)
     assert list((tmp_path / "toy").iterdir()) == []
 
 
-def test_parity_failure_ships_nothing(rung_bundle, conversions, tmp_path, monkeypatch):
-    target = TARGETS["onnx"]
-    module = target.exporter()
-    real_load = module.load
+def test_parity_failure_ships_nothing(rung_bundle, conversions, make_job, tmp_path, monkeypatch):
+    real_open = bundle_lib.open_runner
     det = rung_bundle("distilled", "onnx")[0]  # its real ONNX graph, converted once for the rung test below
 
-    def skewed(bundle, threads=0):
-        run = real_load(bundle, threads)
-        return lambda images: dict(run(images), logit=run(images)["logit"] + 0.5)
+    def skewed(*args, **kwargs):  # the runtime of the bundle being checked, its logits off by 0.5
+        run, runtime = real_open(*args, **kwargs)
+        return (lambda images: dict(run(images), logit=run(images)["logit"] + 0.5)), runtime
 
-    monkeypatch.setattr(module, "load", skewed)
-    with pytest.raises(bundle_lib.ParityError):
-        bundle_lib.write_bundle(det, target, "fp32", tmp_path, "toy", {}, {}, toy_crops("val", 1),
-                                cache=conversions["distilled", "onnx"])
+    monkeypatch.setattr(bundle_lib, "open_runner", skewed)
+    with pytest.raises(ParityError):
+        bundle_lib.write_bundle(make_job(det, "onnx", cache=conversions["distilled", "onnx"]), tmp_path)
     assert list((tmp_path / "toy").iterdir()) == []
 
 
@@ -175,14 +185,13 @@ def test_exports_are_deterministic(rung_bundle, tmp_path, target):
     the exact graph's repeat export is a slow test after this one. ONNX and OpenVINO run by default (OpenVINO's
     node names were the non-determinism found); CoreML's and TFLite's repeat conversions are behind -m slow."""
     det, _, manifest = rung_bundle("distilled", target)
-    _, again = bundle_lib.write_bundle(det, TARGETS[target], "fp32", tmp_path, "distilled", rung_sources("distilled"),
-                                       {"region_index": "distilled"}, toy_crops("val", 1))
+    _, again = bundle_lib.write_bundle(rung_job(det, "distilled", target), tmp_path)
     assert_same_model_files(manifest["files"], again["files"], target)
 
 
 @pytest.mark.slow
-def test_exact_exports_are_deterministic(detector, bundles, tmp_path):
-    again = export_all(detector, tmp_path, precisions=("fp32",))
+def test_exact_exports_are_deterministic(detector, bundles, make_job, tmp_path):
+    again = export_all(detector, tmp_path, make_job, precisions=("fp32",))
     for target in TARGETS:
         assert_same_model_files(bundles[target, "fp32"][1]["files"], again[target, "fp32"][1]["files"], target)
 
@@ -193,6 +202,28 @@ def test_target_table_drives_resolution_and_docs():
         resolve(["tensorrt"])
     table = markdown_table()
     assert all(f"`{name}`" in table for name in TARGETS)
+
+
+def test_the_target_table_is_the_whole_truth():
+    """One row per target: its bundle-format half is the row bench.py ships (standalone.FORMATS), its converters are
+    the export and quantize modules' own functions, and the CLI's choices are its names."""
+    from dfedge import options
+    from dfedge.export import onnx as onnx_export
+    from dfedge.models.detector import OUTPUT_NAMES
+    from dfedge.quantize import openvino as openvino_quantize
+    from dfedge.runtimes import standalone
+
+    assert list(TARGETS) == list(standalone.FORMATS)
+    for name, target in TARGETS.items():
+        assert target.format is standalone.FORMATS[name] and target.model_file.startswith("detector.")
+        assert target.exporter.__module__ == f"dfedge.export.{name}"
+        assert target.quantizer.__module__ == f"dfedge.quantize.{name}"
+    assert TARGETS["onnx"].exporter is onnx_export.export and TARGETS["openvino"].quantizer is openvino_quantize.quantize
+    assert standalone.OUTPUTS == OUTPUT_NAMES  # bench.py cannot import the models: the same names, checked here
+    assert [c.value for c in options.TargetName] == [*TARGETS, "all"]
+    assert {c.value for c in options.Precision} == {p for t in TARGETS.values() for p in t.all_precisions}
+    with pytest.raises(ValueError, match="has no precision 'palette4'"):
+        TARGETS["onnx"].convert_for("palette4")
 
 
 def test_docs_table_is_the_generated_one():
@@ -212,9 +243,12 @@ RUNG_PAIRS = [pytest.param(r, t, marks=() if (r, t) in DEFAULT_PAIRS else pytest
               for r in ("lite-head", "parser-224", "distilled") for t in TARGETS]
 
 
-def rung_sources(rung: str) -> dict:
-    parts = ("dinov3", "region_head" if rung == "distilled" else "parser", "probe")
-    return {p: bundle_lib.source_record(shipped_file("toy", p), "") for p in parts}
+def rung_job(detector, rung: str, target: str, cache: dict | None = None):
+    """The fp32 job of a rung's bundle, as the build makes it (folder and options aside)."""
+    from dfedge.export.job import Job
+
+    return Job(detector, TARGETS[target], "fp32", rung, f"{target}-fp32", weight_sources(DetectorSpec(region_index=rung)),
+               {"region_index": rung}, toy_crops(1), cache={} if cache is None else cache)
 
 
 @pytest.fixture(scope="session")
@@ -232,9 +266,8 @@ def rung_bundle(conversions, tmp_path_factory):
     def get(rung: str, target_name: str):
         if (rung, target_name) not in made:
             det = build_detector(DetectorSpec(preset="toy", region_index=rung))
-            path, manifest = bundle_lib.write_bundle(
-                det, TARGETS[target_name], "fp32", tmp_path_factory.mktemp(rung), rung, rung_sources(rung),
-                {"region_index": rung}, toy_crops("val", 1), cache=conversions.setdefault((rung, target_name), {}))
+            job = rung_job(det, rung, target_name, conversions.setdefault((rung, target_name), {}))
+            path, manifest = bundle_lib.write_bundle(job, tmp_path_factory.mktemp(rung))
             made[rung, target_name] = det, path, manifest
         return made[rung, target_name]
 
@@ -245,10 +278,9 @@ def rung_bundle(conversions, tmp_path_factory):
 def test_every_region_index_rung_exports_to_every_target_with_fp32_parity(rung, target_name, rung_bundle):
     """The ladder's rungs are ordinary graphs: the same four exporters, the same parity limits on fresh crops."""
     det, path, manifest = rung_bundle(rung, target_name)
-    fresh = toy_crops("test", 1)  # a crop the export never saw (write_bundle checks one more)
-    target = TARGETS[target_name]
-    parity = bundle_lib.check_parity(det, target.exporter().load(path), fresh, "fp32")
-    assert manifest["parity"]["ok"] and parity.ok, (target.name, parity)
-    assert parity.max_logit_error <= PARITY["fp32"]["max_logit_error"] and parity.masks_identical, (target.name, parity)
+    fresh = toy_crops(1, "test")  # a crop the export never saw (write_bundle checks one more)
+    parity = check_parity(torch_runner(det), runner(path, target_name), fresh, "fp32")
+    assert manifest["parity"]["ok"] and parity.ok, (target_name, parity)
+    assert parity.max_logit_error <= PARITY["fp32"]["max_logit_error"] and parity.masks_identical, (target_name, parity)
     assert manifest["labels"]["region_classes"] == [7, 8, 9]
     assert manifest["export_options"]["region_index"] == rung and manifest["target"] == target_name

@@ -2,17 +2,18 @@
 with float activations while DINOv3 is INT8, NNCF ranks on per-item outputs (NMSE), and a rung no validated model
 of which is within the budget is refused before a bundle is written."""
 
-import numpy as np
 import pytest
 import torch
 
+from dfedge.data import calibration as calib_lib
 from dfedge.data.sources import open_set
-from dfedge.export.bundle import GateError
+from dfedge.eval.gate import Gate, GateError, Validation
+from dfedge.eval.validate import Budget
 from dfedge.models.factory import DetectorSpec, build_detector
-from dfedge.quantize import calibration as calib_lib
+from dfedge.runtimes import torch_runner
 
 
-def test_mixed_rung_settings_scope_and_fail_fast(monkeypatch, tmp_path):
+def test_mixed_rung_settings_scope_and_fail_fast(make_job, monkeypatch, tmp_path):
     import nncf
     import openvino as ov
 
@@ -26,9 +27,13 @@ def test_mixed_rung_settings_scope_and_fail_fast(monkeypatch, tmp_path):
     cache = {"openvino": ov.convert_model(traced, example_input=example, input=[("image", list(example.shape))])}
     with pytest.warns(UserWarning, match="only 4 crops"):
         calib = calib_lib.calibration_set("toy:train:4", 4)
-    val = open_set("toy:val:8", "mouth")
-    items = [(val[i].image.transpose(2, 0, 1)[None].astype(np.float32), int(val[i].label)) for i in range(4, 8)]
+    validation = Validation.build(torch_runner(detector), detector.probe.info.threshold, open_set("toy:val:8", "mouth"))
+    items = validation.items()
     assert {label for _, label in items} == {0, 1}
+    # budget -1: no model can be within it (the AUC would have to rise by 100 pp), so the rung must be refused right
+    # after accuracy control
+    job = make_job(detector, "openvino", "mixed", calibration=calib, gate=Gate(validation, Budget(-1.0)),
+                   accuracy_iterations=2, cache=cache)
 
     seen = {}
     real = nncf.quantize_with_accuracy_control
@@ -39,17 +44,16 @@ def test_mixed_rung_settings_scope_and_fail_fast(monkeypatch, tmp_path):
         return seen["result"]
 
     monkeypatch.setattr(nncf, "quantize_with_accuracy_control", recording)
-    # budget -1: no model can be within it, so the rung must be refused right after accuracy control
-    accuracy = q.AccuracyControl(items, q.auc_validation(), max_drop=0.004, max_iterations=2, reference_auc=0.9,
-                                 budget=-1.0, ranking_subset_size=3, num_ranking_workers=1)
     report = {}
     with pytest.raises(GateError, match="accuracy control: no model it validated is within the budget"):
-        q.quantize(detector, example, tmp_path, "mixed", {}, cache, calib, report, accuracy)
+        q.quantize(job, tmp_path, report)
     assert not list(tmp_path.iterdir())  # refused before anything was saved
 
     restorer = seen["advanced_accuracy_restorer_parameters"]
-    assert (restorer.max_num_iterations, restorer.ranking_subset_size, restorer.num_ranking_workers) == (2, 3, 1)
-    assert seen["max_drop"] == 0.004 and seen["drop_type"] == nncf.DropType.ABSOLUTE and seen["subset_size"] == 4
+    ranked = min(len(items), q.RANKING_SUBSET_SIZE)
+    assert (restorer.max_num_iterations, restorer.ranking_subset_size, restorer.num_ranking_workers) == (2, ranked, 1)
+    # NNCF's target: a share of the gate's budget, never below zero (a negative budget demands a gain it cannot aim at)
+    assert seen["max_drop"] == 0.0 and seen["drop_type"] == nncf.DropType.ABSOLUTE and seen["subset_size"] == 4
     assert "__module.parser.head.head.conv_seg/aten::_convolution/Convolution" in seen["ignored_scope"].names
 
     quantized, parser = q.quantized_ops(seen["result"]), q.module_ops(seen["result"], ["parser"])
@@ -61,7 +65,7 @@ def test_mixed_rung_settings_scope_and_fail_fast(monkeypatch, tmp_path):
     assert any(n.startswith("__module.dinov3.blocks") for n in quantized)  # DINOv3 INT8
     assert not set(report["reverted_to_float"]) & quantized
     assert report["quantized_int8"] >= len(quantized) and len(report["accuracy"]["validated_auc"]) >= 2
-    assert report["settings"]["ranking_subset_size"] == 3
+    assert report["settings"]["ranking_subset_size"] == ranked
     key = ["nncf", "quantization", "advanced_accuracy_restorer_parameters"]  # no temporary path left in the IR
     assert "'intermediate_model_dir': None" in seen["result"].get_rt_info(key).astype(str)
 

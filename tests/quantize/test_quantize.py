@@ -5,11 +5,9 @@ import re
 
 import numpy as np
 import pytest
-import torch
 
-from dfedge.export.targets import TARGETS
+from dfedge.data import calibration as calib_lib
 from dfedge.models.factory import DetectorSpec, build_detector
-from dfedge.quantize import calibration as calib_lib
 from dfedge.quantize.scope import onnx_float_nodes, openvino_patterns
 
 
@@ -45,7 +43,7 @@ def test_calibration_takes_the_size_asked_for(calib):
     assert calib.record()["data"] == f"toy:train:12:mouth (first {CALIB})"
 
 
-def test_openvino_int8_keeps_the_region_math_float(detector, calib, monkeypatch, tmp_path):
+def test_openvino_int8_keeps_the_region_math_float(detector, calib, make_job, monkeypatch, tmp_path):
     import nncf
     import openvino as ov
 
@@ -53,7 +51,7 @@ def test_openvino_int8_keeps_the_region_math_float(detector, calib, monkeypatch,
 
     seen = recorded(monkeypatch, nncf, "quantize")
     report = {}
-    q.quantize(detector, torch.zeros(1, 3, 448, 448), tmp_path, "int8", {}, {}, calib, report)
+    q.quantize(make_job(detector, "openvino", "int8", calibration=calib), tmp_path, report)
     assert seen["subset_size"] == CALIB and report["calibration"]["size"] == CALIB
     model = ov.Core().read_model(str(tmp_path / "detector.xml"))
     quantized = q.quantized_ops(model)
@@ -66,13 +64,13 @@ def test_openvino_int8_keeps_the_region_math_float(detector, calib, monkeypatch,
     assert any(n.startswith("__module.parser.backbone") for n in quantized)
 
 
-def test_onnx_int8_keeps_the_region_math_float(detector, calib, tmp_path):
+def test_onnx_int8_keeps_the_region_math_float(detector, calib, make_job, tmp_path):
     import onnx
 
     from dfedge.quantize import onnx as q
 
     report = {}
-    q.quantize(detector, torch.zeros(1, 3, 448, 448), tmp_path, "int8", {}, {}, calib, report)
+    q.quantize(make_job(detector, "onnx", "int8", calibration=calib), tmp_path, report)
     model = onnx.load(str(tmp_path / "detector.onnx"))
     producer = {o: n for n in model.graph.node for o in n.output}
     float_nodes = set(onnx_float_nodes(model))
@@ -84,7 +82,7 @@ def test_onnx_int8_keeps_the_region_math_float(detector, calib, tmp_path):
     assert report["calibration"]["size"] == CALIB
 
 
-def test_tflite_int8_is_nncf_calibrated_and_keeps_the_region_math_float(detector, calib, monkeypatch, tmp_path):
+def test_tflite_int8_is_nncf_calibrated_and_keeps_the_region_math_float(detector, calib, make_job, monkeypatch, tmp_path):
     import nncf.experimental.torch.fx as nncf_fx
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
@@ -92,7 +90,7 @@ def test_tflite_int8_is_nncf_calibrated_and_keeps_the_region_math_float(detector
 
     seen = recorded(monkeypatch, nncf_fx, "quantize_pt2e")
     report = {}
-    q.quantize(detector, torch.zeros(1, 3, 448, 448), tmp_path, "int8", {}, {}, calib, report)
+    q.quantize(make_job(detector, "tflite", "int8", calibration=calib), tmp_path, report)
     assert seen["subset_size"] == CALIB and report["calibration"]["size"] == CALIB
     assert report["tool"].startswith("nncf ") and "PT2EQuantizer" in report["tool"]
     # the graph as written (no delegate folds ops away); each tensor name keeps the module path it came from
@@ -115,46 +113,43 @@ def test_tflite_int8_is_nncf_calibrated_and_keeps_the_region_math_float(detector
 
 
 def test_ladder_ships_a_passing_rung_and_refuses_a_failing_one(tmp_path):
-    from dfedge.quantize.ladder import run_ladder
+    from dfedge.build import BuildConfig, run_build
 
-    spec = DetectorSpec(preset="toy")
-    rung = [(TARGETS["openvino"], "int8-weights")]
-    ok = run_ladder(spec, rung, tmp_path, "pass", "toy:train:20", 20, "toy:val:40", 0.005, 0.99, 1)
-    assert ok[0].status == "ok", ok[0].reason
+    rung = dict(targets=("openvino",), precisions=("int8-weights",), calib="toy:train:20", calib_size=20,
+                bench_runs=0, command="quantize")
+    (ok,), _ = run_build(BuildConfig(name="pass", dist=tmp_path, data="toy:val:40", **rung))
+    assert ok.status == "ok", ok.reason
     manifest = json.loads((tmp_path / "pass" / "openvino-int8-weights" / "manifest.json").read_text())
     assert manifest["gate"]["passed"] and abs(manifest["gate"]["delta_auc"]) <= 0.005
-    assert manifest["export_options"]["quantization"]["tool"].startswith("nncf")
+    assert manifest["conversion"]["tool"].startswith("nncf")
     size = sum(f["bytes"] for f in manifest["files"].values())
     row = next(line for line in (tmp_path / "pass" / "quantize-report.md").read_text().splitlines()
-               if line.startswith("| openvino | int8-weights | ✅ |"))
-    gate = manifest["gate"]  # parity on the validation split: max and mean |Δlogit| against torch FP32
+               if line.startswith("| exact | openvino | int8-weights | ✅ |"))
+    gate = manifest["gate"]  # on the validation split: max and mean |Δlogit| against torch FP32
     assert f"| {gate['max_abs_logit']:.2e} | {gate['mean_abs_logit']:.2e} | {gate['mask_agreement']:.4f} |" in row
 
     # an impossible budget (the AUC would have to rise by 10 pp): reported, and no bundle on disk. Any detector and
     # labelled split show that, so the refusal runs on the distilled rung (no FaRL to score) and 16 faces (5 real).
-    distilled = DetectorSpec(preset="toy", region_index="distilled")
-    refused = run_ladder(distilled, rung, tmp_path, "fail", "toy:train:20", 20, "toy:val:16", -0.1, 0.99, 1)
-    assert refused[0].status == "gate" and "AUC drop" in refused[0].reason
-    assert not (tmp_path / "fail" / "openvino-int8-weights").exists()
-    assert not list((tmp_path / "fail").glob(".openvino-int8-weights*"))  # no half-written temp folder either
-    assert "| openvino | int8-weights | ❎ AUC drop" in (tmp_path / "fail" / "quantize-report.md").read_text()
-    det = build_detector(spec)
+    (refused,), _ = run_build(BuildConfig(name="fail", dist=tmp_path, data="toy:val:16", max_auc_drop=-0.1,
+                                          region_indexes=("distilled",), **rung))
+    assert refused.status == "gate" and "AUC drop" in refused.reason
+    assert not (tmp_path / "fail" / "openvino-int8-weights-distilled").exists()
+    assert not list((tmp_path / "fail").glob(".openvino*")) and not list(tmp_path.glob(".fail*"))  # nothing half-written
+    assert "| distilled | openvino | int8-weights | ❎ AUC drop" in (tmp_path / "fail" / "quantize-report.md").read_text()
+    det = build_detector(DetectorSpec(preset="toy"))
     fp32_bytes = sum(t.numel() * 4 for t in [*det.parameters(), *det.buffers()] if t.is_floating_point())
     assert size < 0.6 * fp32_bytes  # int8 weights really shrank it (constant resampling matrices stay fp32)
 
 
-def test_ladder_report_lists_what_accuracy_control_reverted(tmp_path):
-    from dfedge.eval.validate import Budget
-    from dfedge.quantize.ladder import RungResult, write_report
+def test_ladder_report_lists_what_accuracy_control_reverted():
+    from dfedge.build import Row
 
     record = {"reverted_to_float": ["__module.dinov3.blocks.0.mlp.fc1/aten::linear/MatMul"], "quantized_int8": 16,
               "accuracy": {"reference_auc": 0.9657, "validated_auc": [0.9655, 0.9601, 0.9644]}}
-    mixed = RungResult("openvino", "mixed", "ok", size_mb=2.6, quantization=record)
-    plain = RungResult("openvino", "int8", "gate", "AUC drop 1.62 pp > budget", quantization={"tool": "nncf"})
-    write_report(tmp_path / "r.md", [plain, mixed], "toy:val:8", Budget(0.005), 0.99,
-                 {"data": "toy", "size": 4, "sha256": "0" * 64})
-    text = (tmp_path / "r.md").read_text()
-    assert "## Accuracy control" in text and "1 of 16 INT8 ops" in text
+    mixed = Row("exact", "openvino", "mixed", "openvino-mixed", size_mb=2.6, conversion=record)
+    plain = Row("exact", "openvino", "int8", "openvino-int8", "gate", "AUC drop 1.62 pp > budget", conversion={"tool": "nncf"})
+    text = "\n".join(mixed.accuracy_lines())
+    assert "1 of 16 INT8 ops" in text
     assert "`__module.dinov3.blocks.0.mlp.fc1/aten::linear/MatMul`" in text
     assert "initial (FP32, mask-path weights INT8) 0.9655, fully quantized 0.9601, after step 1 0.9644" in text
     assert not plain.accuracy_lines()  # only accuracy-controlled rungs have a record

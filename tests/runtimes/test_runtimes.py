@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 import dfedge
 from dfedge.cli import app
 from dfedge.data.sources import ToySet
-from dfedge.export.targets import PARITY
+from dfedge.eval.gate import PARITY
 from dfedge.models.factory import DetectorSpec, build_detector
 from dfedge.runtimes import BundleError, RuntimeUnavailable, from_torch
 

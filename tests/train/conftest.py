@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from dfedge.data.sources import LabelledSet, ToySet
+from dfedge.data.samples import LabelledSet
+from dfedge.data.sources import ToySet
 
 
 class DrawnToySet(LabelledSet):

@@ -7,10 +7,11 @@ import torch
 from typer.testing import CliRunner
 
 from dfedge.cli import app
+from dfedge.eval.region_report import region_index_report
 from dfedge.models.checkpoint import sha256_file
 from dfedge.models.factory import DetectorSpec, build_detector, shipped_file
+from dfedge.runtimes import torch_runner
 from dfedge.train.distill import MANIFEST_FORMAT, face_images
-from dfedge.train.region_report import region_index_report
 
 runner = CliRunner()
 
@@ -19,7 +20,7 @@ runner = CliRunner()
 def report(toy_faces):
     # toy:test:400, the set docs/region-index.md reports (ΔAUC needs all 400: on fewer faces it is mostly noise),
     # drawn once for both rungs
-    return region_index_report(DetectorSpec(preset="toy"), ["distilled"], toy_faces("test", 400))
+    return region_index_report(DetectorSpec(preset="toy"), ["distilled"], toy_faces("test", 400), torch_runner)
 
 
 def test_distilled_head_agrees_with_exact_on_97_percent_of_tokens(report):

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .sources import open_set
+
 DEFAULT_SIZE = 300
 MIN_ADVISED = 100
 
@@ -27,8 +29,6 @@ class Calibration:
 
 
 def calibration_set(spec: str, size: int = DEFAULT_SIZE, region: str = "mouth") -> Calibration:
-    from ..data.sources import open_set
-
     if spec == "toy":
         spec = f"toy:train:{size}"
     data = open_set(spec, region)
@@ -36,5 +36,5 @@ def calibration_set(spec: str, size: int = DEFAULT_SIZE, region: str = "mouth") 
     if n < MIN_ADVISED:
         warnings.warn(f"calibration set {spec}: only {n} crops (advised: >= {MIN_ADVISED}); ranges may be poor",
                       stacklevel=2)
-    images = np.stack([data[i].image for i in range(n)]).transpose(0, 3, 1, 2).astype(np.float32)
+    images = data.crops(n)
     return Calibration(images, f"{data.description} (first {n})", hashlib.sha256(images.tobytes()).hexdigest())

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dfedge.export.coreml import MilInterpreter, UnsupportedMilOp
+from dfedge.runtimes import mil
+from dfedge.runtimes.mil import MilInterpreter, UnsupportedMilOp
 
 
 class OpZoo(nn.Module):
@@ -66,9 +67,7 @@ def test_interpreter_matches_torch_on_every_op_family(package):
 
 
 def test_interpreter_names_an_op_it_cannot_run(package, monkeypatch):
-    from dfedge.export import coreml
-
     _, path = package
-    monkeypatch.delitem(coreml.OPS, "conv_transpose")
+    monkeypatch.delitem(mil.OPS, "conv_transpose")
     with pytest.raises(UnsupportedMilOp, match="conv_transpose"):
         MilInterpreter(path)

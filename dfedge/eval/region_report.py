@@ -17,12 +17,15 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import torch
 
-from ..data.sources import LabelledSet
-from ..eval.metrics import MaskAgreement, binary_metrics, delong, mask_agreement
-from ..eval.scores import Scores, score_set, torch_runner
+from ..data.samples import LabelledSet
 from ..models.checkpoint import atomic_write
+from ..models.detector import Detector
 from ..models.factory import DetectorSpec, build_detector, gflops, meta_detector
 from ..models.ladder import RUNGS
+from .metrics import MaskAgreement, binary_metrics, delong, mask_agreement
+from .scores import Runner, Scores, score_set
+
+RunnerOf = Callable[[Detector], Runner]  # e.g. dfedge.runtimes.torch_runner: how each rung's torch graph is run
 
 
 @dataclass
@@ -41,29 +44,31 @@ class RungReport:
         return dict(asdict(self), masks=asdict(self.masks))
 
 
-def latency_ms(detector, crop: np.ndarray, runs: int = 5) -> float:
+def latency_ms(run: Runner, crop: np.ndarray, runs: int = 5) -> float:
     """Median wall time of one single-face forward pass (after one warm-up)."""
-    x = torch.from_numpy(crop[None].transpose(0, 3, 1, 2).astype(np.float32))
+    x = crop[None].transpose(0, 3, 1, 2).astype(np.float32)
+    run(x)
     times = []
-    with torch.no_grad():
-        detector(x)
-        for _ in range(runs):
-            start = time.perf_counter()
-            detector(x)
-            times.append((time.perf_counter() - start) * 1e3)
+    for _ in range(runs):
+        start = time.perf_counter()
+        run(x)
+        times.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times)
 
 
-def score_rung(spec: DetectorSpec, data: LabelledSet, batch: int, progress=None) -> tuple[Scores, float, float]:
+def score_rung(spec: DetectorSpec, data: LabelledSet, runner_of: RunnerOf, batch: int,
+               progress=None) -> tuple[Scores, float, float]:
     det = build_detector(spec)
-    scores = score_set(torch_runner(det), data, batch=batch, progress=progress)
-    return scores, gflops(det)["total"], latency_ms(det, data[0].image)
+    run = runner_of(det)
+    scores = score_set(run, data, batch=batch, progress=progress)
+    return scores, gflops(det)["total"], latency_ms(run, data[0].image)
 
 
-def region_index_report(spec: DetectorSpec, rungs: list[str], data: LabelledSet, region_head: str | None = None,
-                        batch: int = 8, progress: Callable[[str, int], None] | None = None) -> list[RungReport]:
-    """One RungReport per rung (exact first, always measured: it is the reference). `region_head` is the
-    distilled rung's head file (default: the preset's shipped head)."""
+def region_index_report(spec: DetectorSpec, rungs: list[str], data: LabelledSet, runner_of: RunnerOf,
+                        region_head: str | None = None, batch: int = 8,
+                        progress: Callable[[str, int], None] | None = None) -> list[RungReport]:
+    """One RungReport per rung (exact first, always measured: it is the reference), each rung's torch graph run by
+    `runner_of(detector)`. `region_head` is the distilled rung's head file (default: the preset's shipped head)."""
     base = replace(spec, region_index="exact", region_head=None)
     names = ["exact"] + [r for r in rungs if r != "exact"]
     for r in names:
@@ -75,7 +80,7 @@ def region_index_report(spec: DetectorSpec, rungs: list[str], data: LabelledSet,
     for r in names:
         rung_spec = replace(base, region_index=r, region_head=region_head if r == "distilled" else None)
         step = (lambda n=1, r=r: progress(r, n)) if progress else None
-        scores, flops, latency = score_rung(rung_spec, data, batch, step)
+        scores, flops, latency = score_rung(rung_spec, data, runner_of, batch, step)
         ref = ref or scores
         test = delong(ref.labels, ref.logits, scores.logits)
         reports.append(RungReport(

@@ -1,0 +1,131 @@
+"""The gate every bundle passes before it ships, whatever made it (an exporter, a quantizer, a region-index rung):
+
+1. **parity**: the converted graph computes what its own torch graph computes, on a few crops, within the limits of
+   its precision (`PARITY`); a quantized rung has no logit limit there, only a token-mask agreement;
+2. **AUC drift** (`Gate`): on a labelled validation split, against the reference's scores (torch FP32 of the exact
+   detector, `Validation`), the AUC may drop by at most the budget and the token masks must agree.
+
+Runners are passed in (images float32 [B, 3, S, S] 0-255 -> {output name: array}); this module runs no model of
+its own, so the same gate serves the torch reference and every runtime.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..data.samples import LabelledSet
+from .metrics import delong_auc_variance
+from .scores import Runner, Scores, score_set
+from .validate import Budget, compare
+
+# Parity limits against the rung's own torch graph, per precision, on the logit error |Δlogit| / max(1, |logit|):
+# absolute near the decision threshold, relative for confident faces (fp16 keeps ~3 significant digits, so a toy
+# face with logit 19.4 is off by 0.019 on CoreML fp16 while every logit under 6 stays within 0.005).
+# Quantized rungs have no logit limit: their gate is the AUC drift on a validation split, plus this mask agreement.
+PARITY = {"fp32": {"max_logit_error": 1e-4, "mask_agreement": 1.0}, "fp16": {"max_logit_error": 1e-2, "mask_agreement": 0.99}}
+QUANTIZED_PARITY = {"max_logit_error": None, "mask_agreement": 0.99}
+
+
+def parity_limits(precision: str) -> dict:
+    return PARITY.get(precision, QUANTIZED_PARITY)
+
+
+class ParityError(RuntimeError):
+    """The exported graph does not compute what the torch reference computes."""
+
+
+class GateError(RuntimeError):
+    """A compressed artifact decides differently from the reference beyond its budget: it is not shipped."""
+
+
+@dataclass
+class Parity:
+    max_abs_logit: float
+    max_logit_error: float  # |Δlogit| / max(1, |logit|), what the limits apply to (PARITY)
+    mean_abs_logit: float
+    mask_agreement: float
+    masks_identical: bool
+    samples: int
+    ok: bool
+    thresholds: dict = field(default_factory=dict)
+
+
+def check_parity(reference: Runner, runner: Runner, images: np.ndarray, precision: str) -> Parity:
+    """Run `runner` and the torch `reference` on the same crops [N, 3, S, S] float32, one at a time (the graphs
+    have batch 1)."""
+    dl, err, agree, identical = [], [], [], True
+    for image in images:
+        ref, out = reference(image[None]), runner(image[None])
+        ref_logit = np.asarray(ref["logit"], np.float64).reshape(-1)
+        diff = np.abs(np.asarray(out["logit"], np.float64).reshape(-1) - ref_logit)
+        dl.append(float(diff.max()))
+        err.append(float((diff / np.maximum(1.0, np.abs(ref_logit))).max()))
+        mask_ref, mask_out = np.asarray(ref["token_mask"]) > 0.5, np.asarray(out["token_mask"]) > 0.5
+        agree.append(float((mask_ref == mask_out).mean()))
+        identical &= bool((mask_ref == mask_out).all())
+    limits = parity_limits(precision)
+    max_err, agreement = max(err), float(np.mean(agree))
+    ok = (limits["max_logit_error"] is None or max_err <= limits["max_logit_error"]) and agreement >= limits["mask_agreement"]
+    return Parity(max(dl), max_err, float(np.mean(dl)), agreement, identical, len(images), ok, dict(limits))
+
+
+def parity_message(name: str, parity: Parity) -> str:
+    return (f"{name}: logit error {parity.max_logit_error:.2e} (max |dlogit| {parity.max_abs_logit:.2e}), mask "
+            f"agreement {parity.mask_agreement:.4f} (limits {parity.thresholds})")
+
+
+@dataclass
+class Validation:
+    """The validation split and the reference's scores on it (computed once per build)."""
+
+    data: LabelledSet
+    reference: Scores
+
+    @classmethod
+    def build(cls, reference: Runner, threshold: float, data: LabelledSet, name: str | None = None) -> Validation:
+        """Score `data` with the reference runner. Fails at once (ValueError naming the split, `name` or its
+        description) when the gate could not compute its AUC statistics on the faces with a region: before
+        anything is converted."""
+        ref = score_set(reference, data, batch=8)
+        ref.header.update(threshold=float(threshold), model="torch fp32", data=data.description)
+        try:
+            delong_auc_variance(ref.labels[ref.scored], ref.logits[ref.scored])
+        except ValueError as e:
+            raise ValueError(f"{name or data.description}: cannot gate on this split: {e} among the faces with a "
+                             "region") from e
+        return cls(data, ref)
+
+    def items(self) -> list[tuple[np.ndarray, int]]:
+        """(image [1, 3, S, S] float32, label) of the samples the gate's AUC is computed on: those the reference
+        finds the region in."""
+        return [(self.data[i].image.transpose(2, 0, 1)[None].astype(np.float32), int(self.data[i].label))
+                for i in np.flatnonzero(self.reference.scored)]
+
+
+@dataclass(frozen=True)
+class Gate:
+    """AUC drift and token-mask agreement of a runner against the reference on the validation split."""
+
+    validation: Validation
+    budget: Budget
+    min_mask_agreement: float = 0.99
+
+    def __call__(self, runner: Runner) -> dict:
+        """The gate's record (for the manifest); raises GateError with every reason when the runner fails it."""
+        art = score_set(runner, self.validation.data)
+        art.header.update(threshold=self.validation.reference.threshold)
+        comp = compare(self.validation.reference, art, self.budget)
+        reasons = list(comp.reasons)
+        if comp.masks.token_agreement < self.min_mask_agreement:
+            reasons.append(f"token-mask agreement {comp.masks.token_agreement:.4f} < {self.min_mask_agreement}")
+        record = {"data": self.validation.data.description, "reference_auc": comp.reference.auc, "auc": comp.artifact.auc,
+                  "delta_auc": comp.delta_auc, "delta_auc_ci": list(comp.delta_auc_ci), "delong_p": comp.delong.p_value,
+                  "mask_agreement": comp.masks.token_agreement, "flip_rate": comp.agreement.flip_rate,
+                  "max_abs_logit": comp.agreement.max_abs, "mean_abs_logit": comp.agreement.mean_abs,
+                  "budget": {"max_auc_drop": self.budget.max_auc_drop, "min_mask_agreement": self.min_mask_agreement},
+                  "passed": not reasons, "reasons": reasons}
+        if reasons:
+            raise GateError("; ".join(reasons))
+        return record

@@ -1,0 +1,108 @@
+"""What a converter is given: the row type of the target table, and the frozen job of one bundle.
+
+A converter (an exporter in `export/<target>.py`, a quantizer in `quantize/<target>.py`) is one function:
+
+    convert(job: Job, out_dir: Path, report: dict) -> list[Path]
+
+It writes the target's model file into `out_dir`, with `job.metadata` embedded in it, and records what it did in
+`report` (tool, settings, calibration; the bundle's manifest keeps it under `conversion`). The table itself
+(`dfedge/targets.py`) sits above the quantizers, since its rows name them; its row type lives here, with the job
+that carries a row down to the converters.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .._version import __version__
+from ..data.calibration import Calibration
+from ..eval.gate import Gate
+from ..models.detector import ALIGN_TEMPLATE, OUTPUT_NAMES, Detector
+from ..runtimes.standalone import BUNDLE_SCHEMA, Format
+
+Converter = Callable[["Job", Path, dict], list[Path]]
+
+
+@dataclass(frozen=True)
+class Target:
+    """One row of the target table: the bundle-format half (`format`, from runtimes/standalone.py: model file,
+    input name and layout, runtime package, opener) and the conversion half (exporter, quantizer, precisions)."""
+
+    format: Format
+    exporter: Converter  # writes the exported precisions
+    precisions: tuple[str, ...]  # exported: fp32, fp16
+    converter: str  # the package whose version the manifest records
+    note: str  # one line for the docs table
+    quantizer: Converter | None = None  # writes the quantized rungs
+    quantized: tuple[str, ...] = ()  # rungs below fp16
+
+    @property
+    def name(self) -> str:
+        return self.format.name
+
+    @property
+    def model_file(self) -> str:
+        return self.format.model_file
+
+    @property
+    def input_layout(self) -> str:
+        return self.format.input_layout
+
+    @property
+    def runtime(self) -> str:
+        return self.format.runtime
+
+    @property
+    def all_precisions(self) -> tuple[str, ...]:
+        return self.precisions + self.quantized
+
+    def convert_for(self, precision: str) -> Converter:
+        """The exporter or the quantizer that writes `precision`."""
+        if precision in self.precisions:
+            return self.exporter
+        if precision in self.quantized and self.quantizer is not None:
+            return self.quantizer
+        raise ValueError(f"target '{self.name}' has no precision '{precision}' (has: {', '.join(self.all_precisions)})")
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything one bundle's conversion, parity check and gate need, fixed before it starts."""
+
+    detector: Detector  # the rung's torch graph (models/detector.py), eval mode
+    target: Target
+    precision: str
+    name: str  # the bundle set: dist/NAME
+    folder: str  # the bundle: dist/NAME/FOLDER
+    sources: dict  # the manifest's `sources`: provenance of the weights (models.factory.weight_sources)
+    options: dict  # the manifest's `export_options`
+    parity_images: np.ndarray  # [N, 3, S, S] float32 0-255: the parity crops; the first is the trace example
+    calibration: Calibration | None = None  # crops for static quantized rungs
+    gate: Gate | None = None  # AUC drift on the validation split after parity (None: parity only)
+    accuracy_iterations: int = 3  # NNCF accuracy control's bound (the mixed rung)
+    cache: dict = field(default_factory=dict, compare=False, repr=False)  # conversions shared by the jobs of one detector x target
+
+    @property
+    def example(self) -> torch.Tensor:
+        """[1, 3, S, S] float32: the input the graph is traced with (its shape is the bundle's)."""
+        return torch.from_numpy(np.ascontiguousarray(self.parity_images[:1]))
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """Key facts stored inside the model file itself (ONNX metadata_props, OpenVINO rt_info, CoreML user
+        metadata, TFLite flatbuffer metadata)."""
+        det = self.detector
+        return {
+            "dfedge.schema": BUNDLE_SCHEMA, "dfedge.version": __version__, "dfedge.name": self.name,
+            "dfedge.precision": self.precision,
+            "dfedge.input": f"image float32 RGB 0-255 {det.cfg.crop_size}x{det.cfg.crop_size} aligned crop",
+            "dfedge.template": json.dumps(np.round(ALIGN_TEMPLATE, 4).tolist()),
+            "dfedge.label_set": det.label_set, "dfedge.region": det.region_index.region,
+            "dfedge.threshold_logit": repr(float(det.probe.info.threshold)), "dfedge.outputs": ",".join(OUTPUT_NAMES),
+        }

@@ -1,0 +1,63 @@
+"""The one table of targets: one row per target drives the exporters and quantizers, the bundles and their
+runtimes, the parity checks, the build's plan, the CLI's choices and help, the benchmark and the docs table.
+
+A row is the bundle-format half (`runtimes/standalone.py` FORMATS: model file, input name and layout, runtime
+package, opener; it ships inside every bundle) and the conversion half here: exporter, quantizer, precisions.
+Adding a target is one row here, one exporter module (export/<name>.py), one opener and format row in
+standalone.py, and, for quantized rungs, one quantizer module (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+from .export import coreml as coreml_export
+from .export import onnx as onnx_export
+from .export import openvino as openvino_export
+from .export import tflite as tflite_export
+from .export.job import Target
+from .quantize import coreml as coreml_quantize
+from .quantize import onnx as onnx_quantize
+from .quantize import openvino as openvino_quantize
+from .quantize import tflite as tflite_quantize
+from .runtimes.standalone import FORMATS
+
+EXPORTED = ("fp32", "fp16")
+
+TARGETS: dict[str, Target] = {
+    t.name: t
+    for t in (
+        Target(FORMATS["onnx"], onnx_export.export, EXPORTED, "onnx",
+               f"dynamo exporter, opset {onnx_export.OPSET}, static shapes; fp16 keeps float32 input/outputs and the "
+               "input normalisation",
+               onnx_quantize.quantize, ("int8", "int8-weights")),
+        Target(FORMATS["openvino"], openvino_export.export, EXPORTED, "openvino",
+               "IR from the torch module; fp16 = FP16-compressed weights except the input normalisation, f32 compute on CPU",
+               openvino_quantize.quantize, ("int8", "int8-weights", "int4-weights", "mixed")),
+        Target(FORMATS["coreml"], coreml_export.export, EXPORTED, "coremltools",
+               "ML program, iOS17/macOS14; fp16 = FP16 compute except input normalisation, residual adds and the probe head",
+               coreml_quantize.quantize, ("int8-weights", "palette6", "palette4")),
+        Target(FORMATS["tflite"], tflite_export.export, EXPORTED, "litert-torch",
+               "litert-torch; NHWC input as mobile cameras deliver; fp16 = float16 weights (ai-edge-quantizer)",
+               tflite_quantize.quantize, ("int8-weights", "int8")),
+    )
+}
+QUANTIZED = tuple(dict.fromkeys(p for t in TARGETS.values() for p in t.quantized))  # every rung below fp16, in order
+
+
+def resolve(names: list[str] | str) -> list[Target]:
+    names = [names] if isinstance(names, str) else list(names)
+    if "all" in names:
+        return list(TARGETS.values())
+    unknown = [n for n in names if n not in TARGETS]
+    if unknown:
+        raise ValueError(f"unknown target '{unknown[0]}' (known: {', '.join(TARGETS)}, all)")
+    return [TARGETS[n] for n in names]
+
+
+def markdown_table() -> str:
+    """The docs table of targets, generated from TARGETS."""
+    rows = ["| target | model file | input | runtime | precisions | quantized (`dfedge quantize`) | notes |",
+            "|---|---|---|---|---|---|---|"]
+    for t in TARGETS.values():
+        rows.append(f"| `{t.name}` | `{t.model_file}` | `{t.format.input_name}` {t.input_layout} | {t.runtime} "
+                    f"| {', '.join(t.precisions)} | {', '.join(t.quantized)} | {t.note} |")
+    return "\n".join(rows)

@@ -1,0 +1,107 @@
+"""What the command line needs besides its commands: the consoles, progress bars, one-line user errors, and the
+capture of what converters print (C++ logs, progress bars, warnings) into a log file."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from .data.images import ImageError
+from .models.checkpoint import CheckpointError
+
+# ":train:" in "toy:train:40" must not become an emoji; piped output (CI logs) gets room for the wide tables
+console = Console(emoji=False, width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, emoji=False)
+KIT = str(Path(__file__).resolve().parent)  # warnings raised from here are the kit's own: they stay on the terminal
+
+
+@contextlib.contextmanager
+def user_errors():
+    """Bad input ends the command with one line on stderr and exit code 2, not a traceback."""
+    try:
+        yield
+    except FileNotFoundError as e:
+        err_console.print(f"[red]error:[/red] {e.filename}: no such file", markup=True, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except (CheckpointError, ImageError, ValueError) as e:
+        err_console.print(f"[red]error:[/red] {e}", markup=True, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+@contextlib.contextmanager
+def progress_bar(label: str, total: int, on: Console | None = None):
+    """advance(n=1) for one bar on stderr (or `on`), removed when done."""
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=on or err_console, transient=True) as progress:
+        task = progress.add_task(label, total=total)
+        yield lambda n=1: progress.advance(task, n)
+
+
+@contextlib.contextmanager
+def step_progress(label: str, total: int, on: Console):
+    """(log, advance): log lines print above one progress bar over all steps; the bar shows the latest line."""
+    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.description}"), console=on, transient=True) as progress:
+        task = progress.add_task("", total=total)
+
+        def log(message: str) -> None:
+            progress.console.print(message, highlight=False)
+            progress.update(task, description=message[:60])
+
+        yield log, lambda n=1: progress.advance(task, n)
+
+
+def quiet_converters() -> None:
+    """NNCF logs every op it skips at INFO; the build's own log and summary say what happened. torchao (imported
+    by the TFLite INT8 path) warns at import that its CUDA kernels do not load: meaningless on a CPU build."""
+    import nncf  # it sets its logger's level when imported: set ours after that
+
+    nncf.set_log_level(logging.WARNING)
+    logging.getLogger("torchao").setLevel(logging.ERROR)
+
+
+@contextlib.contextmanager
+def converter_output(path: Path):
+    """Everything the converters print while a command runs (C++ logs, progress bars, warnings) goes to `path`;
+    yields a Console on the user's stderr for the command's own progress. Redirected at the file descriptors 1 and
+    2, not sys.stdout: LiteRT, OpenVINO and absl write from C++ straight to them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    user = os.fdopen(os.dup(saved[2]), "w", buffering=1, encoding="utf-8", errors="replace")
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # the kit's own warnings stay visible
+        if str(filename).startswith(KIT):
+            user.write(f"warning: {message}\n")
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        with open(path, "w", buffering=1, encoding="utf-8", errors="replace") as log:
+            streams = sys.stdout, sys.stderr
+            for fd in saved:
+                os.dup2(log.fileno(), fd)
+            sys.stdout = sys.stderr = log  # Python-level prints and tracebacks too, wherever sys.std* pointed
+            try:
+                yield Console(file=user, emoji=False)
+            finally:
+                log.flush()
+                sys.stdout, sys.stderr = streams
+                for fd, copy in saved.items():
+                    os.dup2(copy, fd)
+    finally:
+        warnings.showwarning = shown
+        user.close()
+        for copy in saved.values():
+            os.close(copy)
