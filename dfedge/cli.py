@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from ._version import __version__
-from .options import MODEL, PLAN, Options, takes
+from .options import GATE, MODEL, PLAN, Options, takes
 from .terminal import console, converter_output, err_console, progress_bar, quiet_converters, step_progress, user_errors
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Export, compress, validate and package the region-indexed deepfake detector.")
@@ -48,7 +48,7 @@ def info(
 ) -> None:
     """Configurations, parameter counts and GFLOPs of the fused graph per preset (counted on meta tensors), and
     GFLOPs per component for every rung of the region-index ladder."""
-    from .models.factory import DETECTOR_PRESETS, DetectorSpec, describe, gflops, meta_detector
+    from .models.factory import DETECTOR_PRESETS, LADDER_PARTS, DetectorSpec, describe, ladder_gflops
     from .models.ladder import RUNGS, rung
 
     with user_errors():
@@ -60,13 +60,10 @@ def info(
                                 [(c, d, f"{n / 1e6:,.2f} M", f"{f:,.2f}") for c, d, n, f in rows], ("component", "config")))
             flops = {c: f for c, _, _, f in rows}
             console.print(f"parser share of compute: {(flops['parser backbone'] + flops['parser head']) / flops['total']:.1%}\n")
-            parts = ("parser backbone", "parser head", "dinov3", "region head", "region + resampling", "total")
-            ladder = []
-            for r in region_index or list(RUNGS):
-                f = gflops(meta_detector(DetectorSpec(preset=name, head=head, dinov3_input=dinov3_input, region_index=r)))
-                ladder.append((r, *(f"{f[p]:,.2f}" for p in parts), f"{flops['total'] / f['total']:.1f}×", rung(r).description))
+            ladder = [(r, *(f"{f[p]:,.2f}" for p in LADDER_PARTS), f"{flops['total'] / f['total']:.1f}×", rung(r).description)
+                      for r, f in ladder_gflops(spec, region_index or list(RUNGS)).items()]
             console.print(table(f"preset '{name}': region-index ladder, GFLOPs / face",
-                                ("region index", *parts, "× fewer than exact", "what runs"), ladder, ("region index", "what runs")))
+                                ("region index", *LADDER_PARTS, "× fewer than exact", "what runs"), ladder, ("region index", "what runs")))
 
 
 @app.command()
@@ -81,6 +78,7 @@ def score(
     import torch
 
     from .data.images import read_crop, to_tensor
+    from .eval.scores import score_record
     from .models.checkpoint import atomic_write
     from .models.factory import build_detector
 
@@ -94,27 +92,6 @@ def score(
             atomic_write(output, lambda tmp: tmp.write_text(text))
         else:
             sys.stdout.write(text)
-
-
-def score_record(name: str, out, threshold: float, top: int) -> dict:
-    """One JSON-able result; a face without region tokens gets no score, only the reason."""
-    count = int(out.region_tokens[0])
-    record: dict = {"image": name, "region_tokens": count}
-    if count == 0:
-        record.update(status="no_region", probability=None, logit=None, decision=None, top_tokens=[])
-        return record
-    contrib = out.contributions[0]
-    g = contrib.shape[-1]
-    order = contrib.flatten().abs().argsort(descending=True)[: min(top, count)]
-    logit = float(out.logit[0])
-    record.update(
-        status="ok",
-        probability=float(out.probability[0]),
-        logit=logit,
-        decision="fake" if logit >= threshold else "real",
-        top_tokens=[{"row": int(i) // g, "col": int(i) % g, "contribution": float(contrib.flatten()[i])} for i in order],
-    )
-    return record
 
 
 @app.command("fit-probe")
@@ -146,14 +123,8 @@ def fit_probe_cmd(
         cache_dir = None if no_cache else (cache or default_cache_dir())
 
         def features(det, h, dataset):
-            with progress_bar(f"features ({h}, {dataset.description})", len(dataset)) as advance:
-                done = [0]
-
-                def step(d, total):
-                    advance(d - done[0])
-                    done[0] = d
-
-                return extract_features(det, dataset, batch, cache_dir, step)
+            with progress_bar(f"features ({h}, {dataset.description})", len(dataset), absolute=True) as done:
+                return extract_features(det, dataset, batch, cache_dir, lambda d, total: done(d))
 
         for h in heads:
             det = build_detector(opts.spec(head=h))
@@ -170,14 +141,14 @@ def fit_probe_cmd(
     console.print(f"next: dfedge score CROP.png --probe {out if len(heads) == 1 else '<file>'}")
 
 
-def run_plan(command: str, opts: Options, values: dict) -> None:
+def run_plan(command: str, opts: Options, config: Path | None = None) -> None:
     """build, export and quantize: one BuildConfig (the TOML file's values, then the command line's), one pipeline,
     one table; exit 1 unless every planned bundle shipped."""
-    from .build import COLUMNS, make_config, run_build
+    from .build import COLUMNS, make_config, read_config, run_build
     from .models.factory import require_weights
 
     with user_errors():
-        cfg = make_config({**values, **opts.given()}, command)
+        cfg = make_config({**(read_config(config) if config else {}), **opts.given()}, command)
         require_weights(cfg.spec, bool(opts["random_weights"]))
         plan = cfg.plan()
         quiet_converters()
@@ -191,7 +162,7 @@ def run_plan(command: str, opts: Options, values: dict) -> None:
         log_path.replace(final / f"{command}.log")
     gate = f"ΔAUC ≥ -{cfg.max_auc_drop * 100:.2f} pp on {cfg.data}" if cfg.data else "parity only"
     console.print(table(f"dfedge {command} '{cfg.set_name}' -> {final}  (gate: {gate}; × torch = torch FP32 eager p50 / p50)",
-                        COLUMNS, [r.cells() for r in rows], ("region index", "target", "precision", "status")))
+                        COLUMNS, [r.cells() for r in rows], COLUMNS[:4]))
     for line in (line for r in rows for line in r.accuracy_lines()):
         console.print(line, highlight=False, markup=False)
     failed = [r for r in rows if r.status != "ok"]
@@ -203,56 +174,29 @@ def run_plan(command: str, opts: Options, values: dict) -> None:
 
 @app.command("export")
 @takes(*PLAN)
-def export_cmd(
-    parity_samples: Annotated[int, typer.Option(help="Toy-world crops the parity check runs on.")] = 4,
-    data: Annotated[Optional[str], typer.Option(help="Labelled crops to gate on as build does (default: parity only).")] = None,
-    opts: Options = None,
-) -> None:
+def export_cmd(opts: Options = None) -> None:
     """Export the fused detector per target x fp32/fp16 into bundles, each checked for parity against torch: a
-    build narrowed to the exported precisions, without a benchmark."""
-    run_plan("export", opts, {"parity_samples": parity_samples, "data": data})
+    build narrowed to the exported precisions, without a benchmark (and without the AUC gate unless --data)."""
+    run_plan("export", opts)
 
 
 @app.command()
-@takes(*PLAN)
-def quantize(
-    calib: Annotated[str, typer.Option(help="Calibration crops: DIR, list file, toy or toy:SPLIT:N.")] = "toy",
-    calib_size: Annotated[int, typer.Option(help="Calibration crops used (a warning below 100).")] = 300,
-    val: Annotated[str, typer.Option(help="Validation split for the AUC gate (labelled crops).")] = "toy:val:200",
-    max_auc_drop: Annotated[float, typer.Option(help="Largest allowed AUC drop vs torch FP32, as a fraction (0.005 = 0.5 pp).")] = 0.005,
-    min_mask_agreement: Annotated[float, typer.Option(help="Smallest allowed token-mask agreement.")] = 0.99,
-    accuracy_iterations: Annotated[int, typer.Option(help="Bound on NNCF accuracy-control iterations (mixed rung).")] = 3,
-    bench_runs: Annotated[int, typer.Option(help="Timed runs per bundle (0: no benchmark).")] = 5,
-    opts: Options = None,
-) -> None:
+@takes(*PLAN, *GATE)
+def quantize(opts: Options = None) -> None:
     """Compress each target below fp16; a rung is shipped only if it passes the AUC-drift gate on --val: a build
     narrowed to the quantized rungs."""
-    run_plan("quantize", opts, {"calib": calib, "calib_size": calib_size, "data": val, "max_auc_drop": max_auc_drop,
-                                "min_mask_agreement": min_mask_agreement, "accuracy_iterations": accuracy_iterations,
-                                "bench_runs": bench_runs})
+    run_plan("quantize", opts)
 
 
 @app.command()
-@takes(*PLAN)
+@takes(*PLAN, *GATE)
 def build(
     config: Annotated[Optional[Path], typer.Option(help="TOML build file (keys as these options, snake_case); options given here override it.")] = None,
-    calib: Annotated[Optional[str], typer.Option(help="Calibration crops for quantized rungs: DIR, list, toy (default).")] = None,
-    calib_size: Annotated[Optional[int], typer.Option(help="Calibration crops used (default 300).")] = None,
-    data: Annotated[Optional[str], typer.Option(help="Labelled validation crops for every gate (default toy:val:200).")] = None,
-    max_auc_drop: Annotated[Optional[float], typer.Option(help="Largest allowed AUC drop vs torch FP32 (default 0.005 = 0.5 pp).")] = None,
-    bench_runs: Annotated[Optional[int], typer.Option(help="Timed runs per bundle (default 10).")] = None,
-    threads: Annotated[Optional[int], typer.Option(help="Runtime threads for the benchmark (default 0 = all cores).")] = None,
     opts: Options = None,
 ) -> None:
     """The main job: export -> quantize -> validate -> bench -> package every target x precision (x region index);
     a summary table and dist/NAME/ with one folder per bundle and report.md. Exit 1 unless every bundle passed."""
-    from .build import read_config
-
-    with user_errors():
-        values = read_config(config) if config else {}
-    given = {"calib": calib, "calib_size": calib_size, "data": data, "max_auc_drop": max_auc_drop,
-             "bench_runs": bench_runs, "threads": threads}
-    run_plan("build", opts, {**values, **{k: v for k, v in given.items() if v is not None}})
+    run_plan("build", opts, config)
 
 
 @app.command()
@@ -359,7 +303,7 @@ def bench(
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write all results here (dfedge report merge reads it).")] = None,
 ) -> None:
     """Time bundles (each in its own process, through its own bench.py) against torch FP32 eager in the same run."""
-    from .runtimes.bench import bench_set, find_bundles
+    from .runtimes.bench import COLUMNS, bench_set, find_bundles, table_rows
     from .runtimes.standalone import write_json
 
     with user_errors():
@@ -368,18 +312,8 @@ def bench(
         paths = find_bundles(bundles)
         with progress_bar("bench", len(paths) + (1 if reference else 0)) as advance:
             result = bench_set(paths, runs, warmup, threads, device, label, reference, progress=lambda _: advance())
-
-    def f(v, spec=".1f"):
-        return "-" if v is None else format(v, spec)
-
-    rows = [(r.get("bundle", "?"), r.get("target", "?"), r.get("precision", "?"),
-             "ok" if r.get("status") == "ok" else f"{r.get('status')}: {r.get('reason', '')}"[:70],
-             f(r.get("size_mb"), ".2f"), f(r.get("load_s"), ".2f"), *(f((r.get("latency_ms") or {}).get(p)) for p in ("p50", "p90", "p99")),
-             f(r.get("fps")), f(r.get("peak_rss_mb"), ".0f"), f(r.get("speedup_vs_torch"), ".2f"))
-            for r in result["results"] + result["references"]]
-    console.print(table(f"dfedge bench ({runs} runs after {warmup} warm-up, threads {threads or 'all'})",
-                        ("bundle", "target", "precision", "status", "size MB", "load s", "p50 ms", "p90 ms", "p99 ms",
-                         "FPS", "peak RSS MB", "× torch"), rows, ("bundle", "target", "precision", "status")))
+    console.print(table(f"dfedge bench ({runs} runs after {warmup} warm-up, threads {threads or 'all'})", COLUMNS,
+                        table_rows(result), COLUMNS[:4]))
     if json_out:
         write_json(json_out, result)
         console.print(f"results: {json_out}")

@@ -69,10 +69,24 @@ OPTIONS: dict[str, tuple[object, object]] = {
         "--region-index", help=f"Region-index rung(s), repeatable ({_RUNG_HELP}); default exact.")], None),
     "dist": (Annotated[Optional[Path], typer.Option("--out", help="dist folder; the set goes to OUT/NAME (default dist).")], None),
     "name": (Annotated[Optional[str], typer.Option(help="Bundle set name (default: the preset).")], None),
+    "parity_samples": (Annotated[Optional[int], typer.Option(help="Toy-world crops the parity check runs on (default 4).")], None),
+    # the gate and the benchmark (defaults: dfedge.build.BuildConfig and COMMANDS)
+    "data": (Annotated[Optional[str], typer.Option(
+        "--data", "--val", help="Labelled validation crops for the AUC gate: DIR, list, toy:SPLIT:N (default toy:val:200; "
+        "export: none, parity only).")], None),
+    "max_auc_drop": (Annotated[Optional[float], typer.Option(
+        help="Largest allowed AUC drop vs torch FP32, as a fraction (default 0.005 = 0.5 pp).")], None),
+    "min_mask_agreement": (Annotated[Optional[float], typer.Option(help="Smallest allowed token-mask agreement (default 0.99).")], None),
+    "calib": (Annotated[Optional[str], typer.Option(help="Calibration crops for quantized rungs: DIR, list, toy (default).")], None),
+    "calib_size": (Annotated[Optional[int], typer.Option(help="Calibration crops used (default 300; a warning below 100).")], None),
+    "accuracy_iterations": (Annotated[Optional[int], typer.Option(help="Bound on NNCF accuracy-control iterations, mixed rung (default 3).")], None),
+    "bench_runs": (Annotated[Optional[int], typer.Option(help="Timed runs per bundle, 0 for none (default: build 10, quantize 5).")], None),
+    "threads": (Annotated[Optional[int], typer.Option(help="Runtime threads for the benchmark (default 0 = all cores).")], None),
 }
 MODEL = ("preset", "dinov3", "parser", "probe", "head", "region", "dinov3_input", "region_index", "region_head")
 PLAN = ("targets", "precisions", "region_indexes", "dist", "name", "preset", "dinov3", "parser", "probe", "head",
-        "region", "dinov3_input", "region_head", "random_weights")
+        "region", "dinov3_input", "region_head", "random_weights", "parity_samples", "data")
+GATE = ("max_auc_drop", "min_mask_agreement", "calib", "calib_size", "accuracy_iterations", "bench_runs", "threads")
 SPEC_FIELDS = {f for f in DetectorSpec.__dataclass_fields__}
 
 

@@ -37,12 +37,15 @@ def user_errors():
 
 
 @contextlib.contextmanager
-def progress_bar(label: str, total: int, on: Console | None = None):
-    """advance(n=1) for one bar on stderr (or `on`), removed when done."""
+def progress_bar(label: str, total: int, absolute: bool = False):
+    """One bar on stderr, removed when done: yields advance(n=1), or with `absolute` done(count)."""
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=on or err_console, transient=True) as progress:
+                  console=err_console, transient=True) as progress:
         task = progress.add_task(label, total=total)
-        yield lambda n=1: progress.advance(task, n)
+        if absolute:
+            yield lambda done: progress.update(task, completed=done)
+        else:
+            yield lambda n=1: progress.advance(task, n)
 
 
 @contextlib.contextmanager

@@ -250,3 +250,11 @@ def describe(spec: DetectorSpec) -> list[tuple[str, str, int, float]]:
     ]
     out = [(c, desc, params.get(c, params["probe"] if c.startswith("region") else 0), flops[c]) for c, desc in rows]
     return out + [("total", "", params["total"], flops["total"])]
+
+
+LADDER_PARTS = ("parser backbone", "parser head", "dinov3", "region head", "region + resampling", "total")
+
+
+def ladder_gflops(spec: DetectorSpec, rungs: list[str]) -> dict[str, dict[str, float]]:
+    """GFLOPs per component (LADDER_PARTS) of `spec` at each region-index rung, on meta tensors."""
+    return {r: gflops(meta_detector(replace(spec, region_index=r, region_head=None))) for r in rungs}

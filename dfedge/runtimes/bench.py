@@ -18,6 +18,8 @@ from pathlib import Path
 from . import standalone
 
 SET_SCHEMA = "dfedge-bench-set/1"
+COLUMNS = ("bundle", "target", "precision", "status", "size MB", "load s", "p50 ms", "p90 ms", "p99 ms", "FPS",
+           "peak RSS MB", "× torch")
 
 
 def find_bundles(paths: list[Path]) -> list[Path]:
@@ -87,6 +89,20 @@ def bench_set(bundles: list[Path], runs: int, warmup: int, threads: int, device:
             result["speedup_vs_torch"] = ref["latency_ms"]["p50"] / result["latency_ms"]["p50"]
     return {"schema": SET_SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "references": list(references.values()), "results": results}
+
+
+def table_rows(bench: dict) -> list[tuple[str, ...]]:
+    """COLUMNS cells of every result of a bench_set, the references last."""
+
+    def f(v, spec=".1f"):
+        return "-" if v is None else format(v, spec)
+
+    return [(r.get("bundle", "?"), r.get("target", "?"), r.get("precision", "?"),
+             "ok" if r.get("status") == "ok" else f"{r.get('status')}: {r.get('reason', '')}"[:70],
+             f(r.get("size_mb"), ".2f"), f(r.get("load_s"), ".2f"),
+             *(f((r.get("latency_ms") or {}).get(p)) for p in ("p50", "p90", "p99")),
+             f(r.get("fps")), f(r.get("peak_rss_mb"), ".0f"), f(r.get("speedup_vs_torch"), ".2f"))
+            for r in bench["results"] + bench["references"]]
 
 
 def _reference_main(argv: list[str]) -> int:

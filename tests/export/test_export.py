@@ -149,7 +149,7 @@ def test_failed_export_leaves_no_bundle(detector, make_job, tmp_path):
         (out_dir / "detector.onnx").write_bytes(b"half a model")
         raise RuntimeError("converter crashed")
 
-    job = make_job(detector, "onnx", target=dataclasses.replace(TARGETS["onnx"], exporter=broken))
+    job = dataclasses.replace(make_job(detector, "onnx"), target=dataclasses.replace(TARGETS["onnx"], exporter=broken))
     with pytest.raises(RuntimeError, match="converter crashed"):
         bundle_lib.write_bundle(job, tmp_path)
     assert list((tmp_path / "toy").iterdir()) == []

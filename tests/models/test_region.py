@@ -94,7 +94,7 @@ def test_attribution_identity_sums_to_the_logit(detector, monkeypatch):
 
 
 def test_empty_region_is_reported_not_scored(detector, monkeypatch):
-    from dfedge.cli import score_record
+    from dfedge.eval.scores import score_record
 
     monkeypatch.setattr(detector, "parse", hand_made_parse(detector, 0))
     with torch.no_grad():

@@ -27,7 +27,7 @@ def test_mixed_rung_settings_scope_and_fail_fast(make_job, monkeypatch, tmp_path
     cache = {"openvino": ov.convert_model(traced, example_input=example, input=[("image", list(example.shape))])}
     with pytest.warns(UserWarning, match="only 4 crops"):
         calib = calib_lib.calibration_set("toy:train:4", 4)
-    validation = Validation.build(torch_runner(detector), detector.probe.info.threshold, open_set("toy:val:8", "mouth"))
+    validation = Validation.build(torch_runner(detector), detector.probe.info.threshold, open_set("toy:val:12", "mouth"))
     items = validation.items()
     assert {label for _, label in items} == {0, 1}
     # budget -1: no model can be within it (the AUC would have to rise by 100 pp), so the rung must be refused right
