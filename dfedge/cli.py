@@ -95,14 +95,13 @@ def score(
 
 
 @app.command("fit-probe")
-@takes("preset", "dinov3", "parser", "region", "dinov3_input", "region_index", "region_head")
+@takes("preset", "dinov3", "parser", "region", "dinov3_input", "region_index", "region_head", "batch")
 def fit_probe_cmd(
     data: Annotated[str, typer.Option(help="Training set: toy[:split[:N]], a folder with real/ and fake/, or a CSV/JSONL list.")] = "toy",
     val: Annotated[Optional[str], typer.Option(help="Validation set (same forms); default toy:val for toy data.")] = None,
     head: Annotated[Optional[list[str]], typer.Option(help="Head(s) to fit: region, cls, all, farl-region (repeatable).")] = None,
     threshold: Annotated[str, typer.Option(help="Operating threshold rule: eer or fpr:0.05.")] = "eer",
     out: Annotated[Path, typer.Option(help="Probe file (.safetensors); several heads get -HEAD suffixes.")] = Path("probe.safetensors"),
-    batch: Annotated[int, typer.Option(help="Faces per forward pass.")] = 8,
     cache: Annotated[Optional[Path], typer.Option(help="Feature cache folder (default ~/.cache/dfedge/features).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")] = False,
     opts: Options = None,
@@ -124,7 +123,7 @@ def fit_probe_cmd(
 
         def features(det, h, dataset):
             with progress_bar(f"features ({h}, {dataset.description})", len(dataset), absolute=True) as done:
-                return extract_features(det, dataset, batch, cache_dir, lambda d, total: done(d))
+                return extract_features(det, dataset, opts["batch"], cache_dir, lambda d, total: done(d))
 
         for h in heads:
             det = build_detector(opts.spec(head=h))
@@ -200,12 +199,11 @@ def build(
 
 
 @app.command()
-@takes("preset", "dinov3", "parser", "probe", "head", "region", "dinov3_input")
+@takes("preset", "dinov3", "parser", "probe", "head", "region", "dinov3_input", "batch")
 def reference(
     data: Data = "toy:test:200",
     out: Annotated[Path, typer.Option(help="Scores file to write (.scores, compressed npz + JSON header).")] = Path("reference.scores"),
     device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu or cuda.")] = "auto",
-    batch: Annotated[int, typer.Option(help="Crops per forward pass.")] = 8,
     opts: Options = None,
 ) -> None:
     """Score a labelled set with the FP32 PyTorch detector: the reference every artifact is validated against."""
@@ -223,7 +221,7 @@ def reference(
         dev = resolve_device(device)
         det = build_detector(spec)
         with progress_bar(f"reference on {dev}", len(dataset)) as advance:
-            scores = score_set(torch_runner(det, dev), dataset, batch=batch, progress=advance)
+            scores = score_set(torch_runner(det, dev), dataset, batch=opts["batch"], progress=advance)
         problems = [dataclasses.asdict(p) for p in getattr(dataset, "problems", [])]
         scores.header.update(model="torch fp32", detector=dataclasses.asdict(spec), device=torch_facts(dev), data=data,
                              threshold=float(det.probe.info.threshold), problems=problems)
@@ -417,12 +415,11 @@ def distill_region_head_cmd(
 
 
 @app.command("region-index-report")
-@takes("preset", "dinov3", "parser", "probe", "region_head", "head", "region", "dinov3_input")
+@takes("preset", "dinov3", "parser", "probe", "region_head", "head", "region", "dinov3_input", "batch")
 def region_index_report_cmd(
     data: Data = "toy:test:400",
     rung: Annotated[Optional[list[str]], typer.Option("--region-index", help="Rung(s) to compare with exact (repeatable); default: all.")] = None,
     out: Annotated[Path, typer.Option(help="Markdown report (a .json with the numbers is written beside it).")] = Path("region-index-report.md"),
-    batch: Annotated[int, typer.Option(help="Crops per forward pass.")] = 8,
     opts: Options = None,
 ) -> None:
     """Every region-index rung against exact on one labelled set: mask agreement, count drift, ΔAUC (DeLong),
@@ -438,7 +435,8 @@ def region_index_report_cmd(
         rungs = rung or list(RUNGS)
         head = str(opts["region_head"]) if opts["region_head"] else None
         with progress_bar(f"{len(rungs)} rungs on {data}", len(dataset) * len(set(rungs) | {"exact"})) as advance:
-            reports = region_index_report(spec, rungs, dataset, torch_runner, head, batch, progress=lambda r, n: advance(n))
+            reports = region_index_report(spec, rungs, dataset, torch_runner, head, opts["batch"],
+                                          progress=lambda r, n: advance(n))
         write_report(reports, data, spec, out)
     console.print(table(f"region-index ladder vs exact on {data} ({spec.preset})", COLUMNS, rows(reports), ("rung",)))
     console.print(f"report: {out} (+ {out.with_suffix('.json')})")

@@ -59,6 +59,7 @@ OPTIONS: dict[str, tuple[object, object]] = {
         "--region-head", help="Distilled region head (.safetensors from distill-region-head); toy ships one.")], None),
     "random_weights": (Annotated[bool, typer.Option(
         "--random-weights", help="Allow a preset without weight files (seeded random weights): to size and time a graph.")], False),
+    "batch": (Annotated[int, typer.Option(help="Crops per forward pass.")], 8),
     # the plan of dfedge build / export / quantize
     "targets": (Annotated[Optional[list[TargetName]], typer.Option(
         "--target", help="Target(s), repeatable; default all.")], None),

@@ -58,6 +58,7 @@ def markdown_table() -> str:
     rows = ["| target | model file | input | runtime | precisions | quantized (`dfedge quantize`) | notes |",
             "|---|---|---|---|---|---|---|"]
     for t in TARGETS.values():
-        rows.append(f"| `{t.name}` | `{t.model_file}` | `{t.format.input_name}` {t.input_layout} | {t.runtime} "
+        f = t.format
+        rows.append(f"| `{t.name}` | `{f.model_file}` | `{f.input_name}` {f.input_layout} | {f.runtime} "
                     f"| {', '.join(t.precisions)} | {', '.join(t.quantized)} | {t.note} |")
     return "\n".join(rows)

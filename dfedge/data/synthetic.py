@@ -136,15 +136,17 @@ def render_face(seed: int, index: int, size: int = CROP_SIZE) -> ToyFace:
         occluder = _ellipse(*centre, rng.uniform(15, 30) * k, rng.uniform(12, 25) * k, angle=rng.uniform(0, np.pi))
         _fill(labels, occluder, LAPA["background"], transform)
 
-    image = _paint(rng, labels, transform, eye_l, eye_r, mouth_c, opening, occluder, size)
+    image = _paint(rng, labels, transform, (eye_l, eye_r), (mouth_c, opening), occluder)
     points = np.stack([eye_l, eye_r, nose_tip + np.array([0, 2 * k]), mouth_c - [half_w, 0], mouth_c + [half_w, 0]])
     landmarks = (points @ transform[:, :2].T + transform[:, 2]).astype(np.float32)
     return ToyFace(image=image, labels=labels, landmarks=landmarks, mouth_open=mouth_open, occluded=occluded)
 
 
-def _paint(rng, labels, transform, eye_l, eye_r, mouth_c, opening, occluder, size) -> np.ndarray:
-    """Colour the label map. Smooth fields (shading, lighting, background texture) are computed at 1/4 size and
-    upsampled: they are low-frequency by design, and this keeps a face at a few milliseconds."""
+def _paint(rng, labels, transform, eyes, mouth, occluder) -> np.ndarray:
+    """Colour the label map [size, size]; `eyes` = (left, right) centres, `mouth` = (centre, opening). Smooth fields
+    (shading, lighting, background texture) are computed at 1/4 size and upsampled: they are low-frequency by
+    design, and this keeps a face at a few milliseconds."""
+    (eye_l, eye_r), (mouth_c, opening), size = eyes, mouth, labels.shape[0]
     k = size / CROP_SIZE
     skin = SKIN_TONES[rng.integers(len(SKIN_TONES))] * rng.uniform(0.9, 1.1, 3)
     hair = HAIR_TONES[rng.integers(len(HAIR_TONES))] * rng.uniform(0.85, 1.15, 3)

@@ -54,18 +54,18 @@ def file_hashes(root: Path) -> dict[str, dict]:
 
 
 def build_manifest(job: Job, root: Path, parity: Parity, conversion: dict) -> dict:
-    det, target = job.detector, job.target
+    det, target, fmt = job.detector, job.target, job.target.format
     s, g = det.cfg.crop_size, det.grid
-    shape = [1, 3, s, s] if target.input_layout == "NCHW" else [1, s, s, 3]
+    shape = [1, 3, s, s] if fmt.input_layout == "NCHW" else [1, s, s, 3]
     info = det.probe.info
     return {
         "schema": standalone.BUNDLE_SCHEMA,
         "name": job.name,
         "target": target.name,
         "precision": job.precision,
-        "model_file": target.model_file,
-        "runtime": target.runtime,
-        "input": {"name": target.format.input_name, "shape": shape, "dtype": "float32", "layout": target.input_layout,
+        "model_file": fmt.model_file,
+        "runtime": fmt.runtime,
+        "input": {"name": fmt.input_name, "shape": shape, "dtype": "float32", "layout": fmt.input_layout,
                   "range": [0, 255], "colour_order": "RGB"},
         "alignment": {
             "crop_size": s,
@@ -149,10 +149,10 @@ def _finish(job: Job, tmp: Path, manifest: dict) -> None:
     shutil.copyfile(standalone.__file__, tmp / BENCH_SCRIPT)
     (tmp / "USAGE.md").write_text(USAGE.format(
         name=job.name, target=job.target.name, precision=job.precision, input=manifest["input"]["name"],
-        shape=manifest["input"]["shape"], layout=job.target.input_layout,
+        shape=manifest["input"]["shape"], layout=job.target.format.input_layout,
         outputs=", ".join(f"`{n}`" for n in OUTPUT_NAMES), region=manifest["labels"]["region"],
         threshold=info["threshold_logit"], probability=info["threshold_probability"], rule=info["rule"],
-        runtime=job.target.runtime))
+        runtime=job.target.format.runtime))
     manifest["files"] = file_hashes(tmp)
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
 

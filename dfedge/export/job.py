@@ -47,18 +47,6 @@ class Target:
         return self.format.name
 
     @property
-    def model_file(self) -> str:
-        return self.format.model_file
-
-    @property
-    def input_layout(self) -> str:
-        return self.format.input_layout
-
-    @property
-    def runtime(self) -> str:
-        return self.format.runtime
-
-    @property
     def all_precisions(self) -> tuple[str, ...]:
         return self.precisions + self.quantized
 

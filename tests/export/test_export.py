@@ -100,7 +100,7 @@ def test_manifest_schema_and_hashes_verify(bundles):
         again = verify(path)
         assert again == json.loads((path / "manifest.json").read_text())
         assert manifest["schema"] == "dfedge-bundle/1" and manifest["target"] == target
-        assert manifest["input"]["layout"] == TARGETS[target].input_layout and manifest["input"]["name"] == "image"
+        assert manifest["input"]["layout"] == TARGETS[target].format.input_layout and manifest["input"]["name"] == "image"
         assert manifest["input"]["shape"] == ([1, 448, 448, 3] if target == "tflite" else [1, 3, 448, 448])
         assert manifest["conversion"]["tool"]  # what converted it, recorded by the converter itself
         assert len(manifest["alignment"]["template"]) == 5
@@ -108,7 +108,7 @@ def test_manifest_schema_and_hashes_verify(bundles):
         assert set(manifest["outputs"]) == {"logit", "probability", "token_mask", "region_tokens", "contributions"}
         assert all(len(s["sha256"]) == 64 for s in manifest["sources"].values())
         assert manifest["versions"][TARGETS[target].converter]
-        assert (path / "USAGE.md").is_file() and (path / TARGETS[target].model_file).exists()
+        assert (path / "USAGE.md").is_file() and (path / TARGETS[target].format.model_file).exists()
 
 
 def test_tampered_file_fails_verification(bundles, tmp_path):
@@ -215,7 +215,7 @@ def test_the_target_table_is_the_whole_truth():
 
     assert list(TARGETS) == list(standalone.FORMATS)
     for name, target in TARGETS.items():
-        assert target.format is standalone.FORMATS[name] and target.model_file.startswith("detector.")
+        assert target.format is standalone.FORMATS[name] and target.format.model_file.startswith("detector.")
         assert target.exporter.__module__ == f"dfedge.export.{name}"
         assert target.quantizer.__module__ == f"dfedge.quantize.{name}"
     assert TARGETS["onnx"].exporter is onnx_export.export and TARGETS["openvino"].quantizer is openvino_quantize.quantize
