@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from ._version import __version__
-from .options import GATE, MODEL, PLAN, Options, takes
+from .options import GATE, MODEL, PLAN, Head, Options, takes
 from .terminal import console, converter_output, err_console, progress_bar, quiet_converters, step_progress, user_errors
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Export, compress, validate and package the region-indexed deepfake detector.")
@@ -40,20 +40,19 @@ def main(ctx: typer.Context,
 
 
 @app.command()
+@takes("head", "dinov3_input", "region_indexes")
 def info(
     preset: Annotated[Optional[list[str]], typer.Option(help="Preset(s) to describe; default: all.")] = None,
-    head: Annotated[str, typer.Option(help="Head: region, cls, all, farl-region.")] = "region",
-    dinov3_input: Annotated[int, typer.Option(help="DINOv3 input size: 224 or 448.")] = 224,
-    region_index: Annotated[Optional[list[str]], typer.Option("--region-index", help="Region-index rung(s) for the ladder table; default: all.")] = None,
+    opts: Options = None,
 ) -> None:
     """Configurations, parameter counts and GFLOPs of the fused graph per preset (counted on meta tensors), and
     GFLOPs per component for every rung of the region-index ladder."""
-    from .models.factory import DETECTOR_PRESETS, LADDER_PARTS, DetectorSpec, describe, ladder_gflops
+    from .models.factory import DETECTOR_PRESETS, LADDER_PARTS, describe, ladder_gflops
     from .models.ladder import RUNGS, rung
 
     with user_errors():
         for name in preset or list(DETECTOR_PRESETS):
-            spec = DetectorSpec(preset=name, head=head, dinov3_input=dinov3_input)
+            spec = opts.spec(preset=name)
             rows = describe(spec)
             console.print(table(f"preset '{name}': {DETECTOR_PRESETS[name].description}",
                                 ("component", "config", "parameters", "GFLOPs / face"),
@@ -61,7 +60,7 @@ def info(
             flops = {c: f for c, _, _, f in rows}
             console.print(f"parser share of compute: {(flops['parser backbone'] + flops['parser head']) / flops['total']:.1%}\n")
             ladder = [(r, *(f"{f[p]:,.2f}" for p in LADDER_PARTS), f"{flops['total'] / f['total']:.1f}×", rung(r).description)
-                      for r, f in ladder_gflops(spec, region_index or list(RUNGS)).items()]
+                      for r, f in ladder_gflops(spec, opts["region_indexes"] or list(RUNGS)).items()]
             console.print(table(f"preset '{name}': region-index ladder, GFLOPs / face",
                                 ("region index", *LADDER_PARTS, "× fewer than exact", "what runs"), ladder, ("region index", "what runs")))
 
@@ -99,7 +98,7 @@ def score(
 def fit_probe_cmd(
     data: Annotated[str, typer.Option(help="Training set: toy[:split[:N]], a folder with real/ and fake/, or a CSV/JSONL list.")] = "toy",
     val: Annotated[Optional[str], typer.Option(help="Validation set (same forms); default toy:val for toy data.")] = None,
-    head: Annotated[Optional[list[str]], typer.Option(help="Head(s) to fit: region, cls, all, farl-region (repeatable).")] = None,
+    head: Annotated[Optional[list[Head]], typer.Option(help="Head(s) to fit, repeatable (default region).")] = None,
     threshold: Annotated[str, typer.Option(help="Operating threshold rule: eer or fpr:0.05.")] = "eer",
     out: Annotated[Path, typer.Option(help="Probe file (.safetensors); several heads get -HEAD suffixes.")] = Path("probe.safetensors"),
     cache: Annotated[Optional[Path], typer.Option(help="Feature cache folder (default ~/.cache/dfedge/features).")] = None,
@@ -112,7 +111,7 @@ def fit_probe_cmd(
     from .models.region import save_probe
     from .train.probe import check_classes, default_cache_dir, extract_features, fit_probe, probe_auc
 
-    heads, rows = head or ["region"], []
+    heads, rows = [h.value for h in head or []] or ["region"], []
     with user_errors():
         region = opts.spec().region
         train_set = open_set(data, region)

@@ -19,7 +19,8 @@ import typer
 
 from .models.factory import DETECTOR_PRESETS, DetectorSpec
 from .models.ladder import RUNGS
-from .models.region import HEADS, REGIONS
+from .models.heads import HEADS
+from .models.region import REGIONS
 from .targets import EXPORTED, QUANTIZED, TARGETS
 
 

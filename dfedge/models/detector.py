@@ -28,8 +28,9 @@ from torch import nn
 from .dinov3 import DinoV3
 from .distilled import DistilledRegionHead
 from .farl import FarlParser
+from .heads import Tokens, feature_dim, head, masked_mean_weights
 from .ladder import rung
-from .region import HEADS, LinearProbe, RegionIndex, masked_mean_weights
+from .region import LinearProbe, RegionIndex
 from .resample import apply_separable, area_matrix, as_buffer, unwarp_matrix, warp_matrix
 
 CROP_SIZE = 448
@@ -69,18 +70,22 @@ class DetectorOutput(NamedTuple):
     contributions: torch.Tensor  # [B, g, g]
 
 
+def check_head(name: str, region_index: str) -> None:
+    """A known head and a known region-index rung that computes the tokens the head reads."""
+    uses_parser = rung(region_index).uses_parser
+    if head(name).reads == "farl" and not uses_parser:
+        raise ValueError(f"the {name} head reads FaRL tokens; the '{region_index}' region index runs no FaRL")
+
+
 @dataclass(frozen=True)
 class DetectorConfig:
-    head: str = "region"  # region (the paper) | cls | all | farl-region (ablations)
+    head: str = "region"  # models/heads.py: region (the paper) | cls | all | farl-region (ablations)
     region: str = "mouth"
     crop_size: int = CROP_SIZE
     region_index: str = "exact"  # exact | lite-head | parser-224 | distilled (models/ladder.py)
 
     def __post_init__(self) -> None:
-        if self.head not in HEADS:
-            raise ValueError(f"unknown head '{self.head}' (known: {', '.join(HEADS)})")
-        if not rung(self.region_index).uses_parser and self.head == "farl-region":
-            raise ValueError(f"the farl-region head reads FaRL tokens; the '{self.region_index}' region index runs no FaRL")
+        check_head(self.head, self.region_index)
 
 
 class Detector(nn.Module):
@@ -98,9 +103,9 @@ class Detector(nn.Module):
         if rung(cfg.region_index).uses_parser != (parser is not None) or (parser is None) == (region_head is None):
             raise ValueError(f"the '{cfg.region_index}' region index needs "
                              + ("a parser and no region head" if rung(cfg.region_index).uses_parser else "a region head and no parser"))
-        feature_dim = parser.cfg.width if cfg.head == "farl-region" else dinov3.cfg.embed_dim
-        if probe.weight.shape[0] != feature_dim:
-            raise ValueError(f"probe has {probe.weight.shape[0]} inputs; the '{cfg.head}' head gives {feature_dim}")
+        width = feature_dim(cfg.head, dinov3.cfg.embed_dim, parser.cfg.width if parser is not None else None)
+        if probe.weight.shape[0] != width:
+            raise ValueError(f"probe has {probe.weight.shape[0]} inputs; the '{cfg.head}' head gives {width}")
         labels = parser.cfg if parser is not None else region_head.cfg
         self.label_set, self.label_names = labels.label_set, labels.label_names
         self.dinov3, self.parser, self.probe = dinov3, parser, probe
@@ -166,25 +171,15 @@ class Detector(nn.Module):
         """image -> (probe input [B, D], token mask [B, g*g], region token count [B], token weights [B, g*g]
         or None for heads that are not a token mean, patch tokens [B, g*g, D])."""
         patches, cls = self.embed(image)
+        probs = farl_tokens = None
         if self.region_index.head is not None:  # distilled: the index is read off DINOv3's own tokens
             soft = self.region_index.head(patches)
         else:
             soft, probs, farl_tokens = self.parse(image)
         mask = self.region_index(soft)
         weights, count = masked_mean_weights(mask)
-        head = self.cfg.head
-        if head == "region":
-            return torch.bmm(weights.unsqueeze(1), patches).squeeze(1), mask, count, weights, patches
-        if head == "all":
-            uniform = torch.full_like(mask, 1.0 / mask.shape[1])
-            return patches.mean(dim=1), mask, count, uniform, patches
-        if head == "cls":
-            return cls, mask, count, None, patches
-        # farl-region: the region's FaRL tokens (final LayerNorm applied), masked on FaRL's own grid.
-        farl_soft = apply_separable(probs, self.to_farl_tokens, self.to_farl_tokens)
-        farl_weights, _ = masked_mean_weights(self.region_index(farl_soft))
-        farl_tokens = self.parser.backbone.visual.ln_post(farl_tokens)
-        return torch.bmm(farl_weights.unsqueeze(1), farl_tokens).squeeze(1), mask, count, None, patches
+        feature, token_weights = head(self.cfg.head).pool(self, Tokens(patches, cls, mask, weights, probs, farl_tokens))
+        return feature, mask, count, token_weights, patches
 
     def forward(self, image: torch.Tensor) -> DetectorOutput:
         s = self.cfg.crop_size

@@ -11,8 +11,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from . import dinov3 as dinov3_lib
 from . import farl as farl_lib
 from .checkpoint import CheckpointError, sha256_file
-from .detector import CROP_SIZE, Detector, DetectorConfig
+from .detector import CROP_SIZE, Detector, DetectorConfig, check_head
 from .distilled import DistilledRegionHead, RegionHeadConfig, load_region_head
+from .heads import feature_dim
 from .ladder import rung
 from .region import LinearProbe, ProbeInfo, load_probe
 
@@ -64,8 +65,7 @@ class DetectorSpec:
     def __post_init__(self) -> None:
         if self.preset not in DETECTOR_PRESETS:
             raise ValueError(f"unknown preset '{self.preset}' (known: {', '.join(DETECTOR_PRESETS)})")
-        if not rung(self.region_index).uses_parser and self.head == "farl-region":
-            raise ValueError(f"the farl-region head reads FaRL tokens; the '{self.region_index}' region index runs no FaRL")
+        check_head(self.head, self.region_index)
         if self.region_head and self.region_index != "distilled":
             raise ValueError(f"a region head file is read by the distilled region index, not by '{self.region_index}'")
         if self.dinov3_input not in (CROP_SIZE // 2, CROP_SIZE):
@@ -144,7 +144,7 @@ def build_detector(spec: DetectorSpec | None = None) -> Detector:
     else:
         backbone = dinov3_lib.DinoV3(d_cfg)
     parser, region_head = build_region_index(spec, d_cfg)
-    dim = parser.cfg.width if spec.head == "farl-region" else backbone.cfg.embed_dim
+    dim = feature_dim(spec.head, backbone.cfg.embed_dim, parser.cfg.width if parser is not None else None)
     probe_file = spec.probe or shipped_file(spec.preset, "probe")
     probe = load_probe(probe_file, dim=None) if probe_file else None
     if probe is not None and not spec.probe and (probe.info.head, probe.info.region) != (spec.head, spec.region):
@@ -185,7 +185,7 @@ def meta_detector(spec: DetectorSpec | None = None) -> Detector:
         backbone = dinov3_lib.DinoV3(d_cfg)
         parser = farl_lib.FarlParser(r.parser_config(parser_config(spec))) if r.uses_parser else None
         head = None if r.uses_parser else DistilledRegionHead(region_head_config(spec, d_cfg))
-        dim = parser.cfg.width if spec.head == "farl-region" else backbone.cfg.embed_dim
+        dim = feature_dim(spec.head, backbone.cfg.embed_dim, parser.cfg.width if parser is not None else None)
         probe = LinearProbe(dim, ProbeInfo(head=spec.head, region=spec.region))
     cfg = DetectorConfig(head=spec.head, region=spec.region, region_index=spec.region_index)
     return Detector(backbone, parser, probe, cfg, region_head=head).to("meta")

@@ -23,6 +23,7 @@ from torch import nn
 
 from .checkpoint import CheckpointError, read_safetensors, save_safetensors
 from .farl import LABEL_SETS
+from .heads import head
 
 MEMBERSHIP_THRESHOLD = 0.25
 
@@ -37,7 +38,6 @@ REGIONS: dict[str, tuple[str, ...]] = {
     "face": ("face", "rb", "lb", "re", "le", "nose", "ulip", "imouth", "llip", "eyeg"),
 }
 
-HEADS = ("region", "cls", "all", "farl-region")
 
 
 def region_classes(label_set: str, region: str) -> list[int]:
@@ -76,12 +76,6 @@ class RegionIndex(nn.Module):
         return (self.region_probability(soft) >= self.threshold).to(soft.dtype).flatten(1)
 
 
-def masked_mean_weights(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """mask [B, N] -> (weights [B, N] = mask / max(count, 1), count [B]). Empty regions get all-zero weights."""
-    count = mask.sum(dim=1)
-    return mask / count.clamp(min=1.0).unsqueeze(1), count
-
-
 @dataclass
 class ProbeInfo:
     """What travels with a probe: which features it reads and where its decision threshold sits."""
@@ -94,8 +88,7 @@ class ProbeInfo:
     fitted_on: str = ""
 
     def __post_init__(self) -> None:
-        if self.head not in HEADS:
-            raise ValueError(f"unknown head '{self.head}' (known: {', '.join(HEADS)})")
+        head(self.head)  # an unknown head is refused here, when a probe file is read
 
 
 class LinearProbe(nn.Module):
