@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import time
 import tomllib
@@ -36,7 +37,7 @@ from .models.factory import DetectorSpec, build_detector, gflops, meta_detector,
 from .models.ladder import RUNGS
 from .runtimes import torch_runner
 from .runtimes.bench import bench_set
-from .runtimes.standalone import bundle_bytes
+from .runtimes.standalone import bundle_bytes, cpu_isa, cpu_model
 from .targets import TARGETS, resolve
 
 MARKS = {"ok": "✅", "gate": "❎", "error": "❌"}  # shipped · refused by the gate, not shipped · a step failed
@@ -333,6 +334,8 @@ def _write_reports(stage: Path, config: BuildConfig, rows: list[Row], gate: Gate
     lines = [
         f"# dfedge {config.command} `{config.set_name}`", "",
         f"{passed} of {len(rows)} bundles passed. {reference}", "",
+        f"Host: {cpu_model()} ({', '.join(cpu_isa()) or 'ISA flags unknown'}), {os.cpu_count()} cores. The runtimes pick "
+        "their kernels by the CPU's instruction set, so quantized rungs can be judged differently on another host.", "",
         "Every bundle first matches its own torch graph on toy crops (|Δlogit| / max(1, |logit|) ≤ 1e-4 fp32, ≤ 1e-2 "
         "fp16; token masks). ✅ shipped · ❎ refused by the gate (not shipped) · ❌ a step failed. |Δlogit| and mask "
         "agreement: against the reference on the validation split when gated, else against the rung's torch graph on "
@@ -359,6 +362,7 @@ def _write_reports(stage: Path, config: BuildConfig, rows: list[Row], gate: Gate
         lines += ["", "## Not shipped", ""] + [f"- `{r.folder}` {MARKS[r.status]}: {r.reason}" for r in failures]
     atomic_write(stage / kind.report, lambda t: t.write_text("\n".join(lines) + "\n"))
     record = {"schema": "dfedge-build/1", "command": config.command, "config": _jsonable(dataclasses.asdict(config)),
+              "host": {"cpu": cpu_model(), "isa": cpu_isa(), "cores": os.cpu_count()},
               "reference_auc": ref_auc, "rows": [dataclasses.asdict(r) for r in rows]}
     atomic_write(stage / kind.record, lambda t: t.write_text(json.dumps(record, indent=2, default=str)))
     if bench is not None:

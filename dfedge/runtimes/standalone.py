@@ -195,6 +195,23 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# The instruction-set extensions that decide which kernels the runtimes pick (INT8 dot products, BF16/FP16 math,
+# matrix tiles): the same bundle can decide differently on hosts that differ in these, so every result names them.
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_tile",
+             "amx_int8", "amx_bf16", "asimd", "asimddp", "i8mm", "sve", "bf16")
+
+
+def cpu_isa() -> list[str]:
+    """The ISA_FLAGS this CPU reports (Linux /proc/cpuinfo flags or ARM Features); empty elsewhere."""
+    if not Path("/proc/cpuinfo").is_file():
+        return []
+    for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+        if line.lower().startswith(("flags", "features")):
+            have = set(line.split(":", 1)[1].split())
+            return [f for f in ISA_FLAGS if f in have]
+    return []
+
+
 def runtime_version(target: str) -> str | None:
     from importlib import metadata
 
@@ -222,7 +239,7 @@ def accelerators(target: str) -> list[str]:
 
 def device_facts(target: str, label: str | None = None) -> dict:
     return {"label": label or f"{platform.node()} ({cpu_model()})", "host": platform.node(), "cpu": cpu_model(),
-            "cores": os.cpu_count(), "os": platform.platform(), "machine": platform.machine(),
+            "isa": cpu_isa(), "cores": os.cpu_count(), "os": platform.platform(), "machine": platform.machine(),
             "python": platform.python_version(), "runtime": FORMATS[target].package if target in FORMATS else target,
             "runtime_version": runtime_version(target), "accelerators": accelerators(target)}
 
