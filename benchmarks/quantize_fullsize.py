@@ -21,7 +21,7 @@ from dfedge.data.sources import toy_crops
 from dfedge.eval.gate import check_parity
 from dfedge.export.job import Job
 from dfedge.models.factory import DetectorSpec, build_detector
-from dfedge.runtimes import open_runner, torch_runner
+from dfedge.runtimes import open_runtime, torch_runner
 from dfedge.runtimes.standalone import time_runner
 from dfedge.targets import TARGETS
 
@@ -52,7 +52,7 @@ def main() -> None:
         job = Job(det, TARGETS[target], precision, "full", out.name, {}, {}, crop, calib, cache=caches[target])
         TARGETS[target].convert_for(precision)(job, out, report)  # the exporter or the quantizer of the table
         seconds = time.perf_counter() - start
-        runner, _ = open_runner(out, target, threads=2)
+        runner, _ = open_runtime(out, target, threads=2)
         parity = check_parity(reference, runner, crop, precision)
         size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
         rows.append({"target": target, "precision": precision, "size_mb": size, "quantize_s": seconds,

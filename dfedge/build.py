@@ -36,7 +36,7 @@ from .models.checkpoint import atomic_write
 from .models.factory import DetectorSpec, build_detector, gflops, meta_detector, weight_sources
 from .models.ladder import RUNGS
 from .runtimes import torch_runner
-from .runtimes.bench import bench_set
+from .runtimes.bench import bench_set, reference_spec
 from .runtimes.standalone import bundle_bytes, cpu_isa, cpu_model
 from .targets import TARGETS, resolve
 
@@ -48,7 +48,7 @@ class Command:
     """What a command builds: which precisions of a row it plans, and how its set lands in dist/<name>."""
 
     kinds: str  # all | exported | quantized: the precisions of each target it may plan
-    report: str  # markdown report file
+    prefix: str  # of the set-level files it writes (report.md, reference.scores, bench.json), so none overwrites another's
     record: str  # JSON record file
     whole_set: bool  # True: dist/<name> is replaced by this set; False: only the planned bundles are replaced
     defaults: dict = field(default_factory=dict)  # BuildConfig values of this command where the command line gives none
@@ -56,10 +56,14 @@ class Command:
     def precisions(self, target) -> tuple[str, ...]:
         return {"all": target.all_precisions, "exported": target.precisions, "quantized": target.quantized}[self.kinds]
 
+    @property
+    def report(self) -> str:
+        return f"{self.prefix}report.md"
 
-COMMANDS = {"build": Command("all", "report.md", "build.json", True),
-            "export": Command("exported", "export-report.md", "export.json", False, {"data": None, "bench_runs": 0}),
-            "quantize": Command("quantized", "quantize-report.md", "quantize.json", False, {"bench_runs": 5, "bench_warmup": 1})}
+
+COMMANDS = {"build": Command("all", "", "build.json", True),
+            "export": Command("exported", "export-", "export.json", False, {"data": None, "bench_runs": 0}),
+            "quantize": Command("quantized", "quantize-", "quantize.json", False, {"bench_runs": 5, "bench_warmup": 1})}
 
 
 @dataclass
@@ -237,7 +241,7 @@ def run_build(config: BuildConfig, log=lambda msg: None, advance=lambda n=1: Non
         if config.kind.whole_set:
             replace_folder(stage, final)
         else:
-            _merge(stage, final, rows, config.kind)
+            _merge(stage, final, rows)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return rows, final
@@ -245,7 +249,7 @@ def run_build(config: BuildConfig, log=lambda msg: None, advance=lambda n=1: Non
 
 def _build_all(config: BuildConfig, plan, staging: Path, log, advance) -> list[Row]:
     stage = staging / config.set_name
-    gate = _gate(config, stage, log)
+    gate = _gate(config, stage / f"{config.kind.prefix}reference.scores", log)
     parity_images = toy_crops(config.parity_samples)
     calib = (calibration_set(config.calib, config.calib_size, config.spec.region)
              if any(p in TARGETS[t].quantized for _, t, p in plan) else None)
@@ -266,19 +270,19 @@ def _build_all(config: BuildConfig, plan, staging: Path, log, advance) -> list[R
             rows.append(_run(job, staging, flops, log))
             advance()
     bench = _bench(rows, stage, config, log, advance) if config.bench_runs > 0 else None
-    _write_reports(stage, config, rows, gate, bench)
+    _write_reports(stage, config, rows, gate, bench, calib)
     return rows
 
 
-def _gate(config: BuildConfig, stage: Path, log) -> Gate | None:
-    """The reference's scores on the validation split (written as reference.scores), or None without one."""
+def _gate(config: BuildConfig, scores: Path, log) -> Gate | None:
+    """The reference's scores on the validation split (written to `scores`), or None without a split."""
     if config.data is None:
         return None
     log(f"reference: torch FP32 (exact region index) on {config.data}")
     exact = build_detector(config.spec)
     validation = Validation.build(torch_runner(exact), exact.probe.info.threshold,
                                   open_set(config.data, config.spec.region), config.data)
-    save_scores(stage / "reference.scores", validation.reference)
+    save_scores(scores, validation.reference)
     return Gate(validation, Budget(config.max_auc_drop), config.min_mask_agreement)
 
 
@@ -303,8 +307,14 @@ def _bench(rows: list[Row], stage: Path, config: BuildConfig, log, advance) -> d
     """Every shipped bundle through its own bench.py, and torch FP32 eager once per region index (bench_set)."""
     shipped = [r for r in rows if r.status == "ok"]
     log(f"timing {len(shipped)} bundles ({config.bench_runs} runs each) and the torch reference")
+
+    def reference(manifest: dict) -> dict:  # the weights the bundles were made from (the architecture can depend on them)
+        spec = config.rung_spec(manifest["export_options"]["region_index"])
+        files = {k: getattr(spec, k) for k in ("dinov3", "parser", "probe", "region_head", "label_set") if getattr(spec, k)}
+        return {**reference_spec(manifest), **files}
+
     bench = bench_set([stage / r.folder for r in shipped], config.bench_runs, config.bench_warmup, config.threads,
-                      progress=lambda _: advance())
+                      reference=reference, progress=lambda _: advance())
     for row, result in zip(shipped, bench["results"]):
         if result.get("status") == "ok":
             row.p50_ms, row.fps, row.speedup = result["latency_ms"]["p50"], result["fps"], result.get("speedup_vs_torch")
@@ -315,7 +325,8 @@ def _bench(rows: list[Row], stage: Path, config: BuildConfig, log, advance) -> d
     return bench
 
 
-def _write_reports(stage: Path, config: BuildConfig, rows: list[Row], gate: Gate | None, bench: dict | None) -> None:
+def _write_reports(stage: Path, config: BuildConfig, rows: list[Row], gate: Gate | None, bench: dict | None,
+                   calib) -> None:
     spec, kind = config.spec, config.kind
     weights = {part: rec.get("file") or rec.get("note") for part, rec in weight_sources(spec).items()}
     passed = sum(r.status == "ok" for r in rows)
@@ -345,10 +356,11 @@ def _write_reports(stage: Path, config: BuildConfig, rows: list[Row], gate: Gate
         "## Settings", "",
         f"- model: preset `{spec.preset}`, head `{spec.head}`, region `{spec.region}`, DINOv3 input {spec.dinov3_input}; "
         f"weights {json.dumps(weights)}",
-        f"- calibration (quantized rungs): `{config.calib}`, {config.calib_size} crops",
+        "- calibration (quantized rungs): " + (f"{calib.source}, {len(calib.images)} crops, sha256 {calib.sha256[:12]}…"
+                                                 if calib else "none (no quantized rung planned)"),
         f"- dfedge {__version__}; files: `{kind.record}` (every row and the settings)"
-        + (", `reference.scores` (the reference's scores)" if gate else "")
-        + (", `bench.json` (`dfedge report merge` reads it)" if bench else ""), "",
+        + (f", `{kind.prefix}reference.scores` (the reference's scores)" if gate else "")
+        + (f", `{kind.prefix}bench.json` (`dfedge report merge` reads it)" if bench else ""), "",
         "## Run a bundle on a device", "",
         "Copy a bundle folder and run `python bench.py --label \"my device\"` (numpy and the runtime only); "
         "merge results with `dfedge report merge *.json`.",
@@ -363,24 +375,26 @@ def _write_reports(stage: Path, config: BuildConfig, rows: list[Row], gate: Gate
     atomic_write(stage / kind.report, lambda t: t.write_text("\n".join(lines) + "\n"))
     record = {"schema": "dfedge-build/1", "command": config.command, "config": _jsonable(dataclasses.asdict(config)),
               "host": {"cpu": cpu_model(), "isa": cpu_isa(), "cores": os.cpu_count()},
-              "reference_auc": ref_auc, "rows": [dataclasses.asdict(r) for r in rows]}
+              "calibration": calib.record() if calib else None, "reference_auc": ref_auc,
+              "rows": [dataclasses.asdict(r) for r in rows]}
     atomic_write(stage / kind.record, lambda t: t.write_text(json.dumps(record, indent=2, default=str)))
     if bench is not None:
-        atomic_write(stage / "bench.json", lambda t: t.write_text(json.dumps(bench, indent=2)))
+        atomic_write(stage / f"{kind.prefix}bench.json", lambda t: t.write_text(json.dumps(bench, indent=2)))
 
 
 def _jsonable(obj):
     return json.loads(json.dumps(obj, default=str))
 
 
-def _merge(stage: Path, final: Path, rows: list[Row], kind: Command) -> None:
-    """A narrowed build's set into dist/<name>: each planned bundle replaces its namesake, a refused or failed one
-    removes it (never left shipped beside a report that refuses it); the other bundles there stay."""
+def _merge(stage: Path, final: Path, rows: list[Row]) -> None:
+    """A narrowed build's set into dist/<name>: each shipped bundle replaces its namesake and one the gate refused
+    removes it (never left shipped beside a report that refuses it); a failed step leaves an earlier bundle of that
+    name as it was, and the set's other bundles and files stay."""
     final.mkdir(parents=True, exist_ok=True)
     for row in rows:
         if row.status == "ok":
             replace_folder(stage / row.folder, final / row.folder)
-        else:
+        elif row.status == "gate":
             shutil.rmtree(final / row.folder, ignore_errors=True)
     for path in stage.iterdir():
         if path.is_file():

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from ._version import __version__
-from .options import GATE, MODEL, PLAN, Head, Options, takes
+from .options import GATE, MODEL, PLAN, Options, metavar, takes
 from .terminal import console, converter_output, err_console, progress_bar, quiet_converters, step_progress, user_errors
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Export, compress, validate and package the region-indexed deepfake detector.")
@@ -29,20 +29,17 @@ def table(title: str, columns, rows, left=()) -> Table:
 
 
 @app.callback(invoke_without_command=True)
-def main(ctx: typer.Context,
-         version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False) -> None:
-    if version:
+def main(version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False) -> None:
+    if version:  # alone: without a command (no_args_is_help covers no arguments at all)
         console.print(__version__)
-        raise typer.Exit()
-    if ctx.invoked_subcommand is None:
-        console.print(ctx.get_help())
         raise typer.Exit()
 
 
 @app.command()
-@takes("head", "dinov3_input", "region_indexes")
+@takes("head", "dinov3_input")
 def info(
-    preset: Annotated[Optional[list[str]], typer.Option(help="Preset(s) to describe; default: all.")] = None,
+    preset: Annotated[Optional[list[str]], typer.Option(metavar=metavar("preset"), help="Preset(s) to describe; default: all.")] = None,
+    region_index: Annotated[Optional[list[str]], typer.Option("--region-index", metavar=metavar("region_index"), help="Region-index rung(s) for the ladder table; default: all.")] = None,
     opts: Options = None,
 ) -> None:
     """Configurations, parameter counts and GFLOPs of the fused graph per preset (counted on meta tensors), and
@@ -60,7 +57,7 @@ def info(
             flops = {c: f for c, _, _, f in rows}
             console.print(f"parser share of compute: {(flops['parser backbone'] + flops['parser head']) / flops['total']:.1%}\n")
             ladder = [(r, *(f"{f[p]:,.2f}" for p in LADDER_PARTS), f"{flops['total'] / f['total']:.1f}×", rung(r).description)
-                      for r, f in ladder_gflops(spec, opts["region_indexes"] or list(RUNGS)).items()]
+                      for r, f in ladder_gflops(spec, region_index or list(RUNGS)).items()]
             console.print(table(f"preset '{name}': region-index ladder, GFLOPs / face",
                                 ("region index", *LADDER_PARTS, "× fewer than exact", "what runs"), ladder, ("region index", "what runs")))
 
@@ -98,7 +95,7 @@ def score(
 def fit_probe_cmd(
     data: Annotated[str, typer.Option(help="Training set: toy[:split[:N]], a folder with real/ and fake/, or a CSV/JSONL list.")] = "toy",
     val: Annotated[Optional[str], typer.Option(help="Validation set (same forms); default toy:val for toy data.")] = None,
-    head: Annotated[Optional[list[Head]], typer.Option(help="Head(s) to fit, repeatable (default region).")] = None,
+    head: Annotated[Optional[list[str]], typer.Option(metavar=metavar("head"), help="Head(s) to fit, repeatable (default region).")] = None,
     threshold: Annotated[str, typer.Option(help="Operating threshold rule: eer or fpr:0.05.")] = "eer",
     out: Annotated[Path, typer.Option(help="Probe file (.safetensors); several heads get -HEAD suffixes.")] = Path("probe.safetensors"),
     cache: Annotated[Optional[Path], typer.Option(help="Feature cache folder (default ~/.cache/dfedge/features).")] = None,
@@ -111,7 +108,7 @@ def fit_probe_cmd(
     from .models.region import save_probe
     from .train.probe import check_classes, default_cache_dir, extract_features, fit_probe, probe_auc
 
-    heads, rows = [h.value for h in head or []] or ["region"], []
+    heads, rows = head or ["region"], []
     with user_errors():
         region = opts.spec().region
         train_set = open_set(data, region)
@@ -147,12 +144,14 @@ def run_plan(command: str, opts: Options, config: Path | None = None) -> None:
 
     with user_errors():
         cfg = make_config({**(read_config(config) if config else {}), **opts.given()}, command)
-        require_weights(cfg.spec, bool(opts["random_weights"]))
         plan = cfg.plan()
+        for rung in {*cfg.region_indexes, *(["exact"] if cfg.data else [])}:  # the gate's reference is the exact one
+            require_weights(cfg.rung_spec(rung), bool(opts["random_weights"]))
         quiet_converters()
         log_path = Path(cfg.dist) / f".{cfg.set_name}.{command}.log"
+        steps = 1 + len(plan) + (len(plan) + len(cfg.region_indexes) if cfg.bench_runs else 0)  # bench: bundles, references
         try:
-            with converter_output(log_path) as user, step_progress(command, len(plan) * 2 + 1, user) as (log, advance):
+            with converter_output(log_path) as user, step_progress(command, steps, user) as (log, advance):
                 rows, final = run_build(cfg, log=log, advance=advance)
         except Exception:
             err_console.print(f"converter output: {log_path}", highlight=False)
@@ -254,8 +253,9 @@ def validate(
     with user_errors():
         ref = load_scores(reference_scores)
         try:  # the reference's labelled set, if it can still be opened here (for montage crops and re-scoring)
-            dataset = open_set(ref.header["data"], ref.header.get("detector", {}).get("region", "mouth"))
-        except (KeyError, ValueError):
+            data = ref.header.get("data")
+            dataset = open_set(data, ref.header.get("detector", {}).get("region", "mouth")) if data else None
+        except ValueError:
             dataset = None
         if degrade and not artifact.is_dir():
             raise ValueError("--degrade needs a bundle folder: a scores file cannot be re-run on degraded inputs")
@@ -300,7 +300,7 @@ def bench(
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write all results here (dfedge report merge reads it).")] = None,
 ) -> None:
     """Time bundles (each in its own process, through its own bench.py) against torch FP32 eager in the same run."""
-    from .runtimes.bench import COLUMNS, bench_set, find_bundles, table_rows
+    from .runtimes.bench import COLUMNS, bench_set, find_bundles, reference_spec, table_rows
     from .runtimes.standalone import write_json
 
     with user_errors():
@@ -308,7 +308,8 @@ def bench(
             raise ValueError("--runs must be >= 1 and --warmup >= 0")
         paths = find_bundles(bundles)
         with progress_bar("bench", len(paths) + (1 if reference else 0)) as advance:
-            result = bench_set(paths, runs, warmup, threads, device, label, reference, progress=lambda _: advance())
+            result = bench_set(paths, runs, warmup, threads, device, label, reference_spec if reference else None,
+                               progress=lambda _: advance())
     console.print(table(f"dfedge bench ({runs} runs after {warmup} warm-up, threads {threads or 'all'})", COLUMNS,
                         table_rows(result), COLUMNS[:4]))
     if json_out:

@@ -20,7 +20,7 @@ from .models.checkpoint import CheckpointError
 # ":train:" in "toy:train:40" must not become an emoji; piped output (CI logs) gets room for the wide tables
 console = Console(emoji=False, width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, emoji=False)
-KIT = str(Path(__file__).resolve().parent)  # warnings raised from here are the kit's own: they stay on the terminal
+KIT = str(Path(__file__).parent)  # warnings raised from here are the kit's own: they stay on the terminal
 
 
 @contextlib.contextmanager
@@ -65,9 +65,12 @@ def step_progress(label: str, total: int, on: Console):
 def quiet_converters() -> None:
     """NNCF logs every op it skips at INFO; the build's own log and summary say what happened. torchao (imported
     by the TFLite INT8 path) warns at import that its CUDA kernels do not load: meaningless on a CPU build."""
-    import nncf  # it sets its logger's level when imported: set ours after that
-
-    nncf.set_log_level(logging.WARNING)
+    try:
+        import nncf  # it sets its logger's level when imported: set ours after that
+    except ImportError:  # an install without the quantizers can still export
+        pass
+    else:
+        nncf.set_log_level(logging.WARNING)
     logging.getLogger("torchao").setLevel(logging.ERROR)
 
 

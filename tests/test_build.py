@@ -165,6 +165,7 @@ def test_export_and_quantize_are_narrowed_builds(tmp_path):
     assert record["command"] == "export" and [r["status"] for r in record["rows"]] == ["ok"]
     assert record["rows"][0]["auc"] is None and record["rows"][0]["p50_ms"] is None  # parity only, no benchmark
     assert "| exact | openvino | fp32 | ✅ |" in (dist / "export-report.md").read_text()
+    assert not (dist / "report.md").exists() and not (dist / "export-reference.scores").exists()  # no gate, no build files
     quantized = CliRunner().invoke(app, ["quantize", "--target", "openvino", "--precision", "int8-weights",
                                          "--calib-size", "8", "--val", "toy:val:40", "--max-auc-drop", "-0.1",
                                          "--bench-runs", "0", "--out", out])
@@ -173,3 +174,4 @@ def test_export_and_quantize_are_narrowed_builds(tmp_path):
     assert row["status"] == "gate" and "AUC drop" in row["reason"]
     assert (dist / "openvino-fp32").is_dir() and not (dist / "openvino-int8-weights").exists()
     assert (dist / "export.log").is_file() and (dist / "quantize.log").is_file()
+    assert (dist / "quantize-reference.scores").is_file() and not (dist / "reference.scores").exists()

@@ -120,3 +120,17 @@ def test_export_reports_a_failing_converter_and_keeps_its_traceback(tmp_path, mo
     log = (tmp_path / "toy" / "export.log").read_text()
     assert "Traceback" in log and "RuntimeError: converter crashed" in log
     assert not (tmp_path / "toy" / "onnx-fp32").exists()
+
+
+def test_a_distilled_export_needs_the_region_head_not_the_parser(tmp_path):
+    """Without --data nothing runs the exact detector: a parser-free export of a preset without shipped weights asks
+    for the DINOv3 weights and the region head only (here they are not readable, which is the next error)."""
+    dinov3, head = tmp_path / "d.pth", tmp_path / "h.safetensors"
+    dinov3.write_bytes(b"not weights")
+    head.write_bytes(b"not weights")
+    missing = runner.invoke(app, ["export", "--preset", "full", "--region-index", "distilled", "--dinov3", str(dinov3),
+                                  "--target", "onnx", "--out", str(tmp_path)])
+    assert missing.exit_code == 2 and "pass --dinov3 and --region-head" in missing.output
+    given = runner.invoke(app, ["export", "--preset", "full", "--region-index", "distilled", "--dinov3", str(dinov3),
+                                "--region-head", str(head), "--target", "onnx", "--out", str(tmp_path)])
+    assert given.exit_code == 2 and "--parser" not in given.output and "d.pth" in given.output

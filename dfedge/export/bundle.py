@@ -21,7 +21,7 @@ from ..eval.gate import GateError, Parity, ParityError, check_parity, parity_mes
 from ..models.checkpoint import sha256_file
 from ..models.detector import ALIGN_TEMPLATE, OUTPUT_NAMES
 from ..models.region import region_classes
-from ..runtimes import open_runner, standalone, torch_runner
+from ..runtimes import open_runtime, standalone, torch_runner
 from ..runtimes.standalone import MANIFEST
 from .job import Job
 
@@ -124,7 +124,7 @@ def write_bundle(job: Job, dist: Path, log=lambda msg: None) -> tuple[Path, dict
         try:
             convert(job, tmp, conversion)
             log(f"{job.folder}: converted; checking parity on {len(job.parity_images)} crops")
-            runner, _ = open_runner(tmp, target.name, interpreter=True)  # what a device opens (CoreML: MIL off macOS)
+            runner, _ = open_runtime(tmp, target.name, interpreter=True)  # what a device opens (CoreML: MIL off macOS)
             parity = check_parity(torch_runner(job.detector), runner, job.parity_images, precision)
             if not parity.ok:
                 raise ParityError(parity_message(job.folder, parity))

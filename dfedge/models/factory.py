@@ -15,7 +15,7 @@ from .detector import CROP_SIZE, Detector, DetectorConfig, check_head
 from .distilled import DistilledRegionHead, RegionHeadConfig, load_region_head
 from .heads import feature_dim
 from .ladder import rung
-from .region import LinearProbe, ProbeInfo, load_probe
+from .region import REGIONS, LinearProbe, ProbeInfo, load_probe
 
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -66,6 +66,8 @@ class DetectorSpec:
         if self.preset not in DETECTOR_PRESETS:
             raise ValueError(f"unknown preset '{self.preset}' (known: {', '.join(DETECTOR_PRESETS)})")
         check_head(self.head, self.region_index)
+        if self.region not in REGIONS:
+            raise ValueError(f"unknown region '{self.region}' (known: {', '.join(REGIONS)})")
         if self.region_head and self.region_index != "distilled":
             raise ValueError(f"a region head file is read by the distilled region index, not by '{self.region_index}'")
         if self.dinov3_input not in (CROP_SIZE // 2, CROP_SIZE):

@@ -83,7 +83,7 @@ class Detector:
                       token_mask=stack("token_mask", (g, g)) > 0.5, contributions=stack("contributions", (g, g)))
 
 
-def open_runner(bundle: str | Path, target: str, threads: int = 0, device: str = "CPU", interpreter: bool = False):
+def open_runtime(bundle: str | Path, target: str, threads: int = 0, device: str = "CPU", interpreter: bool = False):
     """-> (run, runtime name): the bundle's runner from standalone.open_runner, the code a device runs. CoreML
     predicts only on macOS; elsewhere `interpreter=True` runs the package's MIL program with the kit's interpreter
     (numerics, not speed) instead of raising RuntimeUnavailable. Nothing is verified here: see `load`."""
@@ -104,7 +104,7 @@ def load(bundle: str | Path, threads: int = 0, device: str = "CPU", interpreter:
     RuntimeUnavailable, unless `interpreter=True` (how `dfedge validate` checks CoreML bundles on Linux)."""
     bundle = Path(bundle)
     manifest = verify(bundle)
-    run, runtime = open_runner(bundle, manifest.get("target"), threads, device, interpreter)
+    run, runtime = open_runtime(bundle, manifest.get("target"), threads, device, interpreter)
     return Detector(run, runtime, int(manifest["alignment"]["crop_size"]), manifest, threads, device, bundle)
 
 

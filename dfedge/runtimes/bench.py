@@ -66,13 +66,14 @@ def bench_reference(spec: dict, runs: int, warmup: int, threads: int, label: str
 
 
 def bench_set(bundles: list[Path], runs: int, warmup: int, threads: int, device: str = "CPU",
-              label: str | None = None, reference: bool = True, progress=None) -> dict:
+              label: str | None = None, reference=reference_spec, progress=None) -> dict:
     """Every bundle, then one torch reference per distinct model among them (same crop size, rung, threads);
-    each result gets `speedup_vs_torch` = reference p50 / its p50 (> 1: faster than torch eager)."""
+    each result gets `speedup_vs_torch` = reference p50 / its p50 (> 1: faster than torch eager). `reference`:
+    manifest -> the DetectorSpec fields of the torch model to time (None: no reference)."""
     results, specs = [], []
     for bundle in bundles:
         results.append(bench_bundle(bundle, runs, warmup, threads, device, label))
-        specs.append(reference_spec(standalone.verify(bundle)))
+        specs.append(reference(standalone.verify(bundle)) if reference else {})
         if progress:
             progress(bundle.name)
     references: dict[str, dict] = {}

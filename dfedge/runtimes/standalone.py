@@ -100,12 +100,14 @@ def _open_tflite(bundle: Path, fmt: Format, threads: int, device: str):
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(bundle / fmt.model_file), num_threads=threads or None)
+    signature = interpreter.get_signature_list()["serving_default"]
+    (name,) = signature["inputs"]  # fmt.input_name since dfedge names it; earlier bundles say args_0
     # litert-torch names outputs output_0, output_1, ... in the order the module returns them
-    outputs = sorted(interpreter.get_signature_list()["serving_default"]["outputs"], key=lambda n: int(n.rsplit("_", 1)[-1]))
+    outputs = sorted(signature["outputs"], key=lambda n: int(n.rsplit("_", 1)[-1]))
     runner = interpreter.get_signature_runner()
 
     def run(x):
-        out = runner(**{fmt.input_name: np.ascontiguousarray(x.transpose(0, 2, 3, 1), dtype=np.float32)})
+        out = runner(**{name: np.ascontiguousarray(x.transpose(0, 2, 3, 1), dtype=np.float32)})
         return {name: out[key] for name, key in zip(OUTPUTS, outputs)}
 
     return run

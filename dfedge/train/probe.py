@@ -18,7 +18,7 @@ from ..data.images import to_tensor
 from ..data.sources import LabelledSet
 from ..models.checkpoint import atomic_write
 from ..models.detector import Detector
-from ..models.heads import HEADS
+from ..models import heads
 from ..models.region import LinearProbe, ProbeInfo
 
 MIN_PER_CLASS = 5
@@ -121,7 +121,7 @@ def fit_probe(
 
     Faces without region tokens carry no evidence and are left out of the fit (and counted).
     """
-    keep = train.region_tokens > 0 if HEADS[head].regional else np.ones(len(train.labels), bool)
+    keep = train.region_tokens > 0 if heads.head(head).regional else np.ones(len(train.labels), bool)
     x, y = train.features[keep].astype(np.float64), train.labels[keep]
     check_classes(y, fitted_on or "training data")
     scaler = StandardScaler().fit(x)

@@ -14,14 +14,14 @@ from dfedge.data.sources import toy_crops
 from dfedge.eval.gate import PARITY, ParityError, check_parity
 from dfedge.export import bundle as bundle_lib
 from dfedge.models.factory import DetectorSpec, build_detector, weight_sources
-from dfedge.runtimes import open_runner, torch_runner, verify
+from dfedge.runtimes import open_runtime, torch_runner, verify
 from dfedge.targets import TARGETS, markdown_table, resolve
 
 PRECISIONS = ("fp32", "fp16")
 
 
 def runner(path, target):
-    return open_runner(path, target, interpreter=True)[0]  # what the bundle check runs (CoreML: MIL off macOS)
+    return open_runtime(path, target, interpreter=True)[0]  # what the bundle check runs (CoreML: MIL off macOS)
 
 
 @pytest.fixture(scope="session")
@@ -156,14 +156,14 @@ def test_failed_export_leaves_no_bundle(detector, make_job, tmp_path):
 
 
 def test_parity_failure_ships_nothing(rung_bundle, conversions, make_job, tmp_path, monkeypatch):
-    real_open = bundle_lib.open_runner
+    real_open = bundle_lib.open_runtime
     det = rung_bundle("distilled", "onnx")[0]  # its real ONNX graph, converted once for the rung test below
 
     def skewed(*args, **kwargs):  # the runtime of the bundle being checked, its logits off by 0.5
         run, runtime = real_open(*args, **kwargs)
         return (lambda images: dict(run(images), logit=run(images)["logit"] + 0.5)), runtime
 
-    monkeypatch.setattr(bundle_lib, "open_runner", skewed)
+    monkeypatch.setattr(bundle_lib, "open_runtime", skewed)
     with pytest.raises(ParityError):
         bundle_lib.write_bundle(make_job(det, "onnx", cache=conversions["distilled", "onnx"]), tmp_path)
     assert list((tmp_path / "toy").iterdir()) == []

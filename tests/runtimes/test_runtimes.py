@@ -155,3 +155,22 @@ def test_report_merge_names_a_bad_file(tmp_path):
     assert result.exit_code == 2
     assert "notes.json: schema None" in result.output
     assert not (tmp_path / "m" / "merged.md").exists()
+
+
+def test_a_tflite_bundle_whose_input_is_not_named_image_still_opens(dist, crops, reference, tmp_path):
+    """Bundles written before the kit named the TFLite signature input `image` call it args_0 (litert-torch's
+    name): the runtime reads the name from the model's own signature."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    from dfedge.export.bundle import file_hashes
+
+    bundle = shutil.copytree(dist / "tflite-fp32", tmp_path / "old")
+    model = flatbuffer_utils.read_model(bundle / "detector.tflite")
+    model.signatureDefs[0].inputs[0].name = "args_0"
+    flatbuffer_utils.write_model(model, bundle / "detector.tflite")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["files"] = file_hashes(bundle)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    result = dfedge.load(bundle)(crops[:2])
+    error = np.abs(result.logit - reference.logit[:2]) / np.maximum(1, np.abs(reference.logit[:2]))
+    assert error.max() <= PARITY["fp32"]["max_logit_error"]
