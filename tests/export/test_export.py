@@ -220,8 +220,8 @@ def test_the_target_table_is_the_whole_truth():
         assert target.quantizer.__module__ == f"dfedge.quantize.{name}"
     assert TARGETS["onnx"].exporter is onnx_export.export and TARGETS["openvino"].quantizer is openvino_quantize.quantize
     assert standalone.OUTPUTS == OUTPUT_NAMES  # bench.py cannot import the models: the same names, checked here
-    assert [c.value for c in options.TargetName] == [*TARGETS, "all"]
-    assert {c.value for c in options.Precision} == {p for t in TARGETS.values() for p in t.all_precisions}
+    assert options.CHOICES["targets"] == [*TARGETS, "all"] and options.metavar("targets") == "[onnx|openvino|coreml|tflite|all]"
+    assert set(options.CHOICES["precisions"]) == {p for t in TARGETS.values() for p in t.all_precisions}
     with pytest.raises(ValueError, match="has no precision 'palette4'"):
         TARGETS["onnx"].convert_for("palette4")
 
