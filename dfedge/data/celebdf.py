@@ -42,7 +42,7 @@ OFFICIAL_LABELS = {"1": 0, "0": 1}  # the test list's 1 = real, 0 = fake -> the 
 SPLITS = ("test", "train", "all")  # the official test list; every other video; every video
 FRAMES_PER_VIDEO = 32
 RECORD = "video.json"
-RECORD_VERSION = 1
+RECORD_VERSION = 2  # 2: crops from the numpy front end (models/frontend.py)
 
 
 @dataclass(frozen=True)

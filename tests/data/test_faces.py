@@ -1,4 +1,3 @@
-import importlib.util
 import json
 
 import cv2
@@ -6,11 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from dfedge.data.faces import (
-    MTCNN, Face, FrameRef, LandmarkFile, ONet, PNet, RNet, align, largest_face, similarity_transform,
-)
+from dfedge.data.faces import MTCNN, Face, FrameRef, LandmarkFile, align, largest_face, similarity_transform
 from dfedge.models.checkpoint import CheckpointError
 from dfedge.models.detector import ALIGN_TEMPLATE, align_template
+from dfedge.models.mtcnn import ONet, PNet, RNet
 
 
 def similarity(scale, degrees, shift):
@@ -120,7 +118,7 @@ def save_nets(folder, broken=None):
 
 
 def test_mtcnn_weights_missing_or_corrupt_is_one_line_naming_the_file(tmp_path):
-    with pytest.raises(CheckpointError, match=r"pnet\.pt: no such file \(MTCNN weights; install them with"):
+    with pytest.raises(CheckpointError, match=r"pnet\.pt: no such file \(MTCNN weights: a folder with"):
         MTCNN(weights=tmp_path / "none")
     save_nets(tmp_path / "renamed", broken="rnet")
     with pytest.raises(CheckpointError, match=r"rnet\.pt: missing key 'conv1.weight'"):
@@ -133,13 +131,6 @@ def test_mtcnn_weights_missing_or_corrupt_is_one_line_naming_the_file(tmp_path):
     assert "\n" not in str(err.value)
 
 
-needs_weights = pytest.mark.skipif(
-    importlib.util.find_spec("facenet_pytorch") is None,
-    reason="MTCNN weights not installed: pip install --no-deps facenet-pytorch==2.6.0",
-)
-
-
-@needs_weights
 def test_mtcnn_finds_grace_hopper_with_plausible_landmarks():
     from matplotlib import cbook
 
@@ -155,6 +146,5 @@ def test_mtcnn_finds_grace_hopper_with_plausible_landmarks():
     assert ((face.landmarks >= [x1, y1]) & (face.landmarks <= [x2, y2])).all()
 
 
-@needs_weights
 def test_mtcnn_finds_nothing_in_a_flat_frame():
     assert MTCNN().locate(np.full((120, 160, 3), 128, np.uint8)) == []

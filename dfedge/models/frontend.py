@@ -1,0 +1,248 @@
+"""The face front end in numpy: an RGB image of any size -> faces (MTCNN's three-stage cascade) -> 5-point aligned
+crops. The three networks are passed in as callables, so the same code runs them on torch (the kit) or on a
+bundle's own runtime; this file imports nothing but numpy and ships in every bundle beside bench.py.
+
+Conventions: images are uint8 [H, W, 3] RGB. Points are (x, y) in pixel-index coordinates: the centre of the
+top-left pixel is (0, 0), the centre of the bottom-right one (W - 1, H - 1). Landmarks come in the order left eye,
+right eye, nose tip, left mouth corner, right mouth corner, "left" meaning image-left.
+
+The networks (Zhang et al. 2016, the weights of facenet-pytorch), on inputs normalised as (x - 127.5) / 128, NCHW:
+    pnet(x [1, 3, h, w])    -> P(face) [1, h', w'], box offsets [1, 4, h', w']  (h' = (h - 2) / 2 - 4, h even)
+    rnet(x [N, 3, 24, 24])  -> P(face) [N], offsets [N, 4]
+    onet(x [N, 3, 48, 48])  -> P(face) [N], offsets [N, 4], landmarks [N, 10] (x1..x5, y1..y5 in crop fractions)
+Every resize is an area average written here (`resize_area`) and every pyramid level has even sides, so P-Net's
+2x2 ceil-mode pooling never pads: an exported P-Net with a static padding plan is exact at every level.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MIN_FACE = 20  # smallest face side searched for, in pixels of the detection image
+THRESHOLDS = (0.6, 0.7, 0.7)  # P(face) needed after P-, R- and O-Net
+FACTOR = 0.709  # pyramid step (area halves every two levels)
+MAX_SIDE = 1600  # faces are searched in a copy of the image at most this long (landmarks come back in full size)
+
+
+@dataclass(frozen=True, eq=False)
+class Face:
+    box: np.ndarray  # float32 [4]: x1, y1, x2, y2 in pixels (x2, y2 exclusive)
+    score: float  # detector confidence, 1.0 for given landmarks
+    landmarks: np.ndarray  # float32 [5, 2] (x, y), order: left eye, right eye, nose, mouth left, mouth right
+
+    @property
+    def area(self) -> float:
+        x1, y1, x2, y2 = (float(v) for v in self.box)
+        return max(0.0, x2 - x1) * max(0.0, y2 - y1)
+
+    def scaled(self, kx: float, ky: float) -> Face:
+        """The same face in an image kx times as wide and ky times as tall."""
+        return Face((self.box * [kx, ky, kx, ky]).astype(np.float32), self.score,
+                    (self.landmarks * [kx, ky]).astype(np.float32))
+
+
+def largest_face(faces: list[Face]) -> Face | None:
+    """The face with the largest box (ties: the higher score); None when there is none."""
+    return max(faces, key=lambda f: (f.area, f.score), default=None)
+
+
+# --- resampling ------------------------------------------------------------------------------------------------
+
+
+def _area_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """Box-filter taps: output pixel j averages the input interval [j * s, (j + 1) * s), s = n_in / n_out, each input
+    pixel weighted by its overlap. -> (indices [n_out, T], weights [n_out, T]); unused taps have weight 0."""
+    s = n_in / n_out
+    lo = np.arange(n_out) * s
+    hi = lo + s
+    first = np.floor(lo).astype(np.int64)
+    taps = int(np.ceil(s)) + 1
+    idx = first[:, None] + np.arange(taps)[None, :]
+    overlap = np.minimum(hi[:, None], idx + 1.0) - np.maximum(lo[:, None], idx.astype(np.float64))
+    weights = np.clip(overlap, 0.0, None) / s
+    weights[idx >= n_in] = 0.0
+    return np.minimum(idx, n_in - 1), weights
+
+
+def resize_area(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """[H, W, C] -> float32 [height, width, C] by area averaging (box filter, separable)."""
+    img = np.asarray(image, np.float32)
+    rows, rw = _area_taps(img.shape[0], height)
+    img = np.einsum("ot,otwc->owc", rw.astype(np.float32), img[rows])  # [height, W, C]
+    cols, cw = _area_taps(img.shape[1], width)
+    return np.einsum("ot,hotc->hoc", cw.astype(np.float32), img[:, cols])  # [height, width, C]
+
+
+def similarity_transform(landmarks: np.ndarray, template: np.ndarray) -> np.ndarray:
+    """[2, 3] least-squares similarity (rotation, uniform scale, shift; no reflection) taking `landmarks` [K, 2]
+    onto `template` [K, 2]: [u, v] = [[a, -b], [b, a]] [x, y] + [tx, ty], linear in (a, b, tx, ty)."""
+    src = np.asarray(landmarks, np.float64).reshape(-1, 2)
+    dst = np.asarray(template, np.float64).reshape(-1, 2)
+    if src.shape != dst.shape or len(src) < 2 or not np.isfinite(src).all():
+        raise ValueError(f"alignment needs {len(dst)} finite (x, y) landmarks, got shape {list(src.shape)}")
+    x, y = src[:, 0], src[:, 1]
+    one, zero = np.ones(len(src)), np.zeros(len(src))
+    design = np.concatenate([np.stack([x, -y, one, zero], 1), np.stack([y, x, zero, one], 1)])
+    if np.linalg.matrix_rank(design) < 4:
+        raise ValueError("alignment failed: the landmarks are degenerate (all at one point?)")
+    a, b, tx, ty = np.linalg.lstsq(design, np.concatenate([dst[:, 0], dst[:, 1]]), rcond=None)[0]
+    return np.array([[a, -b, tx], [b, a, ty]])
+
+
+def warp_affine(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+    """uint8 [size, size, C]: output pixel p samples the image at inverse(matrix) p (bilinear; outside is 0)."""
+    img = np.asarray(image)
+    full = np.vstack([np.asarray(matrix, np.float64), [0.0, 0.0, 1.0]])
+    inv = np.linalg.inv(full)[:2]
+    v, u = np.mgrid[0:size, 0:size].astype(np.float64)
+    sx = inv[0, 0] * u + inv[0, 1] * v + inv[0, 2]
+    sy = inv[1, 0] * u + inv[1, 1] * v + inv[1, 2]
+    x0, y0 = np.floor(sx).astype(np.int64), np.floor(sy).astype(np.int64)
+    fx, fy = (sx - x0)[..., None], (sy - y0)[..., None]
+    h, w = img.shape[:2]
+    out = np.zeros((size, size, img.shape[2]), np.float64)
+    for dy, wy in ((0, 1.0 - fy), (1, fy)):
+        for dx, wx in ((0, 1.0 - fx), (1, fx)):
+            yy, xx = y0 + dy, x0 + dx
+            inside = ((yy >= 0) & (yy < h) & (xx >= 0) & (xx < w))[..., None]
+            out += wy * wx * inside * img[np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)]
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def align(image: np.ndarray, landmarks: np.ndarray, template: np.ndarray, size: int) -> np.ndarray:
+    """uint8 [size, size, 3] crop whose 5 landmarks sit on `template` (pixels of the crop)."""
+    return warp_affine(image, similarity_transform(landmarks, template), size)
+
+
+# --- MTCNN -----------------------------------------------------------------------------------------------------
+
+
+def _normalise(images: np.ndarray) -> np.ndarray:
+    """NHWC RGB 0-255 -> float32 NCHW, (x - 127.5) / 128."""
+    return np.ascontiguousarray(((np.asarray(images, np.float32) - 127.5) / 128.0).transpose(0, 3, 1, 2))
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, overlap: str = "union") -> np.ndarray:
+    """Indices kept by greedy non-maximum suppression, best first. boxes [N, 4] x1, y1, x2, y2 (exclusive);
+    overlap 'union' (IoU) or 'min' (intersection over the smaller box)."""
+    area = np.maximum(boxes[:, 2] - boxes[:, 0], 0) * np.maximum(boxes[:, 3] - boxes[:, 1], 0)
+    order = np.argsort(-scores, kind="stable")
+    keep = []
+    while order.size:
+        i, rest = order[0], order[1:]
+        keep.append(i)
+        w = np.maximum(0, np.minimum(boxes[i, 2], boxes[rest, 2]) - np.maximum(boxes[i, 0], boxes[rest, 0]))
+        h = np.maximum(0, np.minimum(boxes[i, 3], boxes[rest, 3]) - np.maximum(boxes[i, 1], boxes[rest, 1]))
+        inter = w * h
+        denom = np.minimum(area[i], area[rest]) if overlap == "min" else area[i] + area[rest] - inter
+        order = rest[inter <= threshold * np.maximum(denom, 1e-9)]
+    return np.array(keep, dtype=np.int64)
+
+
+def _calibrate(boxes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Move each box edge by its regressed offset (a fraction of the box's width or height)."""
+    wh = np.concatenate([boxes[:, 2:4] - boxes[:, 0:2]] * 2, axis=1)
+    return boxes + offsets * wh
+
+
+def _square(boxes: np.ndarray) -> np.ndarray:
+    """The square of side max(w, h) around each box's centre."""
+    centre = (boxes[:, 0:2] + boxes[:, 2:4]) / 2
+    side = np.max(boxes[:, 2:4] - boxes[:, 0:2], axis=1, keepdims=True)
+    return np.concatenate([centre - side / 2, centre + side / 2], axis=1)
+
+
+def _crops(image: np.ndarray, boxes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Integer boxes [M, 4] (rounded; those under a pixel wide dropped) and their crops [M, size, size, 3], zero
+    outside the image."""
+    h, w = image.shape[:2]
+    ibox = np.round(boxes).astype(np.int64)
+    ibox = ibox[(ibox[:, 2] > ibox[:, 0]) & (ibox[:, 3] > ibox[:, 1])]
+    out = np.zeros((len(ibox), size, size, 3), np.float32)
+    for k, (x1, y1, x2, y2) in enumerate(ibox):
+        patch = np.zeros((y2 - y1, x2 - x1, 3), np.uint8)
+        sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
+        if sx2 > sx1 and sy2 > sy1:
+            patch[sy1 - y1 : sy2 - y1, sx1 - x1 : sx2 - x1] = image[sy1:sy2, sx1:sx2]
+        out[k] = resize_area(patch, size, size)
+    return ibox, out
+
+
+def pyramid(height: int, width: int, min_face: int = MIN_FACE, factor: float = FACTOR) -> list[tuple[int, int]]:
+    """(h, w) of every P-Net level: even sides, the first at 12 / min_face of the image, down to 12 pixels."""
+    sizes, scale = [], 12.0 / min_face
+    while True:
+        h, w = 2 * int(height * scale / 2), 2 * int(width * scale / 2)
+        if min(h, w) < 12:
+            return sizes
+        sizes.append((h, w))
+        scale *= factor
+
+
+def detect_faces(image: np.ndarray, pnet, rnet, onet, min_face: int = MIN_FACE,
+                 thresholds: tuple[float, float, float] = THRESHOLDS, max_side: int = MAX_SIDE) -> list[Face]:
+    """Faces in a uint8 [H, W, 3] RGB image, best score first, in the image's pixels. Images longer than `max_side`
+    are searched in an area-downscaled copy (faces under min_face x scale pixels there are not found)."""
+    image = np.ascontiguousarray(image, dtype=np.uint8)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"faces are searched in RGB images [H, W, 3], got shape {list(image.shape)}")
+    k = max(image.shape[:2]) / max_side
+    work = image if k <= 1 else np.rint(resize_area(image, round(image.shape[0] / k), round(image.shape[1] / k))).astype(np.uint8)
+    boxes = _propose(work, pnet, min_face, thresholds[0])
+    if len(boxes):
+        boxes = _refine(work, boxes, rnet, thresholds[1])
+    faces = _output(work, boxes, onet, thresholds[2]) if len(boxes) else []
+    if k <= 1:
+        return faces
+    return [f.scaled(image.shape[1] / work.shape[1], image.shape[0] / work.shape[0]) for f in faces]
+
+
+def _propose(image: np.ndarray, pnet, min_face: int, threshold: float) -> np.ndarray:
+    """Stage 1: P-Net over the image pyramid -> squared candidate boxes [N, 4]."""
+    height, width = image.shape[:2]
+    found = []
+    for h, w in pyramid(height, width, min_face):
+        prob, offsets = pnet(_normalise(resize_area(image, h, w)[None]))
+        prob, offsets = np.asarray(prob, np.float64)[0], np.asarray(offsets, np.float64)[0]
+        ys, xs = np.nonzero(prob >= threshold)
+        if len(ys):
+            cells = np.stack([xs, ys, xs, ys], axis=1).astype(np.float64) * 2 + [0, 0, 12, 12]  # level pixels
+            boxes, scores = cells / [w / width, h / height, w / width, h / height], prob[ys, xs]
+            keep = nms(boxes, scores, 0.5)
+            found.append(np.concatenate([boxes, scores[:, None], offsets[:, ys, xs].T], axis=1)[keep])
+    if not found:
+        return np.zeros((0, 4))
+    cand = np.concatenate(found)
+    cand = cand[nms(cand[:, :4], cand[:, 4], 0.7)]
+    return _square(_calibrate(cand[:, :4], cand[:, 5:9]))
+
+
+def _refine(image: np.ndarray, boxes: np.ndarray, rnet, threshold: float) -> np.ndarray:
+    """Stage 2: R-Net on 24x24 crops -> fewer, better squared boxes."""
+    boxes, crops = _crops(image, boxes, 24)
+    if not len(boxes):
+        return np.zeros((0, 4))
+    prob, offsets = (np.asarray(o, np.float64) for o in rnet(_normalise(crops)))
+    ok = prob > threshold
+    boxes, prob, offsets = boxes[ok].astype(np.float64), prob[ok], offsets[ok]
+    keep = nms(boxes, prob, 0.7)
+    return _square(_calibrate(boxes[keep], offsets[keep]))
+
+
+def _output(image: np.ndarray, boxes: np.ndarray, onet, threshold: float) -> list[Face]:
+    """Stage 3: O-Net on 48x48 crops -> scored boxes and landmarks."""
+    boxes, crops = _crops(image, boxes, 48)
+    if not len(boxes):
+        return []
+    prob, offsets, marks = (np.asarray(o, np.float64) for o in onet(_normalise(crops)))
+    ok = prob > threshold
+    boxes, prob, offsets, marks = boxes[ok].astype(np.float64), prob[ok], offsets[ok], marks[ok]
+    size = boxes[:, 2:4] - boxes[:, 0:2]  # [N, 2] w, h of the crops O-Net saw
+    points = np.stack([boxes[:, None, 0] + marks[:, 0:5] * size[:, None, 0],
+                       boxes[:, None, 1] + marks[:, 5:10] * size[:, None, 1]], axis=2)  # [N, 5, 2]
+    boxes = _calibrate(boxes, offsets)
+    keep = nms(boxes, prob, 0.7, overlap="min")
+    return [Face(box=boxes[i].astype(np.float32), score=float(prob[i]), landmarks=points[i].astype(np.float32))
+            for i in keep]
