@@ -31,6 +31,7 @@ import numpy as np
 from ..models.checkpoint import atomic_write
 from ..models.detector import CROP_SIZE, align_template
 from .faces import FaceLocator, FrameRef, LandmarkFile, MTCNN, align, largest_face
+from .media import FRAMES_PER_VIDEO, MediaError, decode_frames, frame_indices  # noqa: F401 - frame_indices: API
 from .images import read_crop
 from .samples import LabelledSet, Sample
 
@@ -40,7 +41,6 @@ FOLDERS = {"Celeb-real": 0, "YouTube-real": 0, "Celeb-synthesis": 1}  # kit labe
 TEST_LIST = "List_of_testing_videos.txt"
 OFFICIAL_LABELS = {"1": 0, "0": 1}  # the test list's 1 = real, 0 = fake -> the kit's 0 = real, 1 = fake
 SPLITS = ("test", "train", "all")  # the official test list; every other video; every video
-FRAMES_PER_VIDEO = 32
 RECORD = "video.json"
 RECORD_VERSION = 2  # 2: crops from the numpy front end (models/frontend.py)
 
@@ -58,61 +58,6 @@ class Problem:
     def __str__(self) -> str:
         where = self.video if self.frame is None else f"{self.video}#{self.frame}"
         return f"{where}: {self.kind}: {self.detail}"
-
-
-class MediaError(Exception):
-    def __init__(self, kind: str, detail: str) -> None:
-        super().__init__(detail)
-        self.kind, self.detail = kind, detail
-
-
-def frame_indices(n_frames: int, count: int = FRAMES_PER_VIDEO) -> np.ndarray:
-    """`count` indices spaced uniformly over 0..n_frames-1, first and last included (DeepfakeBench:
-    np.linspace truncated to int); every frame when there are no more than `count`."""
-    if n_frames <= count:
-        return np.arange(max(n_frames, 0), dtype=np.int64)
-    return np.linspace(0, n_frames - 1, count).astype(np.int64)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
-
-
-def _decode(path: Path, choose: Callable[[int], set[int]]) -> tuple[int, dict[int, np.ndarray], str | None]:
-    """One pass over the video: (frames decoded, {index: RGB [H, W, 3]} for the indices `choose(container's
-    frame count, 0 if unknown)` picks, the error that ended decoding early or None)."""
-    try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, OSError) as e:
-        raise MediaError("unreadable", _first_line(e)) from None
-    with container:
-        if not container.streams.video:
-            raise MediaError("no frames", "no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        keep = choose(stream.frames or 0)
-        n, kept, error = 0, {}, None
-        try:
-            for frame in container.decode(stream):
-                if n in keep:
-                    kept[n] = frame.to_ndarray(format="rgb24")
-                n += 1
-        except av.error.FFmpegError as e:
-            error = _first_line(e)
-    return n, kept, error
-
-
-def decode_frames(path: str | Path, count: int = FRAMES_PER_VIDEO) -> tuple[int, dict[int, np.ndarray], str | None]:
-    """(decodable frame count, {index: uint8 RGB frame} at `frame_indices(count)`, early-end error or None).
-
-    One pass when the container's frame count is right; a second when it is not (the indices depend on how many
-    frames really decode). Raises MediaError when the file cannot be opened or has no video stream."""
-    n, kept, error = _decode(Path(path), lambda hint: set(frame_indices(hint, count).tolist()))
-    wanted = frame_indices(n, count).tolist()
-    if any(i not in kept for i in wanted):
-        _, kept, _ = _decode(Path(path), lambda _: set(wanted))
-    return n, {i: kept[i] for i in wanted if i in kept}, error
 
 
 def read_test_list(root: str | Path) -> list[tuple[str, int]]:

@@ -8,8 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from dfedge.data import celebdf
-from dfedge.data.celebdf import CelebDF, decode_frames, frame_indices, list_videos, read_test_list
+from dfedge.data import media
+from dfedge.data.celebdf import CelebDF, list_videos, read_test_list
+from dfedge.data.media import decode_frames, frame_indices
 from dfedge.data.faces import LandmarkFile, align
 from dfedge.data.sources import open_set
 from dfedge.data.synthetic import render_face
@@ -182,7 +183,7 @@ def test_a_second_run_reads_the_cache(prepared, world, monkeypatch):
     def no_decoding(*args, **kwargs):
         raise AssertionError("a video was decoded again")
 
-    monkeypatch.setattr(celebdf, "_decode", no_decoding)
+    monkeypatch.setattr(media, "_decode", no_decoding)
     again = CelebDF(root, Refuse(), cache_dir=cache)
     assert len(again) == len(first) and again.problems == first.problems
     for i in (0, 40, 72):
