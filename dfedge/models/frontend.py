@@ -246,3 +246,171 @@ def _output(image: np.ndarray, boxes: np.ndarray, onet, threshold: float) -> lis
     keep = nms(boxes, prob, 0.7, overlap="min")
     return [Face(box=boxes[i].astype(np.float32), score=float(prob[i]), landmarks=points[i].astype(np.float32))
             for i in keep]
+
+
+# --- verdicts ----------------------------------------------------------------------------------------------------
+
+# ok: scored. no_face: the photo or frame has none. no_region: the region index found no region token.
+# implausible_region: region tokens where genuine aligned faces never have them (a misaligned crop, or a parser that
+# does not know this face). unreadable: the file cannot be decoded. Only `ok` carries a probability and a decision.
+STATUSES = ("ok", "no_face", "no_region", "implausible_region", "unreadable")
+
+
+def region_stats(token_mask: np.ndarray) -> tuple[int, float, float]:
+    """(region tokens, centroid row, centroid column) of a token mask [g, g], in tokens; NaN centroid if empty."""
+    mask = np.asarray(token_mask, np.float64).reshape(np.shape(token_mask)[-2:]) > 0.5
+    count = int(mask.sum())
+    if not count:
+        return 0, float("nan"), float("nan")
+    rows, cols = np.nonzero(mask)
+    return count, float(rows.mean()), float(cols.mean())
+
+
+def check_region(token_mask: np.ndarray, guard: dict | None, region: str = "region") -> tuple[str, str]:
+    """(status, reason) of one face's token mask: no_region, implausible_region (outside the guard's bounds on the
+    token count and centroid, fitted on genuine aligned faces), or ok. No guard: only no_region is checked."""
+    count, row, col = region_stats(token_mask)
+    if count == 0:
+        return "no_region", f"no {region} token: the {region} was not found on this face"
+    for name, value in (("tokens", count), ("row", row), ("col", col)):
+        lo, hi = (guard or {}).get(name, (-np.inf, np.inf))
+        if not lo <= value <= hi:
+            return "implausible_region", (f"{region} tokens {count} centred at row {row:.1f}, column {col:.1f}: {name} "
+                                          f"{value:.2f} is outside [{lo:.2f}, {hi:.2f}] seen on genuine aligned faces")
+    return "ok", ""
+
+
+@dataclass
+class Verdict:
+    """One face's verdict. probability, logit and decision are None unless status is ok."""
+
+    status: str
+    reason: str = ""
+    probability: float | None = None
+    logit: float | None = None
+    decision: str | None = None  # fake | real, at the model's own threshold
+    region_tokens: int = 0
+    token_mask: np.ndarray | None = None  # bool [g, g]
+    contributions: np.ndarray | None = None  # float32 [g, g]
+    face: Face | None = None  # where it was found (None for a given crop)
+    crop: np.ndarray | None = None  # the aligned crop the model saw
+
+    def record(self, top: int = 5) -> dict:
+        """JSON-able: status, reason, the face (box, detector score, landmarks), the score and the top tokens."""
+        out: dict = {"status": self.status, "reason": self.reason, "probability": self.probability,
+                     "logit": self.logit, "decision": self.decision, "region_tokens": self.region_tokens}
+        if self.face is not None:
+            out["face"] = {"box": np.round(self.face.box, 2).tolist(), "score": round(float(self.face.score), 4),
+                           "landmarks": np.round(self.face.landmarks, 2).tolist()}
+        if self.status == "ok" and self.contributions is not None:
+            flat = self.contributions.reshape(-1)
+            g = self.contributions.shape[-1]
+            order = np.argsort(-np.abs(flat), kind="stable")[: min(top, self.region_tokens)]
+            out["top_tokens"] = [{"row": int(i) // g, "col": int(i) % g, "contribution": float(flat[i])} for i in order]
+        return out
+
+
+def judge(outputs: dict, threshold: float, guard: dict | None = None, region: str = "region") -> Verdict:
+    """The verdict of one crop's model outputs (logit, probability, token_mask, region_tokens, contributions)."""
+    g = np.shape(outputs["token_mask"])[-1]
+    mask = np.asarray(outputs["token_mask"]).reshape(g, g) > 0.5
+    contributions = np.asarray(outputs["contributions"], np.float32).reshape(g, g)
+    status, reason = check_region(mask, guard, region)
+    verdict = Verdict(status, reason, region_tokens=int(mask.sum()), token_mask=mask, contributions=contributions)
+    if status == "ok":
+        logit = float(np.asarray(outputs["logit"]).reshape(-1)[0])
+        verdict.logit, verdict.probability = logit, float(np.asarray(outputs["probability"]).reshape(-1)[0])
+        verdict.decision = "fake" if logit >= threshold else "real"
+    return verdict
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two boxes x1, y1, x2, y2."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return float(w * h / union) if union > 0 else 0.0
+
+
+@dataclass
+class Scorer:
+    """An image (any size), a video's frames or an aligned crop -> verdicts, around a model runner and the three
+    face nets. The kit builds one on torch (`dfedge score`), a bundle on its own runtime (bench.py, dfedge.load)."""
+
+    run: object  # float32 [1, 3, S, S] RGB 0-255 -> {logit, probability, token_mask, region_tokens, contributions}
+    threshold: float  # on the logit: decision fake when logit >= threshold
+    template: np.ndarray  # [5, 2] landmark positions in the aligned crop (pixel-index coordinates)
+    crop_size: int
+    guard: dict | None = None  # bounds on region token count and centroid (check_region); None: no guard
+    region: str = "region"  # the region's name, in reasons
+    nets: tuple | None = None  # (pnet, rnet, onet); None: only crops, or images with landmarks given
+    min_face: int = MIN_FACE  # faces whose box is smaller are not scored
+
+    def score_crop(self, crop: np.ndarray) -> Verdict:
+        """One aligned uint8 crop [S, S, 3]."""
+        x = np.ascontiguousarray(np.asarray(crop, np.float32).transpose(2, 0, 1)[None])
+        verdict = judge(self.run(x), self.threshold, self.guard, self.region)
+        verdict.crop = crop
+        return verdict
+
+    def faces(self, image: np.ndarray, landmarks=None) -> list[Face]:
+        """The faces to score in `image`, largest first: detected, or the one whose 5 landmarks are given."""
+        if landmarks is not None:
+            pts = np.asarray(landmarks, np.float32).reshape(5, 2)
+            lo, hi = pts.min(0), pts.max(0)
+            side = float(max(hi - lo)) * 1.6  # the landmarks' bounds, widened to about where a detector's box is
+            box = np.array([*((lo + hi) / 2 - side / 2), *((lo + hi) / 2 + side / 2)], np.float32)
+            return [Face(box, 1.0, pts)]
+        if self.nets is None:
+            raise ValueError("this scorer has no face detector: pass the 5 landmarks of the face")
+        found = detect_faces(image, *self.nets, min_face=self.min_face)
+        found = [f for f in found if min(f.box[2] - f.box[0], f.box[3] - f.box[1]) >= self.min_face]
+        return sorted(found, key=lambda f: -f.area)
+
+    def score_face(self, image: np.ndarray, face: Face) -> Verdict:
+        verdict = self.score_crop(align(image, face.landmarks, self.template, self.crop_size))
+        verdict.face = face
+        return verdict
+
+    def score_image(self, image: np.ndarray, landmarks=None, faces: str = "all") -> list[Verdict]:
+        """Every face of a uint8 RGB image [H, W, 3] (`faces`: all, or the largest), largest first; one no_face
+        verdict when there is none."""
+        image = np.asarray(image)
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"expected an RGB image uint8 [H, W, 3], got {image.dtype} {list(image.shape)}")
+        found = self.faces(image, landmarks)
+        if not found:
+            return [Verdict("no_face", f"no face of at least {self.min_face} px found")]
+        return [self.score_face(image, f) for f in (found if faces == "all" else found[:1])]
+
+    def score_video(self, frames, track: str = "iou") -> dict:
+        """One face followed over the frames [(index, image)]: the largest face in each frame (`largest`), or the one
+        that overlaps the face followed so far the most (`iou`, starting from the first frame's largest). The video's
+        probability is the mean over frames whose status is ok; `frames` lists every sampled frame's verdict."""
+        records, last = [], None
+        for index, image in frames:
+            found = self.faces(image)
+            if last is not None and track == "iou" and found:
+                best = max(found, key=lambda f: iou(f.box, last.box))
+                found = [best] if iou(best.box, last.box) > 0.3 else []
+            face = found[0] if found else None
+            verdict = self.score_face(image, face) if face else Verdict("no_face", "no face followed in this frame")
+            last = face or last
+            records.append((int(index), verdict))
+        return video_record(records, self.threshold)
+
+
+def video_record(frames: list[tuple[int, Verdict]], threshold: float) -> dict:
+    """The video's verdict from its frames': mean probability over the usable (ok) frames."""
+    usable = [v for _, v in frames if v.status == "ok"]
+    counts = {s: sum(v.status == s for _, v in frames) for s in STATUSES if any(v.status == s for _, v in frames)}
+    record = {"frames": len(frames), "usable_frames": len(usable), "frame_statuses": counts,
+              "per_frame": [dict(v.record(top=0), frame=i) for i, v in frames]}
+    if not usable:
+        status = "no_face" if not frames or counts.get("no_face", 0) == len(frames) else max(counts, key=counts.get)
+        detail = ", ".join(f"{n} {s}" for s, n in counts.items()) or "no frame decoded"
+        return dict(record, status=status, reason=f"no frame with a usable region ({detail})", probability=None,
+                    logit=None, decision=None)
+    probability = float(np.mean([v.probability for v in usable]))
+    decision = "fake" if probability >= 1.0 / (1.0 + np.exp(-threshold)) else "real"
+    return dict(record, status="ok", reason="", probability=probability, logit=None, decision=decision)

@@ -86,6 +86,7 @@ class ProbeInfo:
     threshold: float = 0.0  # on the logit; positive logit = fake
     threshold_rule: str = "logit>=0"
     fitted_on: str = ""
+    guard: dict | None = None  # plausible region token count and centroid (models/frontend.check_region; fit-probe)
 
     def __post_init__(self) -> None:
         head(self.head)  # an unknown head is refused here, when a probe file is read

@@ -19,6 +19,7 @@ from ..data.sources import LabelledSet
 from ..models.checkpoint import atomic_write
 from ..models.detector import Detector
 from ..models import heads
+from ..models.frontend import region_stats
 from ..models.region import LinearProbe, ProbeInfo
 
 MIN_PER_CLASS = 5
@@ -30,6 +31,32 @@ class Features:
     labels: np.ndarray  # int64 [N], 1 = fake
     region_tokens: np.ndarray  # float32 [N]
     ids: np.ndarray  # str [N]
+    centroids: np.ndarray  # float32 [N, 2] region centroid (row, column) in tokens, NaN without a region
+
+
+# The plausibility guard (models/frontend.check_region): bounds on the region token count and centroid of genuine
+# aligned faces, from the probe's training faces: per statistic the central GUARD_COVERAGE of them, widened by
+# GUARD_MARGIN (tokens). Chosen on the toy world (benchmarks/guard.py, docs/front-end.md): false alarms on held-out
+# genuine faces <= 0.5 %.
+GUARD_COVERAGE = 0.998
+GUARD_MARGIN = {"tokens": 1.0, "row": 0.5, "col": 0.5}
+
+
+GUARD_MIN_FACES = 20
+
+
+def fit_guard(features: Features, fitted_on: str = "") -> dict | None:
+    """Bounds on (token count, centroid row, centroid column) over the faces with a region; None with fewer than
+    GUARD_MIN_FACES of them (no guard is better than one fitted on a handful)."""
+    found = features.region_tokens > 0
+    if found.sum() < GUARD_MIN_FACES:
+        return None
+    stats = {"tokens": features.region_tokens[found], "row": features.centroids[found, 0],
+             "col": features.centroids[found, 1]}
+    tail = (1.0 - GUARD_COVERAGE) / 2 * 100
+    guard = {name: [round(float(np.percentile(v, tail)) - GUARD_MARGIN[name], 4),
+                    round(float(np.percentile(v, 100 - tail)) + GUARD_MARGIN[name], 4)] for name, v in stats.items()}
+    return dict(guard, faces=int(found.sum()), coverage=GUARD_COVERAGE, margin=GUARD_MARGIN, fitted_on=fitted_on)
 
 
 def default_cache_dir() -> Path:
@@ -57,27 +84,29 @@ def extract_features(
     cache = None
     if cache_dir is not None:
         cache = Path(cache_dir) / f"{model_fingerprint(detector)}-{data.fingerprint()}.npz"
-        if cache.is_file():
-            z = np.load(cache, allow_pickle=False)
+        z = np.load(cache, allow_pickle=False) if cache.is_file() else {}
+        if "centroids" in z:  # (a cache written before centroids were kept is computed again)
             if progress:
                 progress(len(data), len(data))
-            return Features(z["features"], z["labels"], z["region_tokens"], z["ids"])
-    feats, labels, counts, ids = [], [], [], []
+            return Features(z["features"], z["labels"], z["region_tokens"], z["ids"], z["centroids"])
+    feats, labels, counts, ids, centroids = [], [], [], [], []
     with torch.no_grad():
         for start in range(0, len(data), batch):
             samples = [data[i] for i in range(start, min(len(data), start + batch))]
-            feature, _, count, _, _ = detector.features(to_tensor(np.stack([s.image for s in samples])))
+            feature, mask, count, _, _ = detector.features(to_tensor(np.stack([s.image for s in samples])))
             feats.append(feature.numpy())
             counts.append(count.numpy())
+            g = detector.grid
+            centroids += [region_stats(m.reshape(g, g))[1:] for m in mask.numpy()]
             labels += [s.label for s in samples]
             ids += [s.id for s in samples]
             if progress:
                 progress(start + len(samples), len(data))
     out = Features(np.concatenate(feats).astype(np.float32), np.array(labels, np.int64),
-                   np.concatenate(counts).astype(np.float32), np.array(ids))
+                   np.concatenate(counts).astype(np.float32), np.array(ids), np.array(centroids, np.float32))
     if cache is not None:
         atomic_write(cache, lambda tmp: np.savez(open(tmp, "wb"), features=out.features, labels=out.labels,
-                                                 region_tokens=out.region_tokens, ids=out.ids))
+                                                 region_tokens=out.region_tokens, ids=out.ids, centroids=out.centroids))
     return out
 
 
@@ -131,7 +160,7 @@ def fit_probe(
     logits = x @ w + b
     threshold = choose_threshold(logits, y, threshold_rule)
     info = ProbeInfo(head=head, region=region, label_set=label_set, threshold=threshold,
-                     threshold_rule=threshold_rule, fitted_on=fitted_on)
+                     threshold_rule=threshold_rule, fitted_on=fitted_on, guard=fit_guard(train, fitted_on))
     probe = LinearProbe(len(w), info)
     with torch.no_grad():
         probe.weight.copy_(torch.from_numpy(w.astype(np.float32)))

@@ -13,7 +13,8 @@ def synthetic_features(n=200, d=6, seed=0):
     y = rng.integers(0, 2, n)
     x = rng.normal(0, 1, (n, d)) * rng.uniform(0.5, 3, d) + rng.normal(0, 5, d)
     x[:, 0] += 1.5 * y
-    return Features(x.astype(np.float32), y, np.full(n, 4.0, np.float32), np.array([str(i) for i in range(n)]))
+    return Features(x.astype(np.float32), y, np.full(n, 4.0, np.float32), np.array([str(i) for i in range(n)]),
+                    np.full((n, 2), [9.5, 6.5], np.float32))
 
 
 def test_probe_is_the_logistic_regression_folded_into_one_linear_layer():

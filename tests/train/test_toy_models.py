@@ -64,7 +64,7 @@ def test_mouth_probe_detects_and_beats_the_cls_probe(features):
 def test_shipped_probe_scores_held_out_faces(features):
     det, _, test = features["region"]  # the default toy detector: shipped parser and probe
     n = 64  # the first 64 held-out faces (the region test set's first 64)
-    feats = Features(test.features[:n], test.labels[:n], test.region_tokens[:n], test.ids[:n])
+    feats = Features(test.features[:n], test.labels[:n], test.region_tokens[:n], test.ids[:n], test.centroids[:n])
     assert probe_auc(det.probe, feats) >= 0.95
     assert (feats.region_tokens > 0).mean() > 0.95  # the mouth is found on nearly every face
     assert np.isfinite(det.probe.info.threshold) and det.probe.info.threshold_rule == "eer"
