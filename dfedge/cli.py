@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from ._version import __version__
-from .options import GATE, MODEL, PLAN, Options, metavar, takes
+from .options import GATE, MODEL, PLAN, SCORE, Options, metavar, takes
 from .terminal import console, converter_output, err_console, progress_bar, quiet_converters, step_progress, user_errors
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Export, compress, validate and package the region-indexed deepfake detector.")
@@ -63,27 +63,26 @@ def info(
 
 
 @app.command()
-@takes(*MODEL)
+@takes(*MODEL, *SCORE)
 def score(
-    images: Annotated[list[Path], typer.Argument(help="Aligned 448x448 RGB face crops.")],
-    top: Annotated[int, typer.Option(help="How many top-contributing tokens to list.")] = 5,
+    paths: Annotated[list[Path], typer.Argument(help="Photos (JPEG, PNG, WebP, HEIC...), videos (mp4, mov, webm, mkv), folders of them, or aligned crops (--aligned).")],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write JSON lines here instead of stdout.")] = None,
     opts: Options = None,
 ) -> None:
-    """Score aligned face crops: one JSON line each (probability of fake, logit, region tokens, top tokens)."""
-    import torch
-
-    from .data.images import read_crop, to_tensor
-    from .eval.scores import score_record
+    """One JSON line per face of a photo, per video, per aligned crop: status (ok, no_face, no_region,
+    implausible_region, unreadable), reason, face box and landmarks, probability and decision (only when ok), region
+    tokens and the top contributing tokens."""
     from .models.checkpoint import atomic_write
     from .models.factory import build_detector
+    from .runtimes import from_torch
+    from .scoring import ScoreOptions, score_paths
 
     with user_errors():
-        crops = [read_crop(p) for p in images]  # fail on a bad file before any work
-        det = build_detector(opts.spec())
-        with torch.no_grad():
-            text = "".join(json.dumps(score_record(str(path), det(to_tensor(crop)), det.probe.info.threshold, top)) + "\n"
-                           for path, crop in zip(images, crops))
+        settings = ScoreOptions(**{k: opts[k] for k in SCORE})
+        if settings.faces not in ("all", "largest") or settings.track not in ("iou", "largest"):
+            raise ValueError(f"--faces is all or largest, --track iou or largest (got {settings.faces}, {settings.track})")
+        det = from_torch(build_detector(opts.spec()))
+        text = "".join(json.dumps(record) + "\n" for record in score_paths(det, paths, settings))
         if output:
             atomic_write(output, lambda tmp: tmp.write_text(text))
         else:

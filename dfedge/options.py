@@ -63,6 +63,16 @@ OPTIONS: dict[str, tuple[object, object]] = {
     "random_weights": (Annotated[bool, typer.Option(
         "--random-weights", help="Allow a preset without weight files (seeded random weights): to size and time a graph.")], False),
     "batch": (Annotated[int, typer.Option(help="Crops per forward pass.")], 8),
+    # what dfedge score reads and writes (dfedge.scoring.ScoreOptions)
+    "aligned": (Annotated[bool, typer.Option("--aligned", help="The inputs are 5-point aligned crops (no face detection).")], False),
+    "faces": (Annotated[str, typer.Option(metavar="[all|largest]", help="Which faces of a photo get a record.")], "all"),
+    "min_face": (Annotated[int, typer.Option(help="Smallest face side scored, in pixels.")], 20),
+    "frames": (Annotated[int, typer.Option(help="Frames sampled uniformly per video (the Celeb-DF protocol: 32).")], 32),
+    "fps": (Annotated[Optional[float], typer.Option(help="Sample videos at this rate instead.")], None),
+    "track": (Annotated[str, typer.Option(metavar="[iou|largest]", help="How a video's face is followed: by overlap, or the largest in each frame.")], "iou"),
+    "per_frame": (Annotated[bool, typer.Option("--per-frame", help="Keep each sampled frame's verdict in a video's record.")], False),
+    "top": (Annotated[int, typer.Option(help="How many top-contributing tokens to list per face.")], 5),
+    "save_vis": (Annotated[Optional[Path], typer.Option(help="Folder for one picture per face: box and landmarks, crop with mask and contributions.")], None),
     # the plan of dfedge build / export / quantize
     "targets": (Annotated[Optional[list[str]], typer.Option(
         "--target", metavar=metavar("targets"), help="Target(s), repeatable; default all.")], None),
@@ -95,6 +105,7 @@ OPTIONS: dict[str, tuple[object, object]] = {
 MODEL = ("preset", "dinov3", "parser", "probe", "head", "region", "dinov3_input", "region_index", "region_head")
 PLAN = ("targets", "precisions", "region_indexes", "dist", "name", "preset", "dinov3", "parser", "probe", "head",
         "region", "dinov3_input", "region_head", "random_weights", "parity_samples", "data")
+SCORE = ("aligned", "faces", "min_face", "frames", "fps", "track", "per_frame", "top", "save_vis")
 GATE = ("max_auc_drop", "min_mask_agreement", "calib", "calib_size", "accuracy_iterations", "bench_runs", "threads")
 SPEC_FIELDS = {f.name for f in dataclasses.fields(DetectorSpec)}
 

@@ -129,24 +129,3 @@ def check_same_samples(reference: Scores, artifact: Scores) -> None:
                           f"{reference.header.get('data')!r})")
     if not np.array_equal(reference.labels, artifact.labels):
         raise ScoresError("the artifact's labels differ from the reference's for the same sample ids")
-
-
-def score_record(name: str, out, threshold: float, top: int) -> dict:
-    """One JSON-able result; a face without region tokens gets no score, only the reason."""
-    count = int(out.region_tokens[0])
-    record: dict = {"image": name, "region_tokens": count}
-    if count == 0:
-        record.update(status="no_region", probability=None, logit=None, decision=None, top_tokens=[])
-        return record
-    contrib = out.contributions[0]
-    g = contrib.shape[-1]
-    order = contrib.flatten().abs().argsort(descending=True)[: min(top, count)]
-    logit = float(out.logit[0])
-    record.update(
-        status="ok",
-        probability=float(out.probability[0]),
-        logit=logit,
-        decision="fake" if logit >= threshold else "real",
-        top_tokens=[{"row": int(i) // g, "col": int(i) % g, "contribution": float(contrib.flatten()[i])} for i in order],
-    )
-    return record

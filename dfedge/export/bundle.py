@@ -71,7 +71,8 @@ def build_manifest(job: Job, root: Path, parity: Parity, conversion: dict) -> di
             "crop_size": s,
             "template": np.round(ALIGN_TEMPLATE, 6).tolist(),
             "points": ["left eye", "right eye", "nose tip", "left mouth corner", "right mouth corner"],
-            "convention": "(x, y) pixels of the crop, image-left first; pixel centres at i + 0.5",
+            "convention": "(x, y) pixel-index coordinates of the crop: the centre of the top-left pixel is (0, 0), of "
+                          "the bottom-right one (S - 1, S - 1); image-left first",
             "method": "least-squares 5-point similarity transform from detected landmarks to the template",
         },
         "outputs": {
@@ -87,7 +88,7 @@ def build_manifest(job: Job, root: Path, parity: Parity, conversion: dict) -> di
                    "membership_threshold": det.region_index.threshold, "token_grid": [g, g]},
         "probe": {"head": info.head, "threshold_logit": info.threshold,
                   "threshold_probability": 1.0 / (1.0 + math.exp(-info.threshold)), "rule": info.threshold_rule,
-                  "positive_class": "fake", "fitted_on": info.fitted_on},
+                  "positive_class": "fake", "fitted_on": info.fitted_on, "guard": info.guard},
         "files": file_hashes(root),
         "sources": job.sources,
         "versions": {"dfedge": __version__, "torch": torch.__version__, "python": platform.python_version(),

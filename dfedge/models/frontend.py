@@ -300,8 +300,9 @@ class Verdict:
         out: dict = {"status": self.status, "reason": self.reason, "probability": self.probability,
                      "logit": self.logit, "decision": self.decision, "region_tokens": self.region_tokens}
         if self.face is not None:
-            out["face"] = {"box": np.round(self.face.box, 2).tolist(), "score": round(float(self.face.score), 4),
-                           "landmarks": np.round(self.face.landmarks, 2).tolist()}
+            out["face"] = {"box": np.round(self.face.box.astype(np.float64), 2).tolist(),
+                           "score": round(float(self.face.score), 4),
+                           "landmarks": np.round(self.face.landmarks.astype(np.float64), 2).tolist()}
         if self.status == "ok" and self.contributions is not None:
             flat = self.contributions.reshape(-1)
             g = self.contributions.shape[-1]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..models import frontend
 from . import standalone
 from .reference import torch_runner
 from .standalone import FORMATS, BundleError, RuntimeUnavailable, verify  # noqa: F401 - public API
@@ -25,13 +26,19 @@ MIL_RUNTIME = "MIL interpreter (dfedge)"
 
 @dataclass
 class Result:
-    """One record per crop, identical in meaning on every runtime (see a bundle's manifest `outputs`)."""
+    """One record per crop, identical in meaning on every runtime (see a bundle's manifest `outputs`).
+    probability, logit and decision are NaN / None unless status is ok: never a number to compare with a threshold
+    for a face whose region was not found or is implausible."""
 
-    probability: np.ndarray  # [B] float32, P(fake)
-    logit: np.ndarray  # [B] float32, positive = fake
-    region_tokens: np.ndarray  # [B] int32; 0 = the region was not found: do not use the score
+    probability: np.ndarray  # [B] float32, P(fake); NaN unless ok
+    logit: np.ndarray  # [B] float32, positive = fake; NaN unless ok
+    region_tokens: np.ndarray  # [B] int32; 0 = the region was not found
     token_mask: np.ndarray  # [B, g, g] bool, tokens that belong to the region
     contributions: np.ndarray  # [B, g, g] float32, each region token's share of the logit (sum + bias = logit)
+    status: np.ndarray  # [B] str: ok | no_region | implausible_region (models/frontend.STATUSES)
+    decision: list  # [B] "fake" | "real" at the model's threshold, None unless ok
+    reason: list  # [B] str, why a face is not ok ("" when it is)
+    raw: dict  # the graph's outputs as computed ({name: [B, ...] float32}), for numerical checks
 
     def __len__(self) -> int:
         return len(self.logit)
@@ -40,15 +47,25 @@ class Result:
     def found(self) -> np.ndarray:
         return self.region_tokens > 0
 
+    @property
+    def ok(self) -> np.ndarray:
+        return self.status == "ok"
+
 
 class Detector:
-    """A loaded detector: call it on aligned uint8 RGB crops, get a Result."""
+    """A loaded detector: call it on aligned uint8 RGB crops (a Result), or score whole photos and video frames
+    (`score_image`, `score_video`: verdicts per face, the face front end included where the detector has one)."""
 
-    def __init__(self, run, runtime: str, crop_size: int, manifest: dict | None = None, threads: int = 0,
-                 device: str = "CPU", path: Path | None = None):
+    def __init__(self, run, runtime: str, manifest: dict, threads: int = 0, device: str = "CPU",
+                 path: Path | None = None, nets: tuple | None = None):
         self.run = run  # float32 [1, 3, S, S] 0-255 -> {output name: array}; the graphs have batch 1
-        self.runtime, self.crop_size, self.manifest = runtime, crop_size, manifest or {}
+        self.runtime, self.manifest = runtime, manifest
         self.threads, self.device, self.path = threads, device, path
+        self.crop_size = int(manifest["alignment"]["crop_size"])
+        probe = manifest.get("probe", {})
+        self.scorer = frontend.Scorer(
+            run, float(probe.get("threshold_logit", 0.0)), np.asarray(manifest["alignment"]["template"], np.float64),
+            self.crop_size, probe.get("guard"), manifest.get("labels", {}).get("region", "region"), nets)
 
     @property
     def target(self) -> str:
@@ -73,14 +90,25 @@ class Detector:
         if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[1:] != (s, s, 3):
             raise ValueError(f"expected aligned crops uint8 [B, {s}, {s}, 3] (RGB), got {crops.dtype} {list(crops.shape)}")
         outs = [self.run(np.ascontiguousarray(c.transpose(2, 0, 1)[None], dtype=np.float32)) for c in crops]
-
-        def stack(name: str, shape: tuple) -> np.ndarray:
-            return np.concatenate([np.asarray(o[name], dtype=np.float32).reshape(1, *shape) for o in outs])
-
         g = int(np.asarray(outs[0]["token_mask"]).shape[-1])
-        return Result(probability=stack("probability", ()), logit=stack("logit", ()),
-                      region_tokens=np.rint(stack("region_tokens", ())).astype(np.int32),
-                      token_mask=stack("token_mask", (g, g)) > 0.5, contributions=stack("contributions", (g, g)))
+        shapes = {"logit": (), "probability": (), "region_tokens": (), "token_mask": (g, g), "contributions": (g, g)}
+        raw = {k: np.concatenate([np.asarray(o[k], np.float32).reshape(1, *shape) for o in outs]) for k, shape in shapes.items()}
+        verdicts = [frontend.judge(o, self.scorer.threshold, self.scorer.guard, self.scorer.region) for o in outs]
+        ok = np.array([v.status == "ok" for v in verdicts])
+        return Result(probability=np.where(ok, raw["probability"], np.nan).astype(np.float32),
+                      logit=np.where(ok, raw["logit"], np.nan).astype(np.float32),
+                      region_tokens=np.rint(raw["region_tokens"]).astype(np.int32), token_mask=raw["token_mask"] > 0.5,
+                      contributions=raw["contributions"], status=np.array([v.status for v in verdicts]),
+                      decision=[v.decision for v in verdicts], reason=[v.reason for v in verdicts], raw=raw)
+
+    def score_image(self, image: np.ndarray, landmarks=None, faces: str = "all") -> list[frontend.Verdict]:
+        """Verdicts for the faces of a uint8 RGB image [H, W, 3] of any size (see frontend.Scorer.score_image);
+        `landmarks` ([[x, y] x 5], the platform's own face detector) skips the detector."""
+        return self.scorer.score_image(image, landmarks, faces)
+
+    def score_video(self, frames, track: str = "iou") -> dict:
+        """The video record of [(frame index, uint8 RGB frame)] (see frontend.Scorer.score_video)."""
+        return self.scorer.score_video(frames, track)
 
 
 def open_runtime(bundle: str | Path, target: str, threads: int = 0, device: str = "CPU", interpreter: bool = False):
@@ -105,18 +133,26 @@ def load(bundle: str | Path, threads: int = 0, device: str = "CPU", interpreter:
     bundle = Path(bundle)
     manifest = verify(bundle)
     run, runtime = open_runtime(bundle, manifest.get("target"), threads, device, interpreter)
-    return Detector(run, runtime, int(manifest["alignment"]["crop_size"]), manifest, threads, device, bundle)
+    return Detector(run, runtime, manifest, threads, device, bundle)
 
 
-def from_torch(detector, device: str = "cpu", threads: int = 0) -> Detector:
-    """The PyTorch reference (a dfedge.models.detector.Detector module) behind the same interface."""
+def from_torch(detector, device: str = "cpu", threads: int = 0, faces=None) -> Detector:
+    """The PyTorch reference (a dfedge.models.detector.Detector module) behind the same interface, with the kit's
+    torch face front end (`faces`: a models.mtcnn.TorchNets; default: the shipped MTCNN weights)."""
     import torch
+
+    from ..models.detector import ALIGN_TEMPLATE
+    from ..models.mtcnn import TorchNets, load_mtcnn
 
     if threads:
         torch.set_num_threads(threads)
-    manifest = {"target": "torch", "precision": "fp32",
-                "probe": {"threshold_logit": float(detector.probe.info.threshold)}}
-    return Detector(torch_runner(detector, device), "torch", detector.cfg.crop_size, manifest, threads, device)
+    info = detector.probe.info
+    manifest = {"target": "torch", "precision": "fp32", "probe": {"threshold_logit": float(info.threshold), "guard": info.guard},
+                "alignment": {"crop_size": detector.cfg.crop_size, "template": ALIGN_TEMPLATE.tolist()},
+                "labels": {"region": detector.region_index.region}}
+    nets = faces or TorchNets(load_mtcnn(), device)
+    return Detector(torch_runner(detector, device), "torch", manifest, threads, device,
+                    nets=(nets.pnet, nets.rnet, nets.onet))
 
 
 def open_bundle(bundle: str | Path, threads: int = 0):

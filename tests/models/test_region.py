@@ -95,7 +95,7 @@ def test_attribution_identity_sums_to_the_logit(detector, monkeypatch):
 
 
 def test_empty_region_is_reported_not_scored(detector, monkeypatch):
-    from dfedge.eval.scores import score_record
+    from dfedge.models.frontend import judge
 
     monkeypatch.setattr(detector, "parse", hand_made_parse(detector, 0))
     with torch.no_grad():
@@ -103,8 +103,8 @@ def test_empty_region_is_reported_not_scored(detector, monkeypatch):
     assert out.region_tokens.item() == 0
     assert torch.all(out.contributions == 0) and torch.all(out.token_mask == 0)
     torch.testing.assert_close(out.logit, detector.probe.bias.expand(1))
-    record = score_record("x.png", out, 0.0, 5)
-    assert record["status"] == "no_region" and record["probability"] is None
+    verdict = judge({k: v.numpy() for k, v in out._asdict().items()}, 0.0)
+    assert verdict.status == "no_region" and verdict.probability is None and verdict.decision is None
 
 
 def test_masked_mean_weights_of_an_empty_mask_are_zero():

@@ -1,0 +1,124 @@
+"""`dfedge score`: photos, videos, folders of them, or aligned crops -> one JSON-able record per face (photos), per
+video, per crop, each with a status (models/frontend.STATUSES) and a probability only when the status is ok.
+
+The detector is a `dfedge.runtimes.Detector`: the torch model with the kit's face front end, or a bundle. A file
+that cannot be read is a record with status `unreadable` naming it; the other inputs are still scored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .data.images import IMAGE_SUFFIXES, ImageError, read_crop
+from .data.media import FRAMES_PER_VIDEO, MediaError, decode_frames, media_kind, read_photo
+from .models import frontend
+from .models.checkpoint import atomic_write
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    aligned: bool = False  # the inputs are aligned crops (no face detection)
+    faces: str = "all"  # all | largest: which faces of a photo get a record
+    min_face: int = frontend.MIN_FACE  # smallest face side, in pixels, that is scored
+    frames: int = FRAMES_PER_VIDEO  # frames sampled uniformly per video ...
+    fps: float | None = None  # ... or at this rate
+    track: str = "iou"  # iou | largest: how the face is followed across a video's frames
+    per_frame: bool = False  # keep each sampled frame's verdict in the video record
+    top: int = 5  # top-contributing tokens listed per face
+    save_vis: Path | None = None  # per face: the photo with box and landmarks, the crop with mask and contributions
+
+
+def expand(paths: list[Path], aligned: bool = False) -> list[Path]:
+    """Files as given; folders searched recursively for photos and videos (or, aligned, image crops), sorted."""
+    out = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            wanted = IMAGE_SUFFIXES if aligned else ()
+            out += sorted(p for p in path.rglob("*") if p.is_file()
+                          and (p.suffix.lower() in wanted if aligned else media_kind(p) is not None))
+        else:
+            out.append(path)
+    return out
+
+
+def score_paths(detector, paths: list[Path], options: ScoreOptions = ScoreOptions()) -> Iterator[dict]:
+    """Records, in the order of `expand(paths)`."""
+    detector.scorer.min_face = options.min_face
+    for path in expand(paths, options.aligned):
+        kind = "crop" if options.aligned else (media_kind(path) or "photo")
+        try:
+            if kind == "crop":
+                yield _crop(detector, path, options)
+            elif kind == "video":
+                yield _video(detector, path, options)
+            else:
+                yield from _photo(detector, path, options)
+        except (MediaError, ImageError) as e:
+            yield {"file": str(path), "kind": kind, "status": "unreadable",
+                   "reason": f"{path}: {e.detail if isinstance(e, MediaError) else _strip(e, path)}",
+                   "probability": None, "logit": None, "decision": None}
+
+
+def _strip(e: Exception, path: Path) -> str:
+    text = str(e)
+    return text[len(f"{path}: "):] if text.startswith(f"{path}: ") else text
+
+
+def _crop(detector, path: Path, options: ScoreOptions) -> dict:
+    verdict = detector.scorer.score_crop(read_crop(path, detector.crop_size))
+    return {"file": str(path), "kind": "crop", **verdict.record(options.top)}
+
+
+def _photo(detector, path: Path, options: ScoreOptions) -> Iterator[dict]:
+    image = read_photo(path)
+    verdicts = detector.score_image(image, faces=options.faces)
+    for i, verdict in enumerate(verdicts):
+        if options.save_vis is not None and verdict.face is not None:
+            save_vis(options.save_vis / f"{path.stem}-face{i}.png", image, verdict, path.name)
+        yield {"file": str(path), "kind": "photo", "size": [image.shape[1], image.shape[0]], "face_index": i,
+               "faces": sum(v.face is not None for v in verdicts), **verdict.record(options.top)}
+
+
+def _video(detector, path: Path, options: ScoreOptions) -> dict:
+    decoded, frames, error = decode_frames(path, options.frames, options.fps)
+    if not frames:
+        raise MediaError("no frames", f"no frame decodes{f' ({error})' if error else ''}")
+    record = detector.score_video(sorted(frames.items()), options.track)
+    if not options.per_frame:
+        record.pop("per_frame")
+    return {"file": str(path), "kind": "video", "frames_decoded": decoded, "decode_error": error, **record}
+
+
+def save_vis(path: Path, image: np.ndarray, verdict: frontend.Verdict, title: str) -> Path:
+    """The photo with the face's box and landmarks, and the aligned crop with the token mask and each region
+    token's contribution to the logit over it (red towards fake, blue towards real), with a colour key."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 5), dpi=100)
+    left.imshow(image)
+    x1, y1, x2, y2 = verdict.face.box
+    left.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color="lime", linewidth=2))
+    left.plot(*verdict.face.landmarks.T, "o", color="yellow", markersize=4)
+    left.set_title(f"{title}: face {verdict.face.score:.3f}", fontsize=9)
+    right.imshow(verdict.crop)
+    crop = verdict.crop.shape[0]
+    contributions = np.where(verdict.token_mask, verdict.contributions, np.nan)
+    lim = float(np.nanmax(np.abs(contributions))) if verdict.region_tokens else 1.0
+    heat = right.imshow(contributions, cmap="bwr", vmin=-lim, vmax=lim, alpha=0.6, extent=(0, crop, crop, 0),
+                        interpolation="nearest")
+    fig.colorbar(heat, ax=right, fraction=0.046, label="token contribution to the logit (red: towards fake)")
+    score = f"p(fake) {verdict.probability:.3f}, {verdict.decision}" if verdict.status == "ok" else verdict.status
+    right.set_title(f"aligned crop: {verdict.region_tokens} region tokens; {score}", fontsize=9)
+    for ax in (left, right):
+        ax.axis("off")
+    fig.tight_layout()
+    atomic_write(path, lambda t: fig.savefig(t, format="png"))
+    plt.close(fig)
+    return path
