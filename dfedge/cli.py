@@ -132,7 +132,7 @@ def fit_probe_cmd(
     console.print(table(f"probe fit: {train_set.description}" + (f", validated on {val_set.description}" if val_set else ""),
                         ("head", "region", "train AUC", "val AUC", "faces used", "no region", "threshold (logit)", "file"),
                         rows, ("head", "region", "file")))
-    console.print(f"next: dfedge score CROP.png --probe {out if len(heads) == 1 else '<file>'}")
+    console.print(f"next: dfedge score PHOTO.jpg --probe {out if len(heads) == 1 else '<file>'}")
 
 
 def run_plan(command: str, opts: Options, config: Path | None = None) -> None:
@@ -359,7 +359,7 @@ def make_toy(
             counts[kind] += 1
             atomic_write(out / kind / f"toy-{split}-{i:05d}.png", lambda tmp: Image.fromarray(s.image).save(tmp, format="PNG"))
     console.print(f"wrote {counts['real']} real and {counts['fake']} fake toy crops to {out}/")
-    console.print(f"next: dfedge score {out}/fake/*.png")
+    console.print(f"next: dfedge score --aligned {out}/fake")
 
 
 @app.command("convert-parser")
@@ -381,7 +381,7 @@ def convert_parser_cmd(
         f"wrote {dst} ({cfg['label_set']}, {len(manifest['label_names'])} classes, width {cfg['width']}, "
         f"{cfg['layers']} layers, out_size {cfg['out_size']}) and {dst.with_suffix('.json')}"
     )
-    console.print(f"next: dfedge score CROP.png --parser {dst} --dinov3 DINOV3.pth --probe PROBE.safetensors")
+    console.print(f"next: dfedge score PHOTO.jpg --parser {dst} --dinov3 DINOV3.pth --probe PROBE.safetensors")
 
 
 @app.command("distill-region-head")

@@ -28,22 +28,23 @@ def test_info_prints_parameter_counts_and_gflops():
     assert "parser share of compute: 87.9%" in result.output
 
 
-def test_score_writes_one_json_line_per_crop(tmp_path):
+def test_score_aligned_writes_one_json_line_per_crop(tmp_path):
     paths = [write_crop(tmp_path / f"c{i}.png", seed=i) for i in range(2)]
-    result = runner.invoke(app, ["score", *map(str, paths)])
+    result = runner.invoke(app, ["score", "--aligned", *map(str, paths)])
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.stdout.strip().splitlines()]
-    assert [r["image"] for r in lines] == [str(p) for p in paths]
-    assert all({"probability", "logit", "region_tokens", "top_tokens", "status"} <= set(r) for r in lines)
+    assert [r["file"] for r in lines] == [str(p) for p in paths] and all(r["kind"] == "crop" for r in lines)
+    assert all({"probability", "logit", "decision", "region_tokens", "status", "reason"} <= set(r) for r in lines)
 
 
-def test_score_refuses_a_wrong_size_crop_with_one_line(tmp_path):
+def test_score_records_a_wrong_size_crop_as_unreadable(tmp_path):
     good = write_crop(tmp_path / "good.png")
     bad = write_crop(tmp_path / "bad.png", size=300)
-    result = runner.invoke(app, ["score", str(good), str(bad)])
-    assert result.exit_code == 2
-    assert f"{bad}: expected a 448x448 aligned face crop, got 300x300" in result.output.replace("\n", "")
-    assert result.stdout.count("{") == 0  # nothing scored when an input is bad
+    result = runner.invoke(app, ["score", "--aligned", str(good), str(bad)])
+    assert result.exit_code == 0, result.output
+    first, second = (json.loads(line) for line in result.stdout.strip().splitlines())
+    assert first["status"] != "unreadable" and second["status"] == "unreadable"
+    assert second["reason"] == f"{bad}: expected a 448x448 aligned face crop, got 300x300" and second["probability"] is None
 
 
 def test_convert_parser_command(tmp_path):
@@ -59,7 +60,7 @@ def test_convert_parser_command(tmp_path):
     assert result.exit_code == 0, result.output
     assert dst.exists() and dst.with_suffix(".json").exists()
     crop = write_crop(tmp_path / "c.png")
-    result = runner.invoke(app, ["score", str(crop), "--parser", str(dst)])
+    result = runner.invoke(app, ["score", "--aligned", str(crop), "--parser", str(dst)])
     assert result.exit_code == 0, result.output
     bad = runner.invoke(app, ["convert-parser", str(tmp_path / "missing.pt"), str(dst)])
     assert bad.exit_code == 2 and "missing.pt: no such file" in bad.output
@@ -70,10 +71,10 @@ def test_make_toy_then_score_offline(tmp_path):
     assert result.exit_code == 0, result.output
     crops = sorted((tmp_path / "faces").glob("*/*.png"))
     assert len(crops) == 4
-    result = runner.invoke(app, ["score", *map(str, crops)])
+    result = runner.invoke(app, ["score", "--aligned", str(tmp_path / "faces")])  # a folder of crops
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in result.stdout.strip().splitlines()]
-    assert all(r["status"] == "ok" and r["region_tokens"] > 0 for r in records)  # the shipped parser finds mouths
+    assert len(records) == 4 and all(r["status"] == "ok" and r["region_tokens"] > 0 for r in records)  # mouths found
 
 
 def test_fit_probe_command_on_toy_data(tmp_path):
