@@ -25,17 +25,17 @@ EXPORTED = ("fp32", "fp16")
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
-        Target(FORMATS["onnx"], onnx_export.export, EXPORTED, "onnx",
+        Target(FORMATS["onnx"], onnx_export.export, onnx_export.export_graph, EXPORTED, "onnx",
                f"dynamo exporter, opset {onnx_export.OPSET}, static shapes; fp16 keeps float32 input/outputs and the "
                "input normalisation",
                onnx_quantize.quantize, ("int8", "int8-weights")),
-        Target(FORMATS["openvino"], openvino_export.export, EXPORTED, "openvino",
+        Target(FORMATS["openvino"], openvino_export.export, openvino_export.export_graph, EXPORTED, "openvino",
                "IR from the torch module; fp16 = FP16-compressed weights except the input normalisation, f32 compute on CPU",
                openvino_quantize.quantize, ("int8", "int8-weights", "int4-weights", "mixed")),
-        Target(FORMATS["coreml"], coreml_export.export, EXPORTED, "coremltools",
+        Target(FORMATS["coreml"], coreml_export.export, coreml_export.export_graph, EXPORTED, "coremltools",
                "ML program, iOS17/macOS14; fp16 = FP16 compute except input normalisation, residual adds and the probe head",
                coreml_quantize.quantize, ("int8-weights", "palette6", "palette4")),
-        Target(FORMATS["tflite"], tflite_export.export, EXPORTED, "litert-torch",
+        Target(FORMATS["tflite"], tflite_export.export, tflite_export.export_graph, EXPORTED, "litert-torch",
                "litert-torch; NHWC input as mobile cameras deliver; fp16 = float16 weights (ai-edge-quantizer)",
                tflite_quantize.quantize, ("int8-weights", "int8")),
     )

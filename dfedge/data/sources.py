@@ -161,3 +161,19 @@ def open_set(spec: str, region: str = "mouth") -> LabelledSet:
 def toy_crops(count: int, split: str = "val") -> np.ndarray:
     """Toy-world crops [N, 3, 448, 448] float32 0-255: what parity checks run on (they need no labels)."""
     return ToySet(split, count).crops()
+
+
+def toy_photos(count: int = 3, seed: int = 0) -> list[np.ndarray]:
+    """uint8 RGB photos [480, 640, 3] with two toy faces each (toy:test faces, 300 and 200 px wide) on a smooth
+    random background: what the face front end's parity runs on (the kit's torch nets against a bundle's)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    photos = []
+    for i in range(count):
+        photo = cv2.GaussianBlur(rng.uniform(40, 215, (480, 640, 3)).astype(np.uint8), (0, 0), 4)
+        for k, (side, x, y) in enumerate(((300, 30, 90), (200, 400, 140))):
+            face = ToySet("test", 2 * count)[2 * i + k].image
+            photo[y : y + side, x : x + side] = cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA)
+        photos.append(photo)
+    return photos

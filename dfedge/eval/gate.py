@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..data.samples import LabelledSet
+from ..models.frontend import align, detect_faces, iou
 from .metrics import delong_auc_variance
 from .scores import Runner, Scores, score_set
 from .validate import Budget, compare
@@ -129,3 +130,30 @@ class Gate:
         if reasons:
             raise GateError("; ".join(reasons))
         return record
+
+
+# The face front end in a bundle against the kit's torch front end on the same photos: the same faces, landmarks
+# within half a pixel, aligned crops within one grey level (mean absolute difference).
+FRONT_END_PARITY = {"max_landmark_error_px": 0.5, "max_crop_mad": 1.0}
+
+
+def check_front_end_parity(reference: tuple, nets: tuple, photos: list, template: np.ndarray, crop_size: int) -> dict:
+    """Faces found by both (pnet, rnet, onet) triples on `photos`, matched by box overlap, compared: the record the
+    manifest keeps, with `ok` against FRONT_END_PARITY."""
+    faces, landmark_error, mad, same = 0, 0.0, 0.0, True
+    for photo in photos:
+        ref, got = detect_faces(photo, *reference), detect_faces(photo, *nets)
+        same &= len(ref) == len(got)
+        for r in ref:
+            match = max(got, key=lambda g: iou(g.box, r.box), default=None)
+            if match is None or iou(match.box, r.box) < 0.9:
+                same = False
+                continue
+            faces += 1
+            landmark_error = max(landmark_error, float(np.abs(match.landmarks - r.landmarks).max()))
+            a, b = (align(photo, f.landmarks, template, crop_size).astype(np.float64) for f in (r, match))
+            mad = max(mad, float(np.abs(a - b).mean()))
+    ok = same and faces > 0 and landmark_error <= FRONT_END_PARITY["max_landmark_error_px"] \
+        and mad <= FRONT_END_PARITY["max_crop_mad"]
+    return {"reference": "the kit's torch front end", "photos": len(photos), "faces": faces, "same_faces": bool(same),
+            "max_landmark_error_px": landmark_error, "max_crop_mad": mad, "limits": dict(FRONT_END_PARITY), "ok": bool(ok)}

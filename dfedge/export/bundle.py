@@ -17,15 +17,18 @@ import numpy as np
 import torch
 
 from .._version import __version__
-from ..eval.gate import GateError, Parity, ParityError, check_parity, parity_message
+from ..data.sources import toy_photos
+from ..eval.gate import GateError, Parity, ParityError, check_front_end_parity, check_parity, parity_message
+from ..models import frontend, mtcnn
 from ..models.checkpoint import sha256_file
 from ..models.detector import ALIGN_TEMPLATE, OUTPUT_NAMES
 from ..models.region import region_classes
-from ..runtimes import open_runtime, standalone, torch_runner
+from ..runtimes import open_face_nets, open_runtime, standalone, torch_runner
 from ..runtimes.standalone import MANIFEST
 from .job import Job
 
 BENCH_SCRIPT = "bench.py"  # a copy of dfedge/runtimes/standalone.py: times the bundle with its runtime alone
+FRONT_END_SCRIPT = "frontend.py"  # a copy of dfedge/models/frontend.py, which bench.py imports: photo -> verdicts
 
 OUTPUT_MEANING = {
     "logit": "probe logit; positive = fake",
@@ -101,14 +104,29 @@ def build_manifest(job: Job, root: Path, parity: Parity, conversion: dict) -> di
 
 USAGE = """# {name} — {target} {precision}
 
+## A photo in, a verdict out (numpy and the runtime only)
+
+    python bench.py --image photo.jpg        # (JPEG/PNG need Pillow; a .npy RGB array needs nothing more)
+
+or, in Python with this folder on the path: `import bench; det = bench.open_bundle(".")`, then
+`det.score_image(rgb)` for a uint8 RGB array [H, W, 3] of any size: one verdict per face, with a `status`
+(ok, no_face, no_region, implausible_region) and `probability` / `decision` only when the status is ok.
+Apps that already have the face's landmarks (ML Kit, Apple Vision) pass them and skip the detector:
+`det.score_image(rgb, landmarks=[[x, y]] * 5)`: left eye, right eye, nose tip, left mouth corner, right mouth corner,
+"left" meaning image-left, in pixel-index coordinates (the centre of the top-left pixel is (0, 0)).
+The face detector (MTCNN, {face_files}) and its pre- and post-processing (frontend.py) are part of the bundle.
+
+## The model
+
 Input `{input}`: float32, shape {shape} ({layout}), RGB, values 0–255: a face crop aligned with a 5-point
-similarity transform to the template in `manifest.json` (`alignment`).
+similarity transform to the template in `manifest.json` (`alignment`, same coordinate convention).
 
 Outputs: {outputs}. Read `region_tokens` first: 0 means the {region} was not found and the score must not
-be used. Decide fake when `logit >= {threshold:.4f}` (probability >= {probability:.4f}, rule: {rule}).
+be used; a region outside the bounds in `probe.guard` is implausible (a misaligned crop) and not used either.
+Decide fake when `logit >= {threshold:.4f}` (probability >= {probability:.4f}, rule: {rule}).
 
-Runtime: {runtime}. `python bench.py` (numpy and the runtime only) checks every file's SHA-256 against the
-manifest, times the model on this device and writes one JSON; `dfedge report merge *.json` tables many devices.
+Runtime: {runtime}. `python bench.py` checks every file's SHA-256 against the manifest, times the model on this
+device and writes one JSON; `dfedge report merge *.json` tables many devices.
 """
 
 
@@ -130,6 +148,7 @@ def write_bundle(job: Job, dist: Path, log=lambda msg: None) -> tuple[Path, dict
             if not parity.ok:
                 raise ParityError(parity_message(job.folder, parity))
             manifest = build_manifest(job, tmp, parity, conversion)
+            manifest["front_end"] = write_front_end(job, tmp)
             if job.gate is not None:
                 log(f"{job.folder}: parity ok; running the gate")
                 manifest["gate"] = job.gate(runner)
@@ -144,16 +163,48 @@ def write_bundle(job: Job, dist: Path, log=lambda msg: None) -> tuple[Path, dict
         raise
 
 
+def write_front_end(job: Job, tmp: Path) -> dict:
+    """The face front end's three nets in the bundle's own format (exported once per job.cache), checked against the
+    kit's torch nets on toy photos (eval.gate.check_front_end_parity); its manifest section."""
+    fmt = job.target.format
+    if "front_end" not in job.cache:  # a folder that lives as long as the conversions of this detector x target
+        folder = tempfile.TemporaryDirectory(prefix="dfedge-front-end-")
+        nets = mtcnn.load_mtcnn()
+        for net, names in mtcnn.OUTPUTS.items():
+            job.target.graph_exporter(nets[net], torch.zeros(mtcnn.EXAMPLES[net]), Path(folder.name) / fmt.graph_file(f"face_{net}"),
+                                      names, net == "pnet")
+        job.cache["front_end"] = folder
+    source = Path(job.cache["front_end"].name)
+    for item in source.iterdir():
+        (shutil.copytree if item.is_dir() else shutil.copyfile)(item, tmp / item.name)
+    files = {net: fmt.graph_file(f"face_{net}") for net in mtcnn.NETS}
+    kit = mtcnn.TorchNets(mtcnn.load_mtcnn())
+    parity = check_front_end_parity((kit.pnet, kit.rnet, kit.onet),
+                                    open_face_nets(tmp, {"target": fmt.name, "front_end": {"files": files}}, interpreter=True),
+                                    toy_photos(), ALIGN_TEMPLATE, job.detector.cfg.crop_size)
+    if not parity["ok"]:
+        raise ParityError(f"{job.folder}: face front end: {parity['faces']} faces matched, same faces "
+                          f"{parity['same_faces']}, landmarks off by {parity['max_landmark_error_px']:.3f} px, crops by "
+                          f"{parity['max_crop_mad']:.3f} grey levels (limits {parity['limits']})")
+    return {"detector": "MTCNN (Zhang et al. 2016): P-Net, R-Net, O-Net", "files": files,
+            "inputs": "NCHW float32, (RGB - 127.5) / 128; P-Net height and width free (even sides)",
+            "code": FRONT_END_SCRIPT, "sources": mtcnn.shipped_provenance(),
+            "settings": {"min_face": frontend.MIN_FACE, "thresholds": list(frontend.THRESHOLDS),
+                         "factor": frontend.FACTOR, "max_side": frontend.MAX_SIDE},
+            "parity": parity}
+
+
 def _finish(job: Job, tmp: Path, manifest: dict) -> None:
-    """bench.py, USAGE.md and the manifest (hashing every file, bench.py and USAGE.md included)."""
+    """bench.py, frontend.py, USAGE.md and the manifest (hashing every file, these included)."""
     info = manifest["probe"]
     shutil.copyfile(standalone.__file__, tmp / BENCH_SCRIPT)
+    shutil.copyfile(frontend.__file__, tmp / FRONT_END_SCRIPT)
     (tmp / "USAGE.md").write_text(USAGE.format(
         name=job.name, target=job.target.name, precision=job.precision, input=manifest["input"]["name"],
         shape=manifest["input"]["shape"], layout=job.target.format.input_layout,
         outputs=", ".join(f"`{n}`" for n in OUTPUT_NAMES), region=manifest["labels"]["region"],
         threshold=info["threshold_logit"], probability=info["threshold_probability"], rule=info["rule"],
-        runtime=job.target.format.runtime))
+        runtime=job.target.format.runtime, face_files=", ".join(manifest["front_end"]["files"].values())))
     manifest["files"] = file_hashes(tmp)
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
 

@@ -46,6 +46,25 @@ def converted(job: Job, compute: str):
     )
 
 
+def export_graph(module: torch.nn.Module, example: torch.Tensor, path: Path, names: tuple[str, ...],
+                 dynamic_hw: bool = False) -> list[Path]:
+    """A small fp32 ML program (the face front end's nets): input `x` NCHW, outputs `names`; height and width free
+    (even sides, 14 to 4096) when `dynamic_hw`."""
+    import coremltools as ct
+
+    dims = {"x": {2: 2 * torch.export.Dim("h", min=7, max=2048), 3: 2 * torch.export.Dim("w", min=7, max=2048)}}
+    program = torch.export.export(module.eval(), (example,), dynamic_shapes=dims if dynamic_hw else None)
+    shape = tuple(example.shape)
+    if dynamic_hw:
+        shape = (*shape[:2], ct.RangeDim(14, 4096, shape[2]), ct.RangeDim(14, 4096, shape[3]))
+    model = ct.convert(program.run_decompositions({}), inputs=[ct.TensorType(name="x", shape=shape, dtype=np.float32)],
+                       outputs=[ct.TensorType(name=n) for n in names], convert_to="mlprogram",
+                       minimum_deployment_target=getattr(ct.target, MINIMUM_DEPLOYMENT_TARGET),
+                       compute_precision=ct.precision.FLOAT32, skip_model_load=True)
+    model.save(str(path))
+    return [path]
+
+
 def save(model, out_dir: Path, metadata: dict[str, str]) -> list[Path]:
     model.user_defined_metadata.update(metadata)
     path = out_dir / FORMAT.model_file

@@ -27,6 +27,8 @@ from ..models.detector import ALIGN_TEMPLATE, OUTPUT_NAMES, Detector
 from ..runtimes.standalone import BUNDLE_SCHEMA, Format
 
 Converter = Callable[["Job", Path, dict], list[Path]]
+# (module, example input, output path, output names, dynamic height/width) -> files: small fp32 graphs (the face nets)
+GraphExporter = Callable[[object, torch.Tensor, Path, tuple, bool], list[Path]]
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class Target:
 
     format: Format
     exporter: Converter  # writes the exported precisions
+    graph_exporter: GraphExporter  # writes the face front end's nets in this format
     precisions: tuple[str, ...]  # exported: fp32, fp16
     converter: str  # the package whose version the manifest records
     note: str  # one line for the docs table

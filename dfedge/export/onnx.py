@@ -93,3 +93,17 @@ def topological_sort(graph) -> None:
         pending = [n for n in pending if id(n) not in done]
     del graph.node[:]
     graph.node.extend(ordered)
+
+
+def export_graph(module: torch.nn.Module, example: torch.Tensor, path: Path, names: tuple[str, ...],
+                 dynamic_hw: bool = False) -> list[Path]:
+    """A small fp32 graph (the face front end's nets): input `x` NCHW, outputs `names`; height and width free (even
+    sides: ceil-mode pooling then never pads) when `dynamic_hw`."""
+    import onnx
+
+    dims = {"x": {2: 2 * torch.export.Dim("h", min=7, max=4096), 3: 2 * torch.export.Dim("w", min=7, max=4096)}}
+    program = torch.onnx.export(module.eval(), (example,), dynamo=True, input_names=["x"], output_names=list(names),
+                                dynamic_shapes=dims if dynamic_hw else None, verbose=False)
+    program.save(str(path))
+    onnx.checker.check_model(str(path), full_check=True)
+    return [path]

@@ -79,3 +79,17 @@ def _stable_names(model) -> None:
         name = node.get_friendly_name()
         if re.fullmatch(r"[A-Za-z]+_\d+", name):
             node.set_friendly_name(f"{name.rsplit('_', 1)[0]}_n{i}")
+
+
+def export_graph(module, example, path: Path, names: tuple[str, ...], dynamic_hw: bool = False) -> list[Path]:
+    """A small fp32 graph (the face front end's nets): input `x` NCHW, outputs `names`; height and width free when
+    `dynamic_hw`."""
+    import openvino as ov
+
+    shape = [1, 3, -1, -1] if dynamic_hw else list(example.shape)
+    model = ov.convert_model(module.eval(), example_input=example, input=[("x", shape)])
+    _stable_names(model)
+    for output, name in zip(model.outputs, names):
+        output.get_tensor().set_names({name})
+    ov.save_model(model, str(path), compress_to_fp16=False)
+    return [path, path.with_suffix(".bin")]

@@ -84,6 +84,17 @@ def save(path: Path, metadata: dict[str, str]) -> list[Path]:
     return [path]
 
 
+def export_graph(module: torch.nn.Module, example: torch.Tensor, path: Path, names: tuple[str, ...],
+                 dynamic_hw: bool = False) -> list[Path]:
+    """A small fp32 graph (the face front end's nets), NCHW input, outputs in the order of `names`; height and width
+    free (even sides) when `dynamic_hw`: the interpreter resizes the input per call."""
+    import litert_torch
+
+    dims = ({2: 2 * torch.export.Dim("h", min=7, max=4096), 3: 2 * torch.export.Dim("w", min=7, max=4096)},)
+    litert_torch.convert(module.eval(), (example,), dynamic_shapes=dims if dynamic_hw else None).export(str(path))
+    return [path]
+
+
 def read_metadata(path: Path) -> dict[str, str]:
     """The flatbuffer's metadata table as text (LiteRT's own entries, such as min_runtime_version, included)."""
     from ai_edge_litert.tools import flatbuffer_utils

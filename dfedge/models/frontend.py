@@ -6,10 +6,11 @@ Conventions: images are uint8 [H, W, 3] RGB. Points are (x, y) in pixel-index co
 top-left pixel is (0, 0), the centre of the bottom-right one (W - 1, H - 1). Landmarks come in the order left eye,
 right eye, nose tip, left mouth corner, right mouth corner, "left" meaning image-left.
 
-The networks (Zhang et al. 2016, the weights of facenet-pytorch), on inputs normalised as (x - 127.5) / 128, NCHW:
-    pnet(x [1, 3, h, w])    -> P(face) [1, h', w'], box offsets [1, 4, h', w']  (h' = (h - 2) / 2 - 4, h even)
-    rnet(x [N, 3, 24, 24])  -> P(face) [N], offsets [N, 4]
-    onet(x [N, 3, 48, 48])  -> P(face) [N], offsets [N, 4], landmarks [N, 10] (x1..x5, y1..y5 in crop fractions)
+The networks (Zhang et al. 2016, the weights of facenet-pytorch), on inputs normalised as (x - 127.5) / 128, NCHW,
+each giving P(not face, face) first:
+    pnet(x [1, 3, h, w])    -> probabilities [1, 2, h', w'], box offsets [1, 4, h', w']  (h' = (h - 2) / 2 - 4, h even)
+    rnet(x [N, 3, 24, 24])  -> probabilities [N, 2], offsets [N, 4]
+    onet(x [N, 3, 48, 48])  -> probabilities [N, 2], offsets [N, 4], landmarks [N, 10] (x1..x5, y1..y5, crop fractions)
 Every resize is an area average written here (`resize_area`) and every pyramid level has even sides, so P-Net's
 2x2 ceil-mode pooling never pads: an exported P-Net with a static padding plan is exact at every level.
 """
@@ -170,12 +171,15 @@ def _crops(image: np.ndarray, boxes: np.ndarray, size: int) -> tuple[np.ndarray,
     return ibox, out
 
 
+MIN_LEVEL = 14  # P-Net's smallest input side: even, and large enough that its pooled grid is never a single cell
+
+
 def pyramid(height: int, width: int, min_face: int = MIN_FACE, factor: float = FACTOR) -> list[tuple[int, int]]:
-    """(h, w) of every P-Net level: even sides, the first at 12 / min_face of the image, down to 12 pixels."""
+    """(h, w) of every P-Net level: even sides, the first at 12 / min_face of the image, down to MIN_LEVEL."""
     sizes, scale = [], 12.0 / min_face
     while True:
         h, w = 2 * int(height * scale / 2), 2 * int(width * scale / 2)
-        if min(h, w) < 12:
+        if min(h, w) < MIN_LEVEL:
             return sizes
         sizes.append((h, w))
         scale *= factor
@@ -205,7 +209,7 @@ def _propose(image: np.ndarray, pnet, min_face: int, threshold: float) -> np.nda
     found = []
     for h, w in pyramid(height, width, min_face):
         prob, offsets = pnet(_normalise(resize_area(image, h, w)[None]))
-        prob, offsets = np.asarray(prob, np.float64)[0], np.asarray(offsets, np.float64)[0]
+        prob, offsets = np.asarray(prob, np.float64)[0, 1], np.asarray(offsets, np.float64)[0]
         ys, xs = np.nonzero(prob >= threshold)
         if len(ys):
             cells = np.stack([xs, ys, xs, ys], axis=1).astype(np.float64) * 2 + [0, 0, 12, 12]  # level pixels
@@ -225,6 +229,7 @@ def _refine(image: np.ndarray, boxes: np.ndarray, rnet, threshold: float) -> np.
     if not len(boxes):
         return np.zeros((0, 4))
     prob, offsets = (np.asarray(o, np.float64) for o in rnet(_normalise(crops)))
+    prob = prob[:, 1]
     ok = prob > threshold
     boxes, prob, offsets = boxes[ok].astype(np.float64), prob[ok], offsets[ok]
     keep = nms(boxes, prob, 0.7)
@@ -237,6 +242,7 @@ def _output(image: np.ndarray, boxes: np.ndarray, onet, threshold: float) -> lis
     if not len(boxes):
         return []
     prob, offsets, marks = (np.asarray(o, np.float64) for o in onet(_normalise(crops)))
+    prob = prob[:, 1]
     ok = prob > threshold
     boxes, prob, offsets, marks = boxes[ok].astype(np.float64), prob[ok], offsets[ok], marks[ok]
     size = boxes[:, 2:4] - boxes[:, 0:2]  # [N, 2] w, h of the crops O-Net saw

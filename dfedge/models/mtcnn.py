@@ -29,6 +29,14 @@ def _flatten_whc(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 3, 2, 1).reshape(x.shape[0], -1)
 
 
+class DensePReLU(nn.PReLU):
+    """PReLU on [B, C] features written as relu(x) - a * relu(-x) (the same function and parameter): Core ML's prelu
+    op takes per-channel slopes only on rank-4 inputs, and the converter lifts [B, C] to rank 3."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x) - self.weight * torch.relu(-x)
+
+
 class _Cascade(nn.Module):
     """The front the three nets share: conv{i} -> prelu{i} -> pool{i} (where given), i = 1..n, named as in the
     checkpoints. `layers`: one (in channels, out channels, kernel, (pool kernel, pool stride) or None) per conv."""
@@ -59,9 +67,10 @@ class PNet(_Cascade):
         self.conv4_2 = nn.Conv2d(32, 4, 1)  # box offsets (x1, y1, x2, y2) in units of the window size
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x [B, 3, H, W] -> P(face) [B, H', W'], offsets [B, 4, H', W'] with H' = ceil((H - 2) / 2) - 4."""
+        """x [B, 3, H, W] -> P(not face, face) [B, 2, H', W'], offsets [B, 4, H', W'] with H' = ceil((H - 2) / 2) - 4.
+        Both classes, not a slice: a channel slice has a static shape in LiteRT, which breaks P-Net's dynamic sizes."""
         x = self.trunk(x)  # [B, 32, H', W']
-        return self.conv4_1(x).softmax(1)[:, 1], self.conv4_2(x)
+        return self.conv4_1(x).softmax(1), self.conv4_2(x)
 
 
 class RNet(_Cascade):
@@ -69,14 +78,14 @@ class RNet(_Cascade):
 
     def __init__(self) -> None:
         super().__init__([(3, 28, 3, (3, 2)), (28, 48, 3, (3, 2)), (48, 64, 2, None)])
-        self.dense4, self.prelu4 = nn.Linear(64 * 3 * 3, 128), nn.PReLU(128)
+        self.dense4, self.prelu4 = nn.Linear(64 * 3 * 3, 128), DensePReLU(128)
         self.dense5_1 = nn.Linear(128, 2)
         self.dense5_2 = nn.Linear(128, 4)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x [B, 3, 24, 24] -> P(face) [B], offsets [B, 4]."""
+        """x [B, 3, 24, 24] -> P(not face, face) [B, 2], offsets [B, 4]."""
         x = self.prelu4(self.dense4(_flatten_whc(self.trunk(x))))  # [B, 64, 3, 3] -> [B, 128]
-        return self.dense5_1(x).softmax(1)[:, 1], self.dense5_2(x)
+        return self.dense5_1(x).softmax(1), self.dense5_2(x)
 
 
 class ONet(_Cascade):
@@ -84,15 +93,15 @@ class ONet(_Cascade):
 
     def __init__(self) -> None:
         super().__init__([(3, 32, 3, (3, 2)), (32, 64, 3, (3, 2)), (64, 64, 3, (2, 2)), (64, 128, 2, None)])
-        self.dense5, self.prelu5 = nn.Linear(128 * 3 * 3, 256), nn.PReLU(256)
+        self.dense5, self.prelu5 = nn.Linear(128 * 3 * 3, 256), DensePReLU(256)
         self.dense6_1 = nn.Linear(256, 2)
         self.dense6_2 = nn.Linear(256, 4)
         self.dense6_3 = nn.Linear(256, 10)  # x1..x5, y1..y5 as fractions of the crop
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x [B, 3, 48, 48] -> P(face) [B], offsets [B, 4], landmarks [B, 10]."""
+        """x [B, 3, 48, 48] -> P(not face, face) [B, 2], offsets [B, 4], landmarks [B, 10]."""
         x = self.prelu5(self.dense5(_flatten_whc(self.trunk(x))))  # [B, 128, 3, 3] -> [B, 256]
-        return self.dense6_1(x).softmax(1)[:, 1], self.dense6_2(x), self.dense6_3(x)
+        return self.dense6_1(x).softmax(1), self.dense6_2(x), self.dense6_3(x)
 
 
 MODULES = {"pnet": PNet, "rnet": RNet, "onet": ONet}

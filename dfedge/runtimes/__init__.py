@@ -62,10 +62,7 @@ class Detector:
         self.runtime, self.manifest = runtime, manifest
         self.threads, self.device, self.path = threads, device, path
         self.crop_size = int(manifest["alignment"]["crop_size"])
-        probe = manifest.get("probe", {})
-        self.scorer = frontend.Scorer(
-            run, float(probe.get("threshold_logit", 0.0)), np.asarray(manifest["alignment"]["template"], np.float64),
-            self.crop_size, probe.get("guard"), manifest.get("labels", {}).get("region", "region"), nets)
+        self.scorer = standalone.scorer(run, manifest, nets)
 
     @property
     def target(self) -> str:
@@ -125,6 +122,21 @@ def open_runtime(bundle: str | Path, target: str, threads: int = 0, device: str 
         return open_mil(Path(bundle)), MIL_RUNTIME
 
 
+def open_face_nets(bundle: str | Path, manifest: dict, threads: int = 0, device: str = "CPU", interpreter: bool = False):
+    """The bundle's face front end (pnet, rnet, onet) on its runtime, or None for a bundle without one; CoreML off
+    macOS: on the MIL interpreter with `interpreter=True`."""
+    try:
+        return standalone.open_face_nets(bundle, manifest, threads, device)
+    except RuntimeUnavailable:
+        if not (interpreter and manifest.get("target") == "coreml"):
+            raise
+        from .mil import mil_session
+
+        files = manifest["front_end"]["files"]
+        return standalone.face_nets({net: mil_session(Path(bundle) / files[net], names)
+                                     for net, names in standalone.FACE_NETS.items()})
+
+
 def load(bundle: str | Path, threads: int = 0, device: str = "CPU", interpreter: bool = False) -> Detector:
     """Open a bundle with its target's runtime after checking every file's SHA-256 against the manifest.
 
@@ -133,7 +145,8 @@ def load(bundle: str | Path, threads: int = 0, device: str = "CPU", interpreter:
     bundle = Path(bundle)
     manifest = verify(bundle)
     run, runtime = open_runtime(bundle, manifest.get("target"), threads, device, interpreter)
-    return Detector(run, runtime, manifest, threads, device, bundle)
+    nets = open_face_nets(bundle, manifest, threads, device, interpreter)
+    return Detector(run, runtime, manifest, threads, device, bundle, nets)
 
 
 def from_torch(detector, device: str = "cpu", threads: int = 0, faces=None) -> Detector:

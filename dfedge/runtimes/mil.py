@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .standalone import FORMATS
+from .standalone import FORMATS, OUTPUTS, detector_runner
 
 
 class UnsupportedMilOp(RuntimeError):
@@ -59,9 +59,11 @@ def _pool(vals: dict, kind: str) -> torch.Tensor:
     strides = [int(s) for s in vals["strides"]]
     pads = _conv_padding(vals, tuple(kernel))
     x = F.pad(vals["x"], [p for pair in reversed(pads) for p in pair], value=-math.inf if kind == "max" else 0.0)
+    ceil = bool(vals.get("ceil_mode", False))  # a last, partial window where the stride leaves one (MTCNN's pools)
     if kind == "max":
-        return F.max_pool2d(x, kernel, strides)
-    return F.avg_pool2d(x, kernel, strides, count_include_pad=not bool(vals.get("exclude_padding_from_average", False)))
+        return F.max_pool2d(x, kernel, strides, ceil_mode=ceil)
+    return F.avg_pool2d(x, kernel, strides, ceil_mode=ceil,
+                        count_include_pad=not bool(vals.get("exclude_padding_from_average", False)))
 
 
 def _axes(vals: dict, x: torch.Tensor) -> list[int]:
@@ -145,6 +147,13 @@ def _cast(vals: dict) -> torch.Tensor:
     return vals["x"].to(dtypes[str(vals["dtype"])])
 
 
+def _prelu(vals: dict) -> torch.Tensor:
+    """max(x, 0) + alpha * min(x, 0), alpha per channel (axis 1)."""
+    x = vals["x"]
+    alpha = vals["alpha"].reshape(1, -1, *([1] * (x.ndim - 2)))
+    return torch.where(x >= 0, x, x * alpha)
+
+
 def _binary(fn):
     return lambda vals: fn(vals["x"], vals["y"])
 
@@ -159,7 +168,7 @@ OPS = {
     "exp": lambda v: torch.exp(v["x"]), "tanh": lambda v: torch.tanh(v["x"]), "erf": lambda v: torch.erf(v["x"]),
     "sigmoid": lambda v: torch.sigmoid(v["x"]), "relu": lambda v: F.relu(v["x"]), "silu": lambda v: F.silu(v["x"]),
     "abs": lambda v: v["x"].abs(), "neg": lambda v: -v["x"], "inverse": lambda v: 1.0 / (v["x"] + float(v.get("epsilon", 1e-4))),
-    "gelu": _gelu, "softmax": lambda v: torch.softmax(v["x"], dim=int(v.get("axis", -1))),
+    "gelu": _gelu, "prelu": _prelu, "softmax": lambda v: torch.softmax(v["x"], dim=int(v.get("axis", -1))),
     "clip": lambda v: torch.clamp(v["x"], float(v["alpha"]), float(v["beta"])),
     "linear": lambda v: F.linear(v["x"], v["weight"], v.get("bias")), "matmul": _matmul,
     "conv": _conv, "conv_transpose": _conv_transpose,
@@ -263,8 +272,14 @@ class MilInterpreter:
                 for name in self.output_names}
 
 
+def mil_session(path: Path, names: tuple[str, ...]):
+    """A standalone.Format.session for a saved ML program: run(x) -> {output name: array}, on this interpreter."""
+    interpreter = MilInterpreter(Path(path))
+    (source,) = list(interpreter.function.inputs)
+    return lambda x: interpreter.run({source: x})
+
+
 def open_mil(bundle: Path):
     """-> run(images float32 [1, 3, S, S]) -> {output name: array}: the bundle's ML program on this interpreter."""
     fmt = FORMATS["coreml"]
-    interpreter = MilInterpreter(Path(bundle) / fmt.model_file)
-    return lambda images: interpreter.run({fmt.input_name: images})
+    return detector_runner(mil_session(Path(bundle) / fmt.model_file, OUTPUTS), fmt)

@@ -26,6 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
+try:  # in the kit
+    from ..models import frontend
+except ImportError:  # inside a bundle: the copy of dfedge/models/frontend.py that ships beside this file (bench.py)
+    import frontend
+
 BUNDLE_SCHEMA = "dfedge-bundle/1"
 RESULT_SCHEMA = "dfedge-bench/1"
 MANIFEST = "manifest.json"
@@ -70,92 +75,146 @@ def verify(bundle: str | Path) -> dict:
     return manifest
 
 
-def _open_onnx(bundle: Path, fmt: Format, threads: int, device: str):
+def _onnx_session(path: Path, names: tuple[str, ...], threads: int, device: str):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(bundle / fmt.model_file), options, providers=["CPUExecutionProvider"])
-    return lambda x: dict(zip(OUTPUTS, session.run(list(OUTPUTS), {fmt.input_name: x.astype(np.float32)})))
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    (source,), outputs = [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()]
+    return lambda x: dict(zip(outputs, session.run(None, {source: np.asarray(x, np.float32)})))
 
 
-def _open_openvino(bundle: Path, fmt: Format, threads: int, device: str):
+def _openvino_session(path: Path, names: tuple[str, ...], threads: int, device: str):
     import openvino as ov
 
     config = {"INFERENCE_NUM_THREADS": threads} if threads else {}
     if device.upper().startswith("CPU"):
         # f32 compute on CPU: FP16-compressed IR weights are decompressed, as the parity limits assume
         config["INFERENCE_PRECISION_HINT"] = "f32"
-    compiled = ov.Core().compile_model(str(bundle / fmt.model_file), device, config)
+    compiled = ov.Core().compile_model(str(path), device, config)
     request = compiled.create_infer_request()
 
     def run(x):
-        result = request.infer({fmt.input_name: x.astype(np.float32)})
-        return {name: np.array(result[compiled.output(name)]) for name in OUTPUTS}
+        result = request.infer({0: np.asarray(x, np.float32)})
+        return {name: np.array(result[compiled.output(name)]) for name in names}
 
     return run
 
 
-def _open_tflite(bundle: Path, fmt: Format, threads: int, device: str):
+def _tflite_session(path: Path, names: tuple[str, ...], threads: int, device: str):
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=str(bundle / fmt.model_file), num_threads=threads or None)
+    interpreter = Interpreter(model_path=str(path), num_threads=threads or None)
     signature = interpreter.get_signature_list()["serving_default"]
-    (name,) = signature["inputs"]  # fmt.input_name since dfedge names it; earlier bundles say args_0
+    (source,) = signature["inputs"]  # `image` for the detector since dfedge names it; args_0 elsewhere
     # litert-torch names outputs output_0, output_1, ... in the order the module returns them
     outputs = sorted(signature["outputs"], key=lambda n: int(n.rsplit("_", 1)[-1]))
-    runner = interpreter.get_signature_runner()
+    runner = interpreter.get_signature_runner()  # it resizes a dynamic input (the face front end's P-Net) per call
 
     def run(x):
-        out = runner(**{name: np.ascontiguousarray(x.transpose(0, 2, 3, 1), dtype=np.float32)})
-        return {name: out[key] for name, key in zip(OUTPUTS, outputs)}
+        out = runner(**{source: np.ascontiguousarray(x, dtype=np.float32)})
+        return {name: out[key] for name, key in zip(names, outputs)}
 
     return run
 
 
-def _open_coreml(bundle: Path, fmt: Format, threads: int, device: str):
+def _coreml_session(path: Path, names: tuple[str, ...], threads: int, device: str):
     if platform.system() != "Darwin":
-        raise RuntimeUnavailable(f"{bundle}: CoreML predicts only on macOS (this is {platform.system()}); "
+        raise RuntimeUnavailable(f"{path.parent}: CoreML predicts only on macOS (this is {platform.system()}); "
                                  "copy the bundle to a Mac, or check it here with `dfedge validate`")
     import coremltools as ct  # pragma: no cover - CI is Linux
 
-    model = ct.models.MLModel(str(bundle / fmt.model_file))  # pragma: no cover
-    return lambda x: {k: np.asarray(v) for k, v in model.predict({fmt.input_name: x.astype(np.float32)}).items()}  # pragma: no cover
+    model = ct.models.MLModel(str(path))  # pragma: no cover
+    source = model.get_spec().description.input[0].name  # pragma: no cover
+    return lambda x: {k: np.asarray(v) for k, v in model.predict({source: np.asarray(x, np.float32)}).items()}  # pragma: no cover
 
 
 @dataclass(frozen=True)
 class Format:
     """The bundle-format half of a target's row: what a device needs to open the bundle. The other half (exporter,
     quantizer, precisions) is in dfedge/targets.py, which reads these rows; they live here because this file ships
-    inside every bundle and imports nothing of dfedge."""
+    inside every bundle and imports nothing of dfedge but the face front end beside it."""
 
     name: str
-    model_file: str  # the file (or package folder) the runtime opens; its suffix names the format
-    input_layout: str  # of the graph's input tensor; every runner here takes NCHW and transposes when needed
+    model_file: str  # the detector's file (or package folder); its suffix is every graph file's of this format
+    input_layout: str  # of the detector graph's input; runners take NCHW and transpose when needed
     runtime: str  # what predicts, in words (manifest "runtime")
     package: str  # the runtime's pip distribution (its version goes into bench results)
-    opener: Callable[[Path, Format, int, str], Callable]  # (bundle, format, threads, device) -> run
+    session: Callable[[Path, tuple, int, str], Callable]  # (graph file, output names, threads, device) -> run(x) -> {name: array}
     input_name: str = INPUT_NAME
+
+    def graph_file(self, stem: str) -> str:
+        """The file name of another graph of this format (the face front end's nets), e.g. face_pnet.onnx."""
+        return stem + self.model_file[self.model_file.index("."):]
 
 
 FORMATS: dict[str, Format] = {
     f.name: f
     for f in (
-        Format("onnx", "detector.onnx", "NCHW", "onnxruntime", "onnxruntime", _open_onnx),
-        Format("openvino", "detector.xml", "NCHW", "openvino", "openvino", _open_openvino),
+        Format("onnx", "detector.onnx", "NCHW", "onnxruntime", "onnxruntime", _onnx_session),
+        Format("openvino", "detector.xml", "NCHW", "openvino", "openvino", _openvino_session),
         Format("coreml", "detector.mlpackage", "NCHW", "coremltools (macOS predict; MIL interpreter elsewhere)",
-               "coremltools", _open_coreml),
-        Format("tflite", "detector.tflite", "NHWC", "ai_edge_litert", "ai-edge-litert", _open_tflite),
+               "coremltools", _coreml_session),
+        Format("tflite", "detector.tflite", "NHWC", "ai_edge_litert", "ai-edge-litert", _tflite_session),
     )
 }
 
 
-def open_runner(bundle: str | Path, target: str, threads: int = 0, device: str = "CPU"):
-    """-> run(images float32 [1, 3, S, S] RGB 0-255) -> {output name: array}, whatever the graph's own layout."""
+def _format(bundle, target: str) -> Format:
     if target not in FORMATS:
         raise BundleError(f"{bundle}: unknown target {target!r} in the manifest (known: {', '.join(FORMATS)})")
-    fmt = FORMATS[target]
-    return fmt.opener(Path(bundle), fmt, threads, device)
+    return FORMATS[target]
+
+
+def detector_runner(run, fmt: Format):
+    """run on the graph's own layout -> run on NCHW crops float32 [1, 3, S, S]."""
+    if fmt.input_layout == "NHWC":
+        return lambda x: run(np.ascontiguousarray(np.asarray(x).transpose(0, 2, 3, 1)))
+    return run
+
+
+def open_runner(bundle: str | Path, target: str, threads: int = 0, device: str = "CPU"):
+    """-> run(images float32 [1, 3, S, S] RGB 0-255) -> {output name: array}, whatever the graph's own layout."""
+    fmt = _format(bundle, target)
+    return detector_runner(fmt.session(Path(bundle) / fmt.model_file, OUTPUTS, threads, device), fmt)
+
+
+FACE_NETS = {"pnet": ("prob", "offsets"), "rnet": ("prob", "offsets"), "onet": ("prob", "offsets", "landmarks")}
+
+
+def face_nets(sessions: dict) -> tuple:
+    """{net: run(x) -> {name: array}} -> (pnet, rnet, onet) as frontend.detect_faces calls them. R-Net and O-Net are
+    exported with batch 1: their crops go one at a time."""
+
+    def one_by_one(net):
+        def call(x):
+            outs = [sessions[net](x[i : i + 1]) for i in range(len(x))]
+            return tuple(np.concatenate([o[name] for o in outs]) for name in FACE_NETS[net])
+
+        return call
+
+    return (lambda x: tuple(sessions["pnet"](x)[n] for n in FACE_NETS["pnet"]), one_by_one("rnet"), one_by_one("onet"))
+
+
+def open_face_nets(bundle: str | Path, manifest: dict, threads: int = 0, device: str = "CPU") -> tuple | None:
+    """The bundle's face front end as (pnet, rnet, onet), or None for a bundle without one."""
+    files = (manifest.get("front_end") or {}).get("files")
+    if not files:
+        return None
+    fmt = _format(bundle, manifest.get("target"))
+    return face_nets({net: fmt.session(Path(bundle) / files[net], names, threads, device) for net, names in FACE_NETS.items()})
+
+
+def scorer(run, manifest: dict, nets: tuple | None = None):
+    """The bundle's frontend.Scorer: photo (any size) or crop -> verdicts, with the manifest's threshold, guard,
+    alignment template and front-end settings."""
+    probe, front = manifest.get("probe", {}), manifest.get("front_end") or {}
+    return frontend.Scorer(run, float(probe.get("threshold_logit", 0.0)),
+                           np.asarray(manifest["alignment"]["template"], np.float64),
+                           int(manifest["alignment"]["crop_size"]), probe.get("guard"),
+                           manifest.get("labels", {}).get("region", "region"), nets,
+                           int(front.get("settings", {}).get("min_face", frontend.MIN_FACE)))
 
 
 def demo_crop(size: int, seed: int = 0) -> np.ndarray:
@@ -269,7 +328,62 @@ def bundle_bytes(manifest: dict) -> int:
     return int(sum(f["bytes"] for f in manifest["files"].values()))
 
 
-def bench(bundle: Path, runs: int, warmup: int, threads: int, device: str, label: str | None) -> dict:
+def load(bundle: str | Path, threads: int = 0, device: str = "CPU"):
+    """Verify a bundle and open its model and face front end: a frontend.Scorer (score_image, score_crop,
+    score_video) on the bundle's runtime."""
+    manifest = verify(bundle)
+    run = open_runner(bundle, manifest["target"], threads, device)
+    return scorer(run, manifest, open_face_nets(bundle, manifest, threads, device))
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """uint8 RGB [H, W, 3]: a .npy array as is; any other file through Pillow (EXIF orientation applied)."""
+    path = Path(path)
+    if path.suffix.lower() == ".npy":
+        image = np.load(path, allow_pickle=False)
+    else:
+        try:
+            from PIL import Image, ImageOps
+        except ImportError:
+            raise BundleError(f"{path}: reading this format needs Pillow (pip install pillow); a .npy RGB array does "
+                              "not") from None
+        try:
+            with Image.open(path) as im:
+                image = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+        except (OSError, ValueError, SyntaxError) as e:
+            raise BundleError(f"{path}: unreadable image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise BundleError(f"{path}: expected an RGB image uint8 [H, W, 3], got {image.dtype} {list(image.shape)}")
+    return image
+
+
+def time_photo(score, path: Path, runs: int) -> dict:
+    """A photo through the bundle: median ms of decode, detect, align and score (all faces), and the verdicts."""
+    times: dict[str, list[float]] = {"decode": [], "detect": [], "align": [], "score": []}
+    for _ in range(runs):
+        start = time.perf_counter()
+        image = read_image(path)
+        times["decode"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        faces = score.faces(image)
+        times["detect"].append(time.perf_counter() - start)
+        crops, verdicts = [], []
+        start = time.perf_counter()
+        crops = [frontend.align(image, f.landmarks, score.template, score.crop_size) for f in faces]
+        times["align"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        verdicts = [score.score_crop(c) for c in crops]
+        times["score"].append(time.perf_counter() - start)
+    for face, verdict in zip(faces, verdicts):
+        verdict.face = face
+    records = [v.record() for v in verdicts] or [frontend.Verdict("no_face", "no face found").record()]
+    return {"image": path.name, "size": [image.shape[1], image.shape[0]], "faces": len(faces), "runs": runs,
+            **{f"{k}_ms": float(np.median(v)) * 1e3 for k, v in times.items()}, "verdicts": records}
+
+
+def bench(bundle: Path, runs: int, warmup: int, threads: int, device: str, label: str | None,
+          image: Path | None = None) -> dict:
+    """Model latency on a fixed crop; with `image`, a photo -> verdict split into decode, detect, align, score."""
     start = time.perf_counter()
     manifest = verify(bundle)
     target = manifest["target"]
@@ -285,6 +399,8 @@ def bench(bundle: Path, runs: int, warmup: int, threads: int, device: str, label
     result["load_s"] = time.perf_counter() - start
     x = to_input(demo_crop(int(manifest["alignment"]["crop_size"])))
     result.update(time_runner(run, x, warmup, runs))
+    if image is not None:
+        result["photo"] = time_photo(scorer(run, manifest, open_face_nets(bundle, manifest, threads, device)), image, runs)
     return dict(result, status="ok", peak_rss_mb=peak_rss_mb())
 
 
@@ -306,11 +422,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="CPU", help="OpenVINO device name: CPU, GPU, NPU, AUTO")
     ap.add_argument("--label", default=None, help="device name in merged reports (default: host and CPU model)")
     ap.add_argument("--out", type=Path, default=None, help="result JSON (default: bench-<bundle>.json here)")
+    ap.add_argument("--image", type=Path, default=None,
+                    help="also score this photo (.npy RGB array, or JPEG/PNG/... with Pillow): verdicts and the time of "
+                         "decode, detect, align and score")
     args = ap.parse_args(argv)
     if args.runs < 1 or args.warmup < 0:
         ap.error("--runs must be >= 1 and --warmup >= 0")
     try:
-        result = bench(args.bundle, args.runs, args.warmup, args.threads, args.device, args.label)
+        result = bench(args.bundle, args.runs, args.warmup, args.threads, args.device, args.label, args.image)
     except BundleError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -322,6 +441,12 @@ def main(argv: list[str] | None = None) -> int:
     lat = result["latency_ms"]
     print(f"{result['bundle']}: {result['target']} {result['precision']}  p50 {lat['p50']:.2f} ms  p90 {lat['p90']:.2f} ms  "
           f"{result['fps']:.1f} FPS  load {result['load_s']:.2f} s  -> {out}")
+    if "photo" in result:
+        photo = result["photo"]
+        print(f"{photo['image']}: {photo['faces']} face(s); decode {photo['decode_ms']:.1f} ms, detect "
+              f"{photo['detect_ms']:.1f} ms, align {photo['align_ms']:.1f} ms, score {photo['score_ms']:.1f} ms")
+        for verdict in photo["verdicts"]:
+            print(json.dumps(verdict))
     return 0
 
 
