@@ -17,7 +17,7 @@ from dfedge.cli import app
 from dfedge.data.sources import ToySet
 from dfedge.eval.gate import PARITY
 from dfedge.models.factory import DetectorSpec, build_detector
-from dfedge.runtimes import BundleError, RuntimeUnavailable, from_torch
+from dfedge.runtimes import BundleError, RuntimeUnavailable, from_torch, verify
 
 TARGETS = ("onnx", "openvino", "tflite", "coreml")
 
@@ -44,15 +44,17 @@ def test_every_runtime_matches_torch(dist, crops, reference, target):
     result = det(crops)
     assert det.target == target and det.precision == "fp32"
     assert result.logit.shape == (6,) and result.token_mask.shape == reference.token_mask.shape == (6, 14, 14)
-    error = np.abs(result.logit - reference.logit) / np.maximum(1, np.abs(reference.logit))
+    got, ref = result.raw, reference.raw  # the graphs' own outputs, whatever the verdict
+    error = np.abs(got["logit"] - ref["logit"]) / np.maximum(1, np.abs(ref["logit"]))
     assert error.max() <= PARITY["fp32"]["max_logit_error"]
-    assert np.abs(result.probability - reference.probability).max() <= 1e-5
+    assert np.abs(got["probability"] - ref["probability"]).max() <= 1e-5
+    assert list(result.status) == list(reference.status) and result.decision == reference.decision
     np.testing.assert_array_equal(result.token_mask, reference.token_mask)
     np.testing.assert_array_equal(result.region_tokens, reference.region_tokens)
     np.testing.assert_allclose(result.contributions, reference.contributions, atol=1e-4)
     assert result.found.any() and result.region_tokens.dtype == np.int32
     # a single HWC crop is a batch of one
-    assert np.isclose(det(crops[0]).logit[0], result.logit[0])
+    assert np.isclose(det(crops[0]).raw["logit"][0], got["logit"][0])
 
 
 @pytest.mark.skipif(platform.system() == "Darwin", reason="CoreML predicts on macOS")
@@ -171,6 +173,59 @@ def test_a_tflite_bundle_whose_input_is_not_named_image_still_opens(dist, crops,
     manifest = json.loads((bundle / "manifest.json").read_text())
     manifest["files"] = file_hashes(bundle)
     (bundle / "manifest.json").write_text(json.dumps(manifest))
-    result = dfedge.load(bundle)(crops[:2])
-    error = np.abs(result.logit - reference.logit[:2]) / np.maximum(1, np.abs(reference.logit[:2]))
+    result = dfedge.load(bundle)(crops[:2]).raw
+    error = np.abs(result["logit"] - reference.raw["logit"][:2]) / np.maximum(1, np.abs(reference.raw["logit"][:2]))
     assert error.max() <= PARITY["fp32"]["max_logit_error"]
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory):
+    """A toy fake (toy:test 7) pasted into a 640x480 picture: (path of its .npy, the image, the torch host's verdict)."""
+    import cv2
+
+    from dfedge.data.synthetic import toy_sample
+
+    sample = toy_sample(7, "test")
+    image = cv2.GaussianBlur(np.random.default_rng(0).uniform(60, 200, (480, 640, 3)).astype(np.uint8), (0, 0), 3)
+    image[90:390, 170:470] = cv2.resize(sample.image, (300, 300), interpolation=cv2.INTER_AREA)
+    path = tmp_path_factory.mktemp("photo") / "toy.npy"
+    np.save(path, image)
+    (host,) = from_torch(build_detector(DetectorSpec())).score_image(image)
+    assert host.status == "ok" and host.decision == "fake" and sample.fake
+    return path, image, host
+
+
+@pytest.mark.parametrize("target", ["onnx", "openvino", "tflite"])
+def test_a_bundle_scores_a_photo_with_numpy_and_its_runtime_only(dist, photo, tmp_path, target):
+    """bench.py --image in a process where importing torch or dfedge fails: detector, alignment and model all run
+    from the bundle, and give the torch host's verdict."""
+    path, _, host = photo
+    bundle = shutil.copytree(dist / f"{target}-fp32", tmp_path / "copy")
+    out = tmp_path / "result.json"
+    proc = subprocess.run([sys.executable, "-c", BLOCKED, "--runs", "1", "--warmup", "0", "--image", str(path),
+                           "--out", str(out)], cwd=bundle, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())["photo"]
+    (verdict,) = result["verdicts"]
+    assert result["faces"] == 1 and verdict["status"] == "ok" and verdict["decision"] == host.decision
+    assert abs(verdict["logit"] - host.logit) <= PARITY["fp32"]["max_logit_error"] * max(1, abs(host.logit))
+    assert np.abs(np.array(verdict["face"]["landmarks"]) - host.face.landmarks).max() <= 0.5
+    assert all(result[f"{step}_ms"] > 0 for step in ("decode", "detect", "align", "score"))
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_bundle_carries_its_front_end_with_parity(dist, photo, target):
+    """The manifest records the front end's parity against the kit's torch nets; the kit opens the bundle (CoreML
+    off macOS: the MIL interpreter) and scores the photo as the torch host does, or with given landmarks."""
+    _, image, host = photo
+    manifest = verify(dist / f"{target}-fp32")
+    front = manifest["front_end"]
+    assert front["parity"]["ok"] and front["parity"]["faces"] > 0 and front["parity"]["same_faces"]
+    assert front["parity"]["max_landmark_error_px"] <= 0.5 and front["parity"]["max_crop_mad"] <= 1.0
+    assert front["sources"]["licence"].startswith("MIT") and len(front["sources"]["sha256"]) == 64
+    assert {"frontend.py", "bench.py", *front["files"].values()} <= {f.split("/")[0] for f in manifest["files"]}
+    det = dfedge.load(dist / f"{target}-fp32", interpreter=True)
+    (verdict,) = det.score_image(image)
+    assert verdict.decision == host.decision and np.abs(verdict.face.landmarks - host.face.landmarks).max() <= 0.5
+    (given,) = det.score_image(image, landmarks=host.face.landmarks)  # a platform's own detector: no MTCNN
+    assert given.face.score == 1.0 and given.decision == host.decision
