@@ -36,7 +36,7 @@ from .models.checkpoint import atomic_write
 from .models.factory import DetectorSpec, build_detector, gflops, meta_detector, weight_sources
 from .models.ladder import RUNGS
 from .runtimes import torch_runner
-from .runtimes.bench import bench_set, reference_spec
+from .runtimes.bench import BenchRun, bench_set, reference_spec
 from .runtimes.standalone import bundle_bytes, cpu_isa, cpu_model
 from .targets import TARGETS, resolve
 
@@ -313,8 +313,8 @@ def _bench(rows: list[Row], stage: Path, config: BuildConfig, log, advance) -> d
         files = {k: getattr(spec, k) for k in ("dinov3", "parser", "probe", "region_head", "label_set") if getattr(spec, k)}
         return {**reference_spec(manifest), **files}
 
-    bench = bench_set([stage / r.folder for r in shipped], config.bench_runs, config.bench_warmup, config.threads,
-                      reference=reference, progress=lambda _: advance())
+    how = BenchRun(config.bench_runs, config.bench_warmup, config.threads)
+    bench = bench_set([stage / r.folder for r in shipped], how, reference=reference, progress=lambda _: advance())
     for row, result in zip(shipped, bench["results"]):
         if result.get("status") == "ok":
             row.p50_ms, row.fps, row.speedup = result["latency_ms"]["p50"], result["fps"], result.get("speedup_vs_torch")

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from ._version import __version__
-from .options import GATE, MODEL, PLAN, SCORE, Options, metavar, takes
+from .options import BENCH, GATE, MODEL, PLAN, SCORE, Options, metavar, takes
 from .terminal import console, converter_output, err_console, progress_bar, quiet_converters, step_progress, user_errors
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Export, compress, validate and package the region-indexed deepfake detector.")
@@ -74,14 +74,14 @@ def score(
     tokens and the top contributing tokens."""
     from .models.checkpoint import atomic_write
     from .models.factory import build_detector
-    from .runtimes import from_torch
+    from .runtimes import from_torch, load
     from .scoring import ScoreOptions, score_paths
 
     with user_errors():
-        settings = ScoreOptions(**{k: opts[k] for k in SCORE})
+        settings = ScoreOptions(**{k: opts[k] for k in SCORE if k != "bundle"})
         if settings.faces not in ("all", "largest") or settings.track not in ("iou", "largest"):
             raise ValueError(f"--faces is all or largest, --track iou or largest (got {settings.faces}, {settings.track})")
-        det = from_torch(build_detector(opts.spec()))
+        det = load(opts["bundle"], interpreter=True) if opts["bundle"] else from_torch(build_detector(opts.spec()))
         text = "".join(json.dumps(record) + "\n" for record in score_paths(det, paths, settings))
         if output:
             atomic_write(output, lambda tmp: tmp.write_text(text))
@@ -288,27 +288,26 @@ def validate(
 
 
 @app.command()
+@takes(*BENCH)
 def bench(
     bundles: Annotated[list[Path], typer.Argument(help="Bundle folders, or a dist/NAME folder of bundles.")],
-    runs: Annotated[int, typer.Option(help="Timed single-face runs per bundle.")] = 20,
-    warmup: Annotated[int, typer.Option(help="Untimed warm-up runs.")] = 3,
-    threads: Annotated[int, typer.Option(help="Threads for every runtime and torch (0 = all cores).")] = 0,
-    device: Annotated[str, typer.Option(help="OpenVINO device: CPU, GPU, NPU, AUTO.")] = "CPU",
-    label: Annotated[Optional[str], typer.Option(help="Device name for merged reports (default: host and CPU model).")] = None,
     reference: Annotated[bool, typer.Option(help="Also time torch FP32 eager (the ratios' denominator).")] = True,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write all results here (dfedge report merge reads it).")] = None,
+    opts: Options = None,
 ) -> None:
-    """Time bundles (each in its own process, through its own bench.py) against torch FP32 eager in the same run."""
-    from .runtimes.bench import COLUMNS, bench_set, find_bundles, reference_spec, table_rows
+    """Time bundles (each in its own process, through its own bench.py) against torch FP32 eager in the same run;
+    with --image, a photo to verdicts through each bundle too."""
+    from .runtimes.bench import COLUMNS, BenchRun, bench_set, find_bundles, reference_spec, table_rows
     from .runtimes.standalone import write_json
 
+    how = BenchRun(**dict(opts, threads=opts["threads"] or 0))
+    runs, warmup, threads = how.runs, how.warmup, how.threads
     with user_errors():
         if runs < 1 or warmup < 0:
             raise ValueError("--runs must be >= 1 and --warmup >= 0")
         paths = find_bundles(bundles)
         with progress_bar("bench", len(paths) + (1 if reference else 0)) as advance:
-            result = bench_set(paths, runs, warmup, threads, device, label, reference_spec if reference else None,
-                               progress=lambda _: advance())
+            result = bench_set(paths, how, reference_spec if reference else None, progress=lambda _: advance())
     console.print(table(f"dfedge bench ({runs} runs after {warmup} warm-up, threads {threads or 'all'})", COLUMNS,
                         table_rows(result), COLUMNS[:4]))
     if json_out:

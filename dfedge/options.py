@@ -73,6 +73,7 @@ OPTIONS: dict[str, tuple[object, object]] = {
     "per_frame": (Annotated[bool, typer.Option("--per-frame", help="Keep each sampled frame's verdict in a video's record.")], False),
     "top": (Annotated[int, typer.Option(help="How many top-contributing tokens to list per face.")], 5),
     "save_vis": (Annotated[Optional[Path], typer.Option(help="Folder for one picture per face: box and landmarks, crop with mask and contributions.")], None),
+    "bundle": (Annotated[Optional[Path], typer.Option(help="Score with this bundle (its runtime and face front end) instead of the torch model.")], None),
     # the plan of dfedge build / export / quantize
     "targets": (Annotated[Optional[list[str]], typer.Option(
         "--target", metavar=metavar("targets"), help="Target(s), repeatable; default all.")], None),
@@ -87,6 +88,12 @@ OPTIONS: dict[str, tuple[object, object]] = {
     "name": (Annotated[Optional[str], typer.Option(help="Bundle set name (default: the preset).")], None),
     "parity_samples": (Annotated[Optional[int], typer.Option(
         help=f"Toy-world crops the parity check runs on ({_default('parity_samples')}).")], None),
+    # dfedge bench (dfedge.runtimes.bench.BenchRun)
+    "runs": (Annotated[int, typer.Option(help="Timed single-face runs per bundle.")], 20),
+    "warmup": (Annotated[int, typer.Option(help="Untimed warm-up runs.")], 3),
+    "device": (Annotated[str, typer.Option(help="OpenVINO device: CPU, GPU, NPU, AUTO.")], "CPU"),
+    "label": (Annotated[Optional[str], typer.Option(help="Device name for merged reports (default: host and CPU model).")], None),
+    "image": (Annotated[Optional[Path], typer.Option(help="Also take this photo to verdicts through every bundle, timed per step (decode, detect, align, score).")], None),
     # the gate and the benchmark
     "data": (Annotated[Optional[str], typer.Option(
         "--data", "--val", help=f"Labelled validation crops for the AUC gate: DIR, list, toy:SPLIT:N ({_default('data')}; "
@@ -105,7 +112,8 @@ OPTIONS: dict[str, tuple[object, object]] = {
 MODEL = ("preset", "dinov3", "parser", "probe", "head", "region", "dinov3_input", "region_index", "region_head")
 PLAN = ("targets", "precisions", "region_indexes", "dist", "name", "preset", "dinov3", "parser", "probe", "head",
         "region", "dinov3_input", "region_head", "random_weights", "parity_samples", "data")
-SCORE = ("aligned", "faces", "min_face", "frames", "fps", "track", "per_frame", "top", "save_vis")
+SCORE = ("aligned", "faces", "min_face", "frames", "fps", "track", "per_frame", "top", "save_vis", "bundle")
+BENCH = ("runs", "warmup", "threads", "device", "label", "image")
 GATE = ("max_auc_drop", "min_mask_agreement", "calib", "calib_size", "accuracy_iterations", "bench_runs", "threads")
 SPEC_FIELDS = {f.name for f in dataclasses.fields(DetectorSpec)}
 

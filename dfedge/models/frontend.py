@@ -95,20 +95,20 @@ def similarity_transform(landmarks: np.ndarray, template: np.ndarray) -> np.ndar
 def warp_affine(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     """uint8 [size, size, C]: output pixel p samples the image at inverse(matrix) p (bilinear; outside is 0)."""
     img = np.asarray(image)
-    full = np.vstack([np.asarray(matrix, np.float64), [0.0, 0.0, 1.0]])
-    inv = np.linalg.inv(full)[:2]
+    h, w, c = img.shape
+    inv = np.linalg.inv(np.vstack([np.asarray(matrix, np.float64), [0.0, 0.0, 1.0]]))[:2]
     v, u = np.mgrid[0:size, 0:size].astype(np.float64)
     sx = inv[0, 0] * u + inv[0, 1] * v + inv[0, 2]
     sy = inv[1, 0] * u + inv[1, 1] * v + inv[1, 2]
     x0, y0 = np.floor(sx).astype(np.int64), np.floor(sy).astype(np.int64)
-    fx, fy = (sx - x0)[..., None], (sy - y0)[..., None]
-    h, w = img.shape[:2]
-    out = np.zeros((size, size, img.shape[2]), np.float64)
+    fx, fy = (sx - x0).astype(np.float32), (sy - y0).astype(np.float32)
+    flat = img.reshape(-1, c)
+    out = np.zeros((size, size, c), np.float32)
     for dy, wy in ((0, 1.0 - fy), (1, fy)):
         for dx, wx in ((0, 1.0 - fx), (1, fx)):
             yy, xx = y0 + dy, x0 + dx
-            inside = ((yy >= 0) & (yy < h) & (xx >= 0) & (xx < w))[..., None]
-            out += wy * wx * inside * img[np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)]
+            weight = wy * wx * ((yy >= 0) & (yy < h) & (xx >= 0) & (xx < w))  # neighbours outside the image: 0
+            out += weight[..., None] * flat[np.clip(yy, 0, h - 1) * w + np.clip(xx, 0, w - 1)]
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 

@@ -13,13 +13,30 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import standalone
 
 SET_SCHEMA = "dfedge-bench-set/1"
 COLUMNS = ("bundle", "target", "precision", "status", "size MB", "load s", "p50 ms", "p90 ms", "p99 ms", "FPS",
-           "peak RSS MB", "× torch")
+           "peak RSS MB", "× torch", "photo: detect + align + score ms")
+
+
+@dataclass(frozen=True)
+class BenchRun:
+    """How every bundle (and the torch reference) is timed."""
+
+    runs: int = 20
+    warmup: int = 3
+    threads: int = 0  # 0: the runtime's default (all cores)
+    device: str = "CPU"  # OpenVINO's device
+    label: str | None = None  # the device's name in merged reports
+    image: Path | None = None  # also a photo -> verdict through each bundle, timed per step
+
+    def args(self) -> list[str]:
+        return (["--runs", str(self.runs), "--warmup", str(self.warmup), "--threads", str(self.threads)]
+                + (["--label", self.label] if self.label else []))
 
 
 def find_bundles(paths: list[Path]) -> list[Path]:
@@ -46,10 +63,9 @@ def _run_json(cmd: list[str], what: str) -> dict:
                 "reason": lines[-1] if lines else f"exit code {proc.returncode}"}
 
 
-def bench_bundle(bundle: Path, runs: int, warmup: int, threads: int, device: str = "CPU", label: str | None = None) -> dict:
-    cmd = [sys.executable, str(Path(bundle) / "bench.py"), "--runs", str(runs), "--warmup", str(warmup),
-           "--threads", str(threads), "--device", device]
-    return _run_json(cmd + (["--label", label] if label else []), Path(bundle).name)
+def bench_bundle(bundle: Path, how: BenchRun) -> dict:
+    cmd = [sys.executable, str(Path(bundle) / "bench.py"), *how.args(), "--device", how.device]
+    return _run_json(cmd + (["--image", str(Path(how.image).resolve())] if how.image else []), Path(bundle).name)
 
 
 def reference_spec(manifest: dict) -> dict:
@@ -59,20 +75,17 @@ def reference_spec(manifest: dict) -> dict:
     return {k: opts[k] for k in ("preset", "head", "region", "dinov3_input", "region_index") if k in opts}
 
 
-def bench_reference(spec: dict, runs: int, warmup: int, threads: int, label: str | None = None) -> dict:
-    cmd = [sys.executable, "-m", "dfedge.runtimes.bench", json.dumps(spec), "--runs", str(runs), "--warmup",
-           str(warmup), "--threads", str(threads)]
-    return _run_json(cmd + (["--label", label] if label else []), "torch-fp32")
+def bench_reference(spec: dict, how: BenchRun) -> dict:
+    return _run_json([sys.executable, "-m", "dfedge.runtimes.bench", json.dumps(spec), *how.args()], "torch-fp32")
 
 
-def bench_set(bundles: list[Path], runs: int, warmup: int, threads: int, device: str = "CPU",
-              label: str | None = None, reference=reference_spec, progress=None) -> dict:
+def bench_set(bundles: list[Path], how: BenchRun, reference=reference_spec, progress=None) -> dict:
     """Every bundle, then one torch reference per distinct model among them (same crop size, rung, threads);
     each result gets `speedup_vs_torch` = reference p50 / its p50 (> 1: faster than torch eager). `reference`:
     manifest -> the DetectorSpec fields of the torch model to time (None: no reference)."""
     results, specs = [], []
     for bundle in bundles:
-        results.append(bench_bundle(bundle, runs, warmup, threads, device, label))
+        results.append(bench_bundle(bundle, how))
         specs.append(reference(standalone.verify(bundle)) if reference else {})
         if progress:
             progress(bundle.name)
@@ -81,7 +94,7 @@ def bench_set(bundles: list[Path], runs: int, warmup: int, threads: int, device:
         for spec in specs:
             key = json.dumps(spec, sort_keys=True)
             if key not in references:
-                references[key] = bench_reference(spec, runs, warmup, threads, label)
+                references[key] = bench_reference(spec, how)
                 if progress:
                     progress(f"torch {spec.get('region_index', 'exact')}")
     for result, spec in zip(results, specs):
@@ -102,8 +115,14 @@ def table_rows(bench: dict) -> list[tuple[str, ...]]:
              "ok" if r.get("status") == "ok" else f"{r.get('status')}: {r.get('reason', '')}"[:70],
              f(r.get("size_mb"), ".2f"), f(r.get("load_s"), ".2f"),
              *(f((r.get("latency_ms") or {}).get(p)) for p in ("p50", "p90", "p99")),
-             f(r.get("fps")), f(r.get("peak_rss_mb"), ".0f"), f(r.get("speedup_vs_torch"), ".2f"))
+             f(r.get("fps")), f(r.get("peak_rss_mb"), ".0f"), f(r.get("speedup_vs_torch"), ".2f"), photo_cell(r.get("photo")))
             for r in bench["results"] + bench["references"]]
+
+
+def photo_cell(photo: dict | None) -> str:
+    if not photo:
+        return "-"
+    return " + ".join(f"{photo[f'{step}_ms']:.0f}" for step in ("detect", "align", "score")) + f" ({photo['faces']} faces)"
 
 
 def _reference_main(argv: list[str]) -> int:
