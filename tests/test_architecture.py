@@ -70,8 +70,10 @@ def test_imports_flow_one_way_and_never_in_a_circle():
 
 
 def test_the_bundle_code_imports_nothing_of_the_kit():
-    """runtimes/standalone.py ships in every bundle as bench.py: numpy, the standard library and the runtime."""
-    assert imports("dfedge.runtimes.standalone", PACKAGE / "runtimes" / "standalone.py") == set()
+    """runtimes/standalone.py ships in every bundle as bench.py, with models/frontend.py beside it as frontend.py:
+    numpy, the standard library and the runtime, and bench.py the front end (its only import from the kit)."""
+    assert imports("dfedge.runtimes.standalone", PACKAGE / "runtimes" / "standalone.py") == {"dfedge.models.frontend"}
+    assert imports("dfedge.models.frontend", PACKAGE / "models" / "frontend.py") == set()
 
 
 def test_the_cli_is_thin_and_no_function_takes_a_long_parameter_list():

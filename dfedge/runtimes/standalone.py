@@ -367,7 +367,6 @@ def time_photo(score, path: Path, runs: int) -> dict:
         start = time.perf_counter()
         faces = score.faces(image)
         times["detect"].append(time.perf_counter() - start)
-        crops, verdicts = [], []
         start = time.perf_counter()
         crops = [frontend.align(image, f.landmarks, score.template, score.crop_size) for f in faces]
         times["align"].append(time.perf_counter() - start)
