@@ -79,8 +79,6 @@ def score(
 
     with user_errors():
         settings = ScoreOptions(**{k: opts[k] for k in SCORE if k != "bundle"})
-        if settings.faces not in ("all", "largest") or settings.track not in ("iou", "largest"):
-            raise ValueError(f"--faces is all or largest, --track iou or largest (got {settings.faces}, {settings.track})")
         det = load(opts["bundle"], interpreter=True) if opts["bundle"] else from_torch(build_detector(opts.spec()))
         text = "".join(json.dumps(record) + "\n" for record in score_paths(det, paths, settings))
         if output:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .data.images import IMAGE_SUFFIXES, ImageError, read_crop
-from .data.media import FRAMES_PER_VIDEO, MediaError, decode_frames, media_kind, read_photo
+from .data.media import FRAMES_PER_VIDEO, MediaError, Pass, media_kind, read_photo, sampler
 from .models import frontend
 from .models.checkpoint import atomic_write
 
@@ -32,6 +32,19 @@ class ScoreOptions:
     save_vis: Path | None = None  # per face: the photo with box and landmarks, the crop with mask and contributions
 
 
+def check(options: ScoreOptions, detector) -> None:
+    """Settings that cannot work, as one line (ValueError) before anything is read."""
+    if options.faces not in ("all", "largest") or options.track not in ("iou", "largest"):
+        raise ValueError(f"--faces is all or largest, --track iou or largest (got {options.faces}, {options.track})")
+    if options.min_face < 12:
+        raise ValueError(f"--min-face {options.min_face}: MTCNN's smallest window is 12 px")
+    if options.frames < 1 or (options.fps is not None and options.fps <= 0):
+        raise ValueError(f"--frames must be at least 1 and --fps positive (got {options.frames}, {options.fps})")
+    if not options.aligned and detector.scorer.nets is None:
+        raise ValueError(f"{detector.path}: this bundle has no face front end (made before bundles carried one): "
+                         "export it again, or score aligned crops with --aligned")
+
+
 def expand(paths: list[Path], aligned: bool = False) -> list[Path]:
     """Files as given; folders searched recursively for photos and videos (or, aligned, image crops), sorted."""
     out = []
@@ -47,6 +60,7 @@ def expand(paths: list[Path], aligned: bool = False) -> list[Path]:
 
 def score_paths(detector, paths: list[Path], options: ScoreOptions = ScoreOptions()) -> Iterator[dict]:
     """Records, in the order of `expand(paths)`."""
+    check(options, detector)
     detector.scorer.min_face = options.min_face
     for path in expand(paths, options.aligned):
         kind = "crop" if options.aligned else (media_kind(path) or "photo")
@@ -74,23 +88,29 @@ def _crop(detector, path: Path, options: ScoreOptions) -> dict:
 
 
 def _photo(detector, path: Path, options: ScoreOptions) -> Iterator[dict]:
-    image = read_photo(path)
+    image, (width, height) = read_photo(path)
     verdicts = detector.score_image(image, faces=options.faces)
+    kx, ky = width / image.shape[1], height / image.shape[0]  # the decoded copy -> the photo's own pixels
     for i, verdict in enumerate(verdicts):
         if options.save_vis is not None and verdict.face is not None:
             save_vis(options.save_vis / f"{path.stem}-face{i}.png", image, verdict, path.name)
-        yield {"file": str(path), "kind": "photo", "size": [image.shape[1], image.shape[0]], "face_index": i,
-               "faces": sum(v.face is not None for v in verdicts), **verdict.record(options.top)}
+        if verdict.face is not None:
+            verdict.face = verdict.face.scaled(kx, ky)
+        yield {"file": str(path), "kind": "photo", "size": [width, height], "decoded_size": [image.shape[1], image.shape[0]],
+               "face_index": i, "faces": sum(v.face is not None for v in verdicts), **verdict.record(options.top)}
+
+
+VIDEO_SIDE = 1920  # sampled frames are kept at most this long, one at a time (landmarks in these pixels)
 
 
 def _video(detector, path: Path, options: ScoreOptions) -> dict:
-    decoded, frames, error = decode_frames(path, options.frames, options.fps)
-    if not frames:
-        raise MediaError("no frames", f"no frame decodes{f' ({error})' if error else ''}")
-    record = detector.score_video(sorted(frames.items()), options.track)
+    frames = Pass(path, sampler(options.frames, options.fps), VIDEO_SIDE)
+    record = detector.score_video(frames, options.track)
+    if not frames.decoded:
+        raise MediaError("no frames", f"no frame decodes{f' ({frames.error})' if frames.error else ''}")
     if not options.per_frame:
         record.pop("per_frame")
-    return {"file": str(path), "kind": "video", "frames_decoded": decoded, "decode_error": error, **record}
+    return {"file": str(path), "kind": "video", "frames_decoded": frames.decoded, "decode_error": frames.error, **record}
 
 
 def save_vis(path: Path, image: np.ndarray, verdict: frontend.Verdict, title: str) -> Path:

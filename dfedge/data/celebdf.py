@@ -24,14 +24,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-import av
 import cv2
 import numpy as np
 
 from ..models.checkpoint import atomic_write
 from ..models.detector import CROP_SIZE, align_template
 from .faces import FaceLocator, FrameRef, LandmarkFile, MTCNN, align, largest_face
-from .media import FRAMES_PER_VIDEO, MediaError, decode_frames, frame_indices  # noqa: F401 - frame_indices: API
+from .media import FRAMES_PER_VIDEO, MediaError, decode_frames
 from .images import read_crop
 from .samples import LabelledSet, Sample
 

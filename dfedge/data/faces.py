@@ -29,7 +29,7 @@ import numpy as np
 
 from ..models import frontend
 from ..models.detector import CROP_SIZE, align_template
-from ..models.frontend import Face, largest_face, similarity_transform  # noqa: F401 - this module's API
+from ..models.frontend import Face, face_from_landmarks, largest_face, similarity_transform  # noqa: F401 - API
 from ..models.mtcnn import TorchNets, load_mtcnn
 
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
@@ -55,16 +55,6 @@ def align(frame: np.ndarray, landmarks: np.ndarray, template: np.ndarray | None 
     """uint8 [size, size, 3] crop whose 5 landmarks sit on `template` (pixels of the crop; default the kit's
     ALIGN_TEMPLATE scaled to `size`). Bilinear sampling; outside the frame is black."""
     return frontend.align(frame, landmarks, align_template(size) if template is None else template, size)
-
-
-def _face_from_points(points, box=None, score=None) -> Face:
-    pts = np.asarray(points, np.float32).reshape(5, 2)
-    if box is None:  # the landmarks' bounds, widened to roughly where a detector's box would be
-        lo, hi = pts.min(0), pts.max(0)
-        side = float(max(hi - lo)) * 1.6
-        cx, cy = (lo + hi) / 2
-        box = (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
-    return Face(box=np.asarray(box, np.float32).reshape(4), score=1.0 if score is None else float(score), landmarks=pts)
 
 
 def _one_face(value) -> bool:
@@ -112,8 +102,8 @@ class LandmarkFile:
                     if _one_face(faces):
                         faces = [faces]
                     out[(str(video), int(frame))] = [
-                        _face_from_points(f["landmarks"], f.get("box"), f.get("score")) if isinstance(f, dict)
-                        else _face_from_points(f) for f in faces
+                        face_from_landmarks(f["landmarks"], f.get("box"), f.get("score")) if isinstance(f, dict)
+                        else face_from_landmarks(f) for f in faces
                     ]
             return out
         except (json.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as e:
@@ -129,7 +119,7 @@ class LandmarkFile:
         for n, row in enumerate(rows, 2):
             try:
                 box = [float(row[c]) for c in ("box_x1", "box_y1", "box_x2", "box_y2")] if row.get("box_x1") else None
-                face = _face_from_points([float(row[c]) for c in points], box, row.get("score") or None)
+                face = face_from_landmarks([float(row[c]) for c in points], box, row.get("score") or None)
                 out.setdefault((row["video"], int(row["frame"])), []).append(face)
             except (TypeError, ValueError):
                 raise ValueError(f"{self.path}:{n}: expected numbers for frame, landmarks and box") from None

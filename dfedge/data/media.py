@@ -1,26 +1,29 @@
 """Photos and videos as users upload them, decoded into uint8 RGB frames.
 
 Photos: JPEG, PNG, WebP, BMP, TIFF and HEIC/HEIF (pillow-heif), EXIF orientation applied. A photo larger than
-`MAX_SIDE` is decoded at a reduced size (JPEG's DCT scaling: a 48-MP photo never exists at full size in memory)
-and area-reduced to fit: faces in uploads are large, and alignment samples a 448 crop from what is left.
-Videos (PyAV): frames sampled uniformly over the frames that decode (the Celeb-DF protocol: 32), or at a rate.
+`MAX_SIDE` is decoded at a reduced size (JPEG's DCT scaling: a 48-MP JPEG never exists at full size in memory) or
+reduced after decoding: faces in uploads are large, and alignment samples a 448 crop from what is left. Records
+give coordinates in the photo's own pixels (`Photo.size`).
+Videos (PyAV): frames sampled uniformly over the frames that decode (the Celeb-DF protocol: 32), or at a rate,
+turned upright as their display matrix says.
 Every failure is a `MediaError` with a kind and a one-line detail naming the file.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import av
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..models import frontend
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".webm", ".mkv", ".avi")
 FRAMES_PER_VIDEO = 32
-MAX_SIDE = 4096  # longest side a photo is decoded to; the face front end searches a copy of at most 1600
+MAX_SIDE = frontend.MAX_DECODE  # longest side a photo is decoded to; the front end searches a copy of at most 1600
 
 try:  # HEIC/HEIF, as phones upload them
     from pillow_heif import register_heif_opener
@@ -50,27 +53,24 @@ def media_kind(path: str | Path) -> str | None:
     return "photo" if suffix in PHOTO_SUFFIXES else "video" if suffix in VIDEO_SUFFIXES else None
 
 
-def read_photo(path: str | Path, max_side: int = MAX_SIDE) -> np.ndarray:
-    """uint8 [H, W, 3] RGB, upright (EXIF orientation applied), at most `max_side` on its longest side."""
-    path = Path(path)
+class Photo(NamedTuple):
+    image: np.ndarray  # uint8 [H, W, 3] RGB, upright, at most MAX_SIDE long
+    size: tuple[int, int]  # the photo's own upright (width, height): coordinates are reported in these pixels
+
+
+def read_photo(path: str | Path, max_side: int = MAX_SIDE) -> Photo:
+    """The photo, upright and reduced to fit `max_side` (models/frontend.read_image: the code bundles run too)."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                im.draft("RGB", (max_side, max_side))  # JPEG: decode at 1/2, 1/4 or 1/8 scale when that still fits
-                im = ImageOps.exif_transpose(im)
-                im = im.convert("RGB")
-        if max(im.size) > max_side:
-            im = im.reduce(-(-max(im.size) // max_side))  # integer box reduction, then it fits
-        rgb = np.asarray(im)
-    except FileNotFoundError:
-        raise MediaError("unreadable", "no such file") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning) as e:
-        raise MediaError("unreadable", f"unreadable image ({_first_line(e)})") from None
-    if rgb.ndim != 3 or min(rgb.shape[:2]) < 1:
-        raise MediaError("unreadable", "empty image")
-    return rgb
+        image, size = frontend.read_image(path, max_side)
+    except ValueError as e:
+        raise MediaError("unreadable", str(e)) from None
+    return Photo(image, size)
+
+
+def upright(frame: np.ndarray, rotation: int) -> np.ndarray:
+    """A decoded video frame turned as its display matrix says (PyAV's VideoFrame.rotation: degrees
+    counterclockwise, a multiple of 90): phone videos are stored sideways."""
+    return np.ascontiguousarray(np.rot90(frame, k=round(rotation / 90) % 4)) if rotation else frame
 
 
 def frame_indices(n_frames: int, count: int = FRAMES_PER_VIDEO) -> np.ndarray:
@@ -89,43 +89,62 @@ def rate_indices(n_frames: int, video_fps: float, fps: float) -> np.ndarray:
     return np.unique(np.round(np.arange(0, n_frames - 0.5, step)).astype(np.int64))
 
 
-def _decode(path: Path, choose: Callable[[int, float], set[int]]) -> tuple[int, dict[int, np.ndarray], str | None, float]:
-    """One pass over the video: (frames decoded, {index: RGB [H, W, 3]} for the indices `choose(container's
-    frame count or 0 if unknown, its frame rate or 0)` picks, the error that ended decoding early or None, the
-    frame rate)."""
-    try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, OSError) as e:
-        raise MediaError("unreadable", _first_line(e)) from None
-    with container:
-        if not container.streams.video:
-            raise MediaError("no frames", "no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        rate = float(stream.average_rate or stream.guessed_rate or 0)
-        keep = choose(stream.frames or 0, rate)
-        n, kept, error = 0, {}, None
+class Pass:
+    """One decoding pass over a video, one frame at a time: iterate (index, uint8 RGB frame, upright, at most
+    `max_side` long) for the indices `choose(frame count, frame rate)` picks, the count being the container's (or,
+    when it states none, its packets'). Afterwards `decoded` is how many frames decoded and `error` what ended
+    decoding early (None). Opening raises MediaError: the file cannot be opened, or has no video stream."""
+
+    def __init__(self, path: str | Path, choose: Callable[[int, float], set[int]], max_side: int | None = None) -> None:
+        self.path, self.choose, self.max_side = Path(path), choose, max_side
+        self.decoded, self.error, self.count, self.rate = 0, None, 0, 0.0
         try:
-            for frame in container.decode(stream):
-                if n in keep:
-                    kept[n] = frame.to_ndarray(format="rgb24")
-                n += 1
-        except av.error.FFmpegError as e:
-            error = _first_line(e)
-    return n, kept, error, rate
+            with av.open(str(self.path)) as container:
+                if not container.streams.video:
+                    raise MediaError("no frames", "no video stream")
+                stream = container.streams.video[0]
+                self.rate = float(stream.average_rate or stream.guessed_rate or 0)
+                self.count = stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
+        except (av.error.FFmpegError, OSError) as e:
+            raise MediaError("unreadable", _first_line(e)) from None
+
+    def __iter__(self):
+        keep = self.choose(self.count, self.rate)
+        with av.open(str(self.path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            try:
+                for frame in container.decode(stream):
+                    if self.decoded in keep:
+                        rgb = upright(frame.to_ndarray(format="rgb24"), int(getattr(frame, "rotation", 0) or 0))
+                        yield self.decoded, self._fit(rgb)
+                    self.decoded += 1
+            except av.error.FFmpegError as e:
+                self.error = _first_line(e)
+
+    def _fit(self, rgb: np.ndarray) -> np.ndarray:
+        k = max(rgb.shape[:2]) / self.max_side if self.max_side else 1.0
+        if k <= 1:
+            return rgb
+        return np.rint(frontend.resize_area(rgb, round(rgb.shape[0] / k), round(rgb.shape[1] / k))).astype(np.uint8)
+
+
+def sampler(count: int = FRAMES_PER_VIDEO, fps: float | None = None) -> Callable[[int, float], set[int]]:
+    """(frame count, frame rate) -> the indices to keep: `count` spaced uniformly, or one every 1/fps seconds."""
+    if fps:
+        return lambda n, rate: set(rate_indices(n, rate, fps).tolist())
+    return lambda n, rate: set(frame_indices(n, count).tolist())
 
 
 def decode_frames(path: str | Path, count: int = FRAMES_PER_VIDEO,
                   fps: float | None = None) -> tuple[int, dict[int, np.ndarray], str | None]:
     """(decodable frame count, {index: uint8 RGB frame} at `frame_indices(count)` or, with `fps`, at that rate,
-    early-end error or None).
-
-    One pass when the container's frame count is right; a second when it is not (the indices depend on how many
-    frames really decode). Raises MediaError when the file cannot be opened or has no video stream."""
-    path = Path(path)
-    pick = (lambda n, rate: rate_indices(n, rate, fps)) if fps else (lambda n, rate: frame_indices(n, count))
-    n, kept, error, rate = _decode(path, lambda hint, rate: set(pick(hint, rate).tolist()))
-    wanted = pick(n, rate).tolist()
+    early-end error or None), the indices computed from the frames that really decode (Celeb-DF's protocol): one
+    pass when the container's count is right, a second when it is not. Raises MediaError."""
+    pick = sampler(count, fps)
+    first = Pass(path, pick)
+    kept = dict(first)
+    wanted = sorted(pick(first.decoded, first.rate))
     if any(i not in kept for i in wanted):
-        _, kept, _, _ = _decode(path, lambda hint, rate: set(wanted))
-    return n, {i: kept[i] for i in wanted if i in kept}, error
+        kept = dict(Pass(path, lambda n, rate: set(wanted)))
+    return first.decoded, {i: kept[i] for i in wanted if i in kept}, first.error

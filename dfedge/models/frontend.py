@@ -39,14 +39,75 @@ class Face:
         return max(0.0, x2 - x1) * max(0.0, y2 - y1)
 
     def scaled(self, kx: float, ky: float) -> Face:
-        """The same face in an image kx times as wide and ky times as tall."""
+        """The same face in an image kx times as wide and ky times as tall (area-resampled): box edges scale, and
+        pixel-index points map as (x + 0.5) k - 0.5."""
         return Face((self.box * [kx, ky, kx, ky]).astype(np.float32), self.score,
-                    (self.landmarks * [kx, ky]).astype(np.float32))
+                    ((self.landmarks + 0.5) * [kx, ky] - 0.5).astype(np.float32))
+
+
+def face_from_landmarks(points, box=None, score: float | None = None) -> Face:
+    """A Face from 5 given landmarks (an app's own detector); without a box, the landmarks' bounds widened to about
+    where a detector's box would be."""
+    pts = np.asarray(points, np.float32).reshape(5, 2)
+    if not np.isfinite(pts).all():
+        raise ValueError("landmarks must be 5 finite (x, y) points")
+    if box is None:
+        lo, hi = pts.min(0), pts.max(0)
+        side = float(max(hi - lo)) * 1.6
+        cx, cy = (lo + hi) / 2
+        box = (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
+    return Face(np.asarray(box, np.float32).reshape(4), 1.0 if score is None else float(score), pts)
 
 
 def largest_face(faces: list[Face]) -> Face | None:
     """The face with the largest box (ties: the higher score); None when there is none."""
     return max(faces, key=lambda f: (f.area, f.score), default=None)
+
+
+# --- reading ---------------------------------------------------------------------------------------------------
+
+MAX_DECODE = 4096  # longest side a photo is decoded to
+
+
+def read_image(path, max_side: int = MAX_DECODE) -> tuple[np.ndarray, tuple[int, int]]:
+    """(uint8 RGB [H, W, 3] upright, at most `max_side` on its longest side; the photo's own upright (width,
+    height)). EXIF orientation is applied. A JPEG is decoded at 1/2, 1/4 or 1/8 scale when that still leaves
+    `max_side` (a 48-MP photo never exists at full size in memory), anything else reduced after decoding. Needs
+    Pillow, imported here only (a device that passes arrays does not need it); every problem is a ValueError
+    naming it in one line, without the file's name."""
+    import math
+    import warnings
+
+    from PIL import Image, ImageOps
+
+    try:
+        with warnings.catch_warnings():
+            # large photos are what this reads; past twice the limit (179 MP) Pillow still refuses (an error below)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                width, height = im.size
+                if im.getexif().get(0x0112) in (5, 6, 7, 8):  # EXIF orientations that swap the axes
+                    width, height = height, width
+                scale = max(width, height) / max_side
+                if scale > 1:
+                    step = min(8, 2 ** math.ceil(math.log2(scale)))
+                    im.draft("RGB", (math.ceil(im.size[0] / step), math.ceil(im.size[1] / step)))
+                im = ImageOps.exif_transpose(im).convert("RGB")
+        if max(im.size) > max_side:
+            im = im.reduce(math.ceil(max(im.size) / max_side))
+        rgb = np.asarray(im)
+    except FileNotFoundError:
+        raise ValueError("no such file") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"unreadable image ({detail})") from None
+    if rgb.ndim != 3 or min(rgb.shape[:2]) < 1:
+        raise ValueError("empty image")
+    return rgb, (width, height)
+
+
+def no_face(min_face: int) -> Verdict:
+    return Verdict("no_face", f"no face of at least {min_face} px found")
 
 
 # --- resampling ------------------------------------------------------------------------------------------------
@@ -68,12 +129,18 @@ def _area_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def resize_area(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """[H, W, C] -> float32 [height, width, C] by area averaging (box filter, separable)."""
-    img = np.asarray(image, np.float32)
+    """[H, W, C] -> float32 [height, width, C] by area averaging (box filter, separable). One tap at a time, rows
+    gathered in the image's own dtype: a 48-MP uint8 photo needs about two [height, W, C] float32 buffers."""
+    img = np.asarray(image)
     rows, rw = _area_taps(img.shape[0], height)
-    img = np.einsum("ot,otwc->owc", rw.astype(np.float32), img[rows])  # [height, W, C]
+    tall = np.zeros((height, img.shape[1], img.shape[2]), np.float32)
+    for t in range(rows.shape[1]):
+        tall += rw[:, t, None, None].astype(np.float32) * img[rows[:, t]]
     cols, cw = _area_taps(img.shape[1], width)
-    return np.einsum("ot,hotc->hoc", cw.astype(np.float32), img[:, cols])  # [height, width, C]
+    out = np.zeros((height, width, img.shape[2]), np.float32)
+    for t in range(cols.shape[1]):
+        out += cw[None, :, t, None].astype(np.float32) * tall[:, cols[:, t]]
+    return out
 
 
 def similarity_transform(landmarks: np.ndarray, template: np.ndarray) -> np.ndarray:
@@ -363,11 +430,7 @@ class Scorer:
     def faces(self, image: np.ndarray, landmarks=None) -> list[Face]:
         """The faces to score in `image`, largest first: detected, or the one whose 5 landmarks are given."""
         if landmarks is not None:
-            pts = np.asarray(landmarks, np.float32).reshape(5, 2)
-            lo, hi = pts.min(0), pts.max(0)
-            side = float(max(hi - lo)) * 1.6  # the landmarks' bounds, widened to about where a detector's box is
-            box = np.array([*((lo + hi) / 2 - side / 2), *((lo + hi) / 2 + side / 2)], np.float32)
-            return [Face(box, 1.0, pts)]
+            return [face_from_landmarks(landmarks)]
         if self.nets is None:
             raise ValueError("this scorer has no face detector: pass the 5 landmarks of the face")
         found = detect_faces(image, *self.nets, min_face=self.min_face)
@@ -387,19 +450,23 @@ class Scorer:
             raise ValueError(f"expected an RGB image uint8 [H, W, 3], got {image.dtype} {list(image.shape)}")
         found = self.faces(image, landmarks)
         if not found:
-            return [Verdict("no_face", f"no face of at least {self.min_face} px found")]
+            return [no_face(self.min_face)]
         return [self.score_face(image, f) for f in (found if faces == "all" else found[:1])]
 
     def score_video(self, frames, track: str = "iou") -> dict:
-        """One face followed over the frames [(index, image)]: the largest face in each frame (`largest`), or the one
-        that overlaps the face followed so far the most (`iou`, starting from the first frame's largest). The video's
-        probability is the mean over frames whose status is ok; `frames` lists every sampled frame's verdict."""
+        """One face followed over the frames [(index, image)], read one at a time: the largest face in each frame
+        (`largest`), or the one that overlaps the face followed so far the most (`iou`, starting from the first
+        frame's largest; when none overlaps, sampled frames being far apart, the one whose centre is nearest). The
+        video's probability is the mean over frames whose status is ok; `per_frame` lists every sampled frame's."""
         records, last = [], None
         for index, image in frames:
             found = self.faces(image)
             if last is not None and track == "iou" and found:
                 best = max(found, key=lambda f: iou(f.box, last.box))
-                found = [best] if iou(best.box, last.box) > 0.3 else []
+                if iou(best.box, last.box) <= 0.3:
+                    centre = (last.box[:2] + last.box[2:]) / 2
+                    best = min(found, key=lambda f: float(np.linalg.norm((f.box[:2] + f.box[2:]) / 2 - centre)))
+                found = [best]
             face = found[0] if found else None
             verdict = self.score_face(image, face) if face else Verdict("no_face", "no face followed in this frame")
             last = face or last
@@ -419,5 +486,7 @@ def video_record(frames: list[tuple[int, Verdict]], threshold: float) -> dict:
         return dict(record, status=status, reason=f"no frame with a usable region ({detail})", probability=None,
                     logit=None, decision=None)
     probability = float(np.mean([v.probability for v in usable]))
-    decision = "fake" if probability >= 1.0 / (1.0 + np.exp(-threshold)) else "real"
-    return dict(record, status="ok", reason="", probability=probability, logit=None, decision=decision)
+    p = min(max(probability, 1e-7), 1.0 - 1e-7)  # a finite logit for JSON when every frame's probability rounds to 0 or 1
+    logit = float(np.log(p) - np.log1p(-p))
+    decision = "fake" if logit >= threshold else "real"  # the logit of the mean probability, at the model's threshold
+    return dict(record, status="ok", reason="", probability=probability, logit=logit, decision=decision)

@@ -85,8 +85,9 @@ def bench_set(bundles: list[Path], how: BenchRun, reference=reference_spec, prog
     manifest -> the DetectorSpec fields of the torch model to time (None: no reference)."""
     results, specs = [], []
     for bundle in bundles:
+        manifest = standalone.verify(bundle)  # before any of the bundle's code (its bench.py) runs
         results.append(bench_bundle(bundle, how))
-        specs.append(reference(standalone.verify(bundle)) if reference else {})
+        specs.append(reference(manifest) if reference else {})
         if progress:
             progress(bundle.name)
     references: dict[str, dict] = {}

@@ -26,10 +26,24 @@ from pathlib import Path
 
 import numpy as np
 
-try:  # in the kit
-    from ..models import frontend
-except ImportError:  # inside a bundle: the copy of dfedge/models/frontend.py that ships beside this file (bench.py)
-    import frontend
+_FRONTEND = []  # the face front end's module, loaded on first use (after the bundle is verified)
+
+
+def front_end():
+    """models/frontend.py: the kit's module, or inside a bundle the copy beside this file, loaded by its path (not
+    by name: an app's own `frontend` module must not stand in) and only when first needed, so a bundle's code runs
+    after `verify` has checked it."""
+    if not _FRONTEND:
+        if __package__:  # dfedge.runtimes
+            from ..models import frontend as module
+        else:  # bench.py, run or imported from its bundle
+            import importlib.util
+
+            spec = importlib.util.spec_from_file_location("dfedge_bundle_frontend", Path(__file__).with_name("frontend.py"))
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        _FRONTEND.append(module)
+    return _FRONTEND[0]
 
 BUNDLE_SCHEMA = "dfedge-bundle/1"
 RESULT_SCHEMA = "dfedge-bench/1"
@@ -209,7 +223,7 @@ def open_face_nets(bundle: str | Path, manifest: dict, threads: int = 0, device:
 def scorer(run, manifest: dict, nets: tuple | None = None):
     """The bundle's frontend.Scorer: photo (any size) or crop -> verdicts, with the manifest's threshold, guard,
     alignment template and front-end settings."""
-    probe, front = manifest.get("probe", {}), manifest.get("front_end") or {}
+    probe, front, frontend = manifest.get("probe", {}), manifest.get("front_end") or {}, front_end()
     return frontend.Scorer(run, float(probe.get("threshold_logit", 0.0)),
                            np.asarray(manifest["alignment"]["template"], np.float64),
                            int(manifest["alignment"]["crop_size"]), probe.get("guard"),
@@ -337,21 +351,19 @@ def load(bundle: str | Path, threads: int = 0, device: str = "CPU"):
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """uint8 RGB [H, W, 3]: a .npy array as is; any other file through Pillow (EXIF orientation applied)."""
+    """uint8 RGB [H, W, 3]: a .npy array as is; any other file as the kit reads photos (frontend.read_image: Pillow,
+    EXIF orientation, at most 4096 px long)."""
     path = Path(path)
-    if path.suffix.lower() == ".npy":
-        image = np.load(path, allow_pickle=False)
-    else:
-        try:
-            from PIL import Image, ImageOps
-        except ImportError:
-            raise BundleError(f"{path}: reading this format needs Pillow (pip install pillow); a .npy RGB array does "
-                              "not") from None
-        try:
-            with Image.open(path) as im:
-                image = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
-        except (OSError, ValueError, SyntaxError) as e:
-            raise BundleError(f"{path}: unreadable image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    try:
+        if path.suffix.lower() == ".npy":
+            image = np.load(path, allow_pickle=False)
+        else:
+            image, _ = front_end().read_image(path)
+    except ImportError:
+        raise BundleError(f"{path}: reading this format needs Pillow (pip install pillow); a .npy RGB array does "
+                          "not") from None
+    except (OSError, ValueError) as e:
+        raise BundleError(f"{path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise BundleError(f"{path}: expected an RGB image uint8 [H, W, 3], got {image.dtype} {list(image.shape)}")
     return image
@@ -359,6 +371,7 @@ def read_image(path: str | Path) -> np.ndarray:
 
 def time_photo(score, path: Path, runs: int) -> dict:
     """A photo through the bundle: median ms of decode, detect, align and score (all faces), and the verdicts."""
+    frontend = front_end()
     times: dict[str, list[float]] = {"decode": [], "detect": [], "align": [], "score": []}
     for _ in range(runs):
         start = time.perf_counter()
@@ -375,7 +388,7 @@ def time_photo(score, path: Path, runs: int) -> dict:
         times["score"].append(time.perf_counter() - start)
     for face, verdict in zip(faces, verdicts):
         verdict.face = face
-    records = [v.record() for v in verdicts] or [frontend.Verdict("no_face", "no face found").record()]
+    records = [v.record() for v in verdicts] or [frontend.no_face(score.min_face).record()]
     return {"image": path.name, "size": [image.shape[1], image.shape[0]], "faces": len(faces), "runs": runs,
             **{f"{k}_ms": float(np.median(v)) * 1e3 for k, v in times.items()}, "verdicts": records}
 
@@ -429,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--runs must be >= 1 and --warmup >= 0")
     try:
         result = bench(args.bundle, args.runs, args.warmup, args.threads, args.device, args.label, args.image)
-    except BundleError as e:
+    except (BundleError, ValueError) as e:  # an unusable bundle or photo (e.g. a bundle without a face front end)
         print(f"error: {e}", file=sys.stderr)
         return 2
     out = args.out or Path(f"bench-{result['bundle']}.json")
