@@ -69,7 +69,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, path in photos(Path(tmp)).items():
-            decode, image = median_ms(lambda path=path: read_photo(path), args.runs)
+            decode, (image, _) = median_ms(lambda path=path: read_photo(path), args.runs)
             detect, faces = median_ms(lambda image=image: frontend.detect_faces(image, nets.pnet, nets.rnet, nets.onet), args.runs)
             align, _ = median_ms(lambda: [frontend.align(image, f.landmarks, ALIGN_TEMPLATE, CROP_SIZE) for f in faces], args.runs)
             front = decode + detect + align
