@@ -41,6 +41,7 @@ def front_end():
 
             spec = importlib.util.spec_from_file_location("dfedge_bundle_frontend", Path(__file__).with_name("frontend.py"))
             module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module  # (its dataclasses look their module up there)
             spec.loader.exec_module(module)
         _FRONTEND.append(module)
     return _FRONTEND[0]
