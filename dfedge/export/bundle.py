@@ -27,8 +27,8 @@ from ..runtimes import open_face_nets, open_runtime, standalone, torch_runner
 from ..runtimes.standalone import MANIFEST
 from .job import Job
 
-BENCH_SCRIPT = "bench.py"  # a copy of dfedge/runtimes/standalone.py: times the bundle with its runtime alone
-FRONT_END_SCRIPT = "frontend.py"  # a copy of dfedge/models/frontend.py, which bench.py imports: photo -> verdicts
+BENCH_SCRIPT = standalone.BENCH_FILE  # a copy of dfedge/runtimes/standalone.py: times the bundle with its runtime alone
+FRONT_END_SCRIPT = standalone.FRONT_END_FILE  # a copy of dfedge/models/frontend.py, which bench.py imports
 
 OUTPUT_MEANING = {
     "logit": "probe logit; positive = fake",

@@ -36,17 +36,19 @@ def front_end():
     if not _FRONTEND:
         if __package__:  # dfedge.runtimes
             from ..models import frontend as module
-        else:  # bench.py, run or imported from its bundle
-            import importlib.util
+        else:  # bench.py, run or imported from its bundle: the verified source itself, never a bytecode cache
+            import types
 
-            spec = importlib.util.spec_from_file_location("dfedge_bundle_frontend", Path(__file__).with_name("frontend.py"))
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[spec.name] = module  # (its dataclasses look their module up there)
-            spec.loader.exec_module(module)
+            source = Path(__file__).with_name(FRONT_END_FILE)
+            module = types.ModuleType("dfedge_bundle_frontend")
+            module.__file__ = str(source)
+            sys.modules[module.__name__] = module  # (its dataclasses look their module up there)
+            exec(compile(source.read_text(), str(source), "exec"), module.__dict__)
         _FRONTEND.append(module)
     return _FRONTEND[0]
 
 BUNDLE_SCHEMA = "dfedge-bundle/1"
+BENCH_FILE, FRONT_END_FILE = "bench.py", "frontend.py"  # this file, and models/frontend.py, in every bundle
 RESULT_SCHEMA = "dfedge-bench/1"
 MANIFEST = "manifest.json"
 INPUT_NAME = "image"
@@ -69,23 +71,139 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+_FILE = {"type": "object", "required": ["sha256", "bytes"], "additionalProperties": False,
+         "properties": {"sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}, "bytes": {"type": "integer", "minimum": 0}}}
+_POINT = {"type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "number"}}
+# The bundle manifest's schema (JSON Schema, the subset `schema_errors` reads): the one description of the format,
+# shipped in every bundle with this file and written to docs/manifest.schema.json (a test keeps it the same).
+MANIFEST_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "dfedge bundle manifest",
+    "type": "object",
+    "required": ["schema", "name", "target", "precision", "model_file", "input", "alignment", "outputs", "labels",
+                 "probe", "files"],
+    "properties": {
+        "schema": {"const": BUNDLE_SCHEMA},
+        "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
+        "target": {"type": "string"},
+        "precision": {"type": "string"},
+        "model_file": {"type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9_.-]*$"},
+        "input": {"type": "object", "required": ["name", "shape", "layout"],
+                  "properties": {"name": {"type": "string"}, "layout": {"enum": ["NCHW", "NHWC"]},
+                                 "shape": {"type": "array", "minItems": 4, "maxItems": 4, "items": {"type": "integer", "minimum": 1}}}},
+        "alignment": {"type": "object", "required": ["crop_size", "template"],
+                      "properties": {"crop_size": {"type": "integer", "minimum": 1},
+                                     "template": {"type": "array", "minItems": 5, "maxItems": 5, "items": _POINT}}},
+        "outputs": {"type": "object"},
+        "labels": {"type": "object", "required": ["region"], "properties": {"region": {"type": "string"}}},
+        "probe": {"type": "object", "required": ["threshold_logit"],
+                  "properties": {"threshold_logit": {"type": "number"}, "guard": {"type": ["object", "null"]}}},
+        "front_end": {"type": ["object", "null"],
+                      "properties": {"files": {"type": "object", "required": ["pnet", "rnet", "onet"],
+                                               "additionalProperties": {"type": "string"}}}},
+        "files": {"type": "object", "minProperties": 1, "additionalProperties": False,
+                  "patternProperties": {"^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*$": _FILE}},
+    },
+}
+_TYPES = {"object": dict, "array": list, "string": str, "integer": int, "number": (int, float), "boolean": bool,
+          "null": type(None)}
+
+
+def schema_errors(value, schema: dict, where: str = "") -> list[str]:
+    """What in `value` breaks `schema`, as "where: problem" lines. A JSON Schema validator of the keywords
+    MANIFEST_SCHEMA uses, written here because bench.py runs with numpy and the runtime only (no jsonschema)."""
+    import re
+
+    if "const" in schema and value != schema["const"]:
+        return [f"{where or '/'}: must be {schema['const']!r}, not {value!r}"]
+    if "enum" in schema and value not in schema["enum"]:
+        return [f"{where or '/'}: must be one of {schema['enum']}, not {value!r}"]
+    if "type" in schema:
+        types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+        ok = any(isinstance(value, _TYPES[t]) and not (t in ("integer", "number") and isinstance(value, bool)) for t in types)
+        if not ok:
+            return [f"{where or '/'}: must be {' or '.join(types)}, not {type(value).__name__}"]
+    errors = []
+    if isinstance(value, str) and "pattern" in schema and not re.search(schema["pattern"], value):
+        errors.append(f"{where or '/'}: {value!r} is not allowed here")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value < schema.get("minimum", value):
+        errors.append(f"{where or '/'}: must be at least {schema['minimum']}")
+    if isinstance(value, list):
+        if not schema.get("minItems", 0) <= len(value) <= schema.get("maxItems", len(value)):
+            errors.append(f"{where or '/'}: has {len(value)} items")
+        for i, item in enumerate(value):
+            errors += schema_errors(item, schema.get("items", {}), f"{where}/{i}")
+    if isinstance(value, dict):
+        errors += [f"{where}/{k}: missing" for k in schema.get("required", []) if k not in value]
+        if len(value) < schema.get("minProperties", 0):
+            errors.append(f"{where or '/'}: is empty")
+        for key, item in value.items():
+            if key in schema.get("properties", {}):
+                errors += schema_errors(item, schema["properties"][key], f"{where}/{key}")
+                continue
+            matched = [s for p, s in schema.get("patternProperties", {}).items() if re.search(p, key)]
+            extra = schema.get("additionalProperties", True)
+            if matched:
+                errors += schema_errors(item, matched[0], f"{where}/{key}")
+            elif extra is False:
+                errors.append(f"{where}/{key}: not allowed here")
+            elif isinstance(extra, dict):
+                errors += schema_errors(item, extra, f"{where}/{key}")
+    return errors
+
+
+def _present(bundle: Path) -> set[str]:
+    """Every file in the bundle but the manifest, as '/'-separated relative paths (symbolic links included, not
+    followed); Python's bytecode cache (`__pycache__/*.pyc`, written when bench.py is imported) is ignored: the kit
+    never loads from it."""
+    out = set()
+    for path in bundle.rglob("*"):
+        rel = path.relative_to(bundle).as_posix()
+        if path.is_dir() and not path.is_symlink():
+            continue
+        if rel == MANIFEST or (path.parent.name == "__pycache__" and path.suffix == ".pyc" and not path.is_symlink()):
+            continue
+        out.add(rel)
+    return out
+
+
 def verify(bundle: str | Path) -> dict:
-    """Read a bundle's manifest and check every listed file's hash; raise BundleError naming the first mismatch."""
+    """The whole bundle, before any of it is used: the manifest matches MANIFEST_SCHEMA; it lists every file in the
+    bundle and nothing else, each a regular file inside the bundle (no link, no path out of it); the model, the face
+    front end's files, bench.py and frontend.py are among them; every size and SHA-256 matches. Raises BundleError
+    naming the first problem, in one line; returns the manifest."""
     bundle = Path(bundle)
     path = bundle / MANIFEST
-    if not path.is_file():
+    if not path.is_file() or path.is_symlink():
         raise BundleError(f"{bundle}: no {MANIFEST}, not a dfedge bundle")
     try:
         manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BundleError(f"{path}: not JSON ({e})") from None
-    if manifest.get("schema") != BUNDLE_SCHEMA:
+    if isinstance(manifest, dict) and manifest.get("schema") != BUNDLE_SCHEMA:
         raise BundleError(f"{path}: schema {manifest.get('schema')!r}, expected {BUNDLE_SCHEMA!r}")
-    for rel, entry in manifest["files"].items():
+    errors = schema_errors(manifest, MANIFEST_SCHEMA)
+    if errors:
+        raise BundleError(f"{path}: not a valid manifest: {errors[0]}" + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))
+    files = manifest["files"]
+    needed = [manifest["model_file"], BENCH_FILE] + ([FRONT_END_FILE, *manifest["front_end"]["files"].values()]
+                                                   if manifest.get("front_end") else [])
+    for name in needed:  # a package (.mlpackage) is listed file by file
+        if name not in files and not any(rel.startswith(name + "/") for rel in files):
+            raise BundleError(f"{path}: {name} is not listed: the bundle's files cannot be checked")
+    root = bundle.resolve()
+    for rel in files:
+        file = bundle / rel
+        if file.is_symlink() or not file.resolve().is_relative_to(root):
+            raise BundleError(f"{file}: a link, or a path out of the bundle")
+    extra = sorted(_present(bundle) - set(files))
+    if extra:
+        raise BundleError(f"{bundle / extra[0]}: not listed in the manifest" + (f" (and {len(extra) - 1} more files)" if len(extra) > 1 else ""))
+    for rel, entry in files.items():
         file = bundle / rel
         if not file.is_file():
             raise BundleError(f"{file}: listed in the manifest but missing")
-        if sha256_file(file) != entry["sha256"]:
+        if file.stat().st_size != entry["bytes"] or sha256_file(file) != entry["sha256"]:
             raise BundleError(f"{file}: SHA-256 differs from the manifest (file changed or corrupt)")
     return manifest
 
