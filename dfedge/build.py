@@ -16,10 +16,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import time
 import tomllib
 import traceback
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +35,7 @@ from .eval.validate import Budget
 from .export.bundle import replace_folder, write_bundle
 from .export.job import Job
 from .models.checkpoint import atomic_write
-from .models.factory import DetectorSpec, build_detector, gflops, meta_detector, weight_sources
+from .models.factory import DetectorSpec, build_detector, gflops, identity, meta_detector, weight_sources
 from .models.ladder import RUNGS
 from .runtimes import torch_runner
 from .runtimes.bench import BenchRun, bench_set, reference_spec
@@ -110,7 +112,11 @@ class BuildConfig:
                 for p in self.kind.precisions(t) if not self.precisions or p in self.precisions]
 
     def rung_spec(self, rung: str) -> DetectorSpec:
-        return dataclasses.replace(self.spec, region_index=rung, region_head=self.region_head if rung == "distilled" else None)
+        """The spec of one rung: the distilled one reads the region head (and its pin), the others the parser."""
+        distilled = rung == "distilled"
+        return dataclasses.replace(self.spec, region_index=rung, region_head=self.region_head if distilled else None,
+                                   region_head_sha256=self.spec.region_head_sha256 if distilled else None,
+                                   parser_sha256=None if distilled else self.spec.parser_sha256)
 
 
 SPEC_KEYS = {f.name for f in dataclasses.fields(DetectorSpec)} - {"region_index", "region_head"}  # per rung
@@ -123,6 +129,8 @@ def read_config(path: Path) -> dict:
         data = tomllib.loads(Path(path).read_text())
     except FileNotFoundError:
         raise ValueError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:  # a folder, unreadable, not text
+        raise ValueError(f"{path}: cannot read it as a TOML file ({getattr(e, 'strerror', None) or e})") from None
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"{path}: not valid TOML ({e})") from None
     unknown = sorted(set(data) - SPEC_KEYS - CONFIG_KEYS)
@@ -132,16 +140,54 @@ def read_config(path: Path) -> dict:
     return data
 
 
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # = the manifest schema's `name`: one folder inside --out
+FRACTIONS = ("max_auc_drop", "min_mask_agreement")  # budgets: from 0 to 1 (NaN or negative would pass or fail all)
+AT_LEAST = {"calib_size": 1, "parity_samples": 1, "accuracy_iterations": 0, "bench_runs": 0, "bench_warmup": 0,
+            "threads": 0, "seed": 0}
+_LISTS = ("targets", "precisions", "region_indexes")
+
+
+def check_values(values: dict) -> None:
+    """The types and ranges of a build's settings, from a TOML file or the command line: one line naming the key."""
+    hints = {**typing.get_type_hints(DetectorSpec), **typing.get_type_hints(BuildConfig)}
+    for key, value in values.items():
+        if key in _LISTS:
+            ok = isinstance(value, str) or (isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value))
+            kind = "a name or a list of names"
+        else:
+            hint = hints[key]
+            kinds = tuple(t for t in typing.get_args(hint) or (hint,) if t is not type(None))
+            kinds = tuple(str if t is Path else t for t in kinds)
+            ok = isinstance(value, (*kinds, Path)) if str in kinds else isinstance(value, kinds)
+            if bool not in kinds and isinstance(value, bool):
+                ok = False
+            if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+                ok = True
+            kind = " or ".join(t.__name__ for t in kinds)
+        if not ok:
+            raise ValueError(f"{key} = {value!r}: expected {kind}")
+        if key in FRACTIONS and not 0.0 <= value <= 1.0:  # NaN fails both
+            raise ValueError(f"{key} = {value!r}: a budget is a fraction from 0 to 1")
+        if key in AT_LEAST and value < AT_LEAST[key]:
+            raise ValueError(f"{key} = {value!r}: must be at least {AT_LEAST[key]}")
+        if key == "name" and not NAME.match(value):
+            raise ValueError(f"name = {value!r}: letters, digits, '.', '_' and '-' only (one folder inside --out)")
+
+
 def make_config(values: dict, command: str = "build") -> BuildConfig:
-    """BuildConfig from flat key/values (config file merged with command-line options; None = not given)."""
+    """BuildConfig from flat key/values (config file merged with command-line options; None = not given), each
+    checked (check_values) first."""
     values = {k: v for k, v in values.items() if v is not None}
+    check_values({k: v for k, v in values.items() if k in SPEC_KEYS | CONFIG_KEYS})
     spec = DetectorSpec(**{k: str(v) if isinstance(v, Path) else v for k, v in values.items() if k in SPEC_KEYS})
     cfg = {k: str(v) if k == "region_head" else v for k, v in values.items() if k in CONFIG_KEYS}
-    for key in ("targets", "precisions", "region_indexes"):
+    for key in _LISTS:
         if key in cfg:
             cfg[key] = tuple([cfg[key]] if isinstance(cfg[key], str) else cfg[key])
     if "dist" in cfg:
         cfg["dist"] = Path(cfg["dist"])
+        if cfg["dist"].exists() and not cfg["dist"].is_dir():
+            raise ValueError(f"{cfg['dist']}: --out is a file, not a folder")
     return BuildConfig(spec=spec, command=command, **{**COMMANDS[command].defaults, **cfg})
 
 
@@ -282,6 +328,7 @@ def _gate(config: BuildConfig, scores: Path, log) -> Gate | None:
     exact = build_detector(config.spec)
     validation = Validation.build(torch_runner(exact), exact.probe.info.threshold,
                                   open_set(config.data, config.spec.region), config.data)
+    validation.reference.header["identity"] = identity(config.spec)  # so `dfedge validate` can check it is this model
     save_scores(scores, validation.reference)
     return Gate(validation, Budget(config.max_auc_drop), config.min_mask_agreement)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -11,8 +9,9 @@ import typer
 from rich.table import Table
 
 from ._version import __version__
-from .options import BENCH, GATE, MODEL, PLAN, SCORE, Options, metavar, takes
-from .terminal import console, converter_output, err_console, progress_bar, quiet_converters, step_progress, user_errors
+from .options import BENCH, GATE, MODEL, PLAN, SCORE, WEIGHTS, Options, fraction, metavar, takes
+from .terminal import (clean_up_on_termination, console, converter_output, err_console, progress_bar, quiet_converters,
+                       step_progress, user_errors)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Export, compress, validate and package the region-indexed deepfake detector.")
 
@@ -30,6 +29,7 @@ def table(title: str, columns, rows, left=()) -> Table:
 
 @app.callback(invoke_without_command=True)
 def main(version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False) -> None:
+    clean_up_on_termination()
     if version:  # alone: without a command (no_args_is_help covers no arguments at all)
         console.print(__version__)
         raise typer.Exit()
@@ -49,7 +49,7 @@ def info(
 
     with user_errors():
         for name in preset or list(DETECTOR_PRESETS):
-            spec = opts.spec(preset=name)
+            spec = opts.spec(loads_weights=False, preset=name)  # (counted on meta tensors)
             rows = describe(spec)
             console.print(table(f"preset '{name}': {DETECTOR_PRESETS[name].description}",
                                 ("component", "config", "parameters", "GFLOPs / face"),
@@ -70,25 +70,22 @@ def score(
     opts: Options = None,
 ) -> None:
     """One JSON line per face of a photo, per video, per aligned crop: status (ok, no_face, no_region,
-    implausible_region, unreadable), reason, face box and landmarks, probability and decision (only when ok), region
-    tokens and the top contributing tokens."""
-    from .models.checkpoint import atomic_write
+    implausible_region, unreadable, model_error), reason, face box and landmarks, probability and decision (only
+    when ok), region tokens and the top contributing tokens."""
     from .models.factory import build_detector
     from .runtimes import from_torch, load
-    from .scoring import ScoreOptions, score_paths
+    from .scoring import ScoreOptions, random_weights, score_paths, write_records
 
     with user_errors():
         settings = ScoreOptions(**{k: opts[k] for k in SCORE if k != "bundle"})
         det = load(opts["bundle"], interpreter=True) if opts["bundle"] else from_torch(build_detector(opts.spec()))
-        text = "".join(json.dumps(record) + "\n" for record in score_paths(det, paths, settings))
-        if output:
-            atomic_write(output, lambda tmp: tmp.write_text(text))
-        else:
-            sys.stdout.write(text)
+        if random := random_weights(det.manifest):
+            err_console.print(f"[yellow]warning[/yellow]: seeded random {', '.join(random)}: not a detector's scores")
+        write_records(score_paths(det, paths, settings), output, paths)
 
 
 @app.command("fit-probe")
-@takes("preset", "dinov3", "parser", "region", "dinov3_input", "region_index", "region_head", "batch")
+@takes(*WEIGHTS, "region", "region_index", "region_head", "batch")
 def fit_probe_cmd(
     data: Annotated[str, typer.Option(help="Training set: toy[:split[:N]], a folder with real/ and fake/, or a CSV/JSONL list.")] = "toy",
     val: Annotated[Optional[str], typer.Option(help="Validation set (same forms); default toy:val for toy data.")] = None,
@@ -107,7 +104,7 @@ def fit_probe_cmd(
 
     heads, rows = head or ["region"], []
     with user_errors():
-        region = opts.spec().region
+        region = opts.spec(loads_weights=False).region
         train_set = open_set(data, region)
         check_classes(train_set.labels(), data)
         val_spec = val or ("toy:val" if data.startswith("toy") else None)
@@ -119,7 +116,7 @@ def fit_probe_cmd(
                 return extract_features(det, dataset, opts["batch"], cache_dir, lambda d, total: done(d))
 
         for h in heads:
-            det = build_detector(opts.spec(head=h))
+            det = build_detector(opts.spec(head=h, random_probe=True))  # (features only: no probe is used)
             probe, report = fit_probe(features(det, h, train_set), h, det.region_index.region, det.label_set, threshold,
                                       train_set.description)
             val_auc = None if val_set is None else probe_auc(probe, features(det, h, val_set))
@@ -140,7 +137,8 @@ def run_plan(command: str, opts: Options, config: Path | None = None) -> None:
     from .models.factory import require_weights
 
     with user_errors():
-        cfg = make_config({**(read_config(config) if config else {}), **opts.given()}, command)
+        random = {"random_probe": True} if opts["random_weights"] else {}  # a random model's probe is random too
+        cfg = make_config({**(read_config(config) if config else {}), **random, **opts.given()}, command)
         plan = cfg.plan()
         for rung in {*cfg.region_indexes, *(["exact"] if cfg.data else [])}:  # the gate's reference is the exact one
             require_weights(cfg.rung_spec(rung), bool(opts["random_weights"]))
@@ -194,7 +192,7 @@ def build(
 
 
 @app.command()
-@takes("preset", "dinov3", "parser", "probe", "head", "region", "dinov3_input", "batch")
+@takes(*WEIGHTS, "probe", "head", "region", "random_probe", "batch")
 def reference(
     data: Data = "toy:test:200",
     out: Annotated[Path, typer.Option(help="Scores file to write (.scores, compressed npz + JSON header).")] = Path("reference.scores"),
@@ -207,7 +205,7 @@ def reference(
 
     from .data.sources import open_set
     from .eval.scores import save_scores, score_set
-    from .models.factory import build_detector
+    from .models.factory import build_detector, identity
     from .runtimes.reference import resolve_device, torch_facts, torch_runner
 
     with user_errors():
@@ -218,7 +216,7 @@ def reference(
         with progress_bar(f"reference on {dev}", len(dataset)) as advance:
             scores = score_set(torch_runner(det, dev), dataset, batch=opts["batch"], progress=advance)
         problems = [dataclasses.asdict(p) for p in getattr(dataset, "problems", [])]
-        scores.header.update(model="torch fp32", detector=dataclasses.asdict(spec), device=torch_facts(dev), data=data,
+        scores.header.update(model="torch fp32", detector=dataclasses.asdict(spec), identity=identity(spec), device=torch_facts(dev), data=data,
                              threshold=float(det.probe.info.threshold), problems=problems)
         save_scores(out, scores)
     console.print(f"{len(scores)} samples ({int(scores.scored.sum())} with a region) -> {out}")
@@ -232,17 +230,19 @@ def reference(
 def validate(
     artifact: Annotated[Path, typer.Argument(help="A bundle folder (scored with its runtime) or a .scores file.")],
     reference_scores: Annotated[Path, typer.Option("--reference", help="Scores written by `dfedge reference`.")],
-    max_auc_drop: Annotated[float, typer.Option(help="Largest allowed AUC drop, as a fraction (0.005 = 0.5 pp).")] = 0.005,
-    max_flip_rate: Annotated[Optional[float], typer.Option(help="Largest allowed share of flipped decisions.")] = None,
+    max_auc_drop: Annotated[float, typer.Option(callback=fraction, help="Largest allowed AUC drop, as a fraction (0.005 = 0.5 pp).")] = 0.005,
+    max_flip_rate: Annotated[float, typer.Option(callback=fraction, help="Largest allowed share of decisions flipped at the reference's threshold.")] = 0.02,
+    min_correlation: Annotated[float, typer.Option(callback=fraction, help="Smallest allowed Pearson correlation of the two models' logits.")] = 0.95,
     degrade: Annotated[Optional[str], typer.Option(help="Also report per degradation family, e.g. jpeg:q=50,blur:s=1.5,compound (bundles only).")] = None,
     out: Annotated[Path, typer.Option(help="Report folder: report.md, report.json, roc.png, montage.png.")] = Path("validation"),
     threads: Annotated[int, typer.Option(help="Runtime threads (0 = runtime default).")] = 0,
 ) -> None:
-    """Compare an artifact with the reference on the same samples; exit 1 when the AUC/flip budget is exceeded."""
+    """Compare an artifact with the reference of the same model on the same samples; exit 1 over the AUC, flip or
+    correlation budget; refused (exit 2) when the reference was made by another model."""
     from .data.degrade import parse_spec
     from .data.sources import open_set
     from .eval.scores import load_scores, save_scores, score_set
-    from .eval.validate import Budget, compare, degradation_report, summary_rows, write_report
+    from .eval import validate as v
     from .models.factory import DetectorSpec, build_detector
     from .runtimes import open_bundle
     from .runtimes.reference import resolve_device, torch_runner
@@ -259,24 +259,26 @@ def validate(
         if artifact.is_dir():
             if dataset is None:
                 raise ValueError(f"{artifact}: the reference's data cannot be opened here, so the bundle cannot be scored on it")
-            runner, manifest = open_bundle(artifact, threads)
+            runner, manifest = open_bundle(artifact, threads)  # verified whole first
+            v.check_same_model(ref.header.get("identity"), v.manifest_identity(manifest), (str(reference_scores), str(artifact)))
             with progress_bar(f"{manifest['target']}-{manifest['precision']}", len(dataset)) as advance:
                 art = score_set(runner, dataset, progress=advance)
             art.header.update(model=f"{manifest['target']}-{manifest['precision']} bundle {artifact}", data=dataset.description,
-                              threshold=float(manifest["probe"]["threshold_logit"]) if "probe" in manifest else 0.0)
+                              threshold=float(manifest["probe"]["threshold_logit"]), identity=v.manifest_identity(manifest))
             save_scores(out / "artifact.scores", art)
         else:
             art = load_scores(artifact)
-        comp = compare(ref, art, Budget(max_auc_drop, max_flip_rate))
+            v.check_same_model(ref.header.get("identity"), art.header.get("identity"), (str(reference_scores), str(artifact)))
+        comp = v.compare(ref, art, v.Budget(max_auc_drop, max_flip_rate, min_correlation))
         extra = {}
         if degrade:
             reference_run = torch_runner(build_detector(DetectorSpec(**ref.header["detector"])), resolve_device("auto"))
             with progress_bar("degradations", 2 * len(dataset) * len(parse_spec(degrade))) as advance:
-                extra = degradation_report(reference_run, runner, dataset, degrade, ref.threshold, progress=advance)
+                extra = v.degradation_report(reference_run, runner, dataset, degrade, ref.threshold, progress=advance)
         title = f"validate {artifact}"
-        write_report(comp, ref, art, out, title, load_image=(lambda i: dataset[i].image) if dataset is not None else None,
+        v.write_report(comp, ref, art, out, title, load_image=(lambda i: dataset[i].image) if dataset is not None else None,
                      extra=extra)
-    console.print(table(title, ("metric", "reference", "artifact"), summary_rows(comp), ("metric",)))
+    console.print(table(title, ("metric", "reference", "artifact"), v.summary_rows(comp), ("metric",)))
     if degrade:
         console.print(extra["markdown"]["degradations"])
     verdict = "[green]PASS[/green]" if comp.passed else "[red]FAIL[/red]: " + "; ".join(comp.reasons)
@@ -298,18 +300,16 @@ def bench(
     from .runtimes.bench import COLUMNS, BenchRun, bench_set, find_bundles, reference_spec, table_rows
     from .runtimes.standalone import write_json
 
-    how = BenchRun(**dict(opts, threads=opts["threads"] or 0))
-    runs, warmup, threads = how.runs, how.warmup, how.threads
     with user_errors():
-        if runs < 1 or warmup < 0:
-            raise ValueError("--runs must be >= 1 and --warmup >= 0")
+        how = BenchRun(**dict(opts, threads=opts["threads"] or 0))
         paths = find_bundles(bundles)
         with progress_bar("bench", len(paths) + (1 if reference else 0)) as advance:
             result = bench_set(paths, how, reference_spec if reference else None, progress=lambda _: advance())
-    console.print(table(f"dfedge bench ({runs} runs after {warmup} warm-up, threads {threads or 'all'})", COLUMNS,
+        if json_out:
+            write_json(json_out, result)
+    console.print(table(f"dfedge bench ({how.runs} runs after {how.warmup} warm-up, threads {how.threads or 'all'})", COLUMNS,
                         table_rows(result), COLUMNS[:4]))
     if json_out:
-        write_json(json_out, result)
         console.print(f"results: {json_out}")
     if any(r.get("status") == "error" for r in result["results"]):
         raise typer.Exit(1)
@@ -351,7 +351,7 @@ def make_toy(
     with user_errors():
         counts = {"real": 0, "fake": 0}
         for i in range(count):
-            s = toy_sample(i, split, opts.spec().region)
+            s = toy_sample(i, split, opts.spec(loads_weights=False).region)
             kind = "fake" if s.fake else "real"
             counts[kind] += 1
             atomic_write(out / kind / f"toy-{split}-{i:05d}.png", lambda tmp: Image.fromarray(s.image).save(tmp, format="PNG"))
@@ -364,7 +364,8 @@ def convert_parser_cmd(
     src: Annotated[Path, typer.Argument(help="facer TorchScript parser (.pt).")],
     dst: Annotated[Path, typer.Argument(help="Output .safetensors (a .json manifest is written beside it).")],
     label_set: Annotated[Optional[str], typer.Option(help="lapa or celebm; default: from the class count.")] = None,
-    sha256: Annotated[Optional[str], typer.Option(help="Expected SHA-256 (full or >= 8 hex prefix).")] = None,
+    sha256: Annotated[Optional[str], typer.Option(help="Expected SHA-256 of SRC (all 64 hex digits).")] = None,
+    trust_torchscript: Annotated[bool, typer.Option("--trust-torchscript", help="Read SRC with torch.jit.load, running its code.")] = False,
 ) -> None:
     """Convert a facer TorchScript parser once, so later runs never deserialise TorchScript."""
     from .models.farl import convert_parser
@@ -372,7 +373,7 @@ def convert_parser_cmd(
     with user_errors():
         if dst.suffix != ".safetensors":
             raise ValueError(f"{dst}: output must end in .safetensors")
-        manifest = convert_parser(src, dst, label_set=label_set, sha256=sha256)
+        manifest = convert_parser(src, dst, label_set=label_set, sha256=sha256, trust_torchscript=trust_torchscript)
     cfg = manifest["config"]
     console.print(
         f"wrote {dst} ({cfg['label_set']}, {len(manifest['label_names'])} classes, width {cfg['width']}, "
@@ -382,7 +383,7 @@ def convert_parser_cmd(
 
 
 @app.command("distill-region-head")
-@takes("preset", "dinov3", "parser", "dinov3_input")
+@takes(*WEIGHTS)
 def distill_region_head_cmd(
     faces: Annotated[str, typer.Option(help="Aligned crops to distill on: a folder (searched recursively, labels ignored) or toy[:N].")] = "toy:1000",
     out: Annotated[Path, typer.Option(help="Head file (.safetensors); the training manifest goes beside it as .json.")] = Path("region_head.safetensors"),
@@ -411,7 +412,7 @@ def distill_region_head_cmd(
 
 
 @app.command("region-index-report")
-@takes("preset", "dinov3", "parser", "probe", "region_head", "head", "region", "dinov3_input", "batch")
+@takes(*WEIGHTS, "probe", "region_head", "head", "region", "random_probe", "batch")
 def region_index_report_cmd(
     data: Data = "toy:test:400",
     rung: Annotated[Optional[list[str]], typer.Option("--region-index", help="Rung(s) to compare with exact (repeatable); default: all.")] = None,

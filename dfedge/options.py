@@ -20,7 +20,7 @@ from typing import Annotated, Optional
 import typer
 
 from .build import COMMANDS, BuildConfig
-from .models.factory import DETECTOR_PRESETS, DetectorSpec
+from .models.factory import DETECTOR_PRESETS, DetectorSpec, require_weights
 from .models.heads import HEADS
 from .models.ladder import RUNGS
 from .models.region import REGIONS
@@ -42,6 +42,14 @@ def _default(field: str) -> str:
     return f"default {value}" + (f"; {', '.join(own)}" if own else "")
 
 
+def fraction(value: float | None) -> float | None:
+    """A budget is a fraction from 0 to 1: NaN (which would pass everything) or a negative one (which would fail
+    everything) is refused when the command line is read."""
+    if value is not None and not 0.0 <= value <= 1.0:  # NaN fails both comparisons
+        raise typer.BadParameter(f"{value} is not a fraction from 0 to 1")
+    return value
+
+
 OPTIONS: dict[str, tuple[object, object]] = {
     # the model
     "preset": (Annotated[Optional[str], typer.Option(metavar=metavar("preset"), help="Model preset: " + "; ".join(
@@ -60,6 +68,15 @@ OPTIONS: dict[str, tuple[object, object]] = {
         "--region-index", metavar=metavar("region_index"), help="Region-index rung (docs/region-index.md); default exact.")], None),
     "region_head": (Annotated[Optional[Path], typer.Option(
         "--region-head", help="Distilled region head (.safetensors from distill-region-head); toy ships one.")], None),
+    "dinov3_sha256": (Annotated[Optional[str], typer.Option(help="Pin the DINOv3 file: its full SHA-256 (64 hex digits).")], None),
+    "parser_sha256": (Annotated[Optional[str], typer.Option(help="Pin the parser file: its full SHA-256.")], None),
+    "probe_sha256": (Annotated[Optional[str], typer.Option(help="Pin the probe file: its full SHA-256.")], None),
+    "region_head_sha256": (Annotated[Optional[str], typer.Option(help="Pin the distilled region head file: its full SHA-256.")], None),
+    "trust_torchscript": (Annotated[bool, typer.Option(
+        "--trust-torchscript", help="Read a TorchScript parser with torch.jit.load, which runs code inside the file "
+        "(only for a file you trust; by default the kit reads its tensors as data).")], False),
+    "random_probe": (Annotated[bool, typer.Option(
+        "--random-probe", help="No probe for this head/region: score with a seeded random probe (tests only; said in every output).")], False),
     "random_weights": (Annotated[bool, typer.Option(
         "--random-weights", help="Allow a preset without weight files (seeded random weights): to size and time a graph.")], False),
     "batch": (Annotated[int, typer.Option(help="Crops per forward pass.")], 8),
@@ -98,9 +115,9 @@ OPTIONS: dict[str, tuple[object, object]] = {
     "data": (Annotated[Optional[str], typer.Option(
         "--data", "--val", help=f"Labelled validation crops for the AUC gate: DIR, list, toy:SPLIT:N ({_default('data')}; "
         "None: parity only).")], None),
-    "max_auc_drop": (Annotated[Optional[float], typer.Option(
+    "max_auc_drop": (Annotated[Optional[float], typer.Option(callback=fraction,
         help=f"Largest allowed AUC drop vs torch FP32, as a fraction ({_default('max_auc_drop')}).")], None),
-    "min_mask_agreement": (Annotated[Optional[float], typer.Option(
+    "min_mask_agreement": (Annotated[Optional[float], typer.Option(callback=fraction,
         help=f"Smallest allowed token-mask agreement ({_default('min_mask_agreement')}).")], None),
     "calib": (Annotated[Optional[str], typer.Option(help=f"Calibration crops for quantized rungs: DIR, list, toy ({_default('calib')}).")], None),
     "calib_size": (Annotated[Optional[int], typer.Option(help=f"Calibration crops used ({_default('calib_size')}; a warning below 100).")], None),
@@ -109,9 +126,11 @@ OPTIONS: dict[str, tuple[object, object]] = {
     "bench_runs": (Annotated[Optional[int], typer.Option(help=f"Timed runs per bundle, 0 for none ({_default('bench_runs')}).")], None),
     "threads": (Annotated[Optional[int], typer.Option(help=f"Runtime threads for the benchmark ({_default('threads')} = all cores).")], None),
 }
-MODEL = ("preset", "dinov3", "parser", "probe", "head", "region", "dinov3_input", "region_index", "region_head")
+PINS = ("dinov3_sha256", "parser_sha256", "probe_sha256", "region_head_sha256", "trust_torchscript")
+WEIGHTS = ("preset", "dinov3", "parser", "dinov3_input", *PINS, "random_weights")  # what any model is built from
+MODEL = (*WEIGHTS, "probe", "head", "region", "region_index", "region_head", "random_probe")
 PLAN = ("targets", "precisions", "region_indexes", "dist", "name", "preset", "dinov3", "parser", "probe", "head",
-        "region", "dinov3_input", "region_head", "random_weights", "parity_samples", "data")
+        "region", "dinov3_input", "region_head", *PINS, "random_probe", "random_weights", "parity_samples", "data")
 SCORE = ("aligned", "faces", "min_face", "frames", "fps", "track", "per_frame", "top", "save_vis", "bundle")
 BENCH = ("runs", "warmup", "threads", "device", "label", "image")
 GATE = ("max_auc_drop", "min_mask_agreement", "calib", "calib_size", "accuracy_iterations", "bench_runs", "threads")
@@ -124,10 +143,16 @@ class Options(dict):
     def given(self) -> dict:
         return {k: v for k, v in self.items() if v is not None and v is not False}
 
-    def spec(self, **fixed) -> DetectorSpec:
-        """The DetectorSpec of the model options given (DetectorSpec's defaults for the others), and `fixed`."""
+    def spec(self, loads_weights: bool = True, **fixed) -> DetectorSpec:
+        """The DetectorSpec of the model options given (DetectorSpec's defaults for the others), and `fixed`. To load
+        weights, a preset without weight files needs --random-weights (which makes the probe random too)."""
         values = {k: str(v) if isinstance(v, Path) else v for k, v in self.given().items() if k in SPEC_FIELDS}
-        return DetectorSpec(**dict(values, **fixed))
+        if self.get("random_weights"):
+            values["random_probe"] = True
+        spec = DetectorSpec(**dict(values, **fixed))
+        if loads_weights:
+            require_weights(spec, bool(self.get("random_weights")))
+        return spec
 
 
 def takes(*names: str):

@@ -7,6 +7,8 @@ that cannot be read is a record with status `unreadable` naming it; the other in
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +47,25 @@ def check(options: ScoreOptions, detector) -> None:
                          "export it again, or score aligned crops with --aligned")
 
 
+def write_records(records: Iterator[dict], output: Path | None, inputs: list[Path]) -> None:
+    """JSON lines as each input is scored: to stdout, or into `output` (a temporary file renamed at the end). An
+    output that is one of the inputs is refused before anything is read."""
+    if output is not None:
+        if Path(output).resolve() in {Path(p).resolve() for p in [*inputs, *expand(inputs)]}:
+            raise ValueError(f"{output}: is one of the inputs; choose another --output")
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "w") as f:
+                for record in records:
+                    f.write(json.dumps(record) + "\n")
+
+        atomic_write(output, write)
+        return
+    for record in records:
+        sys.stdout.write(json.dumps(record) + "\n")
+        sys.stdout.flush()
+
+
 def expand(paths: list[Path], aligned: bool = False) -> list[Path]:
     """Files as given; folders searched recursively for photos and videos (or, aligned, image crops), sorted."""
     out = []
@@ -58,10 +79,23 @@ def expand(paths: list[Path], aligned: bool = False) -> list[Path]:
     return out
 
 
+def random_weights(manifest: dict) -> list[str]:
+    """The parts of a detector that are seeded random weights (its manifest's `sources` without a SHA-256)."""
+    if "random_weights" in manifest:
+        return list(manifest["random_weights"])
+    return [part for part, rec in (manifest.get("sources") or {}).items() if isinstance(rec, dict) and not rec.get("sha256")]
+
+
 def score_paths(detector, paths: list[Path], options: ScoreOptions = ScoreOptions()) -> Iterator[dict]:
-    """Records, in the order of `expand(paths)`."""
+    """Records, in the order of `expand(paths)`; each says `random_weights` when any part of the model is random."""
     check(options, detector)
     detector.scorer.min_face = options.min_face
+    random = random_weights(detector.manifest)
+    for record in _records(detector, paths, options):
+        yield {**record, "random_weights": random} if random else record
+
+
+def _records(detector, paths: list[Path], options: ScoreOptions) -> Iterator[dict]:
     for path in expand(paths, options.aligned):
         kind = "crop" if options.aligned else (media_kind(path) or "photo")
         try:

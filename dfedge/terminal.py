@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -31,9 +33,22 @@ def user_errors():
     except FileNotFoundError as e:
         err_console.print(f"[red]error:[/red] {e.filename}: no such file", markup=True, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+    except OSError as e:  # a folder where a file goes, no permission, a full disk: the path and the reason
+        err_console.print(f"[red]error:[/red] {e.filename or ''}: {e.strerror or e}", markup=True, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
     except (CheckpointError, ImageError, ValueError) as e:
         err_console.print(f"[red]error:[/red] {e}", markup=True, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+
+
+def clean_up_on_termination() -> None:
+    """SIGTERM ends the command as Ctrl-C does, through every `finally`: staging folders and temporary files are
+    removed (the default action kills the process where it stands and leaves them)."""
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -80,12 +81,17 @@ def load_scores(path: str | Path) -> Scores:
             data = {k: z[k] for k in z.files}
     except FileNotFoundError:
         raise ScoresError(f"{path}: no such file") from None
-    except (OSError, ValueError, EOFError) as e:
-        raise ScoresError(f"{path}: not a scores file ({e})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:  # truncated, corrupt, a folder
+        raise ScoresError(f"{path}: not a readable scores file (truncated or corrupt: {str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     missing = [k for k in (*ARRAYS, "header") if k not in data]
     if missing:
         raise ScoresError(f"{path}: not a scores file (missing {', '.join(missing)})")
-    header = json.loads(str(data["header"]))
+    try:
+        header = json.loads(str(data["header"]))
+    except json.JSONDecodeError:
+        header = None
+    if not isinstance(header, dict):
+        raise ScoresError(f"{path}: not a scores file (its header is not a JSON object)")
     if header.get("schema") != SCHEMA:
         raise ScoresError(f"{path}: schema {header.get('schema')!r}, expected {SCHEMA}")
     n = len(data["ids"])
@@ -97,6 +103,8 @@ def load_scores(path: str | Path) -> Scores:
 def score_set(run: Runner, data, batch: int = 1, transform=None, progress=None) -> Scores:
     """Score every sample of `data` (a LabelledSet). `transform(image_uint8_hwc, index)` degrades inputs."""
     n = len(data)
+    if n == 0:
+        raise ValueError(f"{getattr(data, 'description', 'the data')}: no samples to score")
     ids, videos, labels, outs = [], [], [], []
     for start in range(0, n, batch):
         samples = [data[i] for i in range(start, min(n, start + batch))]

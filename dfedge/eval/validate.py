@@ -18,7 +18,8 @@ from .scores import Runner, Scores, check_same_samples, score_set
 @dataclass(frozen=True)
 class Budget:
     max_auc_drop: float = 0.005  # AUC as a fraction: 0.005 = 0.5 percentage points
-    max_flip_rate: float | None = None
+    max_flip_rate: float | None = None  # share of decisions at the reference's threshold that may differ
+    min_correlation: float | None = None  # smallest Pearson correlation of the two models' logits
 
 
 @dataclass
@@ -46,6 +47,9 @@ def compare(reference: Scores, artifact: Scores, budget: Budget = Budget(), n_bo
     keep = reference.scored
     y = reference.labels[keep].astype(int)
     ref_logit, art_logit = reference.logits[keep], artifact.logits[keep]
+    for name, logits in (("reference", ref_logit), ("artifact", art_logit)):
+        if not np.isfinite(logits).all():  # no metric of a NaN score means anything: refused, never passed
+            raise ValueError(f"the {name} gave {int((~np.isfinite(logits)).sum())} non-finite scores (NaN/Inf)")
     thr = reference.threshold
     ref_m, art_m = metrics.binary_metrics(y, ref_logit, thr), metrics.binary_metrics(y, art_logit, thr)
     delong = metrics.delong(y, ref_logit, art_logit)
@@ -68,8 +72,37 @@ def compare(reference: Scores, artifact: Scores, budget: Budget = Budget(), n_bo
         comp.reasons.append(f"AUC drop {-comp.delta_auc * 100:.2f} pp > budget {budget.max_auc_drop * 100:.2f} pp")
     if budget.max_flip_rate is not None and comp.agreement.flip_rate > budget.max_flip_rate:
         comp.reasons.append(f"decision flip rate {comp.agreement.flip_rate:.2%} > budget {budget.max_flip_rate:.2%}")
+    if budget.min_correlation is not None and not comp.agreement.pearson >= budget.min_correlation:  # NaN fails
+        comp.reasons.append(f"score correlation {comp.agreement.pearson:.3f} < {budget.min_correlation:.3f}")
     comp.passed = not comp.reasons
     return comp
+
+
+def manifest_identity(manifest: dict) -> dict:
+    """A bundle manifest's model, in the form of models.factory.identity: its weight files' SHA-256 (or their
+    random-seed notes), head, region and region-index rung."""
+    sources = manifest.get("sources") or {}
+    return {"sources": {part: rec.get("sha256") or rec.get("note") for part, rec in sources.items()},
+            "head": manifest.get("probe", {}).get("head"), "region": manifest.get("labels", {}).get("region"),
+            "region_index": manifest.get("export_options", {}).get("region_index", "exact")}
+
+
+def check_same_model(reference: dict | None, artifact: dict | None, names: tuple[str, str]) -> None:
+    """Raise ValueError unless the reference and the artifact come from the same model: the same DINOv3, parser (when
+    both have one) and probe files, head and region. The region-index rung may differ (a rung is validated against
+    the exact reference): that is the point of the gate."""
+    for identity, name in zip((reference, artifact), names):
+        if not identity:
+            raise ValueError(f"{name}: records no model identity (made before dfedge 0.4 or by hand): score it again "
+                             "with dfedge reference, or validate a bundle")
+    for key in ("head", "region"):
+        if reference[key] != artifact[key]:
+            raise ValueError(f"{names[1]} is another model than {names[0]}: {key} '{artifact[key]}', not '{reference[key]}'")
+    ref, art = reference["sources"], artifact["sources"]
+    for part in sorted(set(ref) & set(art)):
+        if ref[part] != art[part]:
+            raise ValueError(f"{names[1]} is another model than {names[0]}: its {part} weights are {str(art[part])[:16]}…, "
+                             f"the reference's {str(ref[part])[:16]}…")
 
 
 def summary_rows(comp: Comparison) -> list[tuple[str, str, str]]:

@@ -94,6 +94,7 @@ def build_manifest(job: Job, root: Path, parity: Parity, conversion: dict) -> di
                   "positive_class": "fake", "fitted_on": info.fitted_on, "guard": info.guard},
         "files": file_hashes(root),
         "sources": job.sources,
+        "random_weights": [part for part, rec in job.sources.items() if not rec.get("sha256")],
         "versions": {"dfedge": __version__, "torch": torch.__version__, "python": platform.python_version(),
                      target.converter: package_version(target.converter)},
         "export_options": job.options,

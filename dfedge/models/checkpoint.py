@@ -6,10 +6,12 @@ print it as is.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import pickle
+import re
 import tempfile
 import zipfile
 from collections.abc import Mapping
@@ -37,15 +39,27 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+PIN = re.compile(r"^[0-9a-f]{64}$")
+
+
+def check_pin(value: str | None, what: str = "SHA-256 pin") -> str | None:
+    """A pin is a full SHA-256, 64 hex digits (a prefix pins nothing a forger cannot match); None: no pin."""
+    if value is None:
+        return None
+    pin = str(value).strip().lower()
+    if not PIN.match(pin):
+        raise ValueError(f"{what} {value!r} is not a SHA-256: give all 64 hex digits (sha256sum FILE)")
+    return pin
+
+
 def check_sha256(path: str | Path, expected: str | None) -> str:
-    """Return the file's SHA-256; raise if `expected` (a full digest or a prefix of >= 8 hex digits) differs."""
+    """Return the file's SHA-256; raise if it differs from `expected` (a full 64-hex digest; None: no pin)."""
+    expected = check_pin(expected)
     if not Path(path).is_file():
         raise CheckpointError(f"{path}: no such file")
     digest = sha256_file(path)
-    if expected:
-        expected = expected.lower().strip()
-        if len(expected) < 8 or not digest.startswith(expected):
-            raise CheckpointError(f"{path}: SHA-256 {digest} does not match the pinned {expected}")
+    if expected and digest != expected:
+        raise CheckpointError(f"{path}: SHA-256 {digest} does not match the pinned {expected}")
     return digest
 
 
@@ -65,6 +79,116 @@ def read_torch_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return dict(obj)
 
 
+_STORAGE_DTYPES = {  # the storage classes a TorchScript pickle names, by the dtype of their elements
+    "FloatStorage": torch.float32, "DoubleStorage": torch.float64, "HalfStorage": torch.float16,
+    "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32,
+    "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8, "BoolStorage": torch.bool,
+}
+
+
+class ScriptObject:
+    """A TorchScript object as data: its class name and the attributes its pickle holds. Nothing of its code runs:
+    a scripted `__setstate__` becomes a `state` that is not a dict, which the reader refuses."""
+
+    qualname = "?"
+
+    def __setstate__(self, state) -> None:
+        self.__dict__["_state"] = state
+
+
+def _tensor(storage, offset, size, stride, *_):
+    return torch.empty(0, dtype=storage[1]).set_(storage[0], offset, size, stride)
+
+
+class _ArchiveUnpickler(pickle.Unpickler):
+    """Reads a TorchScript archive's data.pkl as plain data. Python's pickle would import and call whatever the
+    file names; torch.jit.load would run the archive's scripted code (`__setstate__`): this allows tensors, lists
+    and the archive's own classes as inert ScriptObjects, and refuses anything else by name."""
+
+    _BUILDERS = {  # torch.jit._pickle's list/tag helpers, as the identity they are on data
+        "build_intlist": list, "build_doublelist": list, "build_boollist": list, "build_tensorlist": list,
+        "build_complexlist": list, "restore_type_tag": lambda value, _tag: value,
+    }
+
+    def __init__(self, file, archive: zipfile.ZipFile, prefix: str, path: Path) -> None:
+        super().__init__(file)
+        self.archive, self.prefix, self.path, self.classes = archive, prefix, path, {}
+
+    def find_class(self, module: str, name: str):
+        if module.startswith("__torch__"):
+            qualname = f"{module}.{name}"
+            return self.classes.setdefault(qualname, type(name, (ScriptObject,), {"qualname": qualname}))
+        if module == "torch._utils" and name == "_rebuild_tensor_v2":
+            return _tensor
+        if module == "torch.jit._pickle" and name in self._BUILDERS:
+            return self._BUILDERS[name]
+        if module == "torch" and name in _STORAGE_DTYPES:
+            return _STORAGE_DTYPES[name]
+        if module == "collections" and name == "OrderedDict":
+            return dict
+        raise CheckpointError(f"{self.path}: the archive needs {module}.{name}, which is not TorchScript data "
+                              "(pass --trust-torchscript to run the file with torch.jit.load)")
+
+    def persistent_load(self, pid):
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[1], torch.dtype)):
+            raise CheckpointError(f"{self.path}: unknown persistent reference {str(pid)[:60]}")
+        _, dtype, key, _location, numel = pid
+        name = f"{self.prefix}data/{key}"
+        nbytes = int(numel) * torch.empty(0, dtype=dtype).element_size()
+        try:
+            info = self.archive.getinfo(name)
+        except KeyError:
+            raise CheckpointError(f"{self.path}: storage {key} is missing from the archive") from None
+        if info.file_size != nbytes:  # checked against the archive's directory before reading a byte of it
+            raise CheckpointError(f"{self.path}: storage {key} holds {info.file_size} bytes, its tensor needs {nbytes}")
+        raw = bytearray(self.archive.read(name))
+        return torch.frombuffer(raw, dtype=torch.uint8).untyped_storage() if raw else torch.UntypedStorage(0), dtype
+
+
+def read_torchscript(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, object]]:
+    """(tensors, attributes) of a TorchScript archive's module tree, read as data without running any of its code:
+    tensor attributes by dotted name (what `state_dict()` would give) and the other plain attributes likewise
+    (e.g. `out_size`, `backbone.output_indices`). A plain `torch.save` state_dict is refused here with what it is."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            pkl = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
+            if not pkl:
+                raise CheckpointError(f"{path}: not a PyTorch archive (no data.pkl)")
+            prefix = pkl[0][: -len("data.pkl")]
+            if not any(n.startswith(prefix + "code/") for n in names):
+                raise CheckpointError(f"{path}: a torch.save checkpoint, not a TorchScript archive")
+            with archive.open(pkl[0]) as f:
+                root = _ArchiveUnpickler(f, archive, prefix, path).load()
+    except (zipfile.BadZipFile, EOFError, OSError, pickle.UnpicklingError, RuntimeError, ValueError, TypeError,
+            IndexError, KeyError, AttributeError) as e:
+        if isinstance(e, CheckpointError):
+            raise
+        raise CheckpointError(f"{path}: unreadable TorchScript archive (truncated or corrupt): {_first_line(e)}") from None
+    tensors, attributes = {}, {}
+
+    def walk(obj: ScriptObject, prefix: str) -> None:
+        state = obj.__dict__.get("_state")
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{path}: {obj.qualname} restores its state with its own code (a scripted "
+                                  "__setstate__); the kit will not run it (pass --trust-torchscript to)")
+        for key, value in state.items():
+            if isinstance(value, ScriptObject):
+                walk(value, f"{prefix}{key}.")
+            elif isinstance(value, torch.Tensor):
+                tensors[prefix + key] = value
+            elif key not in ("training", "_is_full_backward_hook"):
+                attributes[prefix + key] = value
+
+    if not isinstance(root, ScriptObject):
+        raise CheckpointError(f"{path}: the archive holds a {type(root).__name__}, not a module")
+    walk(root, "")
+    return tensors, attributes
+
+
 def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Return (tensors, metadata) of a safetensors file."""
     path = Path(path)
@@ -76,6 +200,18 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
         return load_file(str(path)), metadata
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: unreadable safetensors file (truncated or corrupt): {_first_line(e)}") from None
+
+
+def config_from_metadata(cls, meta: Mapping[str, str], key: str, path: str | Path):
+    """The config dataclass `cls` a kit-written file records as JSON under metadata `key` (lists become tuples);
+    an unknown field, a wrong type or a bad value is a CheckpointError naming the file, never a traceback."""
+    try:
+        fields = json.loads(meta[key])
+        if not isinstance(fields, dict):
+            raise ValueError(f"expected an object, found {type(fields).__name__}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+    except (TypeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{path}: bad '{key}' metadata: {_first_line(e)}") from None
 
 
 def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -113,10 +249,16 @@ def expected_shapes(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
 
 
 def atomic_write(path: str | Path, write) -> Path:
-    """Call `write(tmp_path)` and rename the result onto `path`, so a failure leaves nothing behind."""
+    """Call `write(tmp_path)` and rename the result onto `path`, so a failure leaves nothing behind. An error of the
+    file system names `path`, the user's, not the temporary file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", str(path))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise type(e)(e.errno, e.strerror, str(path)) from None
     os.close(fd)
     try:
         write(Path(tmp))
@@ -124,6 +266,8 @@ def atomic_write(path: str | Path, write) -> Path:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a written file should look like any other
         os.replace(tmp, path)
+    except OSError as e:
+        raise type(e)(e.errno, e.strerror, str(path)) from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

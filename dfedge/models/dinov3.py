@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import CheckpointError, check_sha256, check_state_dict, read_weights
+from .checkpoint import CheckpointError, check_sha256, check_state_dict, config_from_metadata, read_weights
 from .layers import LayerScale, merge_heads, multi_head_attention, split_heads
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -362,14 +362,13 @@ def load_dinov3(path: str | Path, cfg: DinoV3Config | str | None = None, sha256:
 
     The layout is recognised from the keys; either way the check is strict. Files the kit wrote carry their
     architecture in the safetensors metadata, which then wins over `cfg`; official/HF files need `cfg` (a
-    config or preset name). `sha256` (full digest or >= 8-hex prefix) pins the file; `img_size` sets the input
+    config or preset name). `sha256` (a full 64-hex digest) pins the file; `img_size` sets the input
     size the RoPE tables are built for.
     """
     check_sha256(path, sha256)
     state_dict, meta = read_weights(path)
     if "dfedge_dinov3_config" in meta:
-        fields = json.loads(meta["dfedge_dinov3_config"])
-        cfg = DinoV3Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+        cfg = config_from_metadata(DinoV3Config, meta, "dfedge_dinov3_config", path)
     elif cfg is None:
         raise CheckpointError(f"{path}: no architecture given and none recorded in the file (pass a preset)")
     elif isinstance(cfg, str):
@@ -378,8 +377,9 @@ def load_dinov3(path: str | Path, cfg: DinoV3Config | str | None = None, sha256:
         cfg = replace(cfg, img_size=img_size)
     if "embeddings.cls_token" in state_dict:
         state_dict = hf_to_official(state_dict, cfg, str(path))
+    state_dict = from_official(state_dict, cfg, str(path))  # keys and shapes checked before the model is allocated
     model = DinoV3(cfg)
-    model.load_state_dict(from_official(state_dict, cfg, str(path)), strict=True)
+    model.load_state_dict(state_dict, strict=True)
     return model.eval()
 
 

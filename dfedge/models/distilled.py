@@ -19,7 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import CheckpointError, read_safetensors
+from .checkpoint import (
+    CheckpointError, check_sha256, check_state_dict, config_from_metadata, expected_shapes, read_safetensors,
+)
 from .farl import LABEL_SETS
 
 CONFIG_KEY = "dfedge_region_head_config"
@@ -75,22 +77,20 @@ def config_json(cfg: RegionHeadConfig) -> str:
     return json.dumps(asdict(cfg))
 
 
-def load_region_head(path, embed_dim: int | None = None, grid: int | None = None) -> tuple[DistilledRegionHead, dict]:
-    """(head, file metadata). Checks the head fits the DINOv3 it will read (`embed_dim`, `grid`)."""
+def load_region_head(path, embed_dim: int | None = None, grid: int | None = None,
+                     sha256: str | None = None) -> tuple[DistilledRegionHead, dict]:
+    """(head, file metadata). Checks the head fits the DINOv3 it will read (`embed_dim`, `grid`); `sha256` (64 hex
+    digits) pins the file."""
+    check_sha256(path, sha256)
     tensors, meta = read_safetensors(path)
     if CONFIG_KEY not in meta:
         raise CheckpointError(f"{path}: no '{CONFIG_KEY}' metadata (not written by distill-region-head)")
-    try:
-        cfg = RegionHeadConfig(**json.loads(meta[CONFIG_KEY]))
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: bad region-head config: {e}") from None
+    cfg = config_from_metadata(RegionHeadConfig, meta, CONFIG_KEY, path)
     if embed_dim is not None and cfg.embed_dim != embed_dim:
         raise CheckpointError(f"{path}: head reads {cfg.embed_dim}-wide tokens but this DINOv3 gives {embed_dim}")
     if grid is not None and cfg.grid != grid:
         raise CheckpointError(f"{path}: head was distilled for a {cfg.grid}x{cfg.grid} token grid, this DINOv3 has {grid}x{grid}")
     head = DistilledRegionHead(cfg)
-    try:
-        head.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f"{path}: region-head tensors do not match its config: {str(e).splitlines()[0]}") from None
+    check_state_dict(tensors, expected_shapes(head), path)  # the same keys and shapes, finite values
+    head.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
     return head.eval(), meta

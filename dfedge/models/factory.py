@@ -10,7 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from . import dinov3 as dinov3_lib
 from . import farl as farl_lib
-from .checkpoint import CheckpointError, sha256_file
+from .checkpoint import CheckpointError, check_pin, sha256_file
 from .detector import CROP_SIZE, Detector, DetectorConfig, check_head
 from .distilled import DistilledRegionHead, RegionHeadConfig, load_region_head
 from .heads import feature_dim
@@ -61,8 +61,14 @@ class DetectorSpec:
     seed: int = 0
     region_index: str = "exact"  # exact | lite-head | parser-224 | distilled (models/ladder.py)
     region_head: str | None = None  # the distilled rung's head (distill-region-head); toy ships one
+    probe_sha256: str | None = None
+    region_head_sha256: str | None = None  # pins: full SHA-256s of the files used (given or shipped)
+    trust_torchscript: bool = False  # read a TorchScript parser with torch.jit.load (runs its code)
+    random_probe: bool = False  # no probe for this head and region: score with a seeded random one (said in outputs)
 
     def __post_init__(self) -> None:
+        for part in PINNED:
+            check_pin(getattr(self, f"{part}_sha256"), f"--{part.replace('_', '-')}-sha256")
         if self.preset not in DETECTOR_PRESETS:
             raise ValueError(f"unknown preset '{self.preset}' (known: {', '.join(DETECTOR_PRESETS)})")
         check_head(self.head, self.region_index)
@@ -72,6 +78,9 @@ class DetectorSpec:
             raise ValueError(f"a region head file is read by the distilled region index, not by '{self.region_index}'")
         if self.dinov3_input not in (CROP_SIZE // 2, CROP_SIZE):
             raise ValueError(f"DINOv3 input must be {CROP_SIZE // 2} or {CROP_SIZE}, got {self.dinov3_input}")
+
+
+PINNED = ("dinov3", "parser", "probe", "region_head")  # the weight files a DetectorSpec can pin
 
 
 def require_weights(spec: DetectorSpec, random_weights: bool = False) -> None:
@@ -92,12 +101,41 @@ def source_record(path: str | Path | None, fallback: str) -> dict:
     return {"file": path.name, "sha256": sha256_file(path)}
 
 
+def probe_file(spec: DetectorSpec) -> str | Path | None:
+    """The probe file a detector of `spec` reads: the user's, else the preset's shipped one when it was fitted for
+    the same head and region; None when there is none (then only `random_probe` builds a detector)."""
+    if spec.probe:
+        return spec.probe
+    shipped = shipped_file(spec.preset, "probe")
+    if shipped is None:
+        return None
+    info = load_probe(shipped).info
+    return shipped if (info.head, info.region) == (spec.head, spec.region) else None
+
+
+def weight_files(spec: DetectorSpec) -> dict[str, str | Path | None]:
+    """part -> the weight file the detector of `spec` is built from (None: seeded random weights)."""
+    index = "region_head" if spec.region_index == "distilled" else "parser"
+    files = {part: getattr(spec, part) or shipped_file(spec.preset, part) for part in ("dinov3", index)}
+    return {**files, "probe": probe_file(spec)}
+
+
 def weight_sources(spec: DetectorSpec) -> dict:
     """A bundle's `sources`: file name and SHA-256 of each weight file the detector of `spec` is built from."""
-    index = "region_head" if spec.region_index == "distilled" else "parser"
-    files = {part: getattr(spec, part) or shipped_file(spec.preset, part) for part in ("dinov3", index, "probe")}
     return {part: source_record(f, f"seeded random weights (preset {spec.preset}, seed {spec.seed})")
-            for part, f in files.items()}
+            for part, f in weight_files(spec).items()}
+
+
+def random_parts(spec: DetectorSpec) -> list[str]:
+    """The parts of the detector of `spec` that are seeded random weights, not a file: outputs say so."""
+    return [part for part, f in weight_files(spec).items() if f is None]
+
+
+def identity(spec: DetectorSpec) -> dict:
+    """What makes two detectors the same model for the gate: the SHA-256 of each weight file (or its random-seed
+    note), the head, the region and the region-index rung. Recorded in references and bundle manifests."""
+    return {"sources": {part: rec["sha256"] or rec["note"] for part, rec in weight_sources(spec).items()},
+            "head": spec.head, "region": spec.region, "region_index": spec.region_index}
 
 
 def dinov3_config(spec: DetectorSpec) -> dinov3_lib.DinoV3Config:
@@ -120,7 +158,7 @@ def build_region_head(spec: DetectorSpec, d_cfg: dinov3_lib.DinoV3Config) -> Dis
     path = spec.region_head or shipped_file(spec.preset, "region_head")
     if not path:
         return DistilledRegionHead(region_head_config(spec, d_cfg)).eval()
-    head, meta = load_region_head(path, embed_dim=d_cfg.embed_dim, grid=d_cfg.grid)
+    head, meta = load_region_head(path, embed_dim=d_cfg.embed_dim, grid=d_cfg.grid, sha256=spec.region_head_sha256)
     if spec.label_set and head.cfg.label_set != spec.label_set:
         raise CheckpointError(f"{path}: head predicts '{head.cfg.label_set}' classes, not '{spec.label_set}'")
     recorded = meta.get("dinov3_sha256")
@@ -140,6 +178,9 @@ def build_detector(spec: DetectorSpec | None = None) -> Detector:
     spec = spec or DetectorSpec()
     torch.manual_seed(spec.seed)
     d_cfg = dinov3_config(spec)
+    for part in PINNED:  # a pin with nothing to pin is a mistake, not a pass
+        if getattr(spec, f"{part}_sha256") and not weight_files(spec).get(part):
+            raise ValueError(f"--{part.replace('_', '-')}-sha256 given, but this detector reads no {part.replace('_', ' ')} file")
     dinov3_file = spec.dinov3 or shipped_file(spec.preset, "dinov3")
     if dinov3_file:
         backbone = dinov3_lib.load_dinov3(dinov3_file, d_cfg, sha256=spec.dinov3_sha256, img_size=spec.dinov3_input)
@@ -147,20 +188,23 @@ def build_detector(spec: DetectorSpec | None = None) -> Detector:
         backbone = dinov3_lib.DinoV3(d_cfg)
     parser, region_head = build_region_index(spec, d_cfg)
     dim = feature_dim(spec.head, backbone.cfg.embed_dim, parser.cfg.width if parser is not None else None)
-    probe_file = spec.probe or shipped_file(spec.preset, "probe")
-    probe = load_probe(probe_file, dim=None) if probe_file else None
-    if probe is not None and not spec.probe and (probe.info.head, probe.info.region) != (spec.head, spec.region):
-        probe = None  # the shipped probe reads another head or region: this build gets a seeded random one
-    if probe is None:
+    path = probe_file(spec)
+    if path is None:
+        if not (spec.random_probe or dinov3_file is None):  # (no DINOv3 file: the whole model is random, by request)
+            raise ValueError(f"no probe for the '{spec.head}' head on the '{spec.region}' region: pass --probe (dfedge "
+                             "fit-probe writes one), or --random-probe to score with seeded random weights (tests only)")
         probe, region = random_probe(dim, spec), spec.region
     else:
+        probe = load_probe(path, dim=None, sha256=spec.probe_sha256)
         if probe.info.head != spec.head:
-            raise ValueError(f"{probe_file}: probe was fitted for the '{probe.info.head}' head, not '{spec.head}'")
+            raise ValueError(f"{path}: probe was fitted for the '{probe.info.head}' head, not '{spec.head}'")
         if probe.weight.shape[0] != dim:
-            raise ValueError(f"{probe_file}: probe has {probe.weight.shape[0]} inputs but the '{spec.head}' head gives {dim}")
+            raise ValueError(f"{path}: probe has {probe.weight.shape[0]} inputs but the '{spec.head}' head gives {dim}")
         region = probe.info.region
     cfg = DetectorConfig(head=spec.head, region=region, region_index=spec.region_index)
-    return Detector(backbone, parser, probe, cfg, region_head=region_head).eval()
+    detector = Detector(backbone, parser, probe, cfg, region_head=region_head).eval()
+    detector.random_parts = random_parts(spec)  # what outputs must say is not a trained model
+    return detector
 
 
 def build_region_index(spec: DetectorSpec, d_cfg: dinov3_lib.DinoV3Config) -> tuple[farl_lib.FarlParser | None, DistilledRegionHead | None]:
@@ -171,7 +215,8 @@ def build_region_index(spec: DetectorSpec, d_cfg: dinov3_lib.DinoV3Config) -> tu
         return None, build_region_head(spec, d_cfg)
     parser_file = spec.parser or shipped_file(spec.preset, "parser")
     if parser_file:
-        parser = farl_lib.load_parser(parser_file, label_set=spec.label_set, sha256=spec.parser_sha256, input_size=CROP_SIZE)
+        parser = farl_lib.load_parser(parser_file, label_set=spec.label_set, sha256=spec.parser_sha256, input_size=CROP_SIZE,
+                                      trust_torchscript=spec.trust_torchscript)
     else:
         parser = farl_lib.FarlParser(parser_config(spec))
     cfg = r.parser_config(parser.cfg)

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import (
-    CheckpointError, atomic_write, check_sha256, check_state_dict, read_safetensors, save_safetensors, sha256_file,
+    CheckpointError, atomic_write, check_sha256, check_state_dict, config_from_metadata, read_safetensors, read_torch_state_dict,
+    read_torchscript, save_safetensors, sha256_file,
 )
 from .layers import QuickGELU, merge_heads, multi_head_attention, split_heads
 from .resample import adaptive_avg_matrix, apply_separable, as_buffer
@@ -369,8 +370,13 @@ def derive_parser(parser: FarlParser, cfg: FarlConfig) -> FarlParser:
     return build_parser(state_dict, cfg, f"derived from the {base.input_size}px parser")
 
 
-def infer_config(state_dict: dict[str, torch.Tensor], label_set: str | None, source: str, **overrides) -> FarlConfig:
-    """Read width/layers/classes/input size off the tensors; heads and output indices from the presets."""
+def infer_config(state_dict: dict[str, torch.Tensor], label_set: str | None, source: str,
+                 attributes: dict | None = None, **overrides) -> FarlConfig:
+    """The parser's config from its tensors: width, depth, patch, classes, input size off the keys and shapes; the
+    attention heads and the blocks that feed the head from the archive's attributes when it has them (TorchScript:
+    `num_heads`, `backbone.output_indices`), else from the preset of the same depth and width. Never guessed: a
+    depth no preset has, without the archive saying, is refused."""
+    attributes = attributes or {}
     try:
         width = state_dict["backbone.visual.conv1.weight"].shape[0]
         patch = state_dict["backbone.visual.conv1.weight"].shape[-1]
@@ -388,19 +394,40 @@ def infer_config(state_dict: dict[str, torch.Tensor], label_set: str | None, sou
         label_set = by_classes[classes]
     if len(LABEL_SETS[label_set]) != classes:
         raise CheckpointError(f"{source}: {classes} output classes, but label set '{label_set}' has {len(LABEL_SETS[label_set])}")
-    known = {c.width: c for c in PRESETS.values()}
-    base = known.get(width, FarlConfig(width=width, heads=max(1, width // 64)))
-    indices = base.output_indices if max(base.output_indices) < layers else tuple(range(layers - 4, layers))
-    cfg = FarlConfig(
-        label_set=label_set, width=width, layers=layers, heads=base.heads, patch_size=patch,
-        input_size=grid * patch, output_indices=indices, head_channels=head_channels, proj_dim=proj_dim,
-    )
-    return replace(cfg, **overrides)
+    same_depth = [c for c in PRESETS.values() if c.layers == layers]
+    indices = attributes.get("backbone.output_indices")
+    if indices is None:
+        if not same_depth:
+            raise CheckpointError(f"{source}: a {layers}-layer parser and no output_indices in the file: which blocks "
+                                  f"feed the head is unknown (known depths: {sorted({c.layers for c in PRESETS.values()})})")
+        indices = same_depth[0].output_indices
+    heads = attributes.get("backbone.visual.transformer.resblocks.0.attn.num_heads")
+    if heads is None:
+        same = [c for c in same_depth if c.width == width]
+        heads = same[0].heads if same else max(1, width // 64)  # FaRL's (CLIP's) 64-wide heads
+    try:
+        cfg = FarlConfig(
+            label_set=label_set, width=width, layers=layers, heads=int(heads), patch_size=patch,
+            input_size=grid * patch, output_indices=tuple(int(i) for i in indices), head_channels=head_channels,
+            proj_dim=proj_dim,
+        )
+        return replace(cfg, **overrides)
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{source}: {e}") from None
 
 
-def read_torchscript_parser(path: str | Path) -> tuple[dict[str, torch.Tensor], list[int]]:
-    """state_dict and `out_size` of a facer TorchScript parser (`torch.jit.load` only deserialises it)."""
+def read_parser_file(path: str | Path, trust_torchscript: bool = False) -> tuple[dict[str, torch.Tensor], dict]:
+    """(state_dict, attributes) of a facer TorchScript `.pt`, read as data (checkpoint.read_torchscript), or of a
+    plain `torch.save` state_dict (weights only). `trust_torchscript` runs the archive with `torch.jit.load`
+    instead, which executes its scripted code: only for a file the user vouches for."""
     path = Path(path)
+    if not trust_torchscript:
+        try:
+            return read_torchscript(path)
+        except CheckpointError as e:
+            if "a torch.save checkpoint" not in str(e):
+                raise
+        return read_torch_state_dict(path), {}
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     try:
@@ -411,8 +438,9 @@ def read_torchscript_parser(path: str | Path) -> tuple[dict[str, torch.Tensor], 
         msg = str(e).strip().splitlines()
         raise CheckpointError(f"{path}: unreadable TorchScript archive (truncated or corrupt): {msg[0] if msg else e}") from None
     state_dict = {k: v.detach().clone() for k, v in jit.state_dict().items()}
-    out_size = [int(s) for s in getattr(jit, "out_size", (448, 448))]
-    return state_dict, out_size
+    attributes = {"out_size": getattr(jit, "out_size", None),
+                  "backbone.output_indices": getattr(getattr(jit, "backbone", None), "output_indices", None)}
+    return state_dict, {k: list(v) for k, v in attributes.items() if v is not None}
 
 
 def build_parser(state_dict: dict[str, torch.Tensor], cfg: FarlConfig, source: str) -> FarlParser:
@@ -423,26 +451,26 @@ def build_parser(state_dict: dict[str, torch.Tensor], cfg: FarlConfig, source: s
 
 
 def load_parser(
-    path: str | Path, label_set: str | None = None, sha256: str | None = None, input_size: int | None = None
+    path: str | Path, label_set: str | None = None, sha256: str | None = None, input_size: int | None = None,
+    trust_torchscript: bool = False,
 ) -> FarlParser:
-    """Load a FaRL parser from a converted `.safetensors` (preferred) or a facer TorchScript `.pt`.
+    """Load a FaRL parser from a converted `.safetensors` (preferred), a facer TorchScript `.pt` (read as data,
+    see read_parser_file) or a plain state_dict `.pt`.
 
     `input_size` other than the checkpoint's resizes the positional embedding once (bicubic, as FaRL does).
     """
     check_sha256(path, sha256)
     if str(path).endswith(".safetensors"):
         state_dict, meta = read_safetensors(path)
-        cfg_json = meta.get("dfedge_parser_config")
-        if cfg_json is None:
+        if "dfedge_parser_config" not in meta:
             raise CheckpointError(f"{path}: safetensors file has no 'dfedge_parser_config' metadata (use convert-parser)")
-        fields = json.loads(cfg_json)
-        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
-        cfg = FarlConfig(**fields)
+        cfg = config_from_metadata(FarlConfig, meta, "dfedge_parser_config", path)
         if label_set is not None and label_set != cfg.label_set:
             raise CheckpointError(f"{path}: parser label set is '{cfg.label_set}', not '{label_set}'")
     else:
-        state_dict, out_size = read_torchscript_parser(path)
-        cfg = infer_config(state_dict, label_set, str(path), out_size=tuple(out_size))
+        state_dict, attributes = read_parser_file(path, trust_torchscript)
+        out_size = tuple(int(v) for v in attributes.get("out_size", (448, 448)))
+        cfg = infer_config(state_dict, label_set, str(path), attributes, out_size=out_size)
     if input_size is not None and input_size != cfg.input_size:
         cfg = replace(cfg, input_size=input_size)
         key = "backbone.visual.positional_embedding"
@@ -456,14 +484,15 @@ def config_json(cfg: FarlConfig) -> str:
     return json.dumps(fields)
 
 
-def convert_parser(src: str | Path, dst: str | Path, label_set: str | None = None, sha256: str | None = None) -> dict:
+def convert_parser(src: str | Path, dst: str | Path, label_set: str | None = None, sha256: str | None = None,
+                   trust_torchscript: bool = False) -> dict:
     """TorchScript `.pt` -> `.safetensors` with the config in its metadata, plus a JSON manifest beside it.
 
     Later runs load the safetensors file and never deserialise TorchScript again. Returns the manifest.
     """
     src, dst = Path(src), Path(dst)
     digest = check_sha256(src, sha256)
-    parser = load_parser(src, label_set=label_set)
+    parser = load_parser(src, label_set=label_set, trust_torchscript=trust_torchscript)
     meta = {
         "dfedge_parser_config": config_json(parser.cfg),
         "label_names": list(parser.cfg.label_names),

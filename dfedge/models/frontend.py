@@ -326,7 +326,7 @@ def _output(image: np.ndarray, boxes: np.ndarray, onet, threshold: float) -> lis
 # ok: scored. no_face: the photo or frame has none. no_region: the region index found no region token.
 # implausible_region: region tokens where genuine aligned faces never have them (a misaligned crop, or a parser that
 # does not know this face). unreadable: the file cannot be decoded. Only `ok` carries a probability and a decision.
-STATUSES = ("ok", "no_face", "no_region", "implausible_region", "unreadable")
+STATUSES = ("ok", "no_face", "no_region", "implausible_region", "unreadable", "model_error")  # model_error: NaN/Inf out
 
 
 def region_stats(token_mask: np.ndarray) -> tuple[int, float, float]:
@@ -393,7 +393,11 @@ def judge(outputs: dict, threshold: float, guard: dict | None = None, region: st
     verdict = Verdict(status, reason, region_tokens=int(mask.sum()), token_mask=mask, contributions=contributions)
     if status == "ok":
         logit = float(np.asarray(outputs["logit"]).reshape(-1)[0])
-        verdict.logit, verdict.probability = logit, float(np.asarray(outputs["probability"]).reshape(-1)[0])
+        probability = float(np.asarray(outputs["probability"]).reshape(-1)[0])
+        if not (np.isfinite(logit) and np.isfinite(probability) and np.isfinite(contributions).all()):
+            verdict.status, verdict.reason = "model_error", f"the model returned a non-finite score (logit {logit})"
+            return verdict
+        verdict.logit, verdict.probability = logit, probability
         verdict.decision = "fake" if logit >= threshold else "real"
     return verdict
 

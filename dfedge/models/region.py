@@ -14,6 +14,7 @@ token matrix, never a gather.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import CheckpointError, read_safetensors, save_safetensors
+from .checkpoint import CheckpointError, check_sha256, config_from_metadata, read_safetensors, save_safetensors
 from .farl import LABEL_SETS
 from .heads import head
 
@@ -114,7 +115,10 @@ def save_probe(probe: LinearProbe, path: str | Path) -> Path:
     return save_safetensors(path, {"weight": probe.weight, "bias": probe.bias}, {"dfedge_probe": json.dumps(asdict(probe.info))})
 
 
-def load_probe(path: str | Path, dim: int | None = None) -> LinearProbe:
+def load_probe(path: str | Path, dim: int | None = None, sha256: str | None = None) -> LinearProbe:
+    """A probe file written by save_probe (fit-probe), checked whole: exactly its two tensors, finite values, a
+    finite threshold, metadata the kit knows; `sha256` (64 hex digits) pins the file."""
+    check_sha256(path, sha256)
     tensors, meta = read_safetensors(path)
     if set(tensors) != {"weight", "bias"}:
         raise CheckpointError(f"{path}: a probe holds exactly 'weight' and 'bias', found {sorted(tensors)}")
@@ -125,10 +129,9 @@ def load_probe(path: str | Path, dim: int | None = None) -> LinearProbe:
         raise CheckpointError(f"{path}: probe has {w.shape[0]} inputs but the feature has {dim}")
     if "dfedge_probe" not in meta:
         raise CheckpointError(f"{path}: no 'dfedge_probe' metadata (threshold and head unknown)")
-    try:
-        info = ProbeInfo(**json.loads(meta["dfedge_probe"]))
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: bad probe metadata: {e}") from None
+    info = config_from_metadata(ProbeInfo, meta, "dfedge_probe", path)
+    if not (bool(torch.isfinite(w).all()) and bool(torch.isfinite(b).all()) and math.isfinite(info.threshold)):
+        raise CheckpointError(f"{path}: the probe holds NaN or infinite values (weight, bias or threshold)")
     probe = LinearProbe(w.shape[0], info)
     with torch.no_grad():
         probe.weight.copy_(w.float())

@@ -162,7 +162,8 @@ def from_torch(detector, device: str = "cpu", threads: int = 0, faces=None) -> D
     info = detector.probe.info
     manifest = {"target": "torch", "precision": "fp32", "probe": {"threshold_logit": float(info.threshold), "guard": info.guard},
                 "alignment": {"crop_size": detector.cfg.crop_size, "template": ALIGN_TEMPLATE.tolist()},
-                "labels": {"region": detector.region_index.region}}
+                "labels": {"region": detector.region_index.region},
+                "random_weights": list(getattr(detector, "random_parts", []))}
     nets = faces or TorchNets(load_mtcnn(), device)
     return Detector(torch_runner(detector, device), "torch", manifest, threads, device,
                     nets=(nets.pnet, nets.rnet, nets.onet))

@@ -34,6 +34,10 @@ class BenchRun:
     label: str | None = None  # the device's name in merged reports
     image: Path | None = None  # also a photo -> verdict through each bundle, timed per step
 
+    def __post_init__(self) -> None:
+        if self.runs < 1 or self.warmup < 0 or self.threads < 0:
+            raise ValueError("--runs must be >= 1, --warmup and --threads >= 0")
+
     def args(self) -> list[str]:
         return (["--runs", str(self.runs), "--warmup", str(self.warmup), "--threads", str(self.threads)]
                 + (["--label", self.label] if self.label else []))

@@ -13,6 +13,7 @@ numpy and the one runtime only: no dfedge import may appear here.
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import json
 import os
@@ -98,6 +99,7 @@ MANIFEST_SCHEMA = {
         "labels": {"type": "object", "required": ["region"], "properties": {"region": {"type": "string"}}},
         "probe": {"type": "object", "required": ["threshold_logit"],
                   "properties": {"threshold_logit": {"type": "number"}, "guard": {"type": ["object", "null"]}}},
+        "random_weights": {"type": "array", "items": {"type": "string"}},
         "front_end": {"type": ["object", "null"],
                       "properties": {"files": {"type": "object", "required": ["pnet", "rnet", "onet"],
                                                "additionalProperties": {"type": "string"}}}},
@@ -532,16 +534,23 @@ def bench(bundle: Path, runs: int, warmup: int, threads: int, device: str, label
     result.update(time_runner(run, x, warmup, runs))
     if image is not None:
         result["photo"] = time_photo(scorer(run, manifest, open_face_nets(bundle, manifest, threads, device)), image, runs)
+        result["photo"]["random_weights"] = manifest.get("random_weights", [])  # verdicts of a random model say so
     return dict(result, status="ok", peak_rss_mb=peak_rss_mb())
 
 
 def write_json(path: Path, obj: dict) -> None:
-    """Atomic: a temporary file beside the target, renamed into place."""
+    """Atomic: a temporary file beside the target, renamed into place (removed if anything fails)."""
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -576,6 +585,8 @@ def main(argv: list[str] | None = None) -> int:
         photo = result["photo"]
         print(f"{photo['image']}: {photo['faces']} face(s); decode {photo['decode_ms']:.1f} ms, detect "
               f"{photo['detect_ms']:.1f} ms, align {photo['align_ms']:.1f} ms, score {photo['score_ms']:.1f} ms")
+        if photo["random_weights"]:
+            print(f"warning: seeded random {', '.join(photo['random_weights'])}: not a detector's verdicts", file=sys.stderr)
         for verdict in photo["verdicts"]:
             print(json.dumps(verdict))
     return 0

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from dfedge.models.checkpoint import CheckpointError
+from dfedge.models.checkpoint import CheckpointError, sha256_file
 from dfedge.models.dinov3 import (
     PRESETS, DinoV3, from_official, hf_to_official, load_dinov3, official_to_hf, rope_tables, to_official,
 )
@@ -110,7 +110,11 @@ def test_sha256_pin_is_checked(source, tmp_path):
     path = tmp_path / "w.pth"
     torch.save(to_official(source), path)
     with pytest.raises(CheckpointError, match="does not match the pinned"):
-        load_dinov3(path, TINY, sha256="deadbeef")
+        load_dinov3(path, TINY, sha256="deadbeef" * 8)
+    actual = sha256_file(path)
+    assert load_dinov3(path, TINY, sha256=actual.upper()).cfg.depth == TINY.depth  # case and spaces do not matter
+    with pytest.raises(ValueError, match="is not a SHA-256: give all 64 hex digits"):  # a prefix pins nothing
+        load_dinov3(path, TINY, sha256=actual[:8])
 
 
 @pytest.mark.parametrize("ffn", ["mlp", "swiglu"])

@@ -68,4 +68,4 @@ def test_following_a_face_picks_it_up_again_after_a_jump(monkeypatch):
     record = scorer.score_video([(0, 0), (1, 1)])
     assert record["usable_frames"] == 2
     assert [f["face"]["box"] for f in record["per_frame"]] == [[0.0, 0.0, 50.0, 50.0], [120.0, 10.0, 170.0, 60.0]]
-    assert frontend.STATUSES == ("ok", "no_face", "no_region", "implausible_region", "unreadable")
+    assert frontend.STATUSES == ("ok", "no_face", "no_region", "implausible_region", "unreadable", "model_error")
