@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ._version import __version__
-from .options import BENCH, GATE, MODEL, PLAN, SCORE, WEIGHTS, Options, fraction, metavar, takes
+from .options import BENCH, GATE, MODEL, PLAN, SCORE, WEIGHTS, Options, at_least_one, fraction, metavar, takes, threshold_rule
 from .terminal import (clean_up_on_termination, console, converter_output, err_console, progress_bar, quiet_converters,
                        step_progress, user_errors)
 
@@ -90,7 +90,7 @@ def fit_probe_cmd(
     data: Annotated[str, typer.Option(help="Training set: toy[:split[:N]], a folder with real/ and fake/, or a CSV/JSONL list.")] = "toy",
     val: Annotated[Optional[str], typer.Option(help="Validation set (same forms); default toy:val for toy data.")] = None,
     head: Annotated[Optional[list[str]], typer.Option(metavar=metavar("head"), help="Head(s) to fit, repeatable (default region).")] = None,
-    threshold: Annotated[str, typer.Option(help="Operating threshold rule: eer or fpr:0.05.")] = "eer",
+    threshold: Annotated[str, typer.Option(callback=threshold_rule, help="Operating threshold rule: eer or fpr:0.05.")] = "eer",
     out: Annotated[Path, typer.Option(help="Probe file (.safetensors); several heads get -HEAD suffixes.")] = Path("probe.safetensors"),
     cache: Annotated[Optional[Path], typer.Option(help="Feature cache folder (default ~/.cache/dfedge/features).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")] = False,
@@ -338,7 +338,7 @@ def report_merge(
 @takes("region")
 def make_toy(
     out: Annotated[Path, typer.Argument(help="Folder to write real/ and fake/ aligned crops (PNG) into.")],
-    count: Annotated[int, typer.Option(help="How many toy faces.")] = 16,
+    count: Annotated[int, typer.Option(callback=at_least_one, help="How many toy faces.")] = 16,
     split: Annotated[str, typer.Option(help="Toy split: train, val, test.")] = "test",
     opts: Options = None,
 ) -> None:

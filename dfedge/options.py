@@ -21,6 +21,7 @@ import typer
 
 from .build import COMMANDS, BuildConfig
 from .models.factory import DETECTOR_PRESETS, DetectorSpec, require_weights
+from .models.frontend import MAX_PIXELS
 from .models.heads import HEADS
 from .models.ladder import RUNGS
 from .models.region import REGIONS
@@ -47,6 +48,22 @@ def fraction(value: float | None) -> float | None:
     everything) is refused when the command line is read."""
     if value is not None and not 0.0 <= value <= 1.0:  # NaN fails both comparisons
         raise typer.BadParameter(f"{value} is not a fraction from 0 to 1")
+    return value
+
+
+def threshold_rule(value: str) -> str:
+    """fit-probe's --threshold, checked when the command line is read (train.probe.check_threshold_rule)."""
+    from .train.probe import check_threshold_rule
+
+    try:
+        return check_threshold_rule(value)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+
+
+def at_least_one(value: int) -> int:
+    if value < 1:
+        raise typer.BadParameter(f"{value}: must be at least 1")
     return value
 
 
@@ -90,6 +107,7 @@ OPTIONS: dict[str, tuple[object, object]] = {
     "per_frame": (Annotated[bool, typer.Option("--per-frame", help="Keep each sampled frame's verdict in a video's record.")], False),
     "top": (Annotated[int, typer.Option(help="How many top-contributing tokens to list per face.")], 5),
     "save_vis": (Annotated[Optional[Path], typer.Option(help="Folder for one picture per face: box and landmarks, crop with mask and contributions.")], None),
+    "max_pixels": (Annotated[int, typer.Option(help="A photo that would decode to more pixels is refused, from its header, before decoding.")], MAX_PIXELS),
     "bundle": (Annotated[Optional[Path], typer.Option(help="Score with this bundle (its runtime and face front end) instead of the torch model.")], None),
     # the plan of dfedge build / export / quantize
     "targets": (Annotated[Optional[list[str]], typer.Option(
@@ -131,7 +149,7 @@ WEIGHTS = ("preset", "dinov3", "parser", "dinov3_input", *PINS, "random_weights"
 MODEL = (*WEIGHTS, "probe", "head", "region", "region_index", "region_head", "random_probe")
 PLAN = ("targets", "precisions", "region_indexes", "dist", "name", "preset", "dinov3", "parser", "probe", "head",
         "region", "dinov3_input", "region_head", *PINS, "random_probe", "random_weights", "parity_samples", "data")
-SCORE = ("aligned", "faces", "min_face", "frames", "fps", "track", "per_frame", "top", "save_vis", "bundle")
+SCORE = ("aligned", "faces", "min_face", "frames", "fps", "track", "per_frame", "top", "save_vis", "max_pixels", "bundle")
 BENCH = ("runs", "warmup", "threads", "device", "label", "image")
 GATE = ("max_auc_drop", "min_mask_agreement", "calib", "calib_size", "accuracy_iterations", "bench_runs", "threads")
 SPEC_FIELDS = {f.name for f in dataclasses.fields(DetectorSpec)}

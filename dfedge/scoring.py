@@ -32,6 +32,7 @@ class ScoreOptions:
     per_frame: bool = False  # keep each sampled frame's verdict in the video record
     top: int = 5  # top-contributing tokens listed per face
     save_vis: Path | None = None  # per face: the photo with box and landmarks, the crop with mask and contributions
+    max_pixels: int = frontend.MAX_PIXELS  # a photo that would decode to more is refused from its header
 
 
 def check(options: ScoreOptions, detector) -> None:
@@ -40,6 +41,8 @@ def check(options: ScoreOptions, detector) -> None:
         raise ValueError(f"--faces is all or largest, --track iou or largest (got {options.faces}, {options.track})")
     if options.min_face < 12:
         raise ValueError(f"--min-face {options.min_face}: MTCNN's smallest window is 12 px")
+    if options.max_pixels < 1:
+        raise ValueError(f"--max-pixels must be at least 1 (got {options.max_pixels})")
     if options.frames < 1 or (options.fps is not None and options.fps <= 0):
         raise ValueError(f"--frames must be at least 1 and --fps positive (got {options.frames}, {options.fps})")
     if not options.aligned and detector.scorer.nets is None:
@@ -99,6 +102,8 @@ def _records(detector, paths: list[Path], options: ScoreOptions) -> Iterator[dic
     for path in expand(paths, options.aligned):
         kind = "crop" if options.aligned else (media_kind(path) or "photo")
         try:
+            if path.exists() and not path.is_file():  # a FIFO or a device would block the decoder, or never end
+                raise MediaError("unreadable", "not a regular file (a FIFO, a device or a socket)")
             if kind == "crop":
                 yield _crop(detector, path, options)
             elif kind == "video":
@@ -117,12 +122,18 @@ def _strip(e: Exception, path: Path) -> str:
 
 
 def _crop(detector, path: Path, options: ScoreOptions) -> dict:
-    verdict = detector.scorer.score_crop(read_crop(path, detector.crop_size))
-    return {"file": str(path), "kind": "crop", **verdict.record(options.top)}
+    conversions: list[str] = []
+    verdict = detector.scorer.score_crop(read_crop(path, detector.crop_size, conversions))
+    return {"file": str(path), "kind": "crop", **verdict.record(options.top), **_said(conversions)}
+
+
+def _said(conversions) -> dict:
+    """A record's `conversions`: what reading the image did besides decoding it (present only when anything)."""
+    return {"conversions": list(conversions)} if conversions else {}
 
 
 def _photo(detector, path: Path, options: ScoreOptions) -> Iterator[dict]:
-    image, (width, height) = read_photo(path)
+    image, (width, height), conversions = read_photo(path, max_pixels=options.max_pixels)
     verdicts = detector.score_image(image, faces=options.faces)
     kx, ky = width / image.shape[1], height / image.shape[0]  # the decoded copy -> the photo's own pixels
     for i, verdict in enumerate(verdicts):
@@ -131,7 +142,8 @@ def _photo(detector, path: Path, options: ScoreOptions) -> Iterator[dict]:
         if verdict.face is not None:
             verdict.face = verdict.face.scaled(kx, ky)
         yield {"file": str(path), "kind": "photo", "size": [width, height], "decoded_size": [image.shape[1], image.shape[0]],
-               "face_index": i, "faces": sum(v.face is not None for v in verdicts), **verdict.record(options.top)}
+               "face_index": i, "faces": sum(v.face is not None for v in verdicts), **verdict.record(options.top),
+               **_said(conversions)}
 
 
 VIDEO_SIDE = 1920  # sampled frames are kept at most this long, one at a time (landmarks in these pixels)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
+from ..models import frontend
 from ..models.detector import CROP_SIZE
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -17,20 +17,21 @@ class ImageError(ValueError):
     """An input image is unreadable or not an aligned crop of the expected size."""
 
 
-def read_crop(path: str | Path, size: int = CROP_SIZE) -> np.ndarray:
-    """An aligned crop as uint8 RGB [size, size, 3]; other sizes are refused, not silently resized."""
+def read_crop(path: str | Path, size: int = CROP_SIZE, conversions: list[str] | None = None) -> np.ndarray:
+    """An aligned crop as uint8 RGB [size, size, 3], read as photos are (models/frontend.read_image: EXIF
+    orientation, 16-bit and transparency converted, each conversion appended to `conversions`); other sizes are
+    refused, not silently resized."""
     path = Path(path)
     try:
-        with Image.open(path) as im:
-            rgb = np.asarray(im.convert("RGB"))
-    except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise ImageError(f"{path}: unreadable image ({e})") from None
+        rgb, _, notes = frontend.read_image(path, max_side=1 << 30)
+    except ValueError as e:
+        raise ImageError(f"{path}: {e}") from None
     if rgb.shape[:2] != (size, size):
         raise ImageError(
             f"{path}: expected a {size}x{size} aligned face crop, got {rgb.shape[1]}x{rgb.shape[0]}"
         )
+    if conversions is not None:
+        conversions += notes
     return rgb
 
 

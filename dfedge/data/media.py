@@ -56,15 +56,16 @@ def media_kind(path: str | Path) -> str | None:
 class Photo(NamedTuple):
     image: np.ndarray  # uint8 [H, W, 3] RGB, upright, at most MAX_SIDE long
     size: tuple[int, int]  # the photo's own upright (width, height): coordinates are reported in these pixels
+    conversions: tuple[str, ...] = ()  # what reading it did besides decoding (frontend.read_image), in words
 
 
-def read_photo(path: str | Path, max_side: int = MAX_SIDE) -> Photo:
+def read_photo(path: str | Path, max_side: int = MAX_SIDE, max_pixels: int = frontend.MAX_PIXELS) -> Photo:
     """The photo, upright and reduced to fit `max_side` (models/frontend.read_image: the code bundles run too)."""
     try:
-        image, size = frontend.read_image(path, max_side)
+        image, size, conversions = frontend.read_image(path, max_side, max_pixels)
     except ValueError as e:
         raise MediaError("unreadable", str(e)) from None
-    return Photo(image, size)
+    return Photo(image, size, tuple(conversions))
 
 
 def upright(frame: np.ndarray, rotation: int) -> np.ndarray:

@@ -479,7 +479,7 @@ def read_image(path: str | Path) -> np.ndarray:
         if path.suffix.lower() == ".npy":
             image = np.load(path, allow_pickle=False)
         else:
-            image, _ = front_end().read_image(path)
+            image, _, _ = front_end().read_image(path)
     except ImportError:
         raise BundleError(f"{path}: reading this format needs Pillow (pip install pillow); a .npy RGB array does "
                           "not") from None

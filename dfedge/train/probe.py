@@ -118,8 +118,22 @@ def check_classes(labels: np.ndarray, where: str) -> None:
         )
 
 
+def check_threshold_rule(rule: str) -> str:
+    """'eer', or 'fpr:X' with X a rate strictly between 0 and 1; anything else is a ValueError saying so."""
+    if rule == "eer":
+        return rule
+    try:
+        target = float(rule[4:]) if rule.startswith("fpr:") else None
+    except ValueError:
+        target = None
+    if target is None or not 0.0 < target < 1.0:  # NaN fails too
+        raise ValueError(f"threshold rule '{rule}': use eer, or fpr:X with X a false-positive rate between 0 and 1 (fpr:0.05)")
+    return rule
+
+
 def choose_threshold(logits: np.ndarray, labels: np.ndarray, rule: str) -> float:
     """Logit threshold: 'eer' (false-positive rate = false-negative rate) or 'fpr:X' (at most X of reals flagged)."""
+    check_threshold_rule(rule)
     fpr, tpr, thr = roc_curve(labels, logits)
     finite = np.isfinite(thr)
     fpr, tpr, thr = fpr[finite], tpr[finite], thr[finite]
@@ -130,7 +144,6 @@ def choose_threshold(logits: np.ndarray, labels: np.ndarray, rule: str) -> float
         target = float(rule[4:])
         ok = np.nonzero(fpr <= target)[0]
         return float(thr[ok[-1]]) if len(ok) else float(thr[0])
-    raise ValueError(f"unknown threshold rule '{rule}' (use eer or fpr:0.05)")
 
 
 @dataclass

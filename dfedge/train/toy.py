@@ -138,7 +138,7 @@ def build_toy_weights(out_dir: Path = WEIGHTS_DIR, parser_steps: int = 400, log:
     from ..models.region import save_probe
     from .probe import extract_features, fit_probe, probe_auc
 
-    spec = DetectorSpec(preset="tiny", dinov3=str(files["dinov3"]), parser=str(files["parser"]))
+    spec = DetectorSpec(preset="tiny", dinov3=str(files["dinov3"]), parser=str(files["parser"]), random_probe=True)  # (features)
     detector = build_detector(spec)
     log(f"mouth IoU on toy:val (token level): {mouth_iou(detector, 'val', 64):.3f}")
     train_set = ToySet("train", PROBE_TRAIN_COUNT)

@@ -48,8 +48,9 @@ def test_thresholds_eer_and_target_false_positive_rate():
     assert abs(fpr - fnr) < 0.02 and 0.7 < eer < 1.3
     t = choose_threshold(logits, y, "fpr:0.05")
     assert (logits[y == 0] >= t).mean() <= 0.05
-    with pytest.raises(ValueError, match="unknown threshold rule"):
-        choose_threshold(logits, y, "youden")
+    for rule in ("youden", "fpr:2", "fpr:0", "fpr:-0.1", "fpr:nan", "fpr:x"):  # a rate is strictly between 0 and 1
+        with pytest.raises(ValueError, match=f"threshold rule '{rule}': use eer, or fpr:X"):
+            choose_threshold(logits, y, rule)
 
 
 def test_fit_probe_refuses_one_class_input(tmp_path):

@@ -28,7 +28,7 @@ def features(toy_faces):
     train, test = toy_faces("train", 240), toy_faces("test", 160)
     out = {}
     for head, index in (("region", "exact"), ("cls", "distilled")):
-        det = build_detector(DetectorSpec(preset="toy", head=head, region_index=index))
+        det = build_detector(DetectorSpec(preset="toy", head=head, region_index=index, random_probe=True))  # (features)
         out[head] = (det, extract_features(det, train), extract_features(det, test))
     return out
 
@@ -46,7 +46,7 @@ def test_drawn_toy_faces_are_the_toy_sets_faces(toy_faces):
 
 def test_cls_features_do_not_depend_on_the_region_index(toy_faces):
     faces = toy_faces("test", 2)
-    exact, distilled = (extract_features(build_detector(DetectorSpec(preset="toy", head="cls", region_index=index)), faces)
+    exact, distilled = (extract_features(build_detector(DetectorSpec(preset="toy", head="cls", region_index=index, random_probe=True)), faces)
                         for index in ("exact", "distilled"))
     np.testing.assert_array_equal(exact.features, distilled.features)
 
