@@ -11,7 +11,7 @@ from dfedge.cli import app
 from dfedge.data.sources import ToySet
 from dfedge.eval.scores import ScoresError, load_scores, save_scores, score_set
 from dfedge.eval.validate import Budget, compare
-from dfedge.models.factory import DetectorSpec, build_detector
+from dfedge.models.factory import DetectorSpec, build_detector, identity
 from dfedge.runtimes import torch_runner
 
 N = 24
@@ -23,7 +23,8 @@ def reference(tmp_path_factory):
     det = build_detector(DetectorSpec(preset="toy"))
     scores = score_set(torch_runner(det), ToySet("test", N), batch=8)
     scores.header.update(model="torch fp32", detector=dataclasses.asdict(DetectorSpec(preset="toy")), data=DATA,
-                         threshold=float(det.probe.info.threshold), device={"device": "cpu"})
+                         threshold=float(det.probe.info.threshold), device={"device": "cpu"},
+                         identity=identity(DetectorSpec(preset="toy")))
     path = tmp_path_factory.mktemp("ref") / "reference.scores"
     save_scores(path, scores)
     return path
@@ -75,7 +76,7 @@ def test_scores_for_other_samples_are_refused(reference):
 def test_bad_scores_file_is_one_line_error(tmp_path):
     bad = tmp_path / "bad.scores"
     bad.write_bytes(b"not a zip")
-    with pytest.raises(ScoresError, match="bad.scores: not a scores file"):
+    with pytest.raises(ScoresError, match="bad.scores: not a readable scores file"):
         load_scores(bad)
 
 
@@ -121,3 +122,68 @@ def test_validate_a_bundle_with_its_runtime_and_degradations(reference, make_job
         assert d["comparison"]["agreement"]["max_abs"] < 1e-3
         assert d["comparison"]["reference"] != comp["reference"]  # (the ROC's thresholds move with the logits)
     assert len(load_scores(out / "artifact.scores")) == N
+
+
+def test_budgets_are_checked_when_the_command_line_is_read(reference):
+    for option, value in (("--max-auc-drop", "nan"), ("--max-auc-drop", "-1"), ("--max-flip-rate", "nan"),
+                          ("--min-correlation", "1.5")):
+        result = CliRunner().invoke(app, ["validate", str(reference), "--reference", str(reference), option, value])
+        assert result.exit_code == 2 and "is not a fraction from 0 to 1" in result.output, (option, value)
+        assert "Traceback" not in result.output
+
+
+def test_default_budgets_catch_flips_and_an_uncorrelated_model(reference, tmp_path):
+    """Without any option: a copy whose decisions flip (AUC budget alone could pass it) and one whose scores are
+    unrelated to the reference's fail, each with its reason."""
+    ref = load_scores(reference)
+    flipped = dataclasses.replace(ref, logits=2 * ref.threshold - ref.logits)  # every decision flips
+    rng = np.random.default_rng(0)
+    shuffled = dataclasses.replace(ref, logits=rng.permutation(ref.logits))
+    for scores, reason in ((flipped, "decision flip rate"), (shuffled, "score correlation")):
+        path = tmp_path / "other.scores"
+        save_scores(path, scores)
+        result = CliRunner().invoke(app, ["validate", str(path), "--reference", str(reference), "--out", str(tmp_path / "r")])
+        assert result.exit_code == 1 and reason in result.output, result.output
+
+
+def test_a_reference_of_another_model_is_refused(reference, make_job, tmp_path):
+    """The case found: a CLS-head reference against a region-head bundle (47 % of decisions flipped, exit 0
+    before). The manifest and the reference record their model; validate refuses before scoring."""
+    from dfedge.export.bundle import write_bundle
+    from dfedge.models.factory import weight_sources
+
+    det = build_detector(DetectorSpec(preset="toy"))
+    bundle, _ = write_bundle(make_job(det, "onnx", sources=weight_sources(DetectorSpec())), tmp_path / "dist")
+    cls_ref = tmp_path / "cls.scores"
+    made = CliRunner().invoke(app, ["reference", "--head", "cls", "--random-probe", "--data", "toy:test:8",
+                                    "--out", str(cls_ref), "--device", "cpu"])
+    assert made.exit_code == 0, made.output
+    result = CliRunner().invoke(app, ["validate", str(bundle), "--reference", str(cls_ref), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "is another model than" in result.output and "head 'region', not 'cls'" in result.output
+    assert not (tmp_path / "r" / "artifact.scores").exists()  # refused before the bundle scored anything
+    anonymous = dataclasses.replace(load_scores(reference), header={k: v for k, v in load_scores(reference).header.items()
+                                                                       if k != "identity"})
+    save_scores(tmp_path / "anon.scores", anonymous)
+    result = CliRunner().invoke(app, ["validate", str(tmp_path / "anon.scores"), "--reference", str(reference)])
+    assert result.exit_code == 2 and "records no model identity" in result.output
+
+
+def test_a_nan_score_never_passes(reference):
+    ref = load_scores(reference)
+    logits = ref.logits.copy()
+    logits[np.flatnonzero(ref.scored)[0]] = np.nan
+    with pytest.raises(ValueError, match="the artifact gave 1 non-finite scores"):
+        compare(ref, dataclasses.replace(ref, logits=logits))
+
+
+def test_truncated_and_empty_inputs_are_one_line(reference, tmp_path):
+    cut = tmp_path / "cut.scores"
+    cut.write_bytes(reference.read_bytes()[: reference.stat().st_size // 2])
+    result = CliRunner().invoke(app, ["validate", str(cut), "--reference", str(reference)])
+    assert result.exit_code == 2 and "cut.scores: not a readable scores file (truncated or corrupt" in result.output
+    for data in ("toy:val:0", str(tmp_path / "empty")):
+        (tmp_path / "empty" / "real").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "empty" / "fake").mkdir(exist_ok=True)
+        result = CliRunner().invoke(app, ["reference", "--data", data, "--out", str(tmp_path / "r.scores")])
+        assert result.exit_code == 2 and "Traceback" not in result.output and "KeyError" not in result.output, result.output
+        assert result.output.strip().count("\n") == 0 and "no samples" in result.output, result.output

@@ -193,3 +193,34 @@ def test_full_size_presets_have_the_documented_parameter_counts(name, params):
 def test_wrong_input_size_is_refused(source):
     with pytest.raises(ValueError, match="built for 224x224"):
         source(torch.zeros(1, 3, 448, 448))
+
+
+def test_declared_architecture_is_checked_against_the_tensors_before_allocating(source, tmp_path, monkeypatch):
+    """A small file whose metadata claims ViT-L: refused by the key/shape check, and no ViT-L is ever allocated
+    (DINOv3 modules are built on the meta device only, to read the expected shapes)."""
+    from dfedge.models import dinov3 as lib
+    from dfedge.models.checkpoint import save_safetensors
+
+    path = tmp_path / "claims_vitl.safetensors"
+    save_safetensors(path, to_official(source), {"dfedge_dinov3_config": lib.config_json(PRESETS["vitl16"])})
+    devices, init = [], lib.DinoV3.__init__
+
+    def recording_init(self, cfg):
+        devices.append(torch.empty(0).device.type)  # the device torch.device(...) contexts put new tensors on
+        init(self, cfg)
+
+    monkeypatch.setattr(lib.DinoV3, "__init__", recording_init)
+    with pytest.raises(CheckpointError, match="claims_vitl.safetensors: "):
+        load_dinov3(path)
+    assert devices and set(devices) == {"meta"}
+
+
+def test_unknown_metadata_fields_are_one_line(source, tmp_path):
+    from dfedge.models import dinov3 as lib
+    from dfedge.models.checkpoint import save_safetensors
+
+    path = tmp_path / "odd.safetensors"
+    config = lib.config_json(TINY).replace('{"', '{"colour": 1, "', 1)
+    save_safetensors(path, to_official(source), {"dfedge_dinov3_config": config})
+    with pytest.raises(CheckpointError, match=r"odd.safetensors: bad 'dfedge_dinov3_config' metadata: .*colour"):
+        load_dinov3(path)

@@ -1,5 +1,6 @@
 import json
 import warnings
+from dataclasses import replace
 
 import pytest
 import torch
@@ -142,3 +143,87 @@ def test_parser_at_224_resizes_positional_embedding(jit_file):
     parser = load_parser(jit_file, input_size=224)
     assert parser.backbone.visual.positional_embedding.shape == (1 + 14 * 14, 64)
     assert parser(torch.rand(1, 3, 224, 224)).shape == (1, 11, 56, 56)
+
+
+class SetstateMarker(nn.Module):
+    """A submodule whose scripted __setstate__ prints: what torch.jit.load runs from a file, and the kit must not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.x = 1
+
+    @torch.jit.export
+    def __getstate__(self) -> tuple[int, bool]:
+        return (self.x, self.training)
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[int, bool]) -> None:
+        print("dfedge-setstate-ran")
+        self.x = state[0]
+        self.training = state[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def test_a_scripted_setstate_never_runs(source, tmp_path, capfd):
+    parser = FarlParser(TINY)
+    parser.load_state_dict(source.state_dict())
+    parser.marker = SetstateMarker()
+    path = tmp_path / "setstate_jit.pt"
+    facer_like_torchscript(parser, path)
+    with pytest.raises(CheckpointError, match="restores its state with its own code .* --trust-torchscript"):
+        load_parser(path)
+    assert "dfedge-setstate-ran" not in capfd.readouterr().out
+    load_parser(path, trust_torchscript=True)  # trusted, torch.jit.load runs the file's code: what the flag says
+    assert "dfedge-setstate-ran" in capfd.readouterr().out
+
+
+def test_torchscript_is_read_as_data_equal_to_what_torch_jit_load_reads(jit_file):
+    from dfedge.models.checkpoint import read_torchscript
+
+    tensors, attributes = read_torchscript(jit_file)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        jit = torch.jit.load(str(jit_file))
+    assert tensors.keys() == jit.state_dict().keys()
+    assert all(torch.equal(tensors[k], v) for k, v in jit.state_dict().items())
+    assert attributes["out_size"] == [512, 512] and attributes["backbone.output_indices"] == [0, 1, 2, 3]
+
+
+def test_block_indices_come_from_the_file_not_the_width(tmp_path, image):
+    """A 12-layer parser of width 64 (the tiny preset's width): its taps are (3, 5, 7, 11), read from the archive;
+    a plain state_dict of the same parser gets the 12-layer preset's taps; an unknown depth is refused."""
+    deep = replace(TINY, layers=12, output_indices=(3, 5, 7, 11))
+    torch.manual_seed(3)
+    source = FarlParser(deep).eval()
+    path = tmp_path / "deep_jit.pt"
+    clone = FarlParser(deep)
+    clone.load_state_dict(source.state_dict())
+    facer_like_torchscript(clone, path)
+    for loaded in (load_parser(path), convert_and_load(path, tmp_path / "deep.safetensors")):
+        assert loaded.cfg.layers == 12 and loaded.cfg.output_indices == (3, 5, 7, 11)
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(image), source(image), rtol=0, atol=1e-5)
+    plain = tmp_path / "deep_state_dict.pt"
+    torch.save(source.state_dict(), plain)
+    assert load_parser(plain).cfg.output_indices == (3, 5, 7, 11)
+    odd = replace(TINY, layers=6, output_indices=(1, 2, 3, 5))
+    torch.save(FarlParser(odd).state_dict(), tmp_path / "six.pt")
+    with pytest.raises(CheckpointError, match="6-layer parser and no output_indices in the file"):
+        load_parser(tmp_path / "six.pt")
+
+
+def convert_and_load(src, dst):
+    convert_parser(src, dst)
+    return load_parser(dst)
+
+
+def test_a_plain_state_dict_pt_is_accepted_and_a_pickle_is_refused(source, tmp_path, image):
+    path = tmp_path / "parser_state_dict.pt"
+    torch.save(source.state_dict(), path)
+    with torch.no_grad():
+        torch.testing.assert_close(load_parser(path)(image), source(image), rtol=0, atol=1e-5)
+    torch.save({"model": source}, tmp_path / "module.pt")  # a whole pickled module: code, not weights
+    with pytest.raises(CheckpointError, match="refused to unpickle"):
+        load_parser(tmp_path / "module.pt")
