@@ -34,7 +34,7 @@ from .eval.scores import save_scores
 from .eval.validate import Budget
 from .export.bundle import replace_folder, write_bundle
 from .export.job import Job
-from .models.checkpoint import atomic_write
+from .models.checkpoint import atomic_write, track
 from .models.factory import DetectorSpec, build_detector, gflops, identity, meta_detector, weight_sources
 from .models.ladder import RUNGS
 from .runtimes import torch_runner
@@ -279,8 +279,9 @@ def run_build(config: BuildConfig, log=lambda msg: None, advance=lambda n=1: Non
     name, dist = config.set_name, Path(config.dist)
     staging = dist / f".{name}.partial"  # bundles are written to staging/name, moved to dist/name at the end
     stage = staging / name
-    shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(staging, ignore_errors=True)  # (what a run killed with SIGKILL left)
     stage.mkdir(parents=True)
+    track(staging)  # SIGTERM and Ctrl-C remove it (models.checkpoint.terminate)
     try:
         rows = _build_all(config, plan, staging, log, advance)
         final = dist / name

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from .data.images import ImageError
-from .models.checkpoint import CheckpointError
+from .models.checkpoint import CheckpointError, terminate, track
 
 # ":train:" in "toy:train:40" must not become an emoji; piped output (CI logs) gets room for the wide tables
 console = Console(emoji=False, width=None if sys.stdout.isatty() else 200)
@@ -42,13 +42,11 @@ def user_errors():
 
 
 def clean_up_on_termination() -> None:
-    """SIGTERM ends the command as Ctrl-C does, through every `finally`: staging folders and temporary files are
-    removed (the default action kills the process where it stands and leaves them)."""
-    def stop(signum, frame):
-        raise SystemExit(128 + signum)
-
+    """SIGTERM and Ctrl-C remove the temporary files and folders being written, then end the command
+    (models.checkpoint.terminate); the default action would leave them."""
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, stop)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, terminate)
 
 
 @contextlib.contextmanager
@@ -95,6 +93,7 @@ def converter_output(path: Path):
     yields a Console on the user's stderr for the command's own progress. Redirected at the file descriptors 1 and
     2, not sys.stdout: LiteRT, OpenVINO and absl write from C++ straight to them."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    track(path)  # (until it is moved beside the results: a killed run leaves no hidden log)
     sys.stdout.flush()
     sys.stderr.flush()
     saved = {fd: os.dup(fd) for fd in (1, 2)}

@@ -20,7 +20,7 @@ from .._version import __version__
 from ..data.sources import toy_photos
 from ..eval.gate import GateError, Parity, ParityError, check_front_end_parity, check_parity, parity_message
 from ..models import frontend, mtcnn
-from ..models.checkpoint import sha256_file
+from ..models.checkpoint import sha256_file, temporary, track, uninterrupted
 from ..models.detector import ALIGN_TEMPLATE, OUTPUT_NAMES
 from ..models.region import region_classes
 from ..runtimes import open_face_nets, open_runtime, standalone, torch_runner
@@ -140,28 +140,29 @@ def write_bundle(job: Job, dist: Path, log=lambda msg: None) -> tuple[Path, dict
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     conversion: dict = {}
-    try:
+    with temporary(tmp):  # a SIGTERM removes it (models.checkpoint.terminate)
         try:
-            convert(job, tmp, conversion)
-            log(f"{job.folder}: converted; checking parity on {len(job.parity_images)} crops")
-            runner, _ = open_runtime(tmp, target.name, interpreter=True)  # what a device opens (CoreML: MIL off macOS)
-            parity = check_parity(torch_runner(job.detector), runner, job.parity_images, precision)
-            if not parity.ok:
-                raise ParityError(parity_message(job.folder, parity))
-            manifest = build_manifest(job, tmp, parity, conversion)
-            manifest["front_end"] = write_front_end(job, tmp)
-            if job.gate is not None:
-                log(f"{job.folder}: parity ok; running the gate")
-                manifest["gate"] = job.gate(runner)
-        except GateError as e:
-            e.conversion = conversion  # what the converter did (accuracy control's record), for a refused rung's report
+            try:
+                convert(job, tmp, conversion)
+                log(f"{job.folder}: converted; checking parity on {len(job.parity_images)} crops")
+                runner, _ = open_runtime(tmp, target.name, interpreter=True)  # what a device opens (CoreML: MIL off macOS)
+                parity = check_parity(torch_runner(job.detector), runner, job.parity_images, precision)
+                if not parity.ok:
+                    raise ParityError(parity_message(job.folder, parity))
+                manifest = build_manifest(job, tmp, parity, conversion)
+                manifest["front_end"] = write_front_end(job, tmp)
+                if job.gate is not None:
+                    log(f"{job.folder}: parity ok; running the gate")
+                    manifest["gate"] = job.gate(runner)
+            except GateError as e:
+                e.conversion = conversion  # what the converter did (accuracy control's record), for a refused rung's report
+                raise
+            _finish(job, tmp, manifest)
+            replace_folder(tmp, final)
+            return final, manifest
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
             raise
-        _finish(job, tmp, manifest)
-        replace_folder(tmp, final)
-        return final, manifest
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def write_front_end(job: Job, tmp: Path) -> dict:
@@ -170,6 +171,7 @@ def write_front_end(job: Job, tmp: Path) -> dict:
     fmt = job.target.format
     if "front_end" not in job.cache:  # a folder that lives as long as the conversions of this detector x target
         folder = tempfile.TemporaryDirectory(prefix="dfedge-front-end-")
+        track(folder.name)
         nets = mtcnn.load_mtcnn()
         for net, names in mtcnn.OUTPUTS.items():
             job.target.graph_exporter(nets[net], torch.zeros(mtcnn.EXAMPLES[net]), Path(folder.name) / fmt.graph_file(f"face_{net}"),
@@ -214,13 +216,14 @@ def replace_folder(tmp: Path, final: Path) -> None:
     """Rename the finished folder `tmp` onto `final` (same file system); what was there is removed only after the
     rename, so an interruption leaves either the old folder or the new one."""
     backup = None
-    if final.exists():
-        backup = final.with_name(f".{final.name}.old")
-        shutil.rmtree(backup, ignore_errors=True)
-        final.rename(backup)
     umask = os.umask(0)
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700; a bundle (or a set of them) is a folder like any other
-    tmp.rename(final)
+    with uninterrupted():  # a SIGTERM waits: never the old folder moved away and the new one not yet in place
+        if final.exists():
+            backup = final.with_name(f".{final.name}.old")
+            shutil.rmtree(backup, ignore_errors=True)
+            final.rename(backup)
+        tmp.rename(final)
     if backup is not None:
         shutil.rmtree(backup, ignore_errors=True)

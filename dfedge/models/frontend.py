@@ -132,16 +132,16 @@ def read_image(path, max_side: int = MAX_DECODE, max_pixels: int = MAX_PIXELS) -
                 if frames > 1:
                     notes.append(f"the first of {frames} pictures in the {im.format} file (the photo)")
                 width, height = im.size
-                orientation = im.getexif().get(0x0112)
-                if orientation in (5, 6, 7, 8):  # EXIF orientations that swap the axes
-                    width, height = height, width
                 scale = max(width, height) / max_side
                 if scale > 1:
                     step = min(8, 2 ** math.ceil(math.log2(scale)))
                     im.draft("RGB", (math.ceil(im.size[0] / step), math.ceil(im.size[1] / step)))
-                if im.size[0] * im.size[1] > max_pixels:
+                if im.size[0] * im.size[1] > max_pixels:  # before anything decodes (a PNG's EXIF is read by decoding)
                     raise ImageRefused(f"{im.size[0]}x{im.size[1]} pixels to decode, over the limit of "
-                                     f"{max_pixels / 1e6:g} MP (--max-pixels)")
+                                       f"{max_pixels / 1e6:g} MP (--max-pixels)")
+                orientation = im.getexif().get(0x0112)
+                if orientation in (5, 6, 7, 8):  # EXIF orientations that swap the axes
+                    width, height = height, width
                 if orientation not in (None, 1):
                     notes.append(f"turned upright (EXIF orientation {orientation})")
                 im = _rgb8(ImageOps.exif_transpose(im), notes)

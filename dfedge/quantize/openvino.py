@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..eval.gate import GateError
+from ..models.checkpoint import temporary
 from ..export import openvino as ov_export
 from ..export.job import Job
 from .scope import openvino_patterns
@@ -179,7 +180,7 @@ def mixed(model, data, accuracy: AccuracyControl, report: dict, common: dict):
         max_num_iterations=accuracy.max_iterations, num_ranking_workers=accuracy.num_ranking_workers,
         ranking_subset_size=min(len(accuracy.items), accuracy.ranking_subset_size))
     scope = nncf.IgnoredScope(names=sorted(mask_path), patterns=openvino_patterns(), validate=False)
-    with tempfile.TemporaryDirectory() as tmp:  # NNCF saves its fully quantized model there: what was reverted
+    with tempfile.TemporaryDirectory() as tmp, temporary(tmp):  # NNCF saves its fully quantized model there: what was reverted
         restorer.intermediate_model_dir = tmp
         result = nncf.quantize_with_accuracy_control(
             model, data, nncf.Dataset(accuracy.items, lambda item: item[0]), validation_fn=recording,

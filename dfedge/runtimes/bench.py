@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..models.checkpoint import temporary
 from . import standalone
 
 SET_SCHEMA = "dfedge-bench-set/1"
@@ -57,7 +58,7 @@ def find_bundles(paths: list[Path]) -> list[Path]:
 
 
 def _run_json(cmd: list[str], what: str) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, temporary(tmp):
         out = Path(tmp) / "result.json"
         proc = subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True)
         if out.is_file():
