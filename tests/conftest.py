@@ -6,12 +6,22 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import HealthCheck, settings
 from typer.testing import CliRunner
 
 from dfedge.cli import app
 from dfedge.data.sources import toy_crops
 from dfedge.export.job import Job
 from dfedge.targets import TARGETS
+
+# The property-based suites (hypothesis): a bounded number of examples in the default run (seconds); the "long"
+# profile (HYPOTHESIS_PROFILE=long pytest tests/models/test_image_input.py tests/runtimes/test_verify.py) tries
+# fifty times as many. Examples are not timed (deadline=None): the two shared cores make durations noisy.
+settings.register_profile("default", max_examples=40, deadline=None,
+                          suppress_health_check=[HealthCheck.function_scoped_fixture])
+settings.register_profile("long", max_examples=2000, deadline=None,
+                          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 # fp32 and fp16 on every target, gated on a small validation split.
 BUILD_ARGS = ["--precision", "fp32", "--precision", "fp16", "--data", "toy:val:40", "--bench-runs", "2", "--name", "toy"]

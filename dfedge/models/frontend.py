@@ -140,11 +140,11 @@ def read_image(path, max_side: int = MAX_DECODE, max_pixels: int = MAX_PIXELS) -
                     raise ImageRefused(f"{im.size[0]}x{im.size[1]} pixels to decode, over the limit of "
                                        f"{max_pixels / 1e6:g} MP (--max-pixels)")
                 orientation = im.getexif().get(0x0112)
-                if orientation in (5, 6, 7, 8):  # EXIF orientations that swap the axes
-                    width, height = height, width
                 if orientation not in (None, 1):
                     notes.append(f"turned upright (EXIF orientation {orientation})")
                 im = _rgb8(ImageOps.exif_transpose(im), notes)
+        if abs(im.size[0] / im.size[1] - height / width) < abs(im.size[0] / im.size[1] - width / height):
+            width, height = height, width  # turned a quarter (EXIF 5-8): the photo's own size is upright too
         if max(im.size) > max_side:
             im = im.reduce(math.ceil(max(im.size) / max_side))
         rgb = np.asarray(im)

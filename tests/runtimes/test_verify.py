@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -112,7 +112,6 @@ values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | 
                       max_leaves=6)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_random_edits_of_a_bundle_are_refused_never_crash_never_load(bundle, tmp_path_factory, data):
     """Replace one manifest value somewhere, or flip one byte of one file: verify raises BundleError, or the edit
