@@ -154,9 +154,12 @@ def test_version_alone_prints_the_version():
     assert result.output.strip() == __version__
 
 
-def test_export_and_quantize_are_narrowed_builds(tmp_path):
+def test_export_and_quantize_are_narrowed_builds(tmp_path, monkeypatch):
     """Same rows, same report, same exit codes: export writes fp32/fp16 bundles without a gate or a benchmark and
     leaves the set's other bundles alone; quantize gates its rungs and replaces only what it planned."""
+    import dfedge.build
+    from dfedge.eval.validate import Budget
+
     out = str(tmp_path)
     exported = CliRunner().invoke(app, ["export", "--target", "openvino", "--precision", "fp32", "--out", out])
     assert exported.exit_code == 0, exported.output
@@ -166,10 +169,12 @@ def test_export_and_quantize_are_narrowed_builds(tmp_path):
     assert record["rows"][0]["auc"] is None and record["rows"][0]["p50_ms"] is None  # parity only, no benchmark
     assert "| exact | openvino | fp32 | ✅ |" in (dist / "export-report.md").read_text()
     assert not (dist / "report.md").exists() and not (dist / "export-reference.scores").exists()  # no gate, no build files
+    # an impossible budget (the AUC would have to rise 10 pp) the CLI refuses to take, so it is set below the CLI
+    monkeypatch.setattr(dfedge.build, "Budget", lambda drop: Budget(max_auc_drop=-0.1))
     quantized = CliRunner().invoke(app, ["quantize", "--target", "openvino", "--precision", "int8-weights",
-                                         "--calib-size", "8", "--val", "toy:val:40", "--max-auc-drop", "-0.1",
+                                         "--calib-size", "8", "--val", "toy:val:40",
                                          "--bench-runs", "0", "--out", out])
-    assert quantized.exit_code == 1, quantized.output  # an impossible budget: the AUC would have to rise 10 pp
+    assert quantized.exit_code == 1, quantized.output
     row = json.loads((dist / "quantize.json").read_text())["rows"][0]
     assert row["status"] == "gate" and "AUC drop" in row["reason"]
     assert (dist / "openvino-fp32").is_dir() and not (dist / "openvino-int8-weights").exists()
