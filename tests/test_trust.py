@@ -153,16 +153,23 @@ def test_fifos_and_devices_are_refused_not_waited_on(tmp_path):
     assert all("not a regular file" in r["reason"] for r in records(result))
 
 
-def test_records_stream_input_by_input(tmp_path):
-    """The second input is read only after the first record is out: deleting it in between is seen."""
+def test_records_stream_input_by_input(tmp_path, capsys):
+    """Each record is written before the next input is read: the second file, deleted once the first record is
+    out, is seen as missing."""
     from dfedge.runtimes import from_torch
-    from dfedge.scoring import ScoreOptions, score_paths
+    from dfedge.scoring import ScoreOptions, score_paths, write_records
 
     a, b = crop(tmp_path / "a.png", 0), crop(tmp_path / "b.png", 1)
-    out = score_paths(from_torch(build_detector(DetectorSpec())), [a, b], ScoreOptions(aligned=True))
-    assert next(out)["status"] == "ok"
-    b.unlink()
-    assert next(out)["status"] == "unreadable"
+
+    def watched():
+        records = score_paths(from_torch(build_detector(DetectorSpec())), [a, b], ScoreOptions(aligned=True))
+        yield next(records)
+        assert capsys.readouterr().out.count("\n") == 1, "the first record was not written before the next input"
+        b.unlink()
+        yield from records
+
+    write_records(watched(), None, [a, b])
+    assert json.loads(capsys.readouterr().out)["status"] == "unreadable"
 
 
 def test_names_stay_inside_out_and_settings_are_checked(tmp_path):

@@ -48,6 +48,16 @@ def test_only_an_ok_verdict_carries_a_score():
     assert judge(outputs([(12, 7)]), 0.0, None).status == "ok"  # no guard: only an empty region is refused
 
 
+@pytest.mark.parametrize("logit", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_output_is_a_model_error_never_a_decision(logit):
+    """NaN compares False with any threshold, which used to read as "real": now it is an error with no score."""
+    with np.errstate(over="ignore"):
+        verdict = judge(outputs([(9, 6), (9, 7)], logit=logit), 0.0, GUARD, "mouth")
+    assert verdict.status == "model_error" and "non-finite" in verdict.reason
+    assert verdict.probability is None and verdict.logit is None and verdict.decision is None
+    assert verdict.record()["probability"] is None and "top_tokens" not in verdict.record()
+
+
 def test_a_video_record_averages_usable_frames_and_says_why_there_are_none():
     ok = [Verdict("ok", probability=p, decision="x") for p in (0.2, 0.6, 1.0)]  # a saturated frame: p = 1
     record = video_record([(0, ok[0]), (3, Verdict("no_face", "none")), (6, ok[1]), (9, ok[2])], threshold=0.0)

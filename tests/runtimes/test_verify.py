@@ -43,8 +43,9 @@ def edit(path: Path, change) -> None:
 def test_a_tampered_bench_py_never_runs(bundle, tmp_path):
     b = copy(bundle, tmp_path)
     marker = tmp_path / "ran"
-    with open(b / "bench.py", "a") as f:
-        f.write(f"\nopen({str(marker)!r}, 'w').write('x')\n")
+    source = (b / "bench.py").read_text()
+    at = source.index("\nimport ")  # first statement after the docstring and `from __future__`: runs on import
+    (b / "bench.py").write_text(source[:at] + f"\nopen({str(marker)!r}, 'w').write('x')" + source[at:])
     result = CliRunner().invoke(app, ["bench", str(b), "--runs", "1", "--no-reference"])
     assert result.exit_code == 2 and "bench.py: SHA-256 differs" in result.output
     assert not marker.exists()
