@@ -10,11 +10,13 @@ standalone.py, and, for quantized rungs, one quantizer module (docs/architecture
 from __future__ import annotations
 
 from .export import coreml as coreml_export
+from .export import executorch as executorch_export
 from .export import onnx as onnx_export
 from .export import openvino as openvino_export
 from .export import tflite as tflite_export
 from .export.job import Target
 from .quantize import coreml as coreml_quantize
+from .quantize import executorch as executorch_quantize
 from .quantize import onnx as onnx_quantize
 from .quantize import openvino as openvino_quantize
 from .quantize import tflite as tflite_quantize
@@ -38,6 +40,10 @@ TARGETS: dict[str, Target] = {
         Target(FORMATS["tflite"], tflite_export.export, tflite_export.export_graph, EXPORTED, "litert-torch",
                "litert-torch; NHWC input as mobile cameras deliver; fp16 = float16 weights (ai-edge-quantizer)",
                tflite_quantize.quantize, ("int8-weights", "int8")),
+        Target(FORMATS["executorch"], executorch_export.export, executorch_export.export_graph, EXPORTED, "executorch",
+               "torch.export lowered to the XNNPACK delegate, static shapes; fp16 = DINOv3 and parser in float16, "
+               "input normalisation and region math float32; placement (delegated vs portable ops) in the manifest",
+               executorch_quantize.quantize, ("int8",)),
     )
 }
 QUANTIZED = tuple(dict.fromkeys(p for t in TARGETS.values() for p in t.quantized))  # every rung below fp16, in order

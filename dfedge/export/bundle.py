@@ -98,6 +98,7 @@ def build_manifest(job: Job, root: Path, parity: Parity, conversion: dict) -> di
         "versions": {"dfedge": __version__, "torch": torch.__version__, "python": platform.python_version(),
                      target.converter: package_version(target.converter)},
         "export_options": job.options,
+        "placement": conversion.pop("placement", None),  # where each op runs, and in which precision (converters that know)
         "conversion": conversion,
         "parity": {"reference": "torch fp32 eager", **parity.__dict__},
     }

@@ -254,6 +254,25 @@ def _tflite_session(path: Path, names: tuple[str, ...], threads: int, device: st
     return run
 
 
+def _executorch_session(path: Path, names: tuple[str, ...], threads: int, device: str):
+    # ExecuTorch's Python runtime is built on torch: it takes and returns torch tensors (its C++ runtime on a device
+    # needs no torch). torch is imported here, by the runtime's API, and by nothing else in a bundle.
+    import torch
+    from executorch.runtime import Runtime
+
+    if threads:
+        from executorch.extension.pybindings import portable_lib
+
+        portable_lib._unsafe_reset_threadpool(threads)  # the XNNPACK delegate's threads (the runtime's own API)
+    method = Runtime.get().load_program(str(path)).load_method("forward")
+
+    def run(x):
+        outputs = method.execute([torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))])
+        return {name: out.numpy() for name, out in zip(names, outputs)}
+
+    return run
+
+
 def _coreml_session(path: Path, names: tuple[str, ...], threads: int, device: str):
     if platform.system() != "Darwin":
         raise RuntimeUnavailable(f"{path.parent}: CoreML predicts only on macOS (this is {platform.system()}); "
@@ -292,6 +311,8 @@ FORMATS: dict[str, Format] = {
         Format("coreml", "detector.mlpackage", "NCHW", "coremltools (macOS predict; MIL interpreter elsewhere)",
                "coremltools", _coreml_session),
         Format("tflite", "detector.tflite", "NHWC", "ai_edge_litert", "ai-edge-litert", _tflite_session),
+        Format("executorch", "detector.pte", "NCHW", "executorch (XNNPACK delegate; its Python runtime runs on torch)",
+               "executorch", _executorch_session),
     )
 }
 

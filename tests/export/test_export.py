@@ -140,6 +140,11 @@ def test_metadata_is_embedded_in_the_models(bundles):
         meta = {m.name.decode(): bytes(flat.buffers[m.buffer].data).decode() for m in flat.metadata}
         assert meta["dfedge.precision"] == precision and meta["dfedge.schema"] == "dfedge-bundle/1"
         embedded[f"tflite-{precision}"] = meta
+    from dfedge.export.executorch import read_metadata  # a constant method of the program, run by ExecuTorch's runtime
+
+    for precision in PRECISIONS:
+        embedded[f"executorch-{precision}"] = meta = read_metadata(bundles["executorch", precision][0] / "detector.pte")
+        assert meta["dfedge.precision"] == precision
     for where, meta in embedded.items():
         assert meta["dfedge.region"] == "mouth" and meta["dfedge.label_set"] == "lapa", where
 
@@ -197,7 +202,7 @@ def test_exact_exports_are_deterministic(detector, bundles, make_job, tmp_path):
 
 
 def test_target_table_drives_resolution_and_docs():
-    assert [t.name for t in resolve("all")] == ["onnx", "openvino", "coreml", "tflite"]
+    assert [t.name for t in resolve("all")] == ["onnx", "openvino", "coreml", "tflite", "executorch"]
     with pytest.raises(ValueError, match="unknown target 'tensorrt'"):
         resolve(["tensorrt"])
     table = markdown_table()
@@ -220,7 +225,7 @@ def test_the_target_table_is_the_whole_truth():
         assert target.quantizer.__module__ == f"dfedge.quantize.{name}"
     assert TARGETS["onnx"].exporter is onnx_export.export and TARGETS["openvino"].quantizer is openvino_quantize.quantize
     assert standalone.OUTPUTS == OUTPUT_NAMES  # bench.py cannot import the models: the same names, checked here
-    assert options.CHOICES["targets"] == [*TARGETS, "all"] and options.metavar("targets") == "[onnx|openvino|coreml|tflite|all]"
+    assert options.CHOICES["targets"] == [*TARGETS, "all"] and options.metavar("targets") == "[onnx|openvino|coreml|tflite|executorch|all]"
     assert set(options.CHOICES["precisions"]) == {p for t in TARGETS.values() for p in t.all_precisions}
     with pytest.raises(ValueError, match="has no precision 'palette4'"):
         TARGETS["onnx"].convert_for("palette4")

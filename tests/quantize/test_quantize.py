@@ -111,6 +111,49 @@ def test_tflite_int8_is_nncf_calibrated_and_keeps_the_region_math_float(detector
     assert "int8" in backbones["FULLY_CONNECTED"] and "int8" in backbones["CONV_2D"]  # ... and the backbones INT8
 
 
+def test_executorch_int8_is_nncf_calibrated_delegated_and_keeps_the_region_math_float(detector, calib, make_job,
+                                                                                       monkeypatch, tmp_path):
+    """The placement the manifest records, checked against ExecuTorch's own delegation report of the same lowered
+    program: every backbone GEMM and convolution runs INT8 (or, for the parser's transposed convolutions, float) in
+    the XNNPACK delegate; the region math stays float; the program loads and runs in ExecuTorch's runtime."""
+    import nncf.experimental.torch.fx as nncf_fx
+    import torch
+    from executorch.devtools.backend_debug import get_delegation_info
+
+    from dfedge.export import executorch as ee
+    from dfedge.quantize import executorch as q
+
+    seen = recorded(monkeypatch, nncf_fx, "quantize_pt2e")
+    lowered = {}
+
+    def placement(edge, real=ee.placement):  # ExecuTorch's own report, of the program the kit's placement reads
+        lowered["table"] = get_delegation_info(edge.exported_program().graph_module).get_operator_delegation_dataframe()
+        lowered["placement"] = real(edge)
+        return lowered["placement"]
+
+    monkeypatch.setattr(ee, "placement", placement)
+    report = {}
+    q.quantize(make_job(detector, "executorch", "int8", calibration=calib), tmp_path, report)
+    assert seen["subset_size"] == CALIB and report["calibration"]["size"] == CALIB and "XNNPACKQuantizer" in report["tool"]
+    placement, table = lowered["placement"], lowered["table"]
+    assert report["placement"] == placement
+    counts = {row.op_type: (row.occurrences_in_delegated_graphs, row.occurrences_in_non_delegated_graphs)
+              for row in table.itertuples() if row.op_type != "Total"}
+    compute = {op: n for op, n in counts.items() if not op.startswith(("getitem", "dim_order_ops", "quantized_decomposed"))}
+    assert placement["ops"]["accelerated"] == sum(d for d, _ in compute.values())
+    assert placement["ops"]["fallback"] == sum(f for _, f in compute.values())
+    assert placement["quantize_steps"]["accelerated"] == sum(d for op, (d, _) in counts.items() if op.startswith("quantized_decomposed"))
+    by_dtype = placement["gemm_gflops_by_dtype"]
+    assert by_dtype["accelerated"]["int8"] > 0.4 * placement["gflops"]["accelerated"]  # the backbones, INT8
+    assert set(by_dtype["fallback"]) <= {"float32"}  # nothing quantized falls back to the portable kernels
+    assert {"aten.ge.Scalar", "aten.sum.dim_IntList"} <= set(placement["fallback_ops"])  # the region math, float
+    from executorch.runtime import Runtime
+
+    method = Runtime.get().load_program(str(tmp_path / "detector.pte")).load_method("forward")
+    outputs = method.execute([torch.from_numpy(calib.images[:1].astype("float32"))])
+    assert len(outputs) == 5 and torch.isfinite(outputs[0]).all()
+
+
 def test_ladder_ships_a_passing_rung_and_refuses_a_failing_one(tmp_path):
     """The budgets are far from the rung's drift, so the verdicts do not depend on the host's kernels: OpenVINO's
     int8-weights drifts by tenths of a pp and by different amounts on different CPUs (−0.05 pp on AVX2, −0.18 pp on
