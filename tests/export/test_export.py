@@ -8,6 +8,7 @@ import shutil
 import dataclasses
 
 import numpy as np
+import torch
 import pytest
 
 from dfedge.data.sources import toy_crops
@@ -289,3 +290,41 @@ def test_every_region_index_rung_exports_to_every_target_with_fp32_parity(rung, 
     assert parity.max_logit_error <= PARITY["fp32"]["max_logit_error"] and parity.masks_identical, (target_name, parity)
     assert manifest["labels"]["region_classes"] == [7, 8, 9]
     assert manifest["export_options"]["region_index"] == rung and manifest["target"] == target_name
+
+
+def test_executorch_placement_agrees_with_executorchs_own_delegation_report(tmp_path):
+    """The manifest's placement, of a small graph lowered by the kit's ExecuTorch exporter (the face O-Net: its
+    PReLUs are not XNNPACK ops, so both sides are non-empty), against ExecuTorch's devtools report of the same
+    program; the program then runs in ExecuTorch's runtime as torch does."""
+    from executorch.devtools.backend_debug import get_delegation_info
+    from executorch.runtime import Runtime
+
+    from dfedge.export import executorch as ee
+    from dfedge.models import mtcnn
+
+    net = mtcnn.load_mtcnn()["onet"].eval()
+    example = torch.rand(mtcnn.EXAMPLES["onet"]) * 2 - 1
+    seen = {}
+
+    def placement(edge, real=ee.placement):
+        seen["table"] = get_delegation_info(edge.exported_program().graph_module).get_operator_delegation_dataframe()
+        seen["placement"] = real(edge)
+        return seen["placement"]
+
+    original, ee.placement = ee.placement, placement
+    try:
+        ee.export_graph(net, example, tmp_path / "onet.pte", mtcnn.OUTPUTS["onet"])
+    finally:
+        ee.placement = original
+    where = seen["placement"]
+    counts = {r.op_type: (r.occurrences_in_delegated_graphs, r.occurrences_in_non_delegated_graphs)
+              for r in seen["table"].itertuples() if r.op_type != "Total" and not r.op_type.startswith(("getitem", "dim_order_ops"))}
+    assert where["ops"]["accelerated"] == sum(d for d, _ in counts.values()) > 0
+    assert where["ops"]["fallback"] == sum(f for _, f in counts.values())
+    assert sum(where["fallback_ops"].values()) == where["ops"]["fallback"]
+    gemm = sum(n for op, (n, _) in counts.items() if op in ("aten_convolution_default", "aten_linear_default", "aten_addmm_default", "aten_mm_default"))
+    assert gemm > 0 and where["accelerated_flop_share"] == 1.0 and where["gemm_gflops_by_dtype"]["accelerated"]["float32"] > 0
+    method = Runtime.get().load_program(str(tmp_path / "onet.pte")).load_method("forward")
+    with torch.no_grad():
+        for got, want in zip(method.execute([example]), net(example)):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)

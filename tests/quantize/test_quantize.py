@@ -111,6 +111,7 @@ def test_tflite_int8_is_nncf_calibrated_and_keeps_the_region_math_float(detector
     assert "int8" in backbones["FULLY_CONNECTED"] and "int8" in backbones["CONV_2D"]  # ... and the backbones INT8
 
 
+@pytest.mark.slow  # a minute (two XNNPACK lowerings of the detector); the fast check of placement is in tests/export
 def test_executorch_int8_is_nncf_calibrated_delegated_and_keeps_the_region_math_float(detector, calib, make_job,
                                                                                        monkeypatch, tmp_path):
     """The placement the manifest records, checked against ExecuTorch's own delegation report of the same lowered
