@@ -100,7 +100,7 @@ MANIFEST_SCHEMA = {
         "probe": {"type": "object", "required": ["threshold_logit"],
                   "properties": {"threshold_logit": {"type": "number"}, "guard": {"type": ["object", "null"]}}},
         "random_weights": {"type": "array", "items": {"type": "string"}},
-        "front_end": {"type": ["object", "null"],
+        "front_end": {"type": ["object", "null"], "required": ["files"],
                       "properties": {"files": {"type": "object", "required": ["pnet", "rnet", "onet"],
                                                "additionalProperties": {"type": "string"}}}},
         "files": {"type": "object", "minProperties": 1, "additionalProperties": False,
