@@ -4,7 +4,9 @@
     python benchmarks/fullsize.py --runs 3 --calib 8 --out /tmp/fullsize.json
 
 torch eager FP32 (the reference), ONNX Runtime FP32, OpenVINO FP32 and static INT8 (NNCF), LiteRT FP32 and
-dynamic-range INT8 (int8 weights; XNNPACK). Per backend: export/convert time, model size, load time, warm-up,
+dynamic-range INT8 (int8 weights; XNNPACK), ExecuTorch FP32 and static INT8 (XNNPACK delegate; the share of ops and
+GFLOPs it takes, from the exporter's placement report). ExecuTorch's Python runtime imports torch (its bindings take
+torch tensors): its rows say so (`torch_imported`). Per backend: export/convert time, model size, load time, warm-up,
 latency over --runs single-face runs (p50/p90/mean), ratio to torch eager measured in the same run, ratio to the
 roofline (fused-graph FLOPs / the host's measured peak FP32 GEMM rate), peak RSS, and parity of the logit and the
 token mask with torch on the benchmark crop (the first toy:val crop).
@@ -47,9 +49,11 @@ BACKENDS = [
     ("OpenVINO INT8 (NNCF static)", "openvino", "int8"),
     ("LiteRT FP32 (XNNPACK)", "tflite", "fp32"),
     ("LiteRT INT8 (dynamic-range, int8 weights)", "tflite", "int8-weights"),
+    ("ExecuTorch FP32 (XNNPACK)", "executorch", "fp32"),
+    ("ExecuTorch INT8 (XNNPACK, NNCF static)", "executorch", "int8"),
 ]
 PACKAGES = ["torch", "onnx", "onnxruntime", "openvino", "nncf", "litert-torch", "ai-edge-litert", "ai-edge-quantizer",
-            "numpy"]
+            "executorch", "numpy"]
 
 
 def peak_rss_gb() -> float:
@@ -290,9 +294,20 @@ def fmt(value, spec: str, suffix: str = "") -> str:
     return "–" if value is None else format(value, spec) + suffix
 
 
+def placement_cell(report: dict | None) -> str:
+    """'390/463 ops, 87.3 % of GFLOPs' from a converter's placement report (the targets that write one)."""
+    where = (report or {}).get("placement")
+    if not where:
+        return "–"
+    share = where.get("accelerated_flop_share")
+    return (f"{where['ops']['accelerated']}/{where['ops']['total']} ops, "
+            + ("–" if share is None else f"{100 * share:.1f} % of GFLOPs"))
+
+
 def markdown(rows: list[dict]) -> str:
     columns = ["backend", "status", "convert s", "size MB", "load s", "warm-up s", "p50 s", "p90 s", "mean s",
-               "× torch", "× roofline", "peak RSS run GB", "peak RSS export GB", "max \\|Δlogit\\|", "mask agreement"]
+               "× torch", "× roofline", "peak RSS run GB", "peak RSS export GB", "max \\|Δlogit\\|", "mask agreement",
+               "accelerated ops / GFLOP share"]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in rows:
         reason = r.get("reason", "")
@@ -306,7 +321,8 @@ def markdown(rows: list[dict]) -> str:
             fmt(r.get("vs_torch"), ".2f", "×"), fmt(r.get("vs_roofline"), ".2f", "×"), fmt(r.get("peak_rss_gb"), ".2f"),
             fmt(r.get("export_peak_rss_gb"), ".2f"),
             "reference" if r["target"] == "torch" and r["status"] == "ok" else fmt(r.get("max_abs_logit"), ".1e"),
-            "reference" if r["target"] == "torch" and r["status"] == "ok" else (mask or "–")]) + " |")
+            "reference" if r["target"] == "torch" and r["status"] == "ok" else (mask or "–"),
+            placement_cell(r.get("quantization"))]) + " |")
     return "\n".join(lines)
 
 

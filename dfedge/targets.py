@@ -42,7 +42,8 @@ TARGETS: dict[str, Target] = {
                tflite_quantize.quantize, ("int8-weights", "int8")),
         Target(FORMATS["executorch"], executorch_export.export, executorch_export.export_graph, EXPORTED, "executorch",
                "torch.export lowered to the XNNPACK delegate, static shapes; fp16 = DINOv3's attention and MLPs and the "
-               "parser in float16, its residual stream, the input normalisation and the region math float32; "
+               "parser in float16, its residual stream and patch embedding, the input normalisation and the region math "
+               "float32; "
                "int8 = XNNPACK quantizer + NNCF ranges; placement (delegated vs portable ops) in the manifest",
                executorch_quantize.quantize, ("int8",)),
     )
