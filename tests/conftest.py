@@ -49,6 +49,28 @@ def make_job():
 
 
 @pytest.hookimpl(tryfirst=True)
+@pytest.fixture
+def delegation(monkeypatch):
+    """Every program the kit's ExecuTorch exporter lowers in the test, as {"placement": what the manifest records,
+    "counts": {op type: (in delegated graphs, outside)}}: ExecuTorch's own devtools report of the same program, read
+    at the same moment (before `to_executorch` rewrites it)."""
+    from executorch.devtools.backend_debug import get_delegation_info
+
+    from dfedge.export import executorch as ee
+
+    seen: list[dict] = []
+
+    def placement(edge, real=ee.placement):
+        table = get_delegation_info(edge.exported_program().graph_module).get_operator_delegation_dataframe()
+        counts = {r.op_type: (r.occurrences_in_delegated_graphs, r.occurrences_in_non_delegated_graphs)
+                  for r in table.itertuples() if r.op_type != "Total"}
+        seen.append({"placement": real(edge), "counts": counts})
+        return seen[-1]["placement"]
+
+    monkeypatch.setattr(ee, "placement", placement)
+    return seen
+
+
 def pytest_collection_modifyitems(config, items):
     """pytest-xdist groups: every test that reads the session's toy build runs on one worker (it is built once);
     the others by file (module and session fixtures of a file are not computed twice)."""

@@ -13,13 +13,11 @@ from pathlib import Path
 
 import torch
 
+from ..models.frontend import MAX_SIDE
 from ..runtimes.standalone import FORMATS
 from .job import Job
 
 FORMAT = FORMATS["executorch"]
-# the face front end's P-Net reads the whole detection copy (frontend.MAX_SIDE long at most); ExecuTorch plans its
-# memory at the upper bound of a dynamic shape, so the bound is that and not more
-MAX_SIDE = 1600
 
 
 class Outputs(torch.nn.Module):
@@ -122,17 +120,16 @@ def _precision(node) -> str:
             arg = arg.args[0]  # through transposes and views (linear is lowered to a permuted weight and an mm)
         return hasattr(arg, "op") and op_name(arg).startswith("quantized_decomposed.dequantize")
 
-    weight = node.args[2 if op_name(node) == "aten.addmm.default" else 1]
-    if dequantized(weight):
-        return "int8" if dequantized(node.args[1 if op_name(node) == "aten.addmm.default" else 0]) else "w8"
+    first = 1 if op_name(node) == "aten.addmm.default" else 0  # addmm(bias, activation, weight)
+    if dequantized(node.args[first + 1]):
+        return "int8" if dequantized(node.args[first]) else "w8"
     return str(node.meta["val"].dtype).replace("torch.", "")
 
 
 def placement(edge) -> dict:
     """Where the ops of the lowered program run: in the XNNPACK delegate or in ExecuTorch's portable kernels (op
-    counts, GEMM/convolution GFLOPs, the fallback op types), and in which precision (GFLOPs by the dtype of the
-    GEMM/convolution inputs: int8 for quantized ops, whose inputs come through dequantize steps, shows as the float
-    they compute in; the quantize steps are counted apart)."""
+    counts, GEMM/convolution GFLOPs, the fallback op types), and in which precision (GEMM/convolution GFLOPs by
+    `_precision`; the quantize/dequantize steps are counted apart)."""
     from executorch.exir.lowered_backend_module import LoweredBackendModule
 
     ops = {"accelerated": 0, "fallback": 0}
@@ -180,7 +177,8 @@ def export(job: Job, out_dir: Path, report: dict) -> list[Path]:
     where = write(lower(program, job.metadata), out_dir / FORMAT.model_file)
     settings = {"partitioner": "XnnpackPartitioner (defaults)", "static_shapes": True}
     if job.precision == "fp16":
-        settings["fp16"] = "DINOv3 and parser in float16; input normalisation and region math float32"
+        settings["fp16"] = ("DINOv3's attention and MLPs and the parser in float16; DINOv3's residual stream and patch "
+                            "embedding, the input normalisation and the region math float32")
     report.update(tool=f"executorch {version('executorch')} (torch {torch.__version__})", settings=settings,
                   placement=where)
     return [out_dir / FORMAT.model_file]
@@ -189,7 +187,8 @@ def export(job: Job, out_dir: Path, report: dict) -> list[Path]:
 def export_graph(module: torch.nn.Module, example: torch.Tensor, path: Path, names: tuple[str, ...],
                  dynamic_hw: bool = False) -> list[Path]:
     """A small fp32 graph (the face front end's nets), NCHW input, outputs in the order of `names`; height and width
-    free (even sides) up to MAX_SIDE when `dynamic_hw`."""
+    free (even sides) when `dynamic_hw`, up to the detection copy's longest side (frontend.MAX_SIDE): ExecuTorch
+    plans memory for a dynamic shape's upper bound, so the bound is that and not more."""
     dims = ({2: 2 * torch.export.Dim("h", min=7, max=MAX_SIDE // 2), 3: 2 * torch.export.Dim("w", min=7, max=MAX_SIDE // 2)},)
     program = torch.export.export(module.eval(), (example,), dynamic_shapes=dims if dynamic_hw else None, strict=False)
     write(lower(program), path)

@@ -38,8 +38,7 @@ def region_float_quantizer():
 
 
 def _scalar(node) -> bool:
-    value = node.meta.get("val") if hasattr(node, "meta") else None
-    return value is not None and getattr(value, "ndim", 1) == 0
+    return getattr(node.meta.get("val"), "ndim", None) == 0
 
 
 def quantize(job: Job, out_dir: Path, report: dict) -> list[Path]:

@@ -292,11 +292,10 @@ def test_every_region_index_rung_exports_to_every_target_with_fp32_parity(rung, 
     assert manifest["export_options"]["region_index"] == rung and manifest["target"] == target_name
 
 
-def test_executorch_placement_agrees_with_executorchs_own_delegation_report(tmp_path):
+def test_executorch_placement_agrees_with_executorchs_own_delegation_report(tmp_path, delegation):
     """The manifest's placement, of a small graph lowered by the kit's ExecuTorch exporter (the face O-Net: its
     PReLUs are not XNNPACK ops, so both sides are non-empty), against ExecuTorch's devtools report of the same
     program; the program then runs in ExecuTorch's runtime as torch does."""
-    from executorch.devtools.backend_debug import get_delegation_info
     from executorch.runtime import Runtime
 
     from dfedge.export import executorch as ee
@@ -304,21 +303,10 @@ def test_executorch_placement_agrees_with_executorchs_own_delegation_report(tmp_
 
     net = mtcnn.load_mtcnn()["onet"].eval()
     example = torch.rand(mtcnn.EXAMPLES["onet"]) * 2 - 1
-    seen = {}
-
-    def placement(edge, real=ee.placement):
-        seen["table"] = get_delegation_info(edge.exported_program().graph_module).get_operator_delegation_dataframe()
-        seen["placement"] = real(edge)
-        return seen["placement"]
-
-    original, ee.placement = ee.placement, placement
-    try:
-        ee.export_graph(net, example, tmp_path / "onet.pte", mtcnn.OUTPUTS["onet"])
-    finally:
-        ee.placement = original
+    ee.export_graph(net, example, tmp_path / "onet.pte", mtcnn.OUTPUTS["onet"])
+    (seen,) = delegation
     where = seen["placement"]
-    counts = {r.op_type: (r.occurrences_in_delegated_graphs, r.occurrences_in_non_delegated_graphs)
-              for r in seen["table"].itertuples() if r.op_type != "Total" and not r.op_type.startswith(("getitem", "dim_order_ops"))}
+    counts = {op: n for op, n in seen["counts"].items() if not op.startswith(("getitem", "dim_order_ops"))}
     assert where["ops"]["accelerated"] == sum(d for d, _ in counts.values()) > 0
     assert where["ops"]["fallback"] == sum(f for _, f in counts.values())
     assert sum(where["fallback_ops"].values()) == where["ops"]["fallback"]

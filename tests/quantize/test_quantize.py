@@ -113,33 +113,21 @@ def test_tflite_int8_is_nncf_calibrated_and_keeps_the_region_math_float(detector
 
 @pytest.mark.slow  # a minute (two XNNPACK lowerings of the detector); the fast check of placement is in tests/export
 def test_executorch_int8_is_nncf_calibrated_delegated_and_keeps_the_region_math_float(detector, calib, make_job,
-                                                                                       monkeypatch, tmp_path):
+                                                                                       monkeypatch, tmp_path, delegation):
     """The placement the manifest records, checked against ExecuTorch's own delegation report of the same lowered
     program: every backbone GEMM and convolution runs INT8 (or, for the parser's transposed convolutions, float) in
     the XNNPACK delegate; the region math stays float; the program loads and runs in ExecuTorch's runtime."""
     import nncf.experimental.torch.fx as nncf_fx
     import torch
-    from executorch.devtools.backend_debug import get_delegation_info
 
-    from dfedge.export import executorch as ee
     from dfedge.quantize import executorch as q
 
     seen = recorded(monkeypatch, nncf_fx, "quantize_pt2e")
-    lowered = {}
-
-    def placement(edge, real=ee.placement):  # ExecuTorch's own report, of the program the kit's placement reads
-        lowered["table"] = get_delegation_info(edge.exported_program().graph_module).get_operator_delegation_dataframe()
-        lowered["placement"] = real(edge)
-        return lowered["placement"]
-
-    monkeypatch.setattr(ee, "placement", placement)
     report = {}
     q.quantize(make_job(detector, "executorch", "int8", calibration=calib), tmp_path, report)
     assert seen["subset_size"] == CALIB and report["calibration"]["size"] == CALIB and "XNNPACKQuantizer" in report["tool"]
-    placement, table = lowered["placement"], lowered["table"]
+    ((placement, counts),) = [(d["placement"], d["counts"]) for d in delegation]
     assert report["placement"] == placement
-    counts = {row.op_type: (row.occurrences_in_delegated_graphs, row.occurrences_in_non_delegated_graphs)
-              for row in table.itertuples() if row.op_type != "Total"}
     compute = {op: n for op, n in counts.items() if not op.startswith(("getitem", "dim_order_ops", "quantized_decomposed"))}
     assert placement["ops"]["accelerated"] == sum(d for d, _ in compute.values())
     assert placement["ops"]["fallback"] == sum(f for _, f in compute.values())
