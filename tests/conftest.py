@@ -48,7 +48,6 @@ def make_job():
     return make
 
 
-@pytest.hookimpl(tryfirst=True)
 @pytest.fixture
 def delegation(monkeypatch):
     """Every program the kit's ExecuTorch exporter lowers in the test, as {"placement": what the manifest records,
@@ -71,6 +70,7 @@ def delegation(monkeypatch):
     return seen
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
     """pytest-xdist groups: every test that reads the session's toy build runs on one worker (it is built once);
     the others by file (module and session fixtures of a file are not computed twice)."""
