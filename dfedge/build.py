@@ -82,6 +82,7 @@ class BuildConfig:
     data: str | None = "toy:val:200"  # the gate's validation split; None: parity only (dfedge export)
     max_auc_drop: float = 0.005
     min_mask_agreement: float = 0.99
+    validation_pack: int = 32  # crops per bundle (0: none), with the reference's scores: bench.py --validate
     accuracy_iterations: int = 3
     parity_samples: int = 4
     bench_runs: int = 10  # 0: no benchmark
@@ -142,7 +143,7 @@ def read_config(path: Path) -> dict:
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # = the manifest schema's `name`: one folder inside --out
 FRACTIONS = ("max_auc_drop", "min_mask_agreement")  # budgets: from 0 to 1 (NaN or negative would pass or fail all)
-AT_LEAST = {"calib_size": 1, "parity_samples": 1, "accuracy_iterations": 0, "bench_runs": 0, "bench_warmup": 0,
+AT_LEAST = {"calib_size": 1, "validation_pack": 0, "parity_samples": 1, "accuracy_iterations": 0, "bench_runs": 0, "bench_warmup": 0,
             "threads": 0, "seed": 0}
 _LISTS = ("targets", "precisions", "region_indexes")
 
@@ -215,6 +216,7 @@ class Row:
     seconds: float = 0.0
     tool: str = ""
     conversion: dict | None = None  # what the converter did (the manifest's `conversion`), shipped or refused
+    placement: str = "-"  # where the ops run and in which precision (the manifest's `placement`, in words)
 
     def shipped(self, manifest: dict) -> None:
         judged = manifest.get("gate") or manifest["parity"]
@@ -223,6 +225,7 @@ class Row:
         self.mask_agreement = judged["mask_agreement"]
         self.auc, self.delta_auc = judged.get("auc"), judged.get("delta_auc")
         self.conversion = manifest["conversion"]
+        self.placement = placement_cell(manifest.get("placement"))
         self.tool = self.conversion.get("tool", "")
 
     def failed(self, e: BaseException) -> None:
@@ -237,7 +240,7 @@ class Row:
                 _fmt(self.gflops, ".2f"), _fmt(self.max_abs_logit, ".2e"), _fmt(self.mean_abs_logit, ".2e"),
                 _fmt(self.mask_agreement, ".4f"), _fmt(self.auc, ".4f"),
                 _fmt(None if self.delta_auc is None else self.delta_auc * 100, "+.2f"), latency, _fmt(self.fps, ".1f"),
-                _fmt(self.speedup, ".2f")]
+                _fmt(self.speedup, ".2f"), self.placement]
 
     def accuracy_lines(self) -> list[str]:
         """What accuracy control did, for a mixed rung: the AUC of each model NNCF validated and the reverted ops."""
@@ -255,7 +258,24 @@ class Row:
 
 
 COLUMNS = ["region index", "target", "precision", "status", "size MB", "GFLOPs", "max abs Δlogit", "mean abs Δlogit",
-           "mask agr.", "AUC", "ΔAUC pp", "p50 ms", "FPS", "× torch"]
+           "mask agr.", "AUC", "ΔAUC pp", "p50 ms", "FPS", "× torch", "placement"]
+
+
+def placement_cell(placement: dict | None) -> str:
+    """The manifest's placement in a few words: the share of GEMM/convolution FLOPs in the accelerated path, then
+    the precisions those FLOPs run in, largest first ("100% XNNPACK delegate · int8 93%, float32 7%")."""
+    if not placement:
+        return "-"
+    if placement.get("observed") is False:
+        return "on the device (Core ML)"
+    by_dtype: dict[str, float] = {}
+    for where in placement["gemm_gflops_by_dtype"].values():
+        for dtype, gf in where.items():
+            by_dtype[dtype] = by_dtype.get(dtype, 0.0) + gf
+    total = sum(by_dtype.values()) or 1.0
+    share = placement.get("accelerated_flop_share")
+    head = f"{share:.0%} {placement['accelerator'].split(' (')[0]}" if share is not None else placement["accelerator"]
+    return head + " · " + ", ".join(f"{d} {gf / total:.0%}" for d, gf in sorted(by_dtype.items(), key=lambda kv: -kv[1]))
 
 
 def _fmt(value, spec: str) -> str:
@@ -331,7 +351,7 @@ def _gate(config: BuildConfig, scores: Path, log) -> Gate | None:
                                   open_set(config.data, config.spec.region), config.data)
     validation.reference.header["identity"] = identity(config.spec)  # so `dfedge validate` can check it is this model
     save_scores(scores, validation.reference)
-    return Gate(validation, Budget(config.max_auc_drop), config.min_mask_agreement)
+    return Gate(validation, Budget(config.max_auc_drop), config.min_mask_agreement, config.validation_pack)
 
 
 def _run(job: Job, staging: Path, flops: float, log) -> Row:

@@ -137,6 +137,9 @@ OPTIONS: dict[str, tuple[object, object]] = {
         help=f"Largest allowed AUC drop vs torch FP32, as a fraction ({_default('max_auc_drop')}).")], None),
     "min_mask_agreement": (Annotated[Optional[float], typer.Option(callback=fraction,
         help=f"Smallest allowed token-mask agreement ({_default('min_mask_agreement')}).")], None),
+    "validation_pack": (Annotated[Optional[int], typer.Option(
+        help=f"Crops of the validation split each gated bundle carries with their reference scores, for `bench.py "
+             f"--validate` on a device ({_default('validation_pack')}; 0: none).")], None),
     "calib": (Annotated[Optional[str], typer.Option(help=f"Calibration crops for quantized rungs: DIR, list, toy ({_default('calib')}).")], None),
     "calib_size": (Annotated[Optional[int], typer.Option(help=f"Calibration crops used ({_default('calib_size')}; a warning below 100).")], None),
     "accuracy_iterations": (Annotated[Optional[int], typer.Option(
@@ -151,7 +154,7 @@ PLAN = ("targets", "precisions", "region_indexes", "dist", "name", "preset", "di
         "region", "dinov3_input", "region_head", *PINS, "random_probe", "random_weights", "parity_samples", "data")
 SCORE = ("aligned", "faces", "min_face", "frames", "fps", "track", "per_frame", "top", "save_vis", "max_pixels", "bundle")
 BENCH = ("runs", "warmup", "threads", "device", "label", "image")
-GATE = ("max_auc_drop", "min_mask_agreement", "calib", "calib_size", "accuracy_iterations", "bench_runs", "threads")
+GATE = ("max_auc_drop", "min_mask_agreement", "validation_pack", "calib", "calib_size", "accuracy_iterations", "bench_runs", "threads")
 SPEC_FIELDS = {f.name for f in dataclasses.fields(DetectorSpec)}
 
 

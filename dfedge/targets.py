@@ -30,7 +30,7 @@ TARGETS: dict[str, Target] = {
         Target(FORMATS["onnx"], onnx_export.export, onnx_export.export_graph, EXPORTED, "onnx",
                f"dynamo exporter, opset {onnx_export.OPSET}, static shapes; fp16 keeps float32 input/outputs and the "
                "input normalisation",
-               onnx_quantize.quantize, ("int8", "int8-weights")),
+               onnx_quantize.quantize, ("int8", "int8-weights", "w8a16")),
         Target(FORMATS["openvino"], openvino_export.export, openvino_export.export_graph, EXPORTED, "openvino",
                "IR from the torch module; fp16 = FP16-compressed weights except the input normalisation, f32 compute on CPU",
                openvino_quantize.quantize, ("int8", "int8-weights", "int4-weights", "mixed")),
@@ -39,7 +39,7 @@ TARGETS: dict[str, Target] = {
                coreml_quantize.quantize, ("int8-weights", "palette6", "palette4")),
         Target(FORMATS["tflite"], tflite_export.export, tflite_export.export_graph, EXPORTED, "litert-torch",
                "litert-torch; NHWC input as mobile cameras deliver; fp16 = float16 weights (ai-edge-quantizer)",
-               tflite_quantize.quantize, ("int8-weights", "int8")),
+               tflite_quantize.quantize, ("int8-weights", "int8", "w8a16")),
         Target(FORMATS["executorch"], executorch_export.export, executorch_export.export_graph, EXPORTED, "executorch",
                "torch.export lowered to the XNNPACK delegate, static shapes; fp16 = DINOv3's attention and MLPs and the "
                "parser in float16, its residual stream and patch embedding, the input normalisation and the region math "
@@ -47,6 +47,20 @@ TARGETS: dict[str, Target] = {
                "int8 = XNNPACK quantizer + NNCF ranges; placement (delegated vs portable ops) in the manifest",
                executorch_quantize.quantize, ("int8",)),
     )
+}
+# 16-bit activations (w8a16) per target: the recipe where the target has the rung, else why it has none (checked
+# with these package versions; a test keeps one entry per target, and it names the recipe exactly when the row has it)
+W8A16 = {
+    "onnx": "ONNX Runtime quantize_static QDQ: int8 weights, uint16 activations (com.microsoft Q/DQ); NPU providers "
+            "(QNN) run it in integer, the CPU provider runs float GEMMs between the Q/DQ pairs (placement says so)",
+    "openvino": "none: NNCF's OpenVINO quantizer writes 8-bit activations and the CPU plugin has no int16 GEMM kernels; "
+                "its 16-bit rung is fp16 (bf16 on AVX-512 BF16/AMX hosts when the f32 hint is dropped)",
+    "coreml": "none in integer: coremltools' activation quantization is int8 and needs macOS to calibrate; int8-weights "
+              "runs on fp16 activations (weights int8, activations float16: what the Neural Engine runs)",
+    "tflite": "ai-edge-quantizer static_wi8_ai16: LiteRT's int16x8 kernels (XNNPACK has none: built-in kernels); "
+              "BATCH_MATMUL and TRANSPOSE_CONV float (LiteRT rejects what the recipe writes for them)",
+    "executorch": "none: the XNNPACK quantizer has no 16-bit activation config and XNNPACK no int16 GEMM kernels "
+                  "(Qualcomm's QNN quantizer has 16a8w, but its lowering needs the QNN SDK)",
 }
 QUANTIZED = tuple(dict.fromkeys(p for t in TARGETS.values() for p in t.quantized))  # every rung below fp16, in order
 
@@ -63,10 +77,10 @@ def resolve(names: list[str] | str) -> list[Target]:
 
 def markdown_table() -> str:
     """The docs table of targets, generated from TARGETS."""
-    rows = ["| target | model file | input | runtime | precisions | quantized (`dfedge quantize`) | notes |",
-            "|---|---|---|---|---|---|---|"]
+    rows = ["| target | model file | input | runtime | precisions | quantized (`dfedge quantize`) | notes | 16-bit activations (w8a16) |",
+            "|---|---|---|---|---|---|---|---|"]
     for t in TARGETS.values():
         f = t.format
         rows.append(f"| `{t.name}` | `{f.model_file}` | `{f.input_name}` {f.input_layout} | {f.runtime} "
-                    f"| {', '.join(t.precisions)} | {', '.join(t.quantized)} | {t.note} |")
+                    f"| {', '.join(t.precisions)} | {', '.join(t.quantized)} | {t.note} | {W8A16[t.name]} |")
     return "\n".join(rows)

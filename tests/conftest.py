@@ -48,6 +48,34 @@ def make_job():
     return make
 
 
+INTEGER_GEMMS = {"QLinearMatMul", "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "QGemm",
+                 "QLinearConv", "ConvInteger"}
+
+
+@pytest.fixture
+def onnxruntime_view(tmp_path):
+    """check(model, placement) -> the integer GEMM kernels ONNX Runtime fused: checks a placement report against the
+    graph ONNX Runtime executes (its optimised model, written with the bundle's runtime options): one profiled op
+    per node, and integer GEMM GFLOPs exactly when it fused integer GEMM kernels."""
+    import onnx
+    import onnxruntime as ort
+
+    from dfedge.runtimes import standalone
+
+    def check(model, placement: dict) -> set[str]:
+        so = standalone._onnx_options(ort, standalone.FORMATS["onnx"].options, 0)
+        so.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+        ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
+        nodes = onnx.load(str(tmp_path / "optimised.onnx")).graph.node
+        assert placement["ops"]["total"] == len(nodes) and placement["ops"]["fallback"] == 0
+        integer = {n.op_type for n in nodes} & INTEGER_GEMMS
+        dtypes = set(placement["gemm_gflops_by_dtype"]["accelerated"])
+        assert bool(integer) == bool(dtypes & {"int8", "uint8"}), (integer, dtypes)
+        return integer
+
+    return check
+
+
 @pytest.fixture
 def delegation(monkeypatch):
     """Every program the kit's ExecuTorch exporter lowers in the test, as {"placement": what the manifest records,

@@ -112,6 +112,23 @@ class Gate:
     validation: Validation
     budget: Budget
     min_mask_agreement: float = 0.99
+    pack_crops: int = 0  # crops of the split each bundle carries with their reference scores (0: no pack)
+
+    def pack(self) -> dict[str, np.ndarray] | None:
+        """The bundle's validation pack: up to `pack_crops` crops of the split that the reference finds the region
+        in, as many fakes as reals where the split allows (the first of each, in split order), with their labels and
+        the reference's logits and token masks; `bench.py --validate` scores them on a device (standalone.validate)."""
+        if not self.pack_crops:
+            return None
+        ref = self.validation.reference
+        scored = np.flatnonzero(ref.scored)
+        fakes, reals = scored[ref.labels[scored] == 1], scored[ref.labels[scored] == 0]
+        n = self.pack_crops
+        n_fake = min(len(fakes), max(n // 2, n - len(reals)))
+        chosen = np.sort(np.concatenate([fakes[:n_fake], reals[:min(len(reals), n - n_fake)]]))
+        return {"images": np.stack([self.validation.data[int(i)].image for i in chosen]).astype(np.uint8),
+                "labels": ref.labels[chosen].astype(np.int8), "logits": ref.logits[chosen].astype(np.float32),
+                "token_masks": ref.token_masks[chosen].astype(bool), "ids": ref.ids[chosen].astype(str)}
 
     def __call__(self, runner: Runner) -> dict:
         """The gate's record (for the manifest); raises GateError with every reason when the runner fails it."""

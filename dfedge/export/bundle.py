@@ -56,6 +56,11 @@ def file_hashes(root: Path) -> dict[str, dict]:
     return out
 
 
+COREML_PLACEMENT = {"runtime": "coreml", "observed": False,
+                    "reason": "Core ML assigns each op to the Neural Engine, GPU or CPU when a Mac or iPhone loads the "
+                              "model (MLComputePlan, macOS 14.4+); nothing here can observe it"}
+
+
 def build_manifest(job: Job, root: Path, parity: Parity, conversion: dict) -> dict:
     det, target, fmt = job.detector, job.target, job.target.format
     s, g = det.cfg.crop_size, det.grid
@@ -98,7 +103,9 @@ def build_manifest(job: Job, root: Path, parity: Parity, conversion: dict) -> di
         "versions": {"dfedge": __version__, "torch": torch.__version__, "python": platform.python_version(),
                      target.converter: package_version(target.converter)},
         "export_options": job.options,
-        "placement": conversion.pop("placement", None),  # where each op runs, and in which precision (converters that know)
+        "runtime_options": fmt.options,  # what parity and the gate ran with; bench.py and dfedge.load apply them
+        "validated_on": {k: v for k, v in standalone.device_facts(target.name).items() if k not in ("label", "host")},
+        "placement": conversion.pop("placement", None),  # where each op runs, and in which precision
         "conversion": conversion,
         "parity": {"reference": "torch fp32 eager", **parity.__dict__},
     }
@@ -150,11 +157,16 @@ def write_bundle(job: Job, dist: Path, log=lambda msg: None) -> tuple[Path, dict
                 parity = check_parity(torch_runner(job.detector), runner, job.parity_images, precision)
                 if not parity.ok:
                     raise ParityError(parity_message(job.folder, parity))
+                if "placement" not in conversion:  # the runtime's own view on this host (ExecuTorch's: at lowering)
+                    conversion["placement"] = standalone.placement(tmp, target.name) or COREML_PLACEMENT
                 manifest = build_manifest(job, tmp, parity, conversion)
                 manifest["front_end"] = write_front_end(job, tmp)
                 if job.gate is not None:
                     log(f"{job.folder}: parity ok; running the gate")
                     manifest["gate"] = job.gate(runner)
+                    pack = job.gate.pack()
+                    if pack is not None:
+                        manifest["validation_pack"] = write_pack(job, tmp, pack, runner)
             except GateError as e:
                 e.conversion = conversion  # what the converter did (accuracy control's record), for a refused rung's report
                 raise
@@ -196,6 +208,16 @@ def write_front_end(job: Job, tmp: Path) -> dict:
             "settings": {"min_face": frontend.MIN_FACE, "thresholds": list(frontend.THRESHOLDS),
                          "factor": frontend.FACTOR, "max_side": frontend.MAX_SIDE},
             "parity": parity}
+
+
+def write_pack(job: Job, tmp: Path, pack: dict, runner) -> dict:
+    """The validation pack (standalone.VALIDATION_FILE) and what `bench.py --validate` reports from it on this host,
+    through the bundle's own runner: the device-side numbers compare against these."""
+    with open(tmp / standalone.VALIDATION_FILE, "wb") as f:
+        np.savez_compressed(f, **pack)
+    host = standalone.validate(runner, float(job.detector.probe.info.threshold), tmp)
+    return {"file": standalone.VALIDATION_FILE, "crops": len(pack["labels"]), "fakes": int(pack["labels"].sum()),
+            "data": job.gate.validation.data.description, "ids": pack["ids"].tolist(), "host": host}
 
 
 def _finish(job: Job, tmp: Path, manifest: dict) -> None:

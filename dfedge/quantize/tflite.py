@@ -13,7 +13,13 @@ from ..export import tflite as tflite_export
 from ..export.job import Job
 
 RECIPES = {"int8-weights": "dynamic_wi8_afp32 on FULLY_CONNECTED and CONV_2D",
-           "int8": "litert-torch PT2EQuantizer symmetric per-channel static INT8, region math float"}
+           "int8": "litert-torch PT2EQuantizer symmetric per-channel static INT8, region math float",
+           "w8a16": "ai-edge-quantizer static_wi8_ai16 (int8 weights, int16 activations: LiteRT's int16x8 kernels); "
+                    "BATCH_MATMUL and TRANSPOSE_CONV float"}
+# LiteRT rejects what the recipe writes for these two on our graph (ai-edge-quantizer 0.10, measured): a BATCH_MATMUL
+# with an int8 constant left operand (the region pooling matrices; its kernel takes int16 x int8 only) and a
+# TRANSPOSE_CONV bias [1, 1, 1, C] quantized per channel along its axis 0 ("num_scales must be 1").
+W8A16_FLOAT_OPS = ("BATCH_MATMUL", "CONV_2D_TRANSPOSE")
 
 
 def region_float_quantizer():
@@ -70,6 +76,27 @@ def nncf_static_int8(job: Job, path: Path) -> str:
     return f"nncf {nncf.__version__} quantize_pt2e + litert-torch {version('litert-torch')} PT2EQuantizer"
 
 
+FLOAT_REGION_MATH = {"int8": "detector.FLOAT_SUBMODULES and the Detector's own ops left unannotated",
+                     "int8-weights": "weights only: activations are float",
+                     "w8a16": "the region pooling (BATCH_MATMUL) float; its other ops int16 like the rest of the graph"}
+
+
+def static_w8a16(job: Job, path: Path, out_dir: Path) -> str:
+    """ai-edge-quantizer's int8-weight/int16-activation recipe on the litert-torch FP32 model, its activation
+    ranges calibrated on the job's crops (NHWC, through the model's own signature)."""
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_quantizer import quantizer, recipe
+
+    path.write_bytes(tflite_export.fp32_model(job, out_dir))
+    signature = Interpreter(model_path=str(path)).get_signature_list()["serving_default"]
+    (source,) = signature["inputs"]
+    data = {"serving_default": [{source: x.transpose(0, 2, 3, 1).copy()} for x in job.calibration.items()]}
+    float_ops = [{"regex": ".*", "operation": op, "algorithm_key": "no_quantize"} for op in W8A16_FLOAT_OPS]
+    q = quantizer.Quantizer(str(path), recipe.static_wi8_ai16() + float_ops)
+    q.quantize(q.calibrate(data, num_threads=1)).export_model(str(path), overwrite=True)
+    return f"ai-edge-quantizer {version('ai-edge-quantizer')} static_wi8_ai16"
+
+
 def quantize(job: Job, out_dir: Path, report: dict) -> list[Path]:
     from ai_edge_litert.interpreter import Interpreter
 
@@ -79,6 +106,8 @@ def quantize(job: Job, out_dir: Path, report: dict) -> list[Path]:
     path = out_dir / tflite_export.FORMAT.model_file
     if precision == "int8":
         tool = nncf_static_int8(job, path)
+    elif precision == "w8a16":
+        tool = static_w8a16(job, path, out_dir)
     else:
         from ai_edge_quantizer import quantizer, recipe_manager
         from ai_edge_quantizer.qtyping import TFLOperationName
@@ -95,7 +124,6 @@ def quantize(job: Job, out_dir: Path, report: dict) -> list[Path]:
     except (RuntimeError, ValueError) as e:  # full-integer transformers are fragile in LiteRT: an optional rung
         raise GateError(f"not kept: the INT8 graph does not load in the LiteRT interpreter ({str(e).splitlines()[0][:120]})") from e
     report.update(tool=tool, settings={"recipe": RECIPES[precision]},
-                  calibration=job.calibration.record() if precision == "int8" else None,
-                  float_region_math=("detector.FLOAT_SUBMODULES and the Detector's own ops left unannotated"
-                                     if precision == "int8" else "weights only: activations are float"))
+                  calibration=job.calibration.record() if precision != "int8-weights" else None,
+                  float_region_math=FLOAT_REGION_MATH[precision])
     return tflite_export.save(path, job.metadata)

@@ -9,7 +9,7 @@ from . import standalone
 from .bench import SET_SCHEMA
 
 COLUMNS = ("device", "target", "precision", "region index", "status", "p50 ms", "p90 ms", "FPS", "× torch", "size MB",
-           "threads", "runtime")
+           "ΔAUC pp", "flips", "mask agr.", "pack", "threads", "runtime")
 
 
 def read_results(paths: list[Path]) -> list[dict]:
@@ -41,11 +41,13 @@ def rows(results: list[dict]) -> list[dict]:
     """One row per device × target × precision × region index, sorted; the last result wins for duplicates."""
     merged: dict[tuple, dict] = {}
     for r in results:
-        lat = r.get("latency_ms") or {}
+        lat, val = r.get("latency_ms") or {}, r.get("validation") or {}  # val: bench.py --validate on that device
         row = {"device": device_label(r), "target": r.get("target", "?"), "precision": r.get("precision", "?"),
                "region index": r.get("region_index", "exact"), "status": r.get("status", "?"),
                "reason": r.get("reason", ""), "p50 ms": lat.get("p50"), "p90 ms": lat.get("p90"), "FPS": r.get("fps"),
                "× torch": r.get("speedup_vs_torch"), "size MB": r.get("size_mb"), "threads": r.get("threads"),
+               "ΔAUC pp": val["delta_auc"] * 100 if val else None, "flips": val.get("flip_rate"),
+               "mask agr.": val.get("mask_agreement"), "pack": val.get("crops"),
                "runtime": f"{(r.get('facts') or {}).get('runtime', '')} {(r.get('facts') or {}).get('runtime_version') or ''}".strip()}
         merged[(row["device"], row["target"], row["precision"], row["region index"])] = row
     return [merged[k] for k in sorted(merged)]
@@ -58,7 +60,8 @@ def cell(row: dict, col: str) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:.2f}" if col != "× torch" else f"{value:.2f}×"
+        return {"× torch": f"{value:.2f}×", "ΔAUC pp": f"{value:+.2f}", "flips": f"{value:.1%}",
+                "mask agr.": f"{value:.4f}"}.get(col, f"{value:.2f}")
     return str(value)
 
 
@@ -112,8 +115,9 @@ def merge(paths: list[Path], out: Path) -> tuple[list[dict], dict[str, Path]]:
     files = {"markdown": out / "merged.md", "json": out / "merged.json", "chart": out / "latency.png"}
     sources = ", ".join(f"`{Path(p).name}`" for p in paths)
     atomic_write(files["markdown"], lambda t: t.write_text(
-        f"# Latency across devices\n\nMerged from {sources}. × torch: speed-up over torch FP32 eager on the same "
-        f"device in the same run.\n\n{markdown(table)}\n\n![latency](latency.png)\n"))
+        f"# Latency and accuracy across devices\n\nMerged from {sources}. × torch: speed-up over torch FP32 eager on the "
+        f"same device in the same run. ΔAUC, flips and mask agreement: the bundle's validation pack (`pack` crops) "
+        f"scored on that device by `bench.py --validate`, against the torch FP32 reference's scores it carries.\n\n{markdown(table)}\n\n![latency](latency.png)\n"))
     atomic_write(files["json"], lambda t: t.write_text(json.dumps(table, indent=2)))
     atomic_write(files["chart"], lambda t: chart(table, t))
     return table, files

@@ -50,6 +50,7 @@ def front_end():
 
 BUNDLE_SCHEMA = "dfedge-bundle/1"
 BENCH_FILE, FRONT_END_FILE = "bench.py", "frontend.py"  # this file, and models/frontend.py, in every bundle
+VALIDATION_FILE = "validation.npz"  # the validation pack: aligned crops, labels, the torch FP32 reference's scores
 RESULT_SCHEMA = "dfedge-bench/1"
 MANIFEST = "manifest.json"
 INPUT_NAME = "image"
@@ -100,6 +101,7 @@ MANIFEST_SCHEMA = {
         "probe": {"type": "object", "required": ["threshold_logit"],
                   "properties": {"threshold_logit": {"type": "number"}, "guard": {"type": ["object", "null"]}}},
         "random_weights": {"type": "array", "items": {"type": "string"}},
+        "runtime_options": {"type": "object"},
         "front_end": {"type": ["object", "null"], "required": ["files"],
                       "properties": {"files": {"type": "object", "required": ["pnet", "rnet", "onet"],
                                                "additionalProperties": {"type": "string"}}}},
@@ -210,24 +212,36 @@ def verify(bundle: str | Path) -> dict:
     return manifest
 
 
-def _onnx_session(path: Path, names: tuple[str, ...], threads: int, device: str):
+def _onnx_options(ort, options: dict, threads: int):
+    """The bundle's runtime options as ONNX Runtime session options (graph_optimization_level by its enum name)."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.graph_optimization_level = ort.GraphOptimizationLevel[options.get("graph_optimization_level", "ORT_ENABLE_ALL")]
+    return so
+
+
+def _onnx_session(path: Path, names: tuple[str, ...], threads: int, device: str, options: dict):
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(path), _onnx_options(ort, options, threads),
+                                   providers=options.get("providers", ["CPUExecutionProvider"]))
     (source,), outputs = [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()]
     return lambda x: dict(zip(outputs, session.run(None, {source: np.asarray(x, np.float32)})))
 
 
-def _openvino_session(path: Path, names: tuple[str, ...], threads: int, device: str):
+def _openvino_config(options: dict, threads: int, device: str) -> dict:
+    """The bundle's runtime options for `device` ({"CPU": {...}}: OpenVINO's own property names) + the thread count.
+    Without them OpenVINO picks its own inference precision (bfloat16 on a CPU with AVX-512 BF16 or AMX)."""
+    config = dict(options.get(device.upper().split(".")[0], {}))
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    return config
+
+
+def _openvino_session(path: Path, names: tuple[str, ...], threads: int, device: str, options: dict):
     import openvino as ov
 
-    config = {"INFERENCE_NUM_THREADS": threads} if threads else {}
-    if device.upper().startswith("CPU"):
-        # f32 compute on CPU: FP16-compressed IR weights are decompressed, as the parity limits assume
-        config["INFERENCE_PRECISION_HINT"] = "f32"
-    compiled = ov.Core().compile_model(str(path), device, config)
+    compiled = ov.Core().compile_model(str(path), device, _openvino_config(options, threads, device))
     request = compiled.create_infer_request()
 
     def run(x):
@@ -237,10 +251,11 @@ def _openvino_session(path: Path, names: tuple[str, ...], threads: int, device: 
     return run
 
 
-def _tflite_session(path: Path, names: tuple[str, ...], threads: int, device: str):
-    from ai_edge_litert.interpreter import Interpreter
+def _tflite_session(path: Path, names: tuple[str, ...], threads: int, device: str, options: dict):
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    interpreter = Interpreter(model_path=str(path), num_threads=threads or None)
+    interpreter = Interpreter(model_path=str(path), num_threads=threads or None,
+                              experimental_op_resolver_type=OpResolverType[options.get("op_resolver", "AUTO")])
     signature = interpreter.get_signature_list()["serving_default"]
     (source,) = signature["inputs"]  # `image` for the detector since dfedge names it; args_0 elsewhere
     # litert-torch names outputs output_0, output_1, ... in the order the module returns them
@@ -254,7 +269,7 @@ def _tflite_session(path: Path, names: tuple[str, ...], threads: int, device: st
     return run
 
 
-def _executorch_session(path: Path, names: tuple[str, ...], threads: int, device: str):
+def _executorch_session(path: Path, names: tuple[str, ...], threads: int, device: str, options: dict):
     # ExecuTorch's Python runtime is built on torch: it takes and returns torch tensors (its C++ runtime on a device
     # needs no torch). torch is imported here, by the runtime's API, and by nothing else in a bundle.
     import torch
@@ -273,15 +288,161 @@ def _executorch_session(path: Path, names: tuple[str, ...], threads: int, device
     return run
 
 
-def _coreml_session(path: Path, names: tuple[str, ...], threads: int, device: str):
+def _coreml_session(path: Path, names: tuple[str, ...], threads: int, device: str, options: dict):
     if platform.system() != "Darwin":
         raise RuntimeUnavailable(f"{path.parent}: CoreML predicts only on macOS (this is {platform.system()}); "
                                  "copy the bundle to a Mac, or check it here with `dfedge validate`")
     import coremltools as ct  # pragma: no cover - CI is Linux
 
-    model = ct.models.MLModel(str(path))  # pragma: no cover
+    model = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit[options.get("compute_units", "ALL")])  # pragma: no cover
     source = model.get_spec().description.input[0].name  # pragma: no cover
     return lambda x: {k: np.asarray(v) for k, v in model.predict({source: np.asarray(x, np.float32)}).items()}  # pragma: no cover
+
+
+# Where each op of a bundle runs on this machine and in which precision, as the runtime itself reports it after
+# compiling the graph: ONNX Runtime's per-node profile, OpenVINO's executed graph, LiteRT's execution plan after the
+# XNNPACK delegate took its partitions (ExecuTorch's is fixed when the .pte is lowered: the manifest has it).
+
+
+def _dtype(name) -> str:
+    """One spelling of an element type across runtimes: float32, float16, bfloat16, int8, int16, ..."""
+    name = str(getattr(name, "__name__", name)).lower().replace("numpy.", "")
+    return {"float": "float32", "f32": "float32", "fp32": "float32", "f16": "float16", "fp16": "float16",
+            "bf16": "bfloat16", "i8": "int8", "u8": "uint8", "i16": "int16", "u16": "uint16", "i32": "int32"}.get(name, name)
+
+
+def placement_report(runtime: str, accelerator: str, fallback: str, ops: list[tuple[bool, str, str, int]]) -> dict:
+    """ops: (accelerated?, op type, precision of its inputs, FLOPs: 2 x multiply-adds of a GEMM/convolution, else 0)
+    -> op counts and GFLOPs per path, the accelerated share of FLOPs, the fallback op types, GEMM GFLOPs by precision."""
+    where = ("accelerated", "fallback")
+    count = {w: 0 for w in where}
+    flops = {w: 0 for w in where}
+    dtypes: dict[str, dict[str, float]] = {w: {} for w in where}
+    fallback_ops: dict[str, int] = {}
+    for accelerated, kind, dtype, f in ops:
+        w = where[not accelerated]
+        count[w] += 1
+        flops[w] += f
+        if not accelerated:
+            fallback_ops[kind] = fallback_ops.get(kind, 0) + 1
+        if f:
+            dtypes[w][dtype] = dtypes[w].get(dtype, 0) + f / 1e9
+    total = sum(flops.values())
+    return {"runtime": runtime, "accelerator": accelerator, "fallback": fallback,
+            "ops": {**count, "total": sum(count.values())}, "gflops": {k: round(v / 1e9, 4) for k, v in flops.items()},
+            "accelerated_flop_share": round(flops["accelerated"] / total, 4) if total else None,
+            "fallback_ops": dict(sorted(fallback_ops.items(), key=lambda kv: -kv[1])),
+            "gemm_gflops_by_dtype": {w: {k: round(v, 4) for k, v in d.items()} for w, d in dtypes.items()}}
+
+
+def _gemm_flops(kind: str, a: list, b: list, out: list) -> int:
+    """2 x multiply-adds from logical shapes: a matrix product (a [..., K], or a batch: |a| x N covers both) or a
+    convolution whose weight b has its output channels first ([O, I/groups, kh, kw] or [O, kh, kw, I]); a transposed
+    one (ConvTranspose, Deconvolution, TRANSPOSE_CONV) takes b with its input channels first."""
+    size = lambda shape: int(np.prod(shape, dtype=np.int64)) if shape else 0  # noqa: E731
+    if not out or not a or not b:
+        return 0
+    if kind in ("ConvTranspose", "Deconvolution", "TRANSPOSE_CONV"):
+        return 2 * size(a) * (size(b) // max(int(b[0]), 1))
+    if "conv" in kind.lower():
+        return 2 * size(out) * (size(b) // max(int(b[0]), 1))
+    return 2 * size(a) * int(out[-1])
+
+
+ONNX_GEMMS = {"MatMul": (0, 1), "Gemm": (0, 1), "FusedMatMul": (0, 1), "FusedGemm": (0, 1), "MatMulInteger": (0, 1),
+              "MatMulIntegerToFloat": (0, 1), "DynamicQuantizeMatMul": (0, 1), "QLinearMatMul": (0, 3),
+              "QGemm": (0, 3), "Conv": (0, 1), "FusedConv": (0, 1), "NhwcFusedConv": (0, 1), "ConvInteger": (0, 1),
+              "QLinearConv": (0, 3), "ConvTranspose": (0, 1), "MatMulNBits": (0, 1)}
+
+
+def _onnx_placement(path: Path, options: dict, device: str) -> dict:
+    """ONNX Runtime's profile of one run: every executed node with its execution provider and input types."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        so = _onnx_options(ort, options, 0)
+        so.enable_profiling, so.profile_file_prefix = True, str(Path(tmp) / "ort")
+        session = ort.InferenceSession(str(path), so, providers=options.get("providers", ["CPUExecutionProvider"]))
+        source = session.get_inputs()[0]
+        session.run(None, {source.name: np.zeros([d if isinstance(d, int) else 1 for d in source.shape], np.float32)})
+        events = json.loads(Path(session.end_profiling()).read_text())
+    preferred = session.get_providers()[0]
+    ops = []
+    for e in events:
+        args = e.get("args", {})
+        if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time") or "op_name" not in args:
+            continue
+        kind = args["op_name"]
+        inputs = [next(iter(t.items())) for t in args.get("input_type_shape", [])]
+        outputs = [next(iter(t.values())) for t in args.get("output_type_shape", [])]
+        flops, dtype = 0, _dtype(inputs[0][0]) if inputs else "none"
+        if kind in ONNX_GEMMS and outputs:
+            i, j = ONNX_GEMMS[kind]
+            if len(inputs) > j:
+                flops = _gemm_flops(kind, inputs[i][1], inputs[j][1], outputs[0])
+        ops.append((args.get("provider") == preferred, kind, dtype, flops))
+    return placement_report(f"onnxruntime {ort.__version__}", preferred,
+                            "other execution providers (none when the CPU provider is the preferred one)", ops)
+
+
+def _openvino_placement(path: Path, options: dict, device: str) -> dict:
+    """OpenVINO's executed graph (compiled with the bundle's runtime options): per layer its runtime precision and
+    kernel; reference kernels (primitiveType ref*) are the slow fallback."""
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(path), device, _openvino_config(options, 0, device))
+    ops = []
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        kind = str(info["layerType"])
+        if kind in ("Input", "Output", "Parameter", "Result", "Const", "Constant"):
+            continue
+        shapes = [list(op.get_input_partial_shape(i).to_shape()) if op.get_input_partial_shape(i).is_static else []
+                  for i in range(op.get_input_size())]
+        out = list(op.get_output_partial_shape(0).to_shape()) if op.get_output_size() and op.get_output_partial_shape(0).is_static else []
+        flops = _gemm_flops(kind, shapes[0], shapes[1], out) if kind in ("FullyConnected", "MatMul", "Convolution",
+                                                                      "Deconvolution") and len(shapes) > 1 else 0
+        primitive = str(info["primitiveType"]) if "primitiveType" in info else ""
+        ops.append((not primitive.startswith("ref"), kind, _dtype(str(info["runtimePrecision"])), flops))
+    return placement_report(f"openvino {ov.__version__}", f"{device} plugin (optimised kernels)",
+                            "reference kernels (primitiveType ref*)", ops)
+
+
+def _tflite_placement(path: Path, options: dict, device: str) -> dict:
+    """LiteRT's nodes after the XNNPACK delegate took its partitions: a DELEGATE node replaces the ops it runs (found
+    by walking back from its outputs to its inputs); the rest run on LiteRT's built-in kernels."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    details = interpreter._get_ops_details()  # the interpreter's node list, delegate nodes included
+    shapes = {t["index"]: list(t["shape"]) for t in interpreter.get_tensor_details()}
+    producer = {int(o): d["index"] for d in details if d["op_name"] != "DELEGATE" for o in d["outputs"]}
+    delegated: set[int] = set()
+    for d in details:
+        if d["op_name"] == "DELEGATE":
+            boundary, todo = {int(i) for i in d["inputs"]}, [int(o) for o in d["outputs"]]
+            while todo:
+                node = producer.get(todo.pop())
+                if node is not None and node not in delegated:
+                    delegated.add(node)
+                    todo += [int(i) for i in details[node]["inputs"] if int(i) not in boundary and i >= 0]
+    ops = []
+    for d in details:
+        if d["op_name"] == "DELEGATE":
+            continue
+        inputs = [int(i) for i in d["inputs"] if i >= 0]
+        flops = 0
+        if d["op_name"] in ("FULLY_CONNECTED", "BATCH_MATMUL", "CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV") and len(inputs) > 1:
+            a, b = (inputs[2], inputs[1]) if d["op_name"] == "TRANSPOSE_CONV" else (inputs[0], inputs[1])
+            w = shapes.get(b, [])
+            w = w[-1:] + w[:-1] if d["op_name"] == "TRANSPOSE_CONV" else w  # [O, kh, kw, I] -> input channels first
+            flops = _gemm_flops(d["op_name"], shapes.get(a, []), w, shapes.get(int(d["outputs"][0]), []))
+            if d["op_name"] == "DEPTHWISE_CONV_2D":
+                flops = 2 * int(np.prod(shapes.get(int(d["outputs"][0]), [0]))) * int(np.prod(shapes.get(b, [0])[1:3]))
+        dtype = _dtype(d["operand_types"][0]) if d["operand_types"] else "none"
+        ops.append((d["index"] in delegated, d["op_name"], dtype, flops))
+    return placement_report(f"ai-edge-litert {runtime_version('tflite')}", "XNNPACK delegate", "LiteRT built-in kernels", ops)
 
 
 @dataclass(frozen=True)
@@ -295,7 +456,9 @@ class Format:
     input_layout: str  # of the detector graph's input; runners take NCHW and transpose when needed
     runtime: str  # what predicts, in words (manifest "runtime")
     package: str  # the runtime's pip distribution (its version goes into bench results)
-    session: Callable[[Path, tuple, int, str], Callable]  # (graph file, output names, threads, device) -> run(x) -> {name: array}
+    session: Callable[[Path, tuple, int, str, dict], Callable]  # (graph file, output names, threads, device, options) -> run(x) -> {name: array}
+    options: dict  # the runtime options the kit validates with: the manifest's runtime_options, applied by the sessions
+    placement: Callable[[Path, dict, str], dict] | None = None  # (model file, options, device) -> where each op runs on this machine
     input_name: str = INPUT_NAME
 
     def graph_file(self, stem: str) -> str:
@@ -306,13 +469,18 @@ class Format:
 FORMATS: dict[str, Format] = {
     f.name: f
     for f in (
-        Format("onnx", "detector.onnx", "NCHW", "onnxruntime", "onnxruntime", _onnx_session),
-        Format("openvino", "detector.xml", "NCHW", "openvino", "openvino", _openvino_session),
+        Format("onnx", "detector.onnx", "NCHW", "onnxruntime", "onnxruntime", _onnx_session,
+               {"providers": ["CPUExecutionProvider"], "graph_optimization_level": "ORT_ENABLE_ALL"}, _onnx_placement),
+        # f32 on CPU: FP16-compressed weights decompressed, no bfloat16 (OpenVINO's default on AVX-512 BF16/AMX CPUs)
+        Format("openvino", "detector.xml", "NCHW", "openvino", "openvino", _openvino_session,
+               {"CPU": {"INFERENCE_PRECISION_HINT": "f32"}}, _openvino_placement),
         Format("coreml", "detector.mlpackage", "NCHW", "coremltools (macOS predict; MIL interpreter elsewhere)",
-               "coremltools", _coreml_session),
-        Format("tflite", "detector.tflite", "NHWC", "ai_edge_litert", "ai-edge-litert", _tflite_session),
+               "coremltools", _coreml_session, {"compute_units": "ALL"}),
+        # AUTO: the interpreter's built-in kernels with the XNNPACK delegate applied by default
+        Format("tflite", "detector.tflite", "NHWC", "ai_edge_litert", "ai-edge-litert", _tflite_session,
+               {"op_resolver": "AUTO"}, _tflite_placement),
         Format("executorch", "detector.pte", "NCHW", "executorch (XNNPACK delegate; its Python runtime runs on torch)",
-               "executorch", _executorch_session),
+               "executorch", _executorch_session, {}),
     )
 }
 
@@ -330,10 +498,27 @@ def detector_runner(run, fmt: Format):
     return run
 
 
-def open_runner(bundle: str | Path, target: str, threads: int = 0, device: str = "CPU"):
-    """-> run(images float32 [1, 3, S, S] RGB 0-255) -> {output name: array}, whatever the graph's own layout."""
+def runtime_options(manifest: dict) -> dict:
+    """The runtime options the bundle was validated with (bundles before they were recorded: the format's)."""
+    return manifest.get("runtime_options", FORMATS[manifest["target"]].options)
+
+
+def open_runner(bundle: str | Path, target: str, threads: int = 0, device: str = "CPU", options: dict | None = None):
+    """-> run(images float32 [1, 3, S, S] RGB 0-255) -> {output name: array}, whatever the graph's own layout.
+    options: the manifest's runtime_options (default: the format's, which the kit validates with)."""
     fmt = _format(bundle, target)
-    return detector_runner(fmt.session(Path(bundle) / fmt.model_file, OUTPUTS, threads, device), fmt)
+    options = fmt.options if options is None else options
+    return detector_runner(fmt.session(Path(bundle) / fmt.model_file, OUTPUTS, threads, device, options), fmt)
+
+
+def placement(bundle: str | Path, target: str, options: dict | None = None, device: str = "CPU") -> dict | None:
+    """Where each op of the bundle's detector runs on this machine and in which precision, as its runtime reports it
+    with the bundle's options; None for formats whose placement is fixed at conversion or not observable here."""
+    fmt = _format(bundle, target)
+    if fmt.placement is None:
+        return None
+    options = fmt.options if options is None else options
+    return dict(fmt.placement(Path(bundle) / fmt.model_file, options, device), options=options, cpu=cpu_model(), isa=cpu_isa())
 
 
 FACE_NETS = {"pnet": ("prob", "offsets"), "rnet": ("prob", "offsets"), "onet": ("prob", "offsets", "landmarks")}
@@ -359,7 +544,7 @@ def open_face_nets(bundle: str | Path, manifest: dict, threads: int = 0, device:
     if not files:
         return None
     fmt = _format(bundle, manifest.get("target"))
-    return face_nets({net: fmt.session(Path(bundle) / files[net], names, threads, device) for net, names in FACE_NETS.items()})
+    return face_nets({net: fmt.session(Path(bundle) / files[net], names, threads, device, runtime_options(manifest)) for net, names in FACE_NETS.items()})
 
 
 def scorer(run, manifest: dict, nets: tuple | None = None):
@@ -381,6 +566,44 @@ def demo_crop(size: int, seed: int = 0) -> np.ndarray:
 def to_input(crop: np.ndarray) -> np.ndarray:
     """uint8 HWC crop -> float32 [1, 3, H, W] 0-255, the graphs' input."""
     return crop.transpose(2, 0, 1)[None].astype(np.float32)
+
+
+def auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC as the Mann-Whitney statistic with mid-ranks for ties. Written here, not sklearn.metrics.roc_auc_score
+    (the kit's own metric): this file runs on devices that have numpy and the runtime only."""
+    scores, positive = np.asarray(scores, np.float64), np.asarray(labels) == 1
+    n1, n0 = int(positive.sum()), int((~positive).sum())
+    if not n1 or not n0:
+        raise ValueError("an AUC needs both classes")
+    order = np.argsort(scores, kind="mergesort")
+    _, inverse, counts = np.unique(scores[order], return_inverse=True, return_counts=True)
+    ranks = np.empty(len(scores))
+    ranks[order] = (np.cumsum(counts) - (counts - 1) / 2)[inverse]
+    return float((ranks[positive].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def validate(run, threshold: float, bundle: str | Path) -> dict:
+    """Score the bundle's validation pack with `run` on this device: AUC against the pack's labels beside the torch
+    FP32 reference's (stored in the pack), decision flips and token-mask agreement against the reference."""
+    path = Path(bundle) / VALIDATION_FILE
+    if not path.is_file():
+        raise BundleError(f"{path}: no validation pack in this bundle (build it with --validation-pack N)")
+    try:
+        with np.load(path, allow_pickle=False) as pack:
+            images, labels = pack["images"], pack["labels"]
+            ref_logits, ref_masks = pack["logits"].astype(np.float64), pack["token_masks"]
+    except (OSError, ValueError, KeyError) as e:
+        raise BundleError(f"{path}: not a readable validation pack ({e})") from e
+    logits, masks = np.empty(len(images)), np.empty(ref_masks.shape, bool)
+    for i, crop in enumerate(images):
+        out = run(to_input(crop))
+        logits[i] = float(np.ravel(out["logit"])[0])
+        masks[i] = np.asarray(out["token_mask"]).reshape(ref_masks.shape[1:]) > 0.5
+    reference_auc, device_auc = auc(labels, ref_logits), auc(labels, logits)
+    return {"crops": int(len(images)), "reference_auc": reference_auc, "auc": device_auc,
+            "delta_auc": device_auc - reference_auc,
+            "flip_rate": float(np.mean((logits >= threshold) != (ref_logits >= threshold))),
+            "mask_agreement": float(np.mean(masks == ref_masks)), "max_abs_logit": float(np.max(np.abs(logits - ref_logits)))}
 
 
 def peak_rss_mb() -> float | None:
@@ -488,7 +711,7 @@ def load(bundle: str | Path, threads: int = 0, device: str = "CPU"):
     """Verify a bundle and open its model and face front end: a frontend.Scorer (score_image, score_crop,
     score_video) on the bundle's runtime."""
     manifest = verify(bundle)
-    run = open_runner(bundle, manifest["target"], threads, device)
+    run = open_runner(bundle, manifest["target"], threads, device, runtime_options(manifest))
     return scorer(run, manifest, open_face_nets(bundle, manifest, threads, device))
 
 
@@ -536,8 +759,9 @@ def time_photo(score, path: Path, runs: int) -> dict:
 
 
 def bench(bundle: Path, runs: int, warmup: int, threads: int, device: str, label: str | None,
-          image: Path | None = None) -> dict:
-    """Model latency on a fixed crop; with `image`, a photo -> verdict split into decode, detect, align, score."""
+          image: Path | None = None, check: bool = False) -> dict:
+    """Model latency on a fixed crop; with `image`, a photo -> verdict split into decode, detect, align, score; with
+    `check`, accuracy on this device from the bundle's validation pack (`validate`)."""
     start = time.perf_counter()
     manifest = verify(bundle)
     target = manifest["target"]
@@ -547,12 +771,15 @@ def bench(bundle: Path, runs: int, warmup: int, threads: int, device: str, label
               "size_mb": bundle_bytes(manifest) / 1e6, "threads": threads or os.cpu_count(), "device": device,
               "facts": device_facts(target, label), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     try:
-        run = open_runner(bundle, target, threads, device)
+        run = open_runner(bundle, target, threads, device, runtime_options(manifest))
     except RuntimeUnavailable as e:
         return dict(result, status="unavailable", reason=str(e))
     result["load_s"] = time.perf_counter() - start
     x = to_input(demo_crop(int(manifest["alignment"]["crop_size"])))
     result.update(time_runner(run, x, warmup, runs))
+    if check:
+        result["validation"] = dict(validate(run, float(manifest["probe"]["threshold_logit"]), bundle),
+                                    host=manifest.get("validation_pack", {}).get("host"))
     if image is not None:
         result["photo"] = time_photo(scorer(run, manifest, open_face_nets(bundle, manifest, threads, device)), image, runs)
         result["photo"]["random_weights"] = manifest.get("random_weights", [])  # verdicts of a random model say so
@@ -586,11 +813,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image", type=Path, default=None,
                     help="also score this photo (.npy RGB array, or JPEG/PNG/... with Pillow): verdicts and the time of "
                          "decode, detect, align and score")
+    ap.add_argument("--validate", action="store_true",
+                    help="also score the bundle's validation pack on this device: ΔAUC, flip rate and token-mask agreement "
+                         "against the torch FP32 reference")
     args = ap.parse_args(argv)
     if args.runs < 1 or args.warmup < 0:
         ap.error("--runs must be >= 1 and --warmup >= 0")
     try:
-        result = bench(args.bundle, args.runs, args.warmup, args.threads, args.device, args.label, args.image)
+        result = bench(args.bundle, args.runs, args.warmup, args.threads, args.device, args.label, args.image,
+                       args.validate)
     except (BundleError, ValueError) as e:  # an unusable bundle or photo (e.g. a bundle without a face front end)
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -602,6 +833,11 @@ def main(argv: list[str] | None = None) -> int:
     lat = result["latency_ms"]
     print(f"{result['bundle']}: {result['target']} {result['precision']}  p50 {lat['p50']:.2f} ms  p90 {lat['p90']:.2f} ms  "
           f"{result['fps']:.1f} FPS  load {result['load_s']:.2f} s  -> {out}")
+    if "validation" in result:
+        v = result["validation"]
+        print(f"validation pack ({v['crops']} crops) on this device: AUC {v['auc']:.4f} (torch FP32 {v['reference_auc']:.4f}, "
+              f"Δ {v['delta_auc'] * 100:+.2f} pp), flips {v['flip_rate']:.2%}, token masks {v['mask_agreement']:.2%}"
+              + (f"; the kit's own host: Δ {v['host']['delta_auc'] * 100:+.2f} pp" if v.get("host") else ""))
     if "photo" in result:
         photo = result["photo"]
         print(f"{photo['image']}: {photo['faces']} face(s); decode {photo['decode_ms']:.1f} ms, detect "

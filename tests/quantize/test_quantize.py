@@ -8,6 +8,7 @@ import pytest
 from dfedge.data import calibration as calib_lib
 from dfedge.models.factory import DetectorSpec, build_detector
 from dfedge.quantize.scope import onnx_float_nodes, openvino_patterns
+from dfedge.runtimes import standalone
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +62,20 @@ def test_openvino_int8_keeps_the_region_math_float(detector, calib, make_job, mo
     assert not quantized & set(float_ops)
     assert any(n.startswith("__module.dinov3.blocks") for n in quantized)  # ... and the backbones are INT8
     assert any(n.startswith("__module.parser.backbone") for n in quantized)
+    # where it runs: OpenVINO's executed graph, compiled with the bundle's options, against the IR's quantized ops:
+    # each GEMM layer built from a quantized MatMul/Convolution runs in int8/uint8, and they hold most GEMM FLOPs
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    runtime = {str(op.get_rt_info()["originalLayersNames"]): str(op.get_rt_info()["runtimePrecision"])
+               for op in compiled.get_runtime_model().get_ordered_ops()
+               if str(op.get_rt_info()["layerType"]) in ("FullyConnected", "Convolution", "MatMul")}
+    gemms_of_quantized = [p for names, p in runtime.items() if set(names.split(",")) & quantized]
+    assert gemms_of_quantized and set(gemms_of_quantized) <= {"i8", "u8", "I8", "U8"}, runtime
+    placement = standalone.placement(tmp_path, "openvino")
+    int8 = sum(v for k, v in placement["gemm_gflops_by_dtype"]["accelerated"].items() if k in ("int8", "uint8"))
+    assert int8 > 0.5 * sum(placement["gflops"].values()) and placement["options"] == {"CPU": {"INFERENCE_PRECISION_HINT": "f32"}}
 
 
-def test_onnx_int8_keeps_the_region_math_float(detector, calib, make_job, tmp_path):
+def test_onnx_int8_keeps_the_region_math_float(detector, calib, make_job, tmp_path, onnxruntime_view):
     import onnx
 
     from dfedge.quantize import onnx as q
@@ -79,6 +91,39 @@ def test_onnx_int8_keeps_the_region_math_float(detector, calib, make_job, tmp_pa
     assert not dq_fed & float_nodes
     assert any(n.op_type in ("MatMul", "Gemm") for n in model.graph.node if n.name in dq_fed)
     assert report["calibration"]["size"] == CALIB
+    # where it runs: ONNX Runtime fuses the Q/DQ pairs into integer GEMM kernels (its own optimised graph agrees)
+    placement = standalone.placement(tmp_path, "onnx")
+    assert onnxruntime_view(tmp_path / "detector.onnx", placement)
+    int8 = sum(v for k, v in placement["gemm_gflops_by_dtype"]["accelerated"].items() if k in ("int8", "uint8"))
+    assert int8 > 0.5 * sum(placement["gflops"].values())
+
+
+def test_onnx_w8a16_has_16_bit_activations_and_runs_float_kernels_on_a_cpu(detector, calib, make_job, tmp_path,
+                                                                         onnxruntime_view):
+    import onnx
+
+    from dfedge.quantize import onnx as q
+
+    report = {}
+    q.quantize(make_job(detector, "onnx", "w8a16", calibration=calib), tmp_path, report)
+    model = onnx.load(str(tmp_path / "detector.onnx"))
+    init = {t.name: t for t in model.graph.initializer}
+    quantize = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert quantize and all(n.domain == "com.microsoft" for n in quantize)
+    zero_points = {init[n.input[2]].data_type for n in quantize if len(n.input) > 2 and n.input[2] in init}
+    assert zero_points == {onnx.TensorProto.UINT16}  # 16-bit activations
+    weights = {init[n.input[0]].data_type for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in init}
+    assert onnx.TensorProto.INT8 in weights
+    producer = {o: n for n in model.graph.node for o in n.output}
+    float_nodes = set(onnx_float_nodes(model))
+    assert not {n.name for n in model.graph.node if n.name in float_nodes and any(
+        producer.get(i) is not None and producer[i].op_type == "DequantizeLinear" for i in n.input)}
+    # no 16-bit GEMM kernel in ONNX Runtime's CPU provider: every GEMM runs float between the Q/DQ pairs (the rung
+    # is for NPU providers), and the placement report says so
+    placement = standalone.placement(tmp_path, "onnx")
+    assert onnxruntime_view(tmp_path / "detector.onnx", placement) == set()
+    assert set(placement["gemm_gflops_by_dtype"]["accelerated"]) == {"float32"}
+    assert report["settings"]["activations"] == "uint16" and report["calibration"]["size"] == CALIB
 
 
 def test_tflite_int8_is_nncf_calibrated_and_keeps_the_region_math_float(detector, calib, make_job, monkeypatch, tmp_path):

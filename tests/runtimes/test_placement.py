@@ -1,0 +1,70 @@
+"""Each bundle's placement report (where its ops run, in which precision) against the runtime's own view, the
+numpy AUC that `bench.py --validate` computes on a device, and its refusal of a bundle without a validation pack."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from sklearn.metrics import roc_auc_score
+
+from dfedge.build import placement_cell
+from dfedge.runtimes import standalone
+
+def test_every_bundle_of_the_build_reports_its_placement(toy_build, onnxruntime_view):
+    result, dist = toy_build
+    for target in ("onnx", "openvino", "tflite", "executorch", "coreml"):
+        for precision in ("fp32", "fp16"):
+            manifest = json.loads((dist / f"{target}-{precision}" / "manifest.json").read_text())
+            p = manifest["placement"]
+            if target == "coreml":
+                assert p["observed"] is False and "Neural Engine" in p["reason"]
+                continue
+            assert p["ops"]["total"] == p["ops"]["accelerated"] + p["ops"]["fallback"] > 0
+            gemm = sum(sum(d.values()) for d in p["gemm_gflops_by_dtype"].values())
+            assert gemm == pytest.approx(sum(p["gflops"].values()), rel=1e-3) and gemm > 0
+            assert p["accelerated_flop_share"] > 0.99, (target, precision, p["fallback_ops"])
+            if target != "executorch":  # measured when the kit opened the bundle, with the options it records
+                assert p["options"] == manifest["runtime_options"] and p["isa"] == manifest["validated_on"]["isa"]
+            if target == "openvino":  # the recorded f32 hint: no bfloat16 even on a host whose CPU has it
+                assert set(p["gemm_gflops_by_dtype"]["accelerated"]) == {"float32"}
+    p = json.loads((dist / "onnx-fp32" / "manifest.json").read_text())["placement"]
+    assert onnxruntime_view(dist / "onnx-fp32" / "detector.onnx", p) == set()  # fp32: no integer GEMM kernels
+    report = (dist / "report.md").read_text()
+    assert "| placement |" in report and "XNNPACK delegate · " in report
+
+
+def test_placement_cell_in_words():
+    p = {"accelerator": "XNNPACK delegate", "accelerated_flop_share": 0.5,
+         "gemm_gflops_by_dtype": {"accelerated": {"int8": 3.0}, "fallback": {"float32": 1.0}}}
+    assert placement_cell(p) == "50% XNNPACK delegate · int8 75%, float32 25%"
+    assert placement_cell(None) == "-"
+
+
+@given(st.lists(st.tuples(st.integers(0, 1), st.integers(-3, 3)), min_size=2, max_size=60))
+def test_numpy_auc_is_scikit_learns_with_ties(pairs):
+    labels, scores = np.array(pairs).T
+    if len(set(labels)) < 2:
+        with pytest.raises(ValueError, match="both classes"):
+            standalone.auc(labels, scores)
+        return
+    assert standalone.auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+
+
+def test_validate_without_a_pack_is_one_line(toy_build, tmp_path):
+    _, dist = toy_build
+    bundle = shutil.copytree(dist / "onnx-fp32", tmp_path / "b")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    (bundle / "validation.npz").unlink()
+    del manifest["files"]["validation.npz"]
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    proc = subprocess.run([sys.executable, "bench.py", "--runs", "1", "--validate", "--out", str(tmp_path / "r.json")],
+                          cwd=bundle, capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == f"error: {bundle / 'validation.npz'}: no validation pack in this bundle (build it with --validation-pack N)"
