@@ -33,8 +33,8 @@ for name in names:
     request = compiled.create_infer_request()
     logits = np.array([float(np.ravel(request.infer({0: x[None].astype(np.float32)})[compiled.output("logit")])[0])
                        for x in images])
-    kernels = Counter(str(op.get_rt_info()["primitiveType"]) for op in compiled.get_runtime_model().get_ordered_ops()
-                      if str(op.get_rt_info()["layerType"]) in ("FullyConnected", "Convolution", "MatMul"))
+    infos = [{k: v.value for k, v in op.get_rt_info().items()} for op in compiled.get_runtime_model().get_ordered_ops()]
+    kernels = Counter(i["primitiveType"] for i in infos if i["layerType"] in ("FullyConnected", "Convolution", "MatMul"))
     out[name] = {"auc": roc_auc_score(labels, logits), "reference_auc": roc_auc_score(labels, reference),
                  "kernels": dict(kernels.most_common(4))}
 print(json.dumps(out))

@@ -51,16 +51,19 @@ def quantize(job: Job, out_dir: Path, report: dict) -> list[Path]:
     float_nodes = onnx_float_nodes(model)
     scope = nncf.IgnoredScope(names=float_nodes, validate=False)
     if job.precision == "int8":
-        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+        from nncf.quantization.advanced_parameters import (AdvancedQuantizationParameters, AdvancedSmoothQuantParameters,
+                                                           OverflowFix)
 
         calib = job.calibration
-        # NNCF 3.4's ONNX SmoothQuant fails on this graph (a None shape in its MatMul pass): transformer preset without it
-        off = AdvancedQuantizationParameters(smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1))
+        # NNCF 3.4's ONNX SmoothQuant fails on this graph (a None shape in its MatMul pass): transformer preset without
+        # it; 7-bit weights everywhere, as for OpenVINO (quantize/openvino.py: INT8 on CPUs without VNNI saturates)
+        off = AdvancedQuantizationParameters(smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1),
+                                             overflow_fix=OverflowFix.ENABLE)
         model = nncf.quantize(model, nncf.Dataset(calib.items(), lambda x: {onnx_export.FORMAT.input_name: x}),
                               model_type=nncf.ModelType.TRANSFORMER, ignored_scope=scope,
                               subset_size=len(calib.images), advanced_parameters=off)
         report.update(tool=f"nncf {nncf.__version__} quantize",
-                      settings={"model_type": "TRANSFORMER", "format": "QDQ", "smooth_quant": False},
+                      settings={"model_type": "TRANSFORMER", "format": "QDQ", "smooth_quant": False, "overflow_fix": "enable"},
                       calibration=calib.record())
     elif job.precision == "int8-weights":
         # ONNX Runtime rejects the per-channel DequantizeLinear NNCF writes for (transposed) conv weights: MatMul/Gemm only

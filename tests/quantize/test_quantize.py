@@ -65,9 +65,9 @@ def test_openvino_int8_keeps_the_region_math_float(detector, calib, make_job, mo
     # where it runs: OpenVINO's executed graph, compiled with the bundle's options, against the IR's quantized ops:
     # each GEMM layer built from a quantized MatMul/Convolution runs in int8/uint8, and they hold most GEMM FLOPs
     compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    runtime = {str(op.get_rt_info()["originalLayersNames"]): str(op.get_rt_info()["runtimePrecision"])
-               for op in compiled.get_runtime_model().get_ordered_ops()
-               if str(op.get_rt_info()["layerType"]) in ("FullyConnected", "Convolution", "MatMul")}
+    infos = [{k: v.value for k, v in op.get_rt_info().items()} for op in compiled.get_runtime_model().get_ordered_ops()]
+    runtime = {i["originalLayersNames"]: i["runtimePrecision"] for i in infos
+               if i["layerType"] in ("FullyConnected", "Convolution", "MatMul")}
     gemms_of_quantized = [p for names, p in runtime.items() if set(names.split(",")) & quantized]
     assert gemms_of_quantized and set(gemms_of_quantized) <= {"i8", "u8", "I8", "U8"}, runtime
     placement = standalone.placement(tmp_path, "openvino")
