@@ -354,7 +354,7 @@ def _gemm_flops(kind: str, a: list, b: list, out: list) -> int:
     convolution whose weight b has its output channels first ([O, I/groups, kh, kw] or [O, kh, kw, I]); a transposed
     one (ConvTranspose, Deconvolution, TRANSPOSE_CONV) takes b with its input channels first."""
     size = lambda shape: int(np.prod(shape, dtype=np.int64)) if shape else 0  # noqa: E731
-    if not out or not a or not b:
+    if not out or not a or ("conv" in kind.lower() and not b):
         return 0
     if kind in ("ConvTranspose", "Deconvolution", "TRANSPOSE_CONV"):
         return 2 * size(a) * (size(b) // max(int(b[0]), 1))
@@ -390,10 +390,9 @@ def _onnx_placement(path: Path, options: dict, device: str) -> dict:
         inputs = [next(iter(t.items())) for t in args.get("input_type_shape", [])]
         outputs = [next(iter(t.values())) for t in args.get("output_type_shape", [])]
         flops, dtype = 0, _dtype(inputs[0][0]) if inputs else "none"
-        if kind in ONNX_GEMMS and outputs:
-            i, j = ONNX_GEMMS[kind]
-            if len(inputs) > j:
-                flops = _gemm_flops(kind, inputs[i][1], inputs[j][1], outputs[0])
+        if kind in ONNX_GEMMS and outputs and inputs:
+            i, j = ONNX_GEMMS[kind]  # (the profile leaves some constant operands out: a product needs only a and out)
+            flops = _gemm_flops(kind, inputs[i][1], inputs[j][1] if len(inputs) > j else [], outputs[0])
         ops.append((args.get("provider") == preferred, kind, dtype, flops))
     return placement_report(f"onnxruntime {ort.__version__}", preferred,
                             "other execution providers (none when the CPU provider is the preferred one)", ops)
@@ -416,8 +415,12 @@ def _openvino_placement(path: Path, options: dict, device: str) -> dict:
         out = list(op.get_output_partial_shape(0).to_shape()) if op.get_output_size() and op.get_output_partial_shape(0).is_static else []
         flops = _gemm_flops(kind, shapes[0], shapes[1], out) if kind in ("FullyConnected", "MatMul", "Convolution",
                                                                       "Deconvolution") and len(shapes) > 1 else 0
-        primitive = str(info["primitiveType"]) if "primitiveType" in info else ""
-        ops.append((not primitive.startswith("ref"), kind, _dtype(str(info["runtimePrecision"])), flops))
+        primitive = str(info.get("primitiveType", ""))
+        # the kernel's own suffix (brgemm_avx512_I8, gemm_mlas_f32) is what computes: runtimePrecision gives the
+        # weights' type for decompressed FP16 weights run by f32 kernels
+        suffix = primitive.rsplit("_", 1)[-1].lower()
+        dtype = _dtype(suffix if suffix in ("f32", "bf16", "f16", "i8", "u8") else str(info["runtimePrecision"]).lower())
+        ops.append((not primitive.startswith("ref"), kind, dtype, flops))
     return placement_report(f"openvino {ov.__version__}", f"{device} plugin (optimised kernels)",
                             "reference kernels (primitiveType ref*)", ops)
 
