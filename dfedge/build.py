@@ -288,6 +288,29 @@ def reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
 
 
+def target_matrix(rows: list[dict]) -> str:
+    """Targets × precisions (the target table's order) with each bundle's status and ΔAUC: the docs' matrix, made
+    from a build record's rows (`build.json`), one region index at a time; '·' where the target has no such rung."""
+    from .targets import TARGETS
+
+    precisions = [p for p in dict.fromkeys(p for t in TARGETS.values() for p in t.all_precisions)]
+    found = {(r["target"], r["precision"]): r for r in rows}
+    lines = ["| target | " + " | ".join(precisions) + " |", "|---|" + "---|" * len(precisions)]
+    for name, target in TARGETS.items():
+        cells = []
+        for p in precisions:
+            r = found.get((name, p))
+            if p not in target.all_precisions:
+                cells.append("·")
+            elif r is None:
+                cells.append("not built")
+            else:
+                delta = f" {r['delta_auc'] * 100:+.2f}" if r.get("delta_auc") is not None else ""
+                cells.append(MARKS[r["status"]] + delta)
+        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def markdown_table(rows: list[Row]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     return "\n".join(lines + ["| " + " | ".join(r.cells()) + " |" for r in rows])
@@ -421,6 +444,9 @@ def _write_reports(stage: Path, config: BuildConfig, rows: list[Row], gate: Gate
         "the parity crops. GFLOPs: the fused graph per face at this preset.", "",
         latency, "",
         markdown_table(rows), "",
+        "## Target matrix", "",
+        "Status and ΔAUC pp of each target × precision (exact region index; · no such rung for the target):", "",
+        target_matrix([dataclasses.asdict(r) for r in rows if r.region_index == "exact"]), "",
         "## Settings", "",
         f"- model: preset `{spec.preset}`, head `{spec.head}`, region `{spec.region}`, DINOv3 input {spec.dinov3_input}; "
         f"weights {json.dumps(weights)}",

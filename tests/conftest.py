@@ -87,11 +87,11 @@ def delegation(monkeypatch):
 
     seen: list[dict] = []
 
-    def placement(edge, real=ee.placement):
+    def placement(edge, *args, real=ee.placement):
         table = get_delegation_info(edge.exported_program().graph_module).get_operator_delegation_dataframe()
         counts = {r.op_type: (r.occurrences_in_delegated_graphs, r.occurrences_in_non_delegated_graphs)
                   for r in table.itertuples() if r.op_type != "Total"}
-        seen.append({"placement": real(edge), "counts": counts})
+        seen.append({"placement": real(edge, *args), "counts": counts})
         return seen[-1]["placement"]
 
     monkeypatch.setattr(ee, "placement", placement)

@@ -31,6 +31,11 @@ def test_toy_build_ships_every_target(toy_build):
     report = (dist / "report.md").read_text()
     n = 2 * len(TARGETS)  # fp32 and fp16 of every target
     assert "| exact | tflite | fp32 | ✅ |" in report and f"{n} of {n} bundles passed" in report
+    matrix = report.split("## Target matrix")[1].split("## Settings")[0]
+    for target in TARGETS:  # one line per target, its two built columns shipped, the rungs it lacks marked '·'
+        (line,) = [x for x in matrix.splitlines() if x.startswith(f"| `{target}` |")]
+        cells = [c.strip() for c in line.split("|")[2:-1]]
+        assert cells[0].startswith("✅ ") and cells[1].startswith("✅ ") and cells.count("·") == len(cells) - len(TARGETS[target].all_precisions)
     from dfedge.runtimes.standalone import ISA_FLAGS, cpu_model
 
     host = json.loads((dist / "build.json").read_text())["host"]  # verdicts are read with the CPU that gave them

@@ -68,23 +68,42 @@ def half_detector(detector: torch.nn.Module) -> torch.nn.Module:
 METADATA_METHOD = "dfedge_metadata"
 
 
-def lower(program: torch.export.ExportedProgram, metadata: dict[str, str] | None = None):
-    """The XNNPACK-lowered edge program (before `to_executorch`); `metadata` goes into the program as a constant
-    method returning its JSON as uint8 (a .pte has no metadata table; any ExecuTorch runtime can read this)."""
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+def _partitioner(delegate: str):
+    """XNNPACK (CPU, every platform) or Core ML (Apple: Neural Engine, GPU, CPU; iOS 17 / macOS 14 like the coreml
+    target). The Core ML delegate converts with coremltools and lowers on Linux; its .pte runs on Apple only."""
+    if delegate == "xnnpack":
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+        return XnnpackPartitioner()
+    if delegate == "coreml":
+        import coremltools as ct
+        from executorch.backends.apple.coreml.compiler import CoreMLBackend
+        from executorch.backends.apple.coreml.partition import CoreMLPartitioner
+
+        specs = CoreMLBackend.generate_compile_specs(minimum_deployment_target=ct.target.iOS17)
+        return CoreMLPartitioner(compile_specs=specs)
+    raise ValueError(f"unknown ExecuTorch delegate {delegate!r} (known: {', '.join(DELEGATES)})")
+
+
+DELEGATES = {"xnnpack": "XNNPACK delegate", "coreml": "Core ML delegate"}
+
+
+def lower(program: torch.export.ExportedProgram, metadata: dict[str, str] | None = None, delegate: str = "xnnpack"):
+    """The lowered edge program (before `to_executorch`); `metadata` goes into the program as a constant method
+    returning its JSON as uint8 (a .pte has no metadata table; any ExecuTorch runtime can read this)."""
     from executorch.exir import to_edge_transform_and_lower
 
     constants = None
     if metadata:
         text = json.dumps(metadata, sort_keys=True).encode()
         constants = {METADATA_METHOD: torch.frombuffer(bytearray(text), dtype=torch.uint8).clone()}
-    return to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()], constant_methods=constants)
+    return to_edge_transform_and_lower(program, partitioner=[_partitioner(delegate)], constant_methods=constants)
 
 
-def write(edge, path: Path) -> dict:
+def write(edge, path: Path, delegate: str = "xnnpack") -> dict:
     """The .pte of the lowered program; returns its placement, read before `to_executorch` turns ops into their
     out variants."""
-    where = placement(edge)
+    where = placement(edge, DELEGATES[delegate])
     path.write_bytes(edge.to_executorch().buffer)
     return where
 
@@ -126,7 +145,7 @@ def _precision(node) -> str:
     return str(node.meta["val"].dtype).replace("torch.", "")
 
 
-def placement(edge) -> dict:
+def placement(edge, accelerator: str = DELEGATES["xnnpack"]) -> dict:
     """Where the ops of the lowered program run: in the XNNPACK delegate or in ExecuTorch's portable kernels (op
     counts, GEMM/convolution GFLOPs, the fallback op types), and in which precision (GEMM/convolution GFLOPs by
     `_precision`; the quantize/dequantize steps are counted apart)."""
@@ -162,7 +181,7 @@ def placement(edge) -> dict:
 
     visit(edge.exported_program().graph_module, "fallback")
     total = sum(flops.values())
-    return {"runtime": f"executorch {version('executorch')}", "accelerator": "XNNPACK delegate",
+    return {"runtime": f"executorch {version('executorch')}", "accelerator": accelerator,
             "fallback": "ExecuTorch portable kernels", "ops": {**ops, "total": sum(ops.values())},
             "gflops": {k: round(v / 1e9, 4) for k, v in flops.items()},
             "accelerated_flop_share": round(flops["accelerated"] / total, 4) if total else None,
@@ -182,6 +201,14 @@ def export(job: Job, out_dir: Path, report: dict) -> list[Path]:
     report.update(tool=f"executorch {version('executorch')} (torch {torch.__version__})", settings=settings,
                   placement=where)
     return [out_dir / FORMAT.model_file]
+
+
+def export_coreml(module: torch.nn.Module, example: torch.Tensor, path: Path, metadata: dict[str, str] | None = None) -> dict:
+    """A .pte whose graph the Core ML delegate takes (coremltools converts each partition on this machine); returns
+    its placement. ExecuTorch runs the delegate on Apple devices only (its Linux runtime has no Core ML backend), so
+    it is not a bundle target: a bundle's parity must run where it is built."""
+    program = torch.export.export(Outputs(module).eval(), (example,), strict=False)
+    return write(lower(program, metadata, "coreml"), path, "coreml")
 
 
 def export_graph(module: torch.nn.Module, example: torch.Tensor, path: Path, names: tuple[str, ...],

@@ -320,3 +320,24 @@ def test_executorch_placement_agrees_with_executorchs_own_delegation_report(tmp_
     with torch.no_grad():
         for got, want in zip(method.execute([example]), net(example)):
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_executorch_core_ml_delegate_lowers_here_and_runs_on_apple_only(tmp_path, delegation):
+    """The Core ML delegate converts (coremltools) and lowers on Linux; the placement is ExecuTorch's own report of
+    what it took; ExecuTorch's runtime here has no Core ML backend, so the program's forward does not load."""
+    from executorch.runtime import Runtime
+
+    from dfedge.export import executorch as ee
+    from dfedge.models import mtcnn
+
+    net = mtcnn.load_mtcnn()["onet"].eval()
+    example = torch.rand(mtcnn.EXAMPLES["onet"]) * 2 - 1
+    path = tmp_path / "onet-coreml.pte"
+    where = ee.export_coreml(net, example, path, {"dfedge.name": "toy"})
+    (seen,) = delegation
+    assert seen["placement"] == where and where["accelerator"] == "Core ML delegate"
+    delegated = sum(d for op, (d, _) in seen["counts"].items() if not op.startswith(("getitem", "dim_order_ops")))
+    assert where["ops"]["accelerated"] == delegated > 0 and where["accelerated_flop_share"] == 1.0
+    assert ee.read_metadata(path) == {"dfedge.name": "toy"} and path.stat().st_size > 1e5
+    with pytest.raises(Exception, match="(?i)backend|delegate|CoreML"):
+        Runtime.get().load_program(str(path)).load_method("forward")
