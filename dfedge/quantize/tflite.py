@@ -15,11 +15,14 @@ from ..export.job import Job
 RECIPES = {"int8-weights": "dynamic_wi8_afp32 on FULLY_CONNECTED and CONV_2D",
            "int8": "litert-torch PT2EQuantizer symmetric per-channel static INT8, region math float",
            "w8a16": "ai-edge-quantizer static_wi8_ai16 (int8 weights, int16 activations: LiteRT's int16x8 kernels); "
-                    "BATCH_MATMUL and TRANSPOSE_CONV float"}
-# LiteRT rejects what the recipe writes for these two on our graph (ai-edge-quantizer 0.10, measured): a BATCH_MATMUL
-# with an int8 constant left operand (the region pooling matrices; its kernel takes int16 x int8 only) and a
-# TRANSPOSE_CONV bias [1, 1, 1, C] quantized per channel along its axis 0 ("num_scales must be 1").
-W8A16_FLOAT_OPS = ("BATCH_MATMUL", "CONV_2D_TRANSPOSE")
+                    "region math, constant poolings and TRANSPOSE_CONV float"}
+# Float in the w8a16 rung, as ai-edge-quantizer recipe entries ({regex on the op's scope: its output tensor names,
+# each followed by ';'}, op): the region math (the Detector's own ops, region_index, probe), and what LiteRT rejects
+# as the recipe writes it (ai-edge-quantizer 0.10, measured): BATCH_MATMULs with an int8 constant left operand (the
+# parser's constant poolings; the kernel takes int16 x int8 only) and a TRANSPOSE_CONV bias [1, 1, 1, C] quantized
+# per channel along its axis 0 ("num_scales must be 1").
+W8A16_FLOAT = ((r"Detector_detector;\d+;|_region_index/|_probe/", "*"), (r"ConstantAdaptivePool_\d+;", "BATCH_MATMUL"),
+               (".*", "CONV_2D_TRANSPOSE"))
 
 
 def region_float_quantizer():
@@ -78,7 +81,7 @@ def nncf_static_int8(job: Job, path: Path) -> str:
 
 FLOAT_REGION_MATH = {"int8": "detector.FLOAT_SUBMODULES and the Detector's own ops left unannotated",
                      "int8-weights": "weights only: activations are float",
-                     "w8a16": "the region pooling (BATCH_MATMUL) float; its other ops int16 like the rest of the graph"}
+                     "w8a16": "the Detector's own ops, region_index and probe left float (recipe entries on their scopes)"}
 
 
 def static_w8a16(job: Job, path: Path, out_dir: Path) -> str:
@@ -91,7 +94,7 @@ def static_w8a16(job: Job, path: Path, out_dir: Path) -> str:
     signature = Interpreter(model_path=str(path)).get_signature_list()["serving_default"]
     (source,) = signature["inputs"]
     data = {"serving_default": [{source: x.transpose(0, 2, 3, 1).copy()} for x in job.calibration.items()]}
-    float_ops = [{"regex": ".*", "operation": op, "algorithm_key": "no_quantize"} for op in W8A16_FLOAT_OPS]
+    float_ops = [{"regex": regex, "operation": op, "algorithm_key": "no_quantize"} for regex, op in W8A16_FLOAT]
     q = quantizer.Quantizer(str(path), recipe.static_wi8_ai16() + float_ops)
     q.quantize(q.calibrate(data, num_threads=1)).export_model(str(path), overwrite=True)
     return f"ai-edge-quantizer {version('ai-edge-quantizer')} static_wi8_ai16"

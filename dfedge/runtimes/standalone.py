@@ -457,7 +457,8 @@ def _tflite_placement(path: Path, options: dict, device: str) -> dict:
             flops = _gemm_flops(d["op_name"], shapes.get(a, []), w, shapes.get(int(d["outputs"][0]), []))
             if d["op_name"] == "DEPTHWISE_CONV_2D":
                 flops = 2 * int(np.prod(shapes.get(int(d["outputs"][0]), [0]))) * int(np.prod(shapes.get(b, [0])[1:3]))
-        dtype = _dtype(d["operand_types"][0]) if d["operand_types"] else "none"
+        first = 2 if d["op_name"] == "TRANSPOSE_CONV" else 0  # (its operand 0 is the output shape)
+        dtype = _dtype(d["operand_types"][first]) if len(d["operand_types"]) > first else "none"
         ops.append((d["index"] in delegated, d["op_name"], dtype, flops))
     return placement_report(f"ai-edge-litert {runtime_version('tflite')}", "XNNPACK delegate", "LiteRT built-in kernels", ops)
 
