@@ -59,7 +59,7 @@ def test_refused_bundles_are_reported_not_shipped(tmp_path):
     result = CliRunner().invoke(app, ["build", "--target", "onnx", "--precision", "fp32", "--precision", "int8-weights",
                                       "--region-index", "lite-head", "--region-index", "parser-224",
                                       "--data", "toy:val:40", "--max-auc-drop", "0.02", "--calib-size", "40",
-                                      "--bench-runs", "1", "--out", str(tmp_path)])
+                                      "--bench-runs", "1", "--validation-pack", "0", "--out", str(tmp_path)])
     assert result.exit_code == 1, result.output
     dist = tmp_path / "toy"
     rows = {(r["region_index"], r["precision"]): r for r in json.loads((dist / "build.json").read_text())["rows"]}
@@ -144,7 +144,7 @@ def test_a_split_the_gate_cannot_use_fails_before_any_conversion(tmp_path):
 def test_a_zero_auc_budget_is_honoured(tmp_path):
     """--max-auc-drop 0 is a budget (no drop at all), not "not given": the gate and the report use it."""
     result = CliRunner().invoke(app, ["build", "--target", "onnx", "--precision", "fp32", "--data", "toy:val:40",
-                                      "--max-auc-drop", "0", "--bench-runs", "1", "--out", str(tmp_path)])
+                                      "--max-auc-drop", "0", "--bench-runs", "1", "--validation-pack", "0", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output  # fp32 = torch: no drop
     record = json.loads((tmp_path / "toy" / "build.json").read_text())
     assert record["config"]["max_auc_drop"] == 0.0
@@ -179,7 +179,7 @@ def test_export_and_quantize_are_narrowed_builds(tmp_path, monkeypatch):
     monkeypatch.setattr(dfedge.build, "Budget", lambda drop: Budget(max_auc_drop=-0.1))
     quantized = CliRunner().invoke(app, ["quantize", "--target", "openvino", "--precision", "int8-weights",
                                          "--calib-size", "8", "--val", "toy:val:40",
-                                         "--bench-runs", "0", "--out", out])
+                                         "--bench-runs", "0", "--validation-pack", "0", "--out", out])
     assert quantized.exit_code == 1, quantized.output
     row = json.loads((dist / "quantize.json").read_text())["rows"][0]
     assert row["status"] == "gate" and "AUC drop" in row["reason"]

@@ -196,7 +196,7 @@ def test_ladder_ships_a_passing_rung_and_refuses_a_failing_one(tmp_path):
     from dfedge.build import BuildConfig, run_build
 
     rung = dict(targets=("openvino",), precisions=("int8-weights",), calib="toy:train:20", calib_size=20,
-                bench_runs=0, command="quantize")
+                bench_runs=0, validation_pack=0, command="quantize")
     (ok,), _ = run_build(BuildConfig(name="pass", dist=tmp_path, data="toy:val:40", max_auc_drop=0.05, **rung))
     assert ok.status == "ok", ok.reason
     manifest = json.loads((tmp_path / "pass" / "openvino-int8-weights" / "manifest.json").read_text())
