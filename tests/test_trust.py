@@ -177,6 +177,7 @@ def test_names_stay_inside_out_and_settings_are_checked(tmp_path):
     one_line_error(runner.invoke(app, ["export", "--name", "../../x", "--out", str(out)]), "name = '../../x'")
     one_line_error(runner.invoke(app, ["export", "--parity-samples", "0", "--out", str(out)]), "parity_samples = 0: must be at least 1")
     one_line_error(runner.invoke(app, ["build", "--max-auc-drop", "-1", "--out", str(out)]), "is not a fraction from 0 to 1")
+    one_line_error(runner.invoke(app, ["build", "--validation-pack", "-1", "--out", str(out)]), "validation_pack = -1: must be at least 0")
     (tmp_path / "file").write_text("x")
     one_line_error(runner.invoke(app, ["export", "--out", str(tmp_path / "file")]), "file: --out is a file, not a folder")
     config = tmp_path / "build.toml"

@@ -148,10 +148,10 @@ def test_bench_command_times_bundles_against_torch(dist, tmp_path):
 
 def test_report_merge_builds_table_and_chart_from_two_devices(dist, tmp_path):
     files = []
-    for label, runs in (("box A", 2), ("box B", 3)):
+    for label, runs, check in (("box A", 2, ["--validate"]), ("box B", 3, [])):
         out = tmp_path / f"{label}.json"
         subprocess.run([sys.executable, "bench.py", "--runs", str(runs), "--warmup", "0", "--label", label,
-                        "--out", str(out)], cwd=dist / "tflite-fp32", check=True, capture_output=True)
+                        "--out", str(out), *check], cwd=dist / "tflite-fp32", check=True, capture_output=True)
         files.append(out)
     result = CliRunner().invoke(app, ["report", "merge", *map(str, files), "--out", str(tmp_path / "merged")])
     assert result.exit_code == 0, result.output
@@ -161,6 +161,11 @@ def test_report_merge_builds_table_and_chart_from_two_devices(dist, tmp_path):
     assert all(r["p50 ms"] > 0 for r in rows)
     table = (tmp_path / "merged" / "merged.md").read_text()
     assert "| box A | tflite | fp32 | exact | ok |" in table
+    # device accuracy beside device latency: box A ran its validation pack, box B did not
+    a = json.loads(files[0].read_text())["validation"]
+    assert rows[0]["ΔAUC pp"] == pytest.approx(a["delta_auc"] * 100) and rows[0]["pack"] == a["crops"] > 0
+    assert rows[1]["ΔAUC pp"] is None and rows[1]["pack"] is None
+    assert f"| {a['delta_auc'] * 100:+.2f} | {a['flip_rate']:.1%} | {a['mask_agreement']:.4f} | {a['crops']} |" in table
     import matplotlib.pyplot as plt
 
     image = plt.imread(tmp_path / "merged" / "latency.png")
