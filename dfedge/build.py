@@ -291,9 +291,7 @@ def reason(e: BaseException) -> str:
 def target_matrix(rows: list[dict]) -> str:
     """Targets × precisions (the target table's order) with each bundle's status and ΔAUC: the docs' matrix, made
     from a build record's rows (`build.json`), one region index at a time; '·' where the target has no such rung."""
-    from .targets import TARGETS
-
-    precisions = [p for p in dict.fromkeys(p for t in TARGETS.values() for p in t.all_precisions)]
+    precisions = list(dict.fromkeys(p for t in TARGETS.values() for p in t.all_precisions))
     found = {(r["target"], r["precision"]): r for r in rows}
     lines = ["| target | " + " | ".join(precisions) + " |", "|---|" + "---|" * len(precisions)]
     for name, target in TARGETS.items():
