@@ -31,8 +31,10 @@ TARGETS: dict[str, Target] = {
                f"dynamo exporter, opset {onnx_export.OPSET}, static shapes; fp16 keeps float32 input/outputs and the "
                "input normalisation",
                onnx_quantize.quantize, ("int8", "int8-weights", "w8a16")),
-        Target(FORMATS["openvino"], openvino_export.export, openvino_export.export_graph, EXPORTED, "openvino",
-               "IR from the torch module; fp16 = FP16-compressed weights except the input normalisation, f32 compute on CPU",
+        Target(FORMATS["openvino"], openvino_export.export, openvino_export.export_graph, (*EXPORTED, "bf16"), "openvino",
+               "IR from the torch module; fp16 = FP16-compressed weights except the input normalisation, f32 compute on CPU; "
+               "bf16 = the fp32 IR with bfloat16 inference precision in its runtime options (CPUs with AVX-512 BF16 or "
+               "AMX; refused elsewhere)",
                openvino_quantize.quantize, ("int8", "int8-weights", "int4-weights", "mixed")),
         Target(FORMATS["coreml"], coreml_export.export, coreml_export.export_graph, EXPORTED, "coremltools",
                "ML program, iOS17/macOS14; fp16 = FP16 compute except input normalisation, residual adds and the probe head",

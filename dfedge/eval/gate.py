@@ -25,7 +25,10 @@ from .validate import Budget, compare
 # absolute near the decision threshold, relative for confident faces (fp16 keeps ~3 significant digits, so a toy
 # face with logit 19.4 is off by 0.019 on CoreML fp16 while every logit under 6 stays within 0.005).
 # Quantized rungs have no logit limit: their gate is the AUC drift on a validation split, plus this mask agreement.
-PARITY = {"fp32": {"max_logit_error": 1e-4, "mask_agreement": 1.0}, "fp16": {"max_logit_error": 1e-2, "mask_agreement": 0.99}}
+# bf16 keeps 8 mantissa bits to fp16's 11: OpenVINO's bfloat16 inference on the toy detector was 0.075 off on 16 toy
+# crops (masks identical); the limit keeps twice that and the gate judges the rest
+PARITY = {"fp32": {"max_logit_error": 1e-4, "mask_agreement": 1.0}, "fp16": {"max_logit_error": 1e-2, "mask_agreement": 0.99},
+          "bf16": {"max_logit_error": 0.15, "mask_agreement": 0.99}}
 QUANTIZED_PARITY = {"max_logit_error": None, "mask_agreement": 0.99}
 
 

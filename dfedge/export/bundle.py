@@ -103,7 +103,7 @@ def build_manifest(job: Job, root: Path, parity: Parity, conversion: dict) -> di
         "versions": {"dfedge": __version__, "torch": torch.__version__, "python": platform.python_version(),
                      target.converter: package_version(target.converter)},
         "export_options": job.options,
-        "runtime_options": fmt.options,  # what parity and the gate ran with; bench.py and dfedge.load apply them
+        "runtime_options": conversion.pop("runtime_options"),  # what parity and the gate ran with; bench.py and dfedge.load apply them
         "validated_on": {k: v for k, v in standalone.device_facts(target.name).items() if k not in ("label", "host")},
         "placement": conversion.pop("placement", None),  # where each op runs, and in which precision
         "conversion": conversion,
@@ -153,12 +153,13 @@ def write_bundle(job: Job, dist: Path, log=lambda msg: None) -> tuple[Path, dict
             try:
                 convert(job, tmp, conversion)
                 log(f"{job.folder}: converted; checking parity on {len(job.parity_images)} crops")
-                runner, _ = open_runtime(tmp, target.name, interpreter=True)  # what a device opens (CoreML: MIL off macOS)
+                options = conversion.setdefault("runtime_options", target.format.options)  # a rung may set its own
+                runner, _ = open_runtime(tmp, target.name, interpreter=True, options=options)  # what a device opens (CoreML: MIL off macOS)
                 parity = check_parity(torch_runner(job.detector), runner, job.parity_images, precision)
                 if not parity.ok:
                     raise ParityError(parity_message(job.folder, parity))
                 if "placement" not in conversion:  # the runtime's own view on this host (ExecuTorch's: at lowering)
-                    conversion["placement"] = standalone.placement(tmp, target.name) or COREML_PLACEMENT
+                    conversion["placement"] = standalone.placement(tmp, target.name, options) or COREML_PLACEMENT
                 manifest = build_manifest(job, tmp, parity, conversion)
                 manifest["front_end"] = write_front_end(job, tmp)
                 if job.gate is not None:

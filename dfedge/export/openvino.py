@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..eval.gate import GateError
 from ..models.detector import FP32_CONSTANTS, OUTPUT_NAMES
 from ..runtimes.standalone import FORMATS
 from .job import Job
@@ -22,6 +23,14 @@ def export(job: Job, out_dir: Path, report: dict) -> list[Path]:
     if job.precision == "fp16":
         _compress_to_fp16(model, [getattr(job.detector, n).numpy() for n in FP32_CONSTANTS])
         settings["fp16"] = "FP16-compressed weights except the input normalisation"
+    elif job.precision == "bf16":
+        # the fp32 IR, run with OpenVINO's bfloat16 inference precision (AVX-512 BF16 or AMX): the bundle's runtime
+        # options say so, and parity, the gate, bench.py and dfedge.load apply them
+        capabilities = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        if "BF16" not in capabilities:
+            raise GateError(f"not supported here: this CPU has no bfloat16 in OpenVINO (capabilities: {', '.join(capabilities)})")
+        report["runtime_options"] = {"CPU": {"INFERENCE_PRECISION_HINT": "bf16"}}
+        settings["bf16"] = "fp32 IR; CPU inference precision bfloat16 (runtime_options)"
     report.update(tool=f"openvino {ov.__version__} convert_model", settings=settings)
     return save(model, out_dir, job.metadata)
 

@@ -108,12 +108,14 @@ class Detector:
         return self.scorer.score_video(frames, track)
 
 
-def open_runtime(bundle: str | Path, target: str, threads: int = 0, device: str = "CPU", interpreter: bool = False):
+def open_runtime(bundle: str | Path, target: str, threads: int = 0, device: str = "CPU", interpreter: bool = False,
+                 options: dict | None = None):
     """-> (run, runtime name): the bundle's runner from standalone.open_runner, the code a device runs. CoreML
     predicts only on macOS; elsewhere `interpreter=True` runs the package's MIL program with the kit's interpreter
-    (numerics, not speed) instead of raising RuntimeUnavailable. Nothing is verified here: see `load`."""
+    (numerics, not speed) instead of raising RuntimeUnavailable. options: the runtime options (default: the
+    format's). Nothing is verified here: see `load`."""
     try:
-        return standalone.open_runner(bundle, target, threads, device), FORMATS[target].package
+        return standalone.open_runner(bundle, target, threads, device, options), FORMATS[target].package
     except RuntimeUnavailable:
         if not (interpreter and target == "coreml"):
             raise

@@ -341,3 +341,25 @@ def test_executorch_core_ml_delegate_lowers_here_and_runs_on_apple_only(tmp_path
     assert ee.read_metadata(path) == {"dfedge.name": "toy"} and path.stat().st_size > 1e5
     with pytest.raises(RuntimeError, match="Failed to load method forward, error: 0x:20"):  # 0x20: NotFound (the backend)
         Runtime.get().load_program(str(path)).load_method("forward")
+
+
+def test_openvino_bf16_runs_in_bfloat16_where_the_cpu_has_it(detector, make_job, tmp_path):
+    """The bf16 rung is the fp32 IR with bfloat16 inference precision in its runtime options: where the CPU has
+    bfloat16 (AVX-512 BF16 or AMX) the bundle passes bf16 parity and its placement shows bfloat16 kernels; elsewhere
+    it is refused with the reason, never shipped as something that runs in float32."""
+    import openvino as ov
+
+    from dfedge.eval.gate import GateError
+
+    job = make_job(detector, "openvino", "bf16")
+    if "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        with pytest.raises(GateError, match="not supported here: this CPU has no bfloat16"):
+            bundle_lib.write_bundle(job, tmp_path)
+        assert not (tmp_path / job.name / job.folder).exists()
+        return
+    folder, manifest = bundle_lib.write_bundle(job, tmp_path)
+    assert manifest["runtime_options"] == {"CPU": {"INFERENCE_PRECISION_HINT": "bf16"}} == verify(folder)["runtime_options"]
+    assert manifest["parity"]["max_logit_error"] <= PARITY["bf16"]["max_logit_error"] and manifest["parity"]["ok"]
+    placement = manifest["placement"]
+    assert placement["options"] == manifest["runtime_options"]
+    assert placement["gemm_gflops_by_dtype"]["accelerated"].get("bfloat16", 0) > 0.5 * sum(placement["gflops"].values())
