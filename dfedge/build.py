@@ -171,6 +171,8 @@ def check_values(values: dict) -> None:
             raise ValueError(f"{key} = {value!r}: a budget is a fraction from 0 to 1")
         if key in AT_LEAST and value < AT_LEAST[key]:
             raise ValueError(f"{key} = {value!r}: must be at least {AT_LEAST[key]}")
+        if key == "validation_pack" and value == 1:
+            raise ValueError("validation_pack = 1: 0 (none) or at least 2 (its AUC needs a fake and a real)")
         if key == "name" and not NAME.match(value):
             raise ValueError(f"name = {value!r}: letters, digits, '.', '_' and '-' only (one folder inside --out)")
 

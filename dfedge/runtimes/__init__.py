@@ -146,7 +146,8 @@ def load(bundle: str | Path, threads: int = 0, device: str = "CPU", interpreter:
     RuntimeUnavailable, unless `interpreter=True` (how `dfedge validate` checks CoreML bundles on Linux)."""
     bundle = Path(bundle)
     manifest = verify(bundle)
-    run, runtime = open_runtime(bundle, manifest.get("target"), threads, device, interpreter)
+    run, runtime = open_runtime(bundle, manifest.get("target"), threads, device, interpreter,
+                                standalone.runtime_options(manifest))  # what its parity and gate ran with
     nets = open_face_nets(bundle, manifest, threads, device, interpreter)
     return Detector(run, runtime, manifest, threads, device, bundle, nets)
 

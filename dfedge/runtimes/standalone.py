@@ -356,10 +356,11 @@ def _gemm_flops(kind: str, a: list, b: list, out: list) -> int:
     size = lambda shape: int(np.prod(shape, dtype=np.int64)) if shape else 0  # noqa: E731
     if not out or not a or ("conv" in kind.lower() and not b):
         return 0
-    if kind in ("ConvTranspose", "Deconvolution", "TRANSPOSE_CONV"):
-        return 2 * size(a) * (size(b) // max(int(b[0]), 1))
+    per = size(b) // max(size(b[:2] if len(b) == 5 else b[:1]), 1)  # OpenVINO's grouped weights: [G, O/G, I/G, kh, kw]
+    if kind in ("ConvTranspose", "Deconvolution", "GroupDeconvolution", "TRANSPOSE_CONV"):
+        return 2 * size(a) * per
     if "conv" in kind.lower():
-        return 2 * size(out) * (size(b) // max(int(b[0]), 1))
+        return 2 * size(out) * per
     return 2 * size(a) * int(out[-1])
 
 
@@ -376,6 +377,8 @@ def _onnx_placement(path: Path, options: dict, device: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         so = _onnx_options(ort, options, 0)
         so.enable_profiling, so.profile_file_prefix = True, str(Path(tmp) / "ort")
+        # prepacked weights vanish from the profile's operand lists; packing changes their layout, not the kernel
+        so.add_session_config_entry("session.disable_prepacking", "1")
         session = ort.InferenceSession(str(path), so, providers=options.get("providers", ["CPUExecutionProvider"]))
         source = session.get_inputs()[0]
         session.run(None, {source.name: np.zeros([d if isinstance(d, int) else 1 for d in source.shape], np.float32)})
@@ -400,7 +403,8 @@ def _onnx_placement(path: Path, options: dict, device: str) -> dict:
 
 def _openvino_placement(path: Path, options: dict, device: str) -> dict:
     """OpenVINO's executed graph (compiled with the bundle's runtime options): per layer its runtime precision and
-    kernel; reference kernels (primitiveType ref*) are the slow fallback."""
+    kernel; reference kernels (primitiveType ref*) are the slow fallback. Products that OpenVINO fuses into a
+    Subgraph layer (its Snippets: the attention) count as one op without FLOPs: GFLOPs here are the GEMM layers'."""
     import openvino as ov
 
     compiled = ov.Core().compile_model(str(path), device, _openvino_config(options, 0, device))
@@ -413,8 +417,8 @@ def _openvino_placement(path: Path, options: dict, device: str) -> dict:
         shapes = [list(op.get_input_partial_shape(i).to_shape()) if op.get_input_partial_shape(i).is_static else []
                   for i in range(op.get_input_size())]
         out = list(op.get_output_partial_shape(0).to_shape()) if op.get_output_size() and op.get_output_partial_shape(0).is_static else []
-        flops = _gemm_flops(kind, shapes[0], shapes[1], out) if kind in ("FullyConnected", "MatMul", "Convolution",
-                                                                      "Deconvolution") and len(shapes) > 1 else 0
+        flops = _gemm_flops(kind, shapes[0], shapes[1], out) if kind in (
+            "FullyConnected", "MatMul", "Convolution", "GroupConvolution", "Deconvolution", "GroupDeconvolution") and len(shapes) > 1 else 0
         primitive = str(info.get("primitiveType", ""))
         # the kernel's own suffix (brgemm_avx512_I8, gemm_mlas_f32) is what computes: runtimePrecision gives the
         # weights' type for decompressed FP16 weights run by f32 kernels
@@ -428,9 +432,10 @@ def _openvino_placement(path: Path, options: dict, device: str) -> dict:
 def _tflite_placement(path: Path, options: dict, device: str) -> dict:
     """LiteRT's nodes after the XNNPACK delegate took its partitions: a DELEGATE node replaces the ops it runs (found
     by walking back from its outputs to its inputs); the rest run on LiteRT's built-in kernels."""
-    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    interpreter = Interpreter(model_path=str(path))
+    interpreter = Interpreter(model_path=str(path),
+                              experimental_op_resolver_type=OpResolverType[options.get("op_resolver", "AUTO")])
     interpreter.allocate_tensors()
     details = interpreter._get_ops_details()  # the interpreter's node list, delegate nodes included
     shapes = {t["index"]: list(t["shape"]) for t in interpreter.get_tensor_details()}
@@ -526,7 +531,15 @@ def open_runner(bundle: str | Path, target: str, threads: int = 0, device: str =
     options: the manifest's runtime_options (default: the format's, which the kit validates with)."""
     fmt = _format(bundle, target)
     options = fmt.options if options is None else options
-    return detector_runner(fmt.session(Path(bundle) / fmt.model_file, OUTPUTS, threads, device, options), fmt)
+    try:
+        return detector_runner(fmt.session(Path(bundle) / fmt.model_file, OUTPUTS, threads, device, options), fmt)
+    except (KeyError, AttributeError, TypeError, RuntimeError) as e:
+        # options the runtime cannot take (a name it does not know, a property it refuses): one line, not a traceback;
+        # a model that does not load with the format's own options is the converter's error and propagates
+        if isinstance(e, RuntimeUnavailable) or (isinstance(e, RuntimeError) and options == fmt.options):
+            raise
+        raise BundleError(f"{Path(bundle) / MANIFEST}: runtime_options {json.dumps(options)} not accepted by "
+                          f"{fmt.package}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
 
 
 def placement(bundle: str | Path, target: str, options: dict | None = None, device: str = "CPU") -> dict | None:
@@ -610,13 +623,18 @@ def validate(run, threshold: float, bundle: str | Path) -> dict:
         with np.load(path, allow_pickle=False) as pack:
             images, labels = pack["images"], pack["labels"]
             ref_logits, ref_masks = pack["logits"].astype(np.float64), pack["token_masks"]
-    except (OSError, ValueError, KeyError) as e:
-        raise BundleError(f"{path}: not a readable validation pack ({e})") from e
+    except Exception as e:  # noqa: BLE001 - whatever np.load raises (zip, zlib, format): the pack is unreadable
+        raise BundleError(f"{path}: not a readable validation pack ({type(e).__name__}: {e})") from e
+    if len(set(np.asarray(labels).tolist())) < 2 or len(images) != len(ref_logits) or ref_masks.ndim != 3:
+        raise BundleError(f"{path}: a validation pack needs fakes and reals, one reference score and mask per crop")
     logits, masks = np.empty(len(images)), np.empty(ref_masks.shape, bool)
     for i, crop in enumerate(images):
         out = run(to_input(crop))
         logits[i] = float(np.ravel(out["logit"])[0])
-        masks[i] = np.asarray(out["token_mask"]).reshape(ref_masks.shape[1:]) > 0.5
+        mask = np.asarray(out["token_mask"])
+        if mask.size != ref_masks[i].size:
+            raise BundleError(f"{path}: its token masks are {ref_masks.shape[1:]}, the model's {mask.shape}")
+        masks[i] = mask.reshape(ref_masks.shape[1:]) > 0.5
     reference_auc, device_auc = auc(labels, ref_logits), auc(labels, logits)
     return {"crops": int(len(images)), "reference_auc": reference_auc, "auc": device_auc,
             "delta_auc": device_auc - reference_auc,
