@@ -53,14 +53,16 @@ TARGETS: dict[str, Target] = {
 # 16-bit activations (w8a16) per target: the recipe where the target has the rung, else why it has none (checked
 # with these package versions; a test keeps one entry per target, and it names the recipe exactly when the row has it)
 W8A16 = {
-    "onnx": "ONNX Runtime quantize_static QDQ: int8 weights, uint16 activations (com.microsoft Q/DQ); NPU providers "
-            "(QNN) run it in integer, the CPU provider runs float GEMMs between the Q/DQ pairs (placement says so)",
+    "onnx": "ONNX Runtime quantize_static QDQ: int8 weights, uint16 activations (com.microsoft Q/DQ), the QDQ form "
+            "NPU providers such as QNN take (not run here); the CPU provider runs float GEMMs between the Q/DQ pairs "
+            "(placement says so)",
     "openvino": "none: NNCF's OpenVINO quantizer writes 8-bit activations and the CPU plugin has no int16 GEMM kernels; "
-                "its 16-bit rung is fp16 (bf16 on AVX-512 BF16/AMX hosts when the f32 hint is dropped)",
+                "its 16-bit rungs are fp16 and bf16 (float)",
     "coreml": "none in integer: coremltools' activation quantization is int8 and needs macOS to calibrate; int8-weights "
               "runs on fp16 activations (weights int8, activations float16: what the Neural Engine runs)",
     "tflite": "ai-edge-quantizer static_wi8_ai16: LiteRT's int16x8 kernels (XNNPACK has none: built-in kernels); "
-              "BATCH_MATMUL and TRANSPOSE_CONV float (LiteRT rejects what the recipe writes for them)",
+              "the region math, the parser's constant poolings and TRANSPOSE_CONV float (LiteRT rejects what the "
+              "recipe writes for the last two)",
     "executorch": "none: the XNNPACK quantizer has no 16-bit activation config and XNNPACK no int16 GEMM kernels "
                   "(Qualcomm's QNN quantizer has 16a8w, but its lowering needs the QNN SDK)",
 }
