@@ -2,6 +2,7 @@
 (a script, not a test):
 
     python benchmarks/fullsize.py --runs 3 --calib 8 --out /tmp/fullsize.json
+    python benchmarks/fullsize.py --rung distilled --backends torch openvino-fp32 openvino-bf16
 
 torch eager FP32 (the reference), ONNX Runtime FP32, OpenVINO FP32 and static INT8 (NNCF), LiteRT FP32 and
 dynamic-range INT8 (int8 weights; XNNPACK), ExecuTorch FP32 and static INT8 (XNNPACK delegate; the share of ops and
@@ -47,6 +48,7 @@ BACKENDS = [
     ("ONNX Runtime FP32", "onnx", "fp32"),
     ("OpenVINO FP32", "openvino", "fp32"),
     ("OpenVINO INT8 (NNCF static)", "openvino", "int8"),
+    ("OpenVINO BF16 (inference precision; AVX-512 BF16/AMX CPUs)", "openvino", "bf16"),
     ("LiteRT FP32 (XNNPACK)", "tflite", "fp32"),
     ("LiteRT INT8 (dynamic-range, int8 weights)", "tflite", "int8-weights"),
     ("ExecuTorch FP32 (XNNPACK)", "executorch", "fp32"),
@@ -77,7 +79,7 @@ def worker_roofline(args) -> dict:
     if not args.no_flops:
         from dfedge.models.factory import DetectorSpec, gflops, meta_detector
 
-        out["gflops"] = gflops(meta_detector(DetectorSpec(preset=args.preset)))
+        out["gflops"] = gflops(meta_detector(DetectorSpec(preset=args.preset, region_index=args.region_index)))
     n = args.gemm_n
     a, b = torch.randn(n, n), torch.randn(n, n)
     torch.matmul(a, b)  # warm-up
@@ -89,6 +91,14 @@ def worker_roofline(args) -> dict:
     flop = 2.0 * n**3
     out.update(gemm_n=n, gemm_reps=args.gemm_reps, gemm_s=times, gemm_gflops_best=flop / min(times) / 1e9,
                gemm_gflops_median=flop / float(np.median(times)) / 1e9)
+    a, b = a.bfloat16(), b.bfloat16()  # the bf16 roof: torch's oneDNN GEMM (AMX or AVX-512 BF16 where the CPU has them)
+    torch.matmul(a, b)
+    times = []
+    for _ in range(args.gemm_reps):
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        times.append(time.perf_counter() - start)
+    out.update(gemm_bf16_gflops_best=flop / min(times) / 1e9)
     return out
 
 
@@ -110,7 +120,7 @@ def worker_torch(args) -> dict:
     torch.set_num_threads(args.threads)
     crop = np.load(args.workdir / "crop.npy")
     start = time.perf_counter()
-    det = build_detector(DetectorSpec(preset=args.preset)).eval()
+    det = build_detector(DetectorSpec(preset=args.preset, region_index=args.region_index)).eval()
     load_s = time.perf_counter() - start
     fp = fingerprint(det)
     x = torch.from_numpy(crop)
@@ -127,7 +137,8 @@ def worker_torch(args) -> dict:
             start = time.perf_counter()
             det(x)
             times.append(time.perf_counter() - start)
-    np.savez(args.workdir / "reference.npz", **{n: getattr(ref, n).numpy() for n in OUTPUT_NAMES})
+    if args.region_index == args.rung:  # (the exact baseline of a cheaper rung is timed only)
+        np.savez(args.workdir / "reference.npz", **{n: getattr(ref, n).numpy() for n in OUTPUT_NAMES})
     return {"load_s": load_s, "load_note": "build_detector (seeded random init), no file", "fingerprint": fp,
             "warmup_s": warm, "times_s": times, "region_tokens": int(ref.region_tokens.reshape(-1)[0]),
             "threads": torch.get_num_threads(), "peak_rss_gb": peak_rss_gb()}
@@ -146,7 +157,7 @@ def worker_export(args) -> dict:
     target = TARGETS[args.target]
     crop = np.load(args.workdir / "crop.npy")
     start = time.perf_counter()
-    det = build_detector(DetectorSpec(preset=args.preset)).eval()
+    det = build_detector(DetectorSpec(preset=args.preset, region_index=args.region_index)).eval()
     result = {"build_s": time.perf_counter() - start, "fingerprint": fingerprint(det), "rungs": {}}
     cache: dict = {}
     for precision in args.precisions:
@@ -163,6 +174,8 @@ def worker_export(args) -> dict:
                 calib = calibration_set(f"toy:train:{args.calib}", args.calib)
             job = Job(det, target, precision, BENCH_NAME, out.name, {}, {}, crop, calib, cache=cache)
             target.convert_for(precision)(job, out, report)  # the table's exporter or quantizer
+            if "runtime_options" in report:  # a rung's own options (bf16): the run step applies them, as bundles do
+                (out / "runtime_options.json").write_text(json.dumps(report["runtime_options"]))
             seconds = time.perf_counter() - start
             files = {p.relative_to(out).as_posix(): p.stat().st_size for p in out.rglob("*") if p.is_file()}
             result["rungs"][precision] = {"status": "ok", "convert_s": seconds, "files": files,
@@ -190,7 +203,8 @@ def worker_run(args) -> dict:
     bundle = args.workdir / f"{args.target}-{args.precision}"
     rss_before = peak_rss_gb()
     start = time.perf_counter()
-    run = open_runner(bundle, args.target, args.threads)
+    options = bundle / "runtime_options.json"
+    run = open_runner(bundle, args.target, args.threads, options=json.loads(options.read_text()) if options.is_file() else None)
     load_s = time.perf_counter() - start
     start = time.perf_counter()
     out = run(crop)  # first call: warm-up, and the outputs for parity
@@ -221,13 +235,16 @@ WORKERS = {"roofline": worker_roofline, "torch": worker_torch, "export": worker_
 # ---------------------------------------------------------------------------------------------- driver
 
 
-def spawn(args, name: str, extra: list[str], timeout: float) -> tuple[dict | None, str | None, float]:
+def spawn(args, name: str, extra: list[str], timeout: float,
+          region_index: str | None = None) -> tuple[dict | None, str | None, float]:
     """Run one worker in a fresh process; -> (its JSON, failure reason, wall seconds). Its output goes to a log."""
+    args.region_index = region_index or args.rung
     result, log = args.workdir / f"{name}.json", args.workdir / f"{name}.log"
     result.unlink(missing_ok=True)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", extra[0], "--workdir", str(args.workdir),
            "--threads", str(args.threads), "--runs", str(args.runs), "--warmup", str(args.warmup),
-           "--calib", str(args.calib), "--preset", args.preset, "--result", str(result), *extra[1:]]
+           "--calib", str(args.calib), "--preset", args.preset, "--region-index", args.region_index,
+           "--rung", args.rung, "--result", str(result), *extra[1:]]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     print(f"[{time.strftime('%H:%M:%S')}] {name} ...", flush=True)
     load_before = os.getloadavg()[0]
@@ -306,7 +323,7 @@ def placement_cell(report: dict | None) -> str:
 
 def markdown(rows: list[dict]) -> str:
     columns = ["backend", "status", "convert s", "size MB", "load s", "warm-up s", "p50 s", "p90 s", "mean s",
-               "× torch", "× roofline", "peak RSS run GB", "peak RSS export GB", "max \\|Δlogit\\|", "mask agreement",
+               "× torch", "faster than torch exact", "× roofline", "peak RSS run GB", "peak RSS export GB", "max \\|Δlogit\\|", "mask agreement",
                "accelerated ops / GFLOP share"]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in rows:
@@ -318,7 +335,7 @@ def markdown(rows: list[dict]) -> str:
         lines.append("| " + " | ".join([
             r["backend"], status, fmt(r.get("convert_s"), ".0f"), fmt(r.get("size_mb"), ".1f"), fmt(r.get("load_s"), ".1f"),
             fmt(r.get("warmup_s"), ".1f"), fmt(r.get("p50_s"), ".2f"), fmt(r.get("p90_s"), ".2f"), fmt(r.get("mean_s"), ".2f"),
-            fmt(r.get("vs_torch"), ".2f", "×"), fmt(r.get("vs_roofline"), ".2f", "×"), fmt(r.get("peak_rss_gb"), ".2f"),
+            fmt(r.get("vs_torch"), ".2f", "×"), fmt(r.get("speedup_vs_torch_exact"), ".1f", "×"), fmt(r.get("vs_roofline"), ".2f", "×"), fmt(r.get("peak_rss_gb"), ".2f"),
             fmt(r.get("export_peak_rss_gb"), ".2f"),
             "reference" if r["target"] == "torch" and r["status"] == "ok" else fmt(r.get("max_abs_logit"), ".1e"),
             "reference" if r["target"] == "torch" and r["status"] == "ok" else (mask or "–"),
@@ -354,6 +371,18 @@ def driver(args) -> int:
 
     rows, fingerprints = [], {}
     ref = {}
+    baseline_p50 = None
+    if args.rung != "exact":  # torch eager FP32 on the exact rung: what every ratio is against
+        base, reason, wall = spawn(args, "torch-exact", ["torch"], args.step_timeout, region_index="exact")
+        row = {"backend": "torch eager FP32, exact rung (the baseline)", "target": "torch", "precision": "fp32",
+               "rung": "exact"}
+        if base is None:
+            row.update(status="failed", reason=reason)
+        else:
+            baseline_p50 = float(np.percentile(base["times_s"], 50))
+            row.update(status="ok", load_s=base["load_s"], warmup_s=base["warmup_s"][0], peak_rss_gb=base["peak_rss_gb"],
+                       wall_s=wall, loadavg_1min=args.step_loadavg, **latency_fields(base["times_s"]))
+        rows.append(row)
     for label, target, precision in wanted:
         if target != "torch":
             continue
@@ -420,11 +449,17 @@ def driver(args) -> int:
     peak = max(gemm)
     total_gflop = roof["gflops"]["total"]
     roofline_s = total_gflop / peak
-    torch_p50 = next((r["p50_s"] for r in rows if r["target"] == "torch" and r["status"] == "ok"), None)
+    torch_p50 = next((r["p50_s"] for r in rows if r["target"] == "torch" and r.get("rung") != "exact" and r["status"] == "ok"), None)
+    exact_p50 = baseline_p50 or (torch_p50 if args.rung == "exact" else None)
+    bf16_peak = roof.get("gemm_bf16_gflops_best")
     for r in rows:
         if r["status"] == "ok":
-            r["vs_torch"] = r["p50_s"] / torch_p50 if torch_p50 else None
-            r["vs_roofline"] = r["p50_s"] / roofline_s
+            r["vs_torch"] = r["p50_s"] / torch_p50 if torch_p50 else None  # time / torch eager FP32 of this rung
+            r["speedup_vs_torch_exact"] = exact_p50 / r["p50_s"] if exact_p50 else None
+            roof_s = total_gflop / bf16_peak if r["precision"] == "bf16" and bf16_peak else roofline_s
+            r["vs_roofline"] = r["p50_s"] / roof_s
+            if r.get("rung") == "exact" and args.rung != "exact":
+                r["vs_roofline"] = None  # the roofline is of the rung's FLOPs, not the baseline's
             r["achieved_gflops"] = total_gflop / r["p50_s"]
     same_weights = len(set(fingerprints.values())) <= 1
     facts["loadavg_end"] = os.getloadavg()
@@ -436,7 +471,9 @@ def driver(args) -> int:
                      "crop": "ToySet('val', 1)[0]", "preset": f"{args.preset} (seeded random weights, seed 0)",
                      "process_model": "one subprocess per step (export / run / torch / roofline)"},
         "flops": {"gflops": roof["gflops"], "source": "dfedge.models.factory.gflops(meta_detector(full))"},
+        "region_index": args.rung,
         "roofline": {"gemm": f"torch.matmul {args.gemm_n}x{args.gemm_n} fp32, {args.threads} threads",
+                     "bf16_gemm_gflops": roof.get("gemm_bf16_gflops_best"),
                      "gemm_gflops_start": gemm[0], "gemm_gflops_end": gemm[1] if len(gemm) > 1 else None,
                      "peak_gflops": peak, "lower_bound_s": roofline_s},
         "same_weights_everywhere": same_weights, "fingerprints": fingerprints,
@@ -477,6 +514,10 @@ def main() -> int:
     ap.add_argument("--workdir", type=Path, default=None, help="bundles and logs (default: a temporary folder, removed)")
     ap.add_argument("--keep-bundles", action="store_true", help="do not delete each bundle once timed")
     ap.add_argument("--preset", default="full", help="detector preset (full; tiny for a quick smoke run)")
+    ap.add_argument("--rung", "--region-index-rung", default="exact",
+                    help="region-index rung of every backend (exact, lite-head, parser-224, distilled); ratios are "
+                         "always against torch eager FP32 on the exact rung, timed in the same run")
+    ap.add_argument("--region-index", default=None, help=argparse.SUPPRESS)  # a worker's rung
     ap.add_argument("--gemm-n", type=int, default=4096)
     ap.add_argument("--gemm-reps", type=int, default=5)
     ap.add_argument("--step-timeout", type=float, default=3600.0, help="seconds before one step is given up")
