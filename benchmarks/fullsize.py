@@ -9,7 +9,8 @@ dynamic-range INT8 (int8 weights; XNNPACK), ExecuTorch FP32 and static INT8 (XNN
 GFLOPs it takes, from the exporter's placement report). ExecuTorch's Python runtime imports torch (its bindings take
 torch tensors): its rows say so (`torch_imported`). Per backend: export/convert time, model size, load time, warm-up,
 latency over --runs single-face runs (p50/p90/mean), ratio to torch eager measured in the same run, ratio to the
-roofline (fused-graph FLOPs / the host's measured peak FP32 GEMM rate), peak RSS, and parity of the logit and the
+roofline (fused-graph FLOPs / the host's measured peak GEMM rate of the row's precision: fp32, bf16, int8 via
+torch._int_mm), peak RSS, and parity of the logit and the
 token mask with torch on the benchmark crop (the first toy:val crop).
 
 Every step runs in its own subprocess (this file with --worker), one at a time, so each peak RSS and load time is
@@ -99,6 +100,17 @@ def worker_roofline(args) -> dict:
         torch.matmul(a, b)
         times.append(time.perf_counter() - start)
     out.update(gemm_bf16_gflops_best=flop / min(times) / 1e9)
+    a, b = (torch.randint(-128, 128, (n, n), dtype=torch.int8) for _ in range(2))  # the int8 roof: torch._int_mm
+    try:
+        torch._int_mm(a, b)
+        times = []
+        for _ in range(args.gemm_reps):
+            start = time.perf_counter()
+            torch._int_mm(a, b)
+            times.append(time.perf_counter() - start)
+        out.update(gemm_int8_gops_best=flop / min(times) / 1e9)
+    except RuntimeError as e:  # no int8 GEMM for this CPU in this torch build: the INT8 rows get no roof
+        out.update(gemm_int8_gops_best=None, gemm_int8_note=str(e).splitlines()[0])
     return out
 
 
@@ -451,12 +463,13 @@ def driver(args) -> int:
     roofline_s = total_gflop / peak
     torch_p50 = next((r["p50_s"] for r in rows if r["target"] == "torch" and r.get("rung") != "exact" and r["status"] == "ok"), None)
     exact_p50 = baseline_p50 or (torch_p50 if args.rung == "exact" else None)
-    bf16_peak = roof.get("gemm_bf16_gflops_best")
+    bf16_peak, int8_peak = roof.get("gemm_bf16_gflops_best"), roof.get("gemm_int8_gops_best")
     for r in rows:
         if r["status"] == "ok":
             r["vs_torch"] = r["p50_s"] / torch_p50 if torch_p50 else None  # time / torch eager FP32 of this rung
             r["speedup_vs_torch_exact"] = exact_p50 / r["p50_s"] if exact_p50 else None
-            roof_s = total_gflop / bf16_peak if r["precision"] == "bf16" and bf16_peak else roofline_s
+            roof_s = {"bf16": total_gflop / bf16_peak if bf16_peak else None,
+                      "int8": total_gflop / int8_peak if int8_peak else None}.get(r["precision"]) or roofline_s
             r["vs_roofline"] = r["p50_s"] / roof_s
             if r.get("rung") == "exact" and args.rung != "exact":
                 r["vs_roofline"] = None  # the roofline is of the rung's FLOPs, not the baseline's
@@ -474,6 +487,7 @@ def driver(args) -> int:
         "region_index": args.rung,
         "roofline": {"gemm": f"torch.matmul {args.gemm_n}x{args.gemm_n} fp32, {args.threads} threads",
                      "bf16_gemm_gflops": roof.get("gemm_bf16_gflops_best"),
+                     "int8_gemm_gops": roof.get("gemm_int8_gops_best"),
                      "gemm_gflops_start": gemm[0], "gemm_gflops_end": gemm[1] if len(gemm) > 1 else None,
                      "peak_gflops": peak, "lower_bound_s": roofline_s},
         "same_weights_everywhere": same_weights, "fingerprints": fingerprints,
