@@ -796,7 +796,7 @@ def time_photo(score, path: Path, runs: int) -> dict:
 
 
 def bench(bundle: Path, runs: int, warmup: int, threads: int, device: str, label: str | None,
-          image: Path | None = None, check: bool = False) -> dict:
+          image: Path | None = None, check: bool = False, where: bool = False) -> dict:
     """Model latency on a fixed crop; with `image`, a photo -> verdict split into decode, detect, align, score; with
     `check`, accuracy on this device from the bundle's validation pack (`validate`)."""
     start = time.perf_counter()
@@ -814,6 +814,8 @@ def bench(bundle: Path, runs: int, warmup: int, threads: int, device: str, label
     result["load_s"] = time.perf_counter() - start
     x = to_input(demo_crop(int(manifest["alignment"]["crop_size"])))
     result.update(time_runner(run, x, warmup, runs))
+    if where:  # where the ops run on this device, as its runtime reports it (None: fixed at conversion, or not observable)
+        result["placement"] = placement(bundle, target, runtime_options(manifest), device) or manifest.get("placement")
     if check:
         result["validation"] = dict(validate(run, float(manifest["probe"]["threshold_logit"]), bundle),
                                     host=manifest.get("validation_pack", {}).get("host"))
@@ -853,12 +855,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--validate", action="store_true",
                     help="also score the bundle's validation pack on this device: ΔAUC, flip rate and token-mask agreement "
                          "against the torch FP32 reference")
+    ap.add_argument("--placement", action="store_true",
+                    help="also record where each op runs on this device and in which precision, as the runtime reports it")
     args = ap.parse_args(argv)
     if args.runs < 1 or args.warmup < 0:
         ap.error("--runs must be >= 1 and --warmup >= 0")
     try:
         result = bench(args.bundle, args.runs, args.warmup, args.threads, args.device, args.label, args.image,
-                       args.validate)
+                       args.validate, args.placement)
     except (BundleError, ValueError) as e:  # an unusable bundle or photo (e.g. a bundle without a face front end)
         print(f"error: {e}", file=sys.stderr)
         return 2

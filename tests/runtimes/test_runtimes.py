@@ -102,7 +102,7 @@ def test_bench_py_runs_from_a_copied_bundle_without_the_kit(dist, tmp_path, targ
     out = tmp_path / "result.json"
     ballast = np.ones(2**26)  # 512 MB resident in this parent: the child's peak RSS must not include it
     proc = subprocess.run([sys.executable, "-c", blocked(target), "--runs", "2", "--warmup", "1", "--label", "box A",
-                           "--out", str(out), "--validate"], cwd=bundle, capture_output=True, text=True)
+                           "--out", str(out), "--validate", "--placement"], cwd=bundle, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     # device-side accuracy from the validation pack, numpy + runtime only: here the device is the kit's own host, so
@@ -112,6 +112,9 @@ def test_bench_py_runs_from_a_copied_bundle_without_the_kit(dist, tmp_path, targ
     assert device["crops"] == pack["crops"] == len(pack["ids"]) > pack["fakes"] > 0
     assert device["delta_auc"] == pytest.approx(host["delta_auc"], abs=1e-3) and device["host"] == host
     assert device["mask_agreement"] >= 0.99 and device["flip_rate"] <= 0.05 and "validation pack" in proc.stdout
+    # where the ops ran on this device: the runtime's view read by bench.py itself (ExecuTorch's: the lowering's)
+    assert result["placement"]["ops"]["total"] == manifest["placement"]["ops"]["total"] > 0
+    assert result["placement"]["gemm_gflops_by_dtype"] == manifest["placement"]["gemm_gflops_by_dtype"]
     with np.load(bundle / "validation.npz") as z:
         assert device["reference_auc"] == pytest.approx(roc_auc_score(z["labels"], z["logits"]), abs=1e-12)
     assert result["schema"] == "dfedge-bench/1" and result["status"] == "ok"
