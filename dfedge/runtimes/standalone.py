@@ -796,9 +796,10 @@ def time_photo(score, path: Path, runs: int) -> dict:
 
 
 def bench(bundle: Path, runs: int, warmup: int, threads: int, device: str, label: str | None,
-          image: Path | None = None, check: bool = False, where: bool = False) -> dict:
-    """Model latency on a fixed crop; with `image`, a photo -> verdict split into decode, detect, align, score; with
-    `check`, accuracy on this device from the bundle's validation pack (`validate`)."""
+          image: Path | None = None, also: tuple[str, ...] = ()) -> dict:
+    """Model latency on a fixed crop; with `image`, a photo -> verdict split into decode, detect, align, score; `also`
+    "validate": accuracy on this device from the bundle's validation pack (`validate`); "placement": where its ops
+    run here (`placement`)."""
     start = time.perf_counter()
     manifest = verify(bundle)
     target = manifest["target"]
@@ -814,9 +815,9 @@ def bench(bundle: Path, runs: int, warmup: int, threads: int, device: str, label
     result["load_s"] = time.perf_counter() - start
     x = to_input(demo_crop(int(manifest["alignment"]["crop_size"])))
     result.update(time_runner(run, x, warmup, runs))
-    if where:  # where the ops run on this device, as its runtime reports it (None: fixed at conversion, or not observable)
+    if "placement" in also:  # where the ops run on this device, as its runtime reports it (None: fixed at conversion, or not observable)
         result["placement"] = placement(bundle, target, runtime_options(manifest), device) or manifest.get("placement")
-    if check:
+    if "validate" in also:
         result["validation"] = dict(validate(run, float(manifest["probe"]["threshold_logit"]), bundle),
                                     host=manifest.get("validation_pack", {}).get("host"))
     if image is not None:
@@ -862,7 +863,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--runs must be >= 1 and --warmup >= 0")
     try:
         result = bench(args.bundle, args.runs, args.warmup, args.threads, args.device, args.label, args.image,
-                       args.validate, args.placement)
+                       tuple(k for k in ("validate", "placement") if getattr(args, k)))
     except (BundleError, ValueError) as e:  # an unusable bundle or photo (e.g. a bundle without a face front end)
         print(f"error: {e}", file=sys.stderr)
         return 2
