@@ -82,33 +82,26 @@ def worker_roofline(args) -> dict:
 
         out["gflops"] = gflops(meta_detector(DetectorSpec(preset=args.preset, region_index=args.region_index)))
     n = args.gemm_n
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.matmul(a, b)  # warm-up
-    times = []
-    for _ in range(args.gemm_reps):
-        start = time.perf_counter()
-        torch.matmul(a, b)
-        times.append(time.perf_counter() - start)
-    flop = 2.0 * n**3
-    out.update(gemm_n=n, gemm_reps=args.gemm_reps, gemm_s=times, gemm_gflops_best=flop / min(times) / 1e9,
-               gemm_gflops_median=flop / float(np.median(times)) / 1e9)
-    a, b = a.bfloat16(), b.bfloat16()  # the bf16 roof: torch's oneDNN GEMM (AMX or AVX-512 BF16 where the CPU has them)
-    torch.matmul(a, b)
-    times = []
-    for _ in range(args.gemm_reps):
-        start = time.perf_counter()
-        torch.matmul(a, b)
-        times.append(time.perf_counter() - start)
-    out.update(gemm_bf16_gflops_best=flop / min(times) / 1e9)
-    a, b = (torch.randint(-128, 128, (n, n), dtype=torch.int8) for _ in range(2))  # the int8 roof: torch._int_mm
-    try:
-        torch._int_mm(a, b)
+
+    def timed(gemm, a, b) -> list[float]:
+        gemm(a, b)  # warm-up
         times = []
         for _ in range(args.gemm_reps):
             start = time.perf_counter()
-            torch._int_mm(a, b)
+            gemm(a, b)
             times.append(time.perf_counter() - start)
-        out.update(gemm_int8_gops_best=flop / min(times) / 1e9)
+        return times
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    times = timed(torch.matmul, a, b)
+    flop = 2.0 * n**3
+    out.update(gemm_n=n, gemm_reps=args.gemm_reps, gemm_s=times, gemm_gflops_best=flop / min(times) / 1e9,
+               gemm_gflops_median=flop / float(np.median(times)) / 1e9)
+    # the bf16 roof: torch's oneDNN GEMM (AMX or AVX-512 BF16 where the CPU has them)
+    out.update(gemm_bf16_gflops_best=flop / min(timed(torch.matmul, a.bfloat16(), b.bfloat16())) / 1e9)
+    a, b = (torch.randint(-128, 128, (n, n), dtype=torch.int8) for _ in range(2))  # the int8 roof: torch._int_mm
+    try:
+        out.update(gemm_int8_gops_best=flop / min(timed(torch._int_mm, a, b)) / 1e9)
     except RuntimeError as e:  # no int8 GEMM for this CPU in this torch build: the INT8 rows get no roof
         out.update(gemm_int8_gops_best=None, gemm_int8_note=str(e).splitlines()[0])
     return out

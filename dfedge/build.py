@@ -40,7 +40,7 @@ from .models.ladder import RUNGS
 from .runtimes import torch_runner
 from .runtimes.bench import BenchRun, bench_set, reference_spec
 from .runtimes.standalone import bundle_bytes, cpu_isa, cpu_model
-from .targets import TARGETS, resolve
+from .targets import PRECISIONS, TARGETS, resolve
 
 MARKS = {"ok": "✅", "gate": "❎", "error": "❌"}  # shipped · refused by the gate, not shipped · a step failed
 
@@ -293,7 +293,7 @@ def reason(e: BaseException) -> str:
 def target_matrix(rows: list[dict]) -> str:
     """Targets × precisions (the target table's order) with each bundle's status and ΔAUC: the docs' matrix, made
     from a build record's rows (`build.json`), one region index at a time; '·' where the target has no such rung."""
-    precisions = list(dict.fromkeys(p for t in TARGETS.values() for p in t.all_precisions))
+    precisions = PRECISIONS
     found = {(r["target"], r["precision"]): r for r in rows}
     lines = ["| target | " + " | ".join(precisions) + " |", "|---|" + "---|" * len(precisions)]
     for name, target in TARGETS.items():

@@ -25,10 +25,10 @@ from .models.frontend import MAX_PIXELS
 from .models.heads import HEADS
 from .models.ladder import RUNGS
 from .models.region import REGIONS
-from .targets import TARGETS
+from .targets import PRECISIONS, TARGETS
 
 CHOICES = {"preset": list(DETECTOR_PRESETS), "head": list(HEADS), "region": list(REGIONS), "region_index": list(RUNGS),
-           "targets": [*TARGETS, "all"], "precisions": list(dict.fromkeys(p for t in TARGETS.values() for p in t.all_precisions))}
+           "targets": [*TARGETS, "all"], "precisions": list(PRECISIONS)}
 
 
 def metavar(name: str) -> str:

@@ -67,6 +67,7 @@ W8A16 = {
                   "(Qualcomm's QNN quantizer has 16a8w, but its lowering needs the QNN SDK)",
 }
 QUANTIZED = tuple(dict.fromkeys(p for t in TARGETS.values() for p in t.quantized))  # every rung below fp16, in order
+PRECISIONS = tuple(dict.fromkeys(p for t in TARGETS.values() for p in t.all_precisions))  # every precision, in order
 
 
 def resolve(names: list[str] | str) -> list[Target]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ..models.frontend import MAX_SIDE
-from ..runtimes.standalone import FORMATS
+from ..runtimes.standalone import FORMATS, placement_report
 from .job import Job
 
 FORMAT = FORMATS["executorch"]
@@ -151,10 +151,7 @@ def placement(edge, accelerator: str = DELEGATES["xnnpack"]) -> dict:
     `_precision`; the quantize/dequantize steps are counted apart)."""
     from executorch.exir.lowered_backend_module import LoweredBackendModule
 
-    ops = {"accelerated": 0, "fallback": 0}
-    flops = {"accelerated": 0, "fallback": 0}
-    dtypes: dict[str, dict[str, float]] = {"accelerated": {}, "fallback": {}}
-    fallback: dict[str, int] = {}
+    ops: list[tuple[bool, str, str, int]] = []  # (delegated?, op, precision, FLOPs): standalone.placement_report's rows
     quantize_steps = {"accelerated": 0, "fallback": 0}
 
     def visit(gm, where: str) -> None:
@@ -170,24 +167,12 @@ def placement(edge, accelerator: str = DELEGATES["xnnpack"]) -> dict:
             if name.startswith(BOOKKEEPING):
                 quantize_steps[where] += name.startswith("quantized_decomposed.")
                 continue
-            ops[where] += 1
             f = _flops(node)
-            flops[where] += f
-            if where == "fallback":
-                fallback[name] = fallback.get(name, 0) + 1
-            if f:
-                dtype = _precision(node)
-                dtypes[where][dtype] = dtypes[where].get(dtype, 0) + f / 1e9
+            ops.append((where == "accelerated", name, _precision(node) if f else "", f))
 
     visit(edge.exported_program().graph_module, "fallback")
-    total = sum(flops.values())
-    return {"runtime": f"executorch {version('executorch')}", "accelerator": accelerator,
-            "fallback": "ExecuTorch portable kernels", "ops": {**ops, "total": sum(ops.values())},
-            "gflops": {k: round(v / 1e9, 4) for k, v in flops.items()},
-            "accelerated_flop_share": round(flops["accelerated"] / total, 4) if total else None,
-            "fallback_ops": dict(sorted(fallback.items(), key=lambda kv: -kv[1])),
-            "gemm_gflops_by_dtype": {w: {k: round(v, 4) for k, v in d.items()} for w, d in dtypes.items()},
-            "quantize_steps": quantize_steps}
+    report = placement_report(f"executorch {version('executorch')}", accelerator, "ExecuTorch portable kernels", ops)
+    return dict(report, quantize_steps=quantize_steps)
 
 
 def export(job: Job, out_dir: Path, report: dict) -> list[Path]:

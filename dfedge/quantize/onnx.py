@@ -3,17 +3,12 @@ QDQ quantizer: int8 weights, 16-bit activations, the format NPU execution provid
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from pathlib import Path
 
 from ..export import onnx as onnx_export
 from ..export.job import Job
 from .scope import onnx_float_nodes
-
-
-def ort_version() -> str:
-    import onnxruntime
-
-    return onnxruntime.__version__
 
 
 def w8a16(job: Job, model, float_nodes: list[str], out_dir: Path):
@@ -73,7 +68,7 @@ def quantize(job: Job, out_dir: Path, report: dict) -> list[Path]:
                       calibration=None)
     elif job.precision == "w8a16":
         model = w8a16(job, model, float_nodes, out_dir)
-        report.update(tool=f"onnxruntime {ort_version()} quantize_static",
+        report.update(tool=f"onnxruntime {version('onnxruntime')} quantize_static",
                       settings={"format": "QDQ", "weights": "int8 per-channel symmetric", "activations": "uint16",
                                 "ops": "com.microsoft Q/DQ (16-bit needs them below opset 21)", "calibration": "MinMax"},
                       calibration=job.calibration.record())

@@ -458,10 +458,11 @@ def _tflite_placement(path: Path, options: dict, device: str) -> dict:
         if d["op_name"] in ("FULLY_CONNECTED", "BATCH_MATMUL", "CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV") and len(inputs) > 1:
             a, b = (inputs[2], inputs[1]) if d["op_name"] == "TRANSPOSE_CONV" else (inputs[0], inputs[1])
             w = shapes.get(b, [])
-            w = w[-1:] + w[:-1] if d["op_name"] == "TRANSPOSE_CONV" else w  # [O, kh, kw, I] -> input channels first
+            if d["op_name"] == "TRANSPOSE_CONV":  # [O, kh, kw, I] -> input channels first
+                w = w[-1:] + w[:-1]
+            elif d["op_name"] == "DEPTHWISE_CONV_2D":  # [1, kh, kw, C] -> channels first: kh x kw per output
+                w = w[-1:] + w[1:3]
             flops = _gemm_flops(d["op_name"], shapes.get(a, []), w, shapes.get(int(d["outputs"][0]), []))
-            if d["op_name"] == "DEPTHWISE_CONV_2D":
-                flops = 2 * int(np.prod(shapes.get(int(d["outputs"][0]), [0]))) * int(np.prod(shapes.get(b, [0])[1:3]))
         first = 2 if d["op_name"] == "TRANSPOSE_CONV" else 0  # (its operand 0 is the output shape)
         dtype = _dtype(d["operand_types"][first]) if len(d["operand_types"]) > first else "none"
         ops.append((d["index"] in delegated, d["op_name"], dtype, flops))
