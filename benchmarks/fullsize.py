@@ -2,16 +2,20 @@
 (a script, not a test):
 
     python benchmarks/fullsize.py --runs 3 --calib 8 --out /tmp/fullsize.json
-    python benchmarks/fullsize.py --rung distilled --backends torch openvino-fp32 openvino-bf16
+    python benchmarks/fullsize.py --region-index exact distilled --skip exact:onnx-int8 --out /tmp/fullsize.json
+    python benchmarks/fullsize.py --region-index distilled --backends torch openvino-fp32 openvino-bf16
 
-torch eager FP32 (the reference), ONNX Runtime FP32, OpenVINO FP32 and static INT8 (NNCF), LiteRT FP32 and
-dynamic-range INT8 (int8 weights; XNNPACK), ExecuTorch FP32 and static INT8 (XNNPACK delegate; the share of ops and
-GFLOPs it takes, from the exporter's placement report). ExecuTorch's Python runtime imports torch (its bindings take
-torch tensors): its rows say so (`torch_imported`). Per backend: export/convert time, model size, load time, warm-up,
-latency over --runs single-face runs (p50/p90/mean), ratio to torch eager measured in the same run, ratio to the
-roofline (fused-graph FLOPs / the host's measured peak GEMM rate of the row's precision: fp32, bf16, int8 via
-torch._int_mm), peak RSS, and parity of the logit and the
-token mask with torch on the benchmark crop (the first toy:val crop).
+Every region-index rung given (--region-index exact distilled ...) on every backend: torch eager FP32 (each rung's
+reference), ONNX Runtime FP32 and static INT8, OpenVINO FP32, static INT8 (NNCF) and BF16 (inference precision),
+LiteRT FP32 and static INT8 (XNNPACK), ExecuTorch FP32 and static INT8 (XNNPACK); the bf16 rows of targets without a
+bf16 rung say why (dfedge.targets.BF16), and OpenVINO's says "not supported here" on CPUs without bfloat16.
+ExecuTorch's Python runtime imports torch (its bindings take torch tensors): its rows say so (`torch_imported`).
+Per row: convert time, size, load time, latency over --runs single-face runs (p50/p90/mean), the ratio to torch eager
+FP32 of the same rung and to torch eager FP32 on the exact rung (always timed in the same run), the achieved rate and
+the ratio to the roof of its precision (the rung's FLOPs / the host's GEMM rate measured in the same run: fp32 and
+bf16 torch.matmul, int8 torch._int_mm), peak RSS, parity of the logit and the token mask with torch of the same rung
+on the benchmark crop (the first toy:val crop), and the placement as the runtime reports it (bench.py --placement's
+code). The 1-minute load average is recorded before and after every step.
 
 Every step runs in its own subprocess (this file with --worker), one at a time, so each peak RSS and load time is
 that step's alone and memory is returned between steps:
@@ -51,9 +55,12 @@ BACKENDS = [
     ("OpenVINO INT8 (NNCF static)", "openvino", "int8"),
     ("OpenVINO BF16 (inference precision; AVX-512 BF16/AMX CPUs)", "openvino", "bf16"),
     ("LiteRT FP32 (XNNPACK)", "tflite", "fp32"),
-    ("LiteRT INT8 (dynamic-range, int8 weights)", "tflite", "int8-weights"),
+    ("LiteRT INT8 (static, NNCF ranges; XNNPACK)", "tflite", "int8"),
     ("ExecuTorch FP32 (XNNPACK)", "executorch", "fp32"),
     ("ExecuTorch INT8 (XNNPACK, NNCF static)", "executorch", "int8"),
+    ("ONNX Runtime BF16", "onnx", "bf16"),  # targets.BF16 says why a target has no bf16 rung; its row says so
+    ("LiteRT BF16", "tflite", "bf16"),
+    ("ExecuTorch BF16", "executorch", "bf16"),
 ]
 PACKAGES = ["torch", "onnx", "onnxruntime", "openvino", "nncf", "litert-torch", "ai-edge-litert", "ai-edge-quantizer",
             "executorch", "numpy"]
@@ -80,7 +87,8 @@ def worker_roofline(args) -> dict:
     if not args.no_flops:
         from dfedge.models.factory import DetectorSpec, gflops, meta_detector
 
-        out["gflops"] = gflops(meta_detector(DetectorSpec(preset=args.preset, region_index=args.region_index)))
+        out["gflops"] = {rung: gflops(meta_detector(DetectorSpec(preset=args.preset, region_index=rung)))
+                         for rung in dict.fromkeys(["exact", *args.rungs])}
     n = args.gemm_n
 
     def timed(gemm, a, b) -> list[float]:
@@ -125,7 +133,7 @@ def worker_torch(args) -> dict:
     torch.set_num_threads(args.threads)
     crop = np.load(args.workdir / "crop.npy")
     start = time.perf_counter()
-    det = build_detector(DetectorSpec(preset=args.preset, region_index=args.region_index)).eval()
+    det = build_detector(DetectorSpec(preset=args.preset, region_index=args.worker_rung)).eval()
     load_s = time.perf_counter() - start
     fp = fingerprint(det)
     x = torch.from_numpy(crop)
@@ -142,8 +150,7 @@ def worker_torch(args) -> dict:
             start = time.perf_counter()
             det(x)
             times.append(time.perf_counter() - start)
-    if args.region_index == args.rung:  # (the exact baseline of a cheaper rung is timed only)
-        np.savez(args.workdir / "reference.npz", **{n: getattr(ref, n).numpy() for n in OUTPUT_NAMES})
+    np.savez(args.workdir / f"reference-{args.worker_rung}.npz", **{n: getattr(ref, n).numpy() for n in OUTPUT_NAMES})
     return {"load_s": load_s, "load_note": "build_detector (seeded random init), no file", "fingerprint": fp,
             "warmup_s": warm, "times_s": times, "region_tokens": int(ref.region_tokens.reshape(-1)[0]),
             "threads": torch.get_num_threads(), "peak_rss_gb": peak_rss_gb()}
@@ -162,11 +169,11 @@ def worker_export(args) -> dict:
     target = TARGETS[args.target]
     crop = np.load(args.workdir / "crop.npy")
     start = time.perf_counter()
-    det = build_detector(DetectorSpec(preset=args.preset, region_index=args.region_index)).eval()
+    det = build_detector(DetectorSpec(preset=args.preset, region_index=args.worker_rung)).eval()
     result = {"build_s": time.perf_counter() - start, "fingerprint": fingerprint(det), "rungs": {}}
     cache: dict = {}
     for precision in args.precisions:
-        out = args.workdir / f"{target.name}-{precision}"
+        out = args.workdir / f"{args.worker_rung}-{target.name}-{precision}"
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
         report: dict = {}
@@ -205,7 +212,7 @@ def worker_run(args) -> dict:
     from dfedge.runtimes.standalone import open_runner
 
     crop = np.load(args.workdir / "crop.npy")
-    bundle = args.workdir / f"{args.target}-{args.precision}"
+    bundle = args.workdir / f"{args.worker_rung}-{args.target}-{args.precision}"
     rss_before = peak_rss_gb()
     start = time.perf_counter()
     options = bundle / "runtime_options.json"
@@ -223,15 +230,23 @@ def worker_run(args) -> dict:
         start = time.perf_counter()
         run(crop)
         times.append(time.perf_counter() - start)
-    ref = np.load(args.workdir / "reference.npz")
+    ref = np.load(args.workdir / f"reference-{args.worker_rung}.npz")
     mask_ref, mask_out = ref["token_mask"] > 0.5, np.asarray(out["token_mask"]) > 0.5
-    return {"load_s": load_s, "warmup_s": warm, "times_s": times,
+    rss = peak_rss_gb()  # before the placement run: ONNX Runtime's profiling session is a second copy
+    where = None
+    try:  # where the ops ran, in the runtime's own view with the same options (one more profiled run on ONNX Runtime)
+        from dfedge.runtimes.standalone import placement
+
+        where = placement(bundle, args.target, json.loads(options.read_text()) if options.is_file() else None)
+    except Exception as e:  # noqa: BLE001 - recorded; the timing stands without it
+        where = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}
+    return {"load_s": load_s, "warmup_s": warm, "times_s": times, "placement": where,
             "max_abs_logit": float(np.abs(np.asarray(out["logit"], np.float64) - ref["logit"].astype(np.float64)).max()),
             "logit": float(np.asarray(out["logit"]).reshape(-1)[0]),
             "mask_agreement": float((mask_ref == mask_out).mean()),
             "masks_identical": bool((mask_ref == mask_out).all()),
             "region_tokens": int(np.asarray(out["region_tokens"]).reshape(-1)[0]),
-            "torch_imported": "torch" in sys.modules, "rss_before_load_gb": rss_before, "peak_rss_gb": peak_rss_gb()}
+            "torch_imported": "torch" in sys.modules, "rss_before_load_gb": rss_before, "peak_rss_gb": rss}
 
 
 WORKERS = {"roofline": worker_roofline, "torch": worker_torch, "export": worker_export, "run": worker_run}
@@ -240,16 +255,15 @@ WORKERS = {"roofline": worker_roofline, "torch": worker_torch, "export": worker_
 # ---------------------------------------------------------------------------------------------- driver
 
 
-def spawn(args, name: str, extra: list[str], timeout: float,
-          region_index: str | None = None) -> tuple[dict | None, str | None, float]:
-    """Run one worker in a fresh process; -> (its JSON, failure reason, wall seconds). Its output goes to a log."""
-    args.region_index = region_index or args.rung
+def spawn(args, name: str, extra: list[str], timeout: float, rung: str) -> tuple[dict | None, str | None, float]:
+    """Run one worker on one region-index rung in a fresh process; -> (its JSON, failure reason, wall seconds).
+    Its output goes to a log."""
     result, log = args.workdir / f"{name}.json", args.workdir / f"{name}.log"
     result.unlink(missing_ok=True)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", extra[0], "--workdir", str(args.workdir),
            "--threads", str(args.threads), "--runs", str(args.runs), "--warmup", str(args.warmup),
-           "--calib", str(args.calib), "--preset", args.preset, "--region-index", args.region_index,
-           "--rung", args.rung, "--result", str(result), *extra[1:]]
+           "--calib", str(args.calib), "--preset", args.preset, "--region-index", *args.rungs,
+           "--worker-rung", rung, "--result", str(result), *extra[1:]]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     print(f"[{time.strftime('%H:%M:%S')}] {name} ...", flush=True)
     load_before = os.getloadavg()[0]
@@ -316,35 +330,40 @@ def fmt(value, spec: str, suffix: str = "") -> str:
     return "–" if value is None else format(value, spec) + suffix
 
 
-def placement_cell(report: dict | None) -> str:
-    """'390/463 ops, 87.3 % of GFLOPs' from a converter's placement report (the targets that write one)."""
-    where = (report or {}).get("placement")
-    if not where:
-        return "–"
+def placement_cell(row: dict) -> str:
+    """'1596/1847 ops on XNNPACK, 99.9 % of GEMM GFLOPs · f32' from the runtime's own placement report of the run
+    (or, for ExecuTorch, the converter's report: its placement is fixed at lowering)."""
+    where = row.get("placement") or (row.get("quantization") or {}).get("placement")
+    if not where or "ops" not in where:
+        return "–" if not where else f"({where.get('error', 'no report')})".replace("|", "/")
     share = where.get("accelerated_flop_share")
-    return (f"{where['ops']['accelerated']}/{where['ops']['total']} ops, "
-            + ("–" if share is None else f"{100 * share:.1f} % of GFLOPs"))
+    dtypes = where.get("gemm_gflops_by_dtype", {}).get("accelerated", {})
+    total = sum(dtypes.values()) or 1.0
+    mix = ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in sorted(dtypes.items(), key=lambda kv: -kv[1]) if v / total >= 0.005)
+    return (f"{where['ops']['accelerated']}/{where['ops']['total']} ops on {where.get('accelerator', '?')}, "
+            + ("–" if share is None else f"{100 * share:.1f} % of GEMM GFLOPs") + (f" · {mix}" if mix else ""))
 
 
 def markdown(rows: list[dict]) -> str:
-    columns = ["backend", "status", "convert s", "size MB", "load s", "warm-up s", "p50 s", "p90 s", "mean s",
-               "× torch", "faster than torch exact", "× roofline", "peak RSS run GB", "peak RSS export GB", "max \\|Δlogit\\|", "mask agreement",
-               "accelerated ops / GFLOP share"]
+    columns = ["rung", "backend", "status", "convert s", "size MB", "load s", "p50 s", "p90 s", "× torch (same rung)",
+               "faster than torch exact", "achieved GFLOP/s", "× roof (its precision)", "peak RSS run GB",
+               "max \\|Δlogit\\|", "mask agreement", "placement (runtime's view)"]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in rows:
         reason = r.get("reason", "")
         reason = reason if len(reason) <= 160 else reason[:160] + "…"  # the JSON keeps it whole
-        status = "ok" if r["status"] == "ok" else f"❌ {reason}".replace("|", "/")
+        status = {"ok": "ok", "unsupported": f"not supported here: {reason.removeprefix('none: ')}",
+                  "skipped": f"skipped ({reason})"}.get(r["status"], f"❌ {reason}")
         mask = None if r.get("mask_agreement") is None else (
             "identical" if r.get("masks_identical") else f"{r['mask_agreement']:.4f}")
+        reference = r["target"] == "torch" and r["status"] == "ok"
         lines.append("| " + " | ".join([
-            r["backend"], status, fmt(r.get("convert_s"), ".0f"), fmt(r.get("size_mb"), ".1f"), fmt(r.get("load_s"), ".1f"),
-            fmt(r.get("warmup_s"), ".1f"), fmt(r.get("p50_s"), ".2f"), fmt(r.get("p90_s"), ".2f"), fmt(r.get("mean_s"), ".2f"),
-            fmt(r.get("vs_torch"), ".2f", "×"), fmt(r.get("speedup_vs_torch_exact"), ".1f", "×"), fmt(r.get("vs_roofline"), ".2f", "×"), fmt(r.get("peak_rss_gb"), ".2f"),
-            fmt(r.get("export_peak_rss_gb"), ".2f"),
-            "reference" if r["target"] == "torch" and r["status"] == "ok" else fmt(r.get("max_abs_logit"), ".1e"),
-            "reference" if r["target"] == "torch" and r["status"] == "ok" else (mask or "–"),
-            placement_cell(r.get("quantization"))]) + " |")
+            r["rung"], r["backend"], status.replace("|", "/"), fmt(r.get("convert_s"), ".0f"), fmt(r.get("size_mb"), ".0f"),
+            fmt(r.get("load_s"), ".1f"), fmt(r.get("p50_s"), ".3f"), fmt(r.get("p90_s"), ".3f"),
+            fmt(r.get("vs_torch"), ".2f", "×"), fmt(r.get("speedup_vs_torch_exact"), ".1f", "×"),
+            fmt(r.get("achieved_gflops"), ".0f"), fmt(r.get("vs_roofline"), ".2f", "×"), fmt(r.get("peak_rss_gb"), ".2f"),
+            "reference" if reference else fmt(r.get("max_abs_logit"), ".1e"),
+            "reference" if reference else (mask or "–"), placement_cell(r)]) + " |")
     return "\n".join(lines)
 
 
@@ -352,6 +371,95 @@ def latency_fields(times: list[float]) -> dict:
     t = np.asarray(times)
     return {"times_s": times, "p50_s": float(np.percentile(t, 50)), "p90_s": float(np.percentile(t, 90)),
             "mean_s": float(t.mean()), "min_s": float(t.min())}
+
+
+def torch_row(args, rung: str, fingerprints: dict) -> dict:
+    res, reason, wall = spawn(args, f"torch-{rung}", ["torch"], args.step_timeout, rung)
+    row = {"rung": rung, "backend": "torch eager FP32", "target": "torch", "precision": "fp32"}
+    if res is None:
+        return dict(row, status="failed", reason=reason)
+    fingerprints[f"torch-{rung}"] = res["fingerprint"]
+    return dict(row, status="ok", load_s=res["load_s"], load_note=res["load_note"], warmup_s=res["warmup_s"][0],
+                peak_rss_gb=res["peak_rss_gb"], region_tokens=res["region_tokens"], wall_s=wall,
+                loadavg_1min=args.step_loadavg, **latency_fields(res["times_s"]))
+
+
+def target_rows(args, rung: str, target: str, wanted: list, fingerprints: dict) -> list[dict]:
+    """Export one target's precisions on one rung (one process), then time each bundle (one process each)."""
+    from dfedge.targets import BF16
+
+    rows, tried = [], []
+    for label, t, precision in wanted:
+        if t != target:
+            continue
+        row = {"rung": rung, "backend": label, "target": target, "precision": precision}
+        rows.append(row)
+        skip = f"{rung}:{target}-{precision}"
+        if precision == "bf16" and not BF16[target].startswith("bf16"):  # the target has no bf16 rung at all
+            row.update(status="unsupported", reason=BF16[target])
+        elif skip in args.skip:
+            row.update(status="skipped", reason=f"--skip {skip}")
+        else:
+            tried.append(precision)
+    if not tried:
+        return rows
+    exp, reason, _ = spawn(args, f"export-{rung}-{target}", ["export", "--target", target, "--precisions", *tried],
+                           args.step_timeout, rung)
+    if exp is not None:
+        fingerprints[f"export-{rung}-{target}"] = exp["fingerprint"]
+    for row in rows:
+        precision = row["precision"]
+        if precision not in tried:
+            continue
+        bundle = args.workdir / f"{rung}-{target}-{precision}"
+        if exp is None:
+            row.update(status="failed", reason=f"export: {reason}")
+            continue
+        conv = exp["rungs"][precision]
+        row.update(convert_s=conv["convert_s"], export_peak_rss_gb=exp["peak_rss_gb"], export_build_s=exp["build_s"])
+        if conv["status"] != "ok":
+            why = conv["reason"]
+            row.update(status="unsupported" if "not supported here" in why else "failed",
+                       reason=why.split("not supported here: ", 1)[-1] if "not supported here" in why else f"export: {why}")
+            continue
+        row.update(size_mb=conv["size_mb"], files=conv["files"], quantization=conv["report"] or None)
+        if not (args.workdir / f"reference-{rung}.npz").is_file():
+            row.update(status="failed", reason="no torch reference to compare with")
+            continue
+        res, reason, wall = spawn(args, f"run-{rung}-{target}-{precision}",
+                                  ["run", "--target", target, "--precision", precision], args.step_timeout, rung)
+        if not args.keep_bundles:
+            shutil.rmtree(bundle, ignore_errors=True)
+        if res is None:
+            row.update(status="failed", reason=f"run: {reason}")
+            continue
+        row.update(status="ok", load_s=res["load_s"], warmup_s=res["warmup_s"][0], peak_rss_gb=res["peak_rss_gb"],
+                   max_abs_logit=res["max_abs_logit"], mask_agreement=res["mask_agreement"],
+                   masks_identical=res["masks_identical"], region_tokens=res["region_tokens"],
+                   torch_imported=res["torch_imported"], placement=res.get("placement"), wall_s=wall,
+                   loadavg_1min=args.step_loadavg, **latency_fields(res["times_s"]))
+    for precision in tried:  # whatever is left of this target's bundles
+        if not args.keep_bundles:
+            shutil.rmtree(args.workdir / f"{rung}-{target}-{precision}", ignore_errors=True)
+    return rows
+
+
+def ratios(rows: list[dict], roof: dict, peak: float) -> None:
+    """Each ok row against torch eager FP32 of its rung, torch eager FP32 on the exact rung (the baseline), and the
+    roof of its precision: the rung's FLOPs / the host's GEMM rate in that precision (int8 rows: the int8 rate)."""
+    exact = next((r["p50_s"] for r in rows if r["target"] == "torch" and r["rung"] == "exact" and r["status"] == "ok"), None)
+    rates = {"bf16": roof.get("gemm_bf16_gflops_best"), "int8": roof.get("gemm_int8_gops_best"),
+             "w8a16": None, "int8-weights": None}
+    for r in rows:
+        if r["status"] != "ok":
+            continue
+        torch_p50 = next((t["p50_s"] for t in rows if t["target"] == "torch" and t["rung"] == r["rung"]
+                          and t["status"] == "ok"), None)
+        gflop = roof["gflops"][r["rung"]]["total"]
+        rate = rates.get(r["precision"], peak) or peak  # fp32, fp16 (f32 compute on these CPUs), weight-only: fp32 roof
+        r.update(vs_torch=r["p50_s"] / torch_p50 if torch_p50 else None,
+                 speedup_vs_torch_exact=exact / r["p50_s"] if exact else None,
+                 achieved_gflops=gflop / r["p50_s"], roof_gflops=rate, vs_roofline=r["p50_s"] / (gflop / rate))
 
 
 def driver(args) -> int:
@@ -368,140 +476,67 @@ def driver(args) -> int:
     print(json.dumps(facts, indent=1), flush=True)
     t_start = time.perf_counter()
 
-    roof, reason, _ = spawn(args, "roofline-start", ["roofline"], args.step_timeout)
+    roof, reason, _ = spawn(args, "roofline-start", ["roofline"], args.step_timeout, args.rungs[0])
     if roof is None:
         print(f"roofline failed: {reason}", file=sys.stderr)
         return 2
     gemm = [roof["gemm_gflops_best"]]
-
     rows, fingerprints = [], {}
-    ref = {}
-    baseline_p50 = None
-    if args.rung != "exact":  # torch eager FP32 on the exact rung: what every ratio is against
-        base, reason, wall = spawn(args, "torch-exact", ["torch"], args.step_timeout, region_index="exact")
-        row = {"backend": "torch eager FP32, exact rung (the baseline)", "target": "torch", "precision": "fp32",
-               "rung": "exact"}
-        if base is None:
-            row.update(status="failed", reason=reason)
-        else:
-            baseline_p50 = float(np.percentile(base["times_s"], 50))
-            row.update(status="ok", load_s=base["load_s"], warmup_s=base["warmup_s"][0], peak_rss_gb=base["peak_rss_gb"],
-                       wall_s=wall, loadavg_1min=args.step_loadavg, **latency_fields(base["times_s"]))
-        rows.append(row)
-    for label, target, precision in wanted:
-        if target != "torch":
-            continue
-        res, reason, wall = spawn(args, "torch", ["torch"], args.step_timeout)
-        row = {"backend": label, "target": target, "precision": precision}
-        if res is None:
-            row.update(status="failed", reason=reason)
-        else:
-            fingerprints["torch"] = res["fingerprint"]
-            ref = res
-            row.update(status="ok", convert_s=None, size_mb=None, load_s=res["load_s"], load_note=res["load_note"],
-                       warmup_s=res["warmup_s"][0], peak_rss_gb=res["peak_rss_gb"], region_tokens=res["region_tokens"],
-                       wall_s=wall, loadavg_1min=args.step_loadavg, **latency_fields(res["times_s"]))
-        rows.append(row)
-    if not (args.workdir / "reference.npz").is_file():
-        print("no torch reference (torch step not run or failed): parity columns will be empty", file=sys.stderr)
+    # torch eager FP32 on the exact rung, always: the baseline of every "faster than torch exact" ratio
+    rows.append(torch_row(args, "exact", fingerprints))
+    for rung in args.rungs:
+        if rung != "exact" and any(t == "torch" for _, t, _ in wanted):
+            rows.append(torch_row(args, rung, fingerprints))
+        for target in dict.fromkeys(t for _, t, _ in wanted if t != "torch"):
+            rows += target_rows(args, rung, target, wanted, fingerprints)
 
-    targets = []
-    for _, target, _ in wanted:
-        if target != "torch" and target not in targets:
-            targets.append(target)
-    for target in targets:
-        precisions = [p for _, t, p in wanted if t == target]
-        exp, reason, wall = spawn(args, f"export-{target}", ["export", "--target", target, "--precisions", *precisions],
-                                  args.step_timeout)
-        if exp is not None:
-            fingerprints[f"export-{target}"] = exp["fingerprint"]
-        for label, t, precision in wanted:
-            if t != target:
-                continue
-            row = {"backend": label, "target": target, "precision": precision}
-            rows.append(row)
-            if exp is None:
-                row.update(status="failed", reason=f"export: {reason}")
-                continue
-            rung = exp["rungs"][precision]
-            row.update(convert_s=rung["convert_s"], export_peak_rss_gb=exp["peak_rss_gb"], export_build_s=exp["build_s"])
-            if rung["status"] != "ok":
-                row.update(status="failed", reason=f"export: {rung['reason']}")
-                continue
-            row.update(size_mb=rung["size_mb"], files=rung["files"], quantization=rung["report"] or None)
-            if not (args.workdir / "reference.npz").is_file():
-                row.update(status="failed", reason="no torch reference to compare with")
-                continue
-            res, reason, wall = spawn(args, f"run-{target}-{precision}",
-                                      ["run", "--target", target, "--precision", precision], args.step_timeout)
-            if not args.keep_bundles:
-                shutil.rmtree(args.workdir / f"{target}-{precision}", ignore_errors=True)
-            if res is None:
-                row.update(status="failed", reason=f"run: {reason}")
-                continue
-            row.update(status="ok", load_s=res["load_s"], warmup_s=res["warmup_s"][0], peak_rss_gb=res["peak_rss_gb"],
-                       max_abs_logit=res["max_abs_logit"], mask_agreement=res["mask_agreement"],
-                       masks_identical=res["masks_identical"], region_tokens=res["region_tokens"],
-                       torch_imported=res["torch_imported"], wall_s=wall, loadavg_1min=args.step_loadavg,
-                       **latency_fields(res["times_s"]))
-        for precision in precisions:  # whatever is left of this target's bundles
-            if not args.keep_bundles:
-                shutil.rmtree(args.workdir / f"{target}-{precision}", ignore_errors=True)
-
-    roof_end, _, _ = spawn(args, "roofline-end", ["roofline", "--no-flops"], args.step_timeout)
+    roof_end, _, _ = spawn(args, "roofline-end", ["roofline", "--no-flops"], args.step_timeout, args.rungs[0])
     if roof_end is not None:
         gemm.append(roof_end["gemm_gflops_best"])
     peak = max(gemm)
-    total_gflop = roof["gflops"]["total"]
-    roofline_s = total_gflop / peak
-    torch_p50 = next((r["p50_s"] for r in rows if r["target"] == "torch" and r.get("rung") != "exact" and r["status"] == "ok"), None)
-    exact_p50 = baseline_p50 or (torch_p50 if args.rung == "exact" else None)
-    bf16_peak, int8_peak = roof.get("gemm_bf16_gflops_best"), roof.get("gemm_int8_gops_best")
-    for r in rows:
-        if r["status"] == "ok":
-            r["vs_torch"] = r["p50_s"] / torch_p50 if torch_p50 else None  # time / torch eager FP32 of this rung
-            r["speedup_vs_torch_exact"] = exact_p50 / r["p50_s"] if exact_p50 else None
-            roof_s = {"bf16": total_gflop / bf16_peak if bf16_peak else None,
-                      "int8": total_gflop / int8_peak if int8_peak else None}.get(r["precision"]) or roofline_s
-            r["vs_roofline"] = r["p50_s"] / roof_s
-            if r.get("rung") == "exact" and args.rung != "exact":
-                r["vs_roofline"] = None  # the roofline is of the rung's FLOPs, not the baseline's
-            r["achieved_gflops"] = total_gflop / r["p50_s"]
-    same_weights = len(set(fingerprints.values())) <= 1
+    ratios(rows, roof, peak)
+    shipped = [r for r in rows if r["status"] == "ok" and r["target"] != "torch"]
+    fastest = min(shipped, key=lambda r: r["p50_s"]) if shipped else None
+    same_weights = all(len({v for k, v in fingerprints.items() if k.endswith(f"-{rung}")}) <= 1 for rung in args.rungs)
     facts["loadavg_end"] = os.getloadavg()
     table = markdown(rows)
     out = {
-        "schema": "dfedge-fullsize-bench/1", "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "schema": "dfedge-fullsize-bench/2", "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "host": facts,
         "settings": {"threads": args.threads, "runs": args.runs, "warmup": args.warmup, "calib": args.calib,
                      "crop": "ToySet('val', 1)[0]", "preset": f"{args.preset} (seeded random weights, seed 0)",
+                     "rungs": args.rungs, "skip": args.skip,
                      "process_model": "one subprocess per step (export / run / torch / roofline)"},
-        "flops": {"gflops": roof["gflops"], "source": "dfedge.models.factory.gflops(meta_detector(full))"},
-        "region_index": args.rung,
-        "roofline": {"gemm": f"torch.matmul {args.gemm_n}x{args.gemm_n} fp32, {args.threads} threads",
+        "flops": {"gflops": roof["gflops"], "source": "dfedge.models.factory.gflops(meta_detector(preset, rung))"},
+        "roofline": {"gemm": f"torch.matmul {args.gemm_n}x{args.gemm_n}, {args.threads} threads",
                      "bf16_gemm_gflops": roof.get("gemm_bf16_gflops_best"),
                      "int8_gemm_gops": roof.get("gemm_int8_gops_best"),
                      "gemm_gflops_start": gemm[0], "gemm_gflops_end": gemm[1] if len(gemm) > 1 else None,
-                     "peak_gflops": peak, "lower_bound_s": roofline_s},
+                     "peak_gflops": peak},
         "same_weights_everywhere": same_weights, "fingerprints": fingerprints,
-        "torch_reference": {"logit": float(np.load(args.workdir / "reference.npz")["logit"].reshape(-1)[0]),
-                            "region_tokens": ref.get("region_tokens")} if (args.workdir / "reference.npz").is_file() else None,
+        "fastest_shipped": None if fastest is None else {k: fastest.get(k) for k in (
+            "rung", "backend", "target", "precision", "p50_s", "speedup_vs_torch_exact", "max_abs_logit")},
         "rows": rows, "table_markdown": table, "wall_s": time.perf_counter() - t_start,
     }
     if args.out:
         write_json(args.out, out)
     print()
-    print(f"host: {facts['cpu']}, {facts['cores']} cores, {args.threads} threads; SIMD {', '.join(facts['simd'])}")
-    print(f"FLOPs per face: {total_gflop:.1f} GFLOP ("
-          + ", ".join(f"{k} {v:.1f}" for k, v in roof["gflops"].items() if k != "total") + ")")
-    print(f"peak fp32 GEMM: {peak:.1f} GFLOP/s (start {gemm[0]:.1f}"
-          + (f", end {gemm[1]:.1f}" if len(gemm) > 1 else "") + f") -> roofline {roofline_s:.2f} s per face")
+    print(f"host: {facts['cpu']}, {facts['cores']} cores, {args.threads} threads; ISA {', '.join(facts['simd'])}; "
+          f"load average {facts['loadavg_start'][0]:.2f} at the start, {facts['loadavg_end'][0]:.2f} at the end")
+    for rung in dict.fromkeys(["exact", *args.rungs]):
+        g = roof["gflops"][rung]
+        print(f"FLOPs per face, {rung}: {g['total']:.1f} GFLOP (" + ", ".join(f"{k} {v:.1f}" for k, v in g.items() if k != "total") + ")")
+    print(f"GEMM roofs: fp32 {peak:.1f} GFLOP/s (start {gemm[0]:.1f}" + (f", end {gemm[1]:.1f}" if len(gemm) > 1 else "")
+          + f"), bf16 {fmt(roof.get('gemm_bf16_gflops_best'), '.1f')}, int8 {fmt(roof.get('gemm_int8_gops_best'), '.1f')} GOP/s")
     if not same_weights:
         print("WARNING: the processes built different weights; parity is not meaningful", file=sys.stderr)
     print(table)
+    if fastest:
+        print(f"fastest shipped: {fastest['rung']} / {fastest['backend']}: {fastest['p50_s']:.3f} s, "
+              f"{fmt(fastest.get('speedup_vs_torch_exact'), '.1f')}× faster than torch eager FP32 on the exact rung")
     if args.out:
         print(f"-> {args.out}")
-    ok = all(r["status"] == "ok" for r in rows)
+    ok = all(r["status"] in ("ok", "unsupported", "skipped") for r in rows)
     if keep_workdir or not ok:
         print(f"logs and worker results: {args.workdir}")
     else:
@@ -521,10 +556,12 @@ def main() -> int:
     ap.add_argument("--workdir", type=Path, default=None, help="bundles and logs (default: a temporary folder, removed)")
     ap.add_argument("--keep-bundles", action="store_true", help="do not delete each bundle once timed")
     ap.add_argument("--preset", default="full", help="detector preset (full; tiny for a quick smoke run)")
-    ap.add_argument("--rung", "--region-index-rung", default="exact",
-                    help="region-index rung of every backend (exact, lite-head, parser-224, distilled); ratios are "
-                         "always against torch eager FP32 on the exact rung, timed in the same run")
-    ap.add_argument("--region-index", default=None, help=argparse.SUPPRESS)  # a worker's rung
+    ap.add_argument("--region-index", "--rungs", dest="rungs", nargs="+", default=["exact"],
+                    help="region-index rungs, each on every backend (exact, lite-head, parser-224, distilled); ratios "
+                         "are against torch eager FP32 on the exact rung, always timed in the same run")
+    ap.add_argument("--skip", nargs="*", default=[],
+                    help="RUNG:TARGET-PRECISION steps to leave out (recorded as skipped), e.g. exact:onnx-int8")
+    ap.add_argument("--worker-rung", default=None, help=argparse.SUPPRESS)  # a worker's rung
     ap.add_argument("--gemm-n", type=int, default=4096)
     ap.add_argument("--gemm-reps", type=int, default=5)
     ap.add_argument("--step-timeout", type=float, default=3600.0, help="seconds before one step is given up")

@@ -66,6 +66,18 @@ W8A16 = {
     "executorch": "none: the XNNPACK quantizer has no 16-bit activation config and XNNPACK no int16 GEMM kernels "
                   "(Qualcomm's QNN quantizer has 16a8w, but its lowering needs the QNN SDK)",
 }
+# bfloat16 per target: how the target runs it where it has the rung, else why it has none (checked with these
+# package versions; a test keeps one entry per target and it starts with "bf16" exactly when the row has the rung)
+BF16 = {
+    "onnx": "none: ONNX Runtime's CPU provider has no bfloat16 MatMul or Gemm kernel (NOT_IMPLEMENTED when a session "
+            "is made) and ONNX Conv takes no bfloat16",
+    "openvino": "bf16: the fp32 IR with INFERENCE_PRECISION_HINT bf16 (CPUs with AVX-512 BF16 or AMX); refused "
+                "elsewhere by the gate as not supported on the host",
+    "coreml": "none: Core ML computes in float32 or float16 (the fp16 rung); it has no bfloat16 compute precision",
+    "tflite": "none: LiteRT's built-in and XNNPACK kernels have no bfloat16 path (its 16-bit float rung is fp16)",
+    "executorch": "none: the XNNPACK delegate lowers fp32, fp16 and quantized graphs only; bfloat16 ops would fall "
+                  "back to the portable kernels",
+}
 QUANTIZED = tuple(dict.fromkeys(p for t in TARGETS.values() for p in t.quantized))  # every rung below fp16, in order
 PRECISIONS = tuple(dict.fromkeys(p for t in TARGETS.values() for p in t.all_precisions))  # every precision, in order
 

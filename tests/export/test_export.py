@@ -228,10 +228,12 @@ def test_the_target_table_is_the_whole_truth():
     assert standalone.OUTPUTS == OUTPUT_NAMES  # bench.py cannot import the models: the same names, checked here
     assert options.CHOICES["targets"] == [*TARGETS, "all"] and options.metavar("targets") == "[onnx|openvino|coreml|tflite|executorch|all]"
     assert set(options.CHOICES["precisions"]) == {p for t in TARGETS.values() for p in t.all_precisions}
-    from dfedge.targets import W8A16
+    from dfedge.targets import BF16, W8A16
 
     assert set(W8A16) == set(TARGETS)  # every target says whether it has 16-bit activations, and why not
     assert {n for n, t in TARGETS.items() if "w8a16" in t.quantized} == {n for n, why in W8A16.items() if not why.startswith("none")}
+    assert set(BF16) == set(TARGETS)  # and whether it has bfloat16: the benchmark's rows read it
+    assert {n for n, t in TARGETS.items() if "bf16" in t.all_precisions} == {n for n, how in BF16.items() if how.startswith("bf16")}
     with pytest.raises(ValueError, match="has no precision 'palette4'"):
         TARGETS["onnx"].convert_for("palette4")
 
