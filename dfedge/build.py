@@ -112,6 +112,13 @@ class BuildConfig:
         return [(r, t.name, p) for r in self.region_indexes for t in targets
                 for p in self.kind.precisions(t) if not self.precisions or p in self.precisions]
 
+    @property
+    def reference_spec(self) -> DetectorSpec:
+        """The gate's reference: torch FP32 of the exact region index on the teacher backbone. A student backbone is
+        a compression rung like the others: its bundles are gated against the teacher it was distilled from."""
+        return dataclasses.replace(self.spec, region_index="exact", region_head=None, region_head_sha256=None,
+                                   backbone="teacher", student=None, student_sha256=None)
+
     def rung_spec(self, rung: str) -> DetectorSpec:
         """The spec of one rung: the distilled one reads the region head (and its pin), the others the parser."""
         distilled = rung == "distilled"
@@ -351,7 +358,8 @@ def _build_all(config: BuildConfig, plan, staging: Path, log, advance) -> list[R
         flops = gflops(meta_detector(spec))["total"]
         sources = weight_sources(spec)
         options = {"preset": spec.preset, "head": spec.head, "region": spec.region, "dinov3_input": spec.dinov3_input,
-                   "region_index": rung, "validation": config.data, "parity_samples": config.parity_samples}
+                   "region_index": rung, "backbone": spec.backbone, "validation": config.data,
+                   "parity_samples": config.parity_samples}
         caches: dict[str, dict] = {}  # one conversion per target, shared by its precisions
         for _, target, precision in (step for step in plan if step[0] == rung):
             folder = f"{target}-{precision}" + ("" if rung == "exact" else f"-{rung}")
@@ -368,11 +376,12 @@ def _gate(config: BuildConfig, scores: Path, log) -> Gate | None:
     """The reference's scores on the validation split (written to `scores`), or None without a split."""
     if config.data is None:
         return None
-    log(f"reference: torch FP32 (exact region index) on {config.data}")
-    exact = build_detector(config.spec)
+    spec = config.reference_spec
+    log(f"reference: torch FP32 (exact region index, {spec.backbone} backbone) on {config.data}")
+    exact = build_detector(spec)
     validation = Validation.build(torch_runner(exact), exact.probe.info.threshold,
-                                  open_set(config.data, config.spec.region), config.data)
-    validation.reference.header["identity"] = identity(config.spec)  # so `dfedge validate` can check it is this model
+                                  open_set(config.data, spec.region), config.data)
+    validation.reference.header["identity"] = identity(spec)  # so `dfedge validate` can check it is this model
     save_scores(scores, validation.reference)
     return Gate(validation, Budget(config.max_auc_drop), config.min_mask_agreement, config.validation_pack)
 
@@ -401,7 +410,7 @@ def _bench(rows: list[Row], stage: Path, config: BuildConfig, log, advance) -> d
 
     def reference(manifest: dict) -> dict:  # the weights the bundles were made from (the architecture can depend on them)
         spec = config.rung_spec(manifest["export_options"]["region_index"])
-        files = {k: getattr(spec, k) for k in ("dinov3", "parser", "probe", "region_head", "label_set") if getattr(spec, k)}
+        files = {k: getattr(spec, k) for k in ("dinov3", "parser", "probe", "region_head", "label_set", "student") if getattr(spec, k)}
         return {**reference_spec(manifest), **files}
 
     how = BenchRun(config.bench_runs, config.bench_warmup, config.threads)
@@ -425,7 +434,7 @@ def _write_reports(stage: Path, config: BuildConfig, rows: list[Row], gate: Gate
     if gate is not None:
         ref = gate.validation.reference
         ref_auc = binary_metrics(ref.labels[ref.scored], ref.logits[ref.scored], ref.threshold).auc
-        reference = (f"Reference: torch FP32, exact region index, on `{config.data}` ({len(ref)} crops, "
+        reference = (f"Reference: torch FP32, exact region index, teacher backbone, on `{config.data}` ({len(ref)} crops, "
                      f"{int(ref.scored.sum())} with a region found), AUC {ref_auc:.4f}. Gate: ΔAUC ≥ "
                      f"−{config.max_auc_drop * 100:.2f} pp and token-mask agreement ≥ {config.min_mask_agreement} "
                      "against it.")

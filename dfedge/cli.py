@@ -44,7 +44,7 @@ def info(
 ) -> None:
     """Configurations, parameter counts and GFLOPs of the fused graph per preset (counted on meta tensors), and
     GFLOPs per component for every rung of the region-index ladder."""
-    from .models.factory import DETECTOR_PRESETS, LADDER_PARTS, describe, ladder_gflops
+    from .models.factory import BACKBONE_COLUMNS, DETECTOR_PRESETS, LADDER_PARTS, backbone_grid, describe, ladder_gflops
     from .models.ladder import RUNGS, rung
 
     with user_errors():
@@ -60,6 +60,9 @@ def info(
                       for r, f in ladder_gflops(spec, region_index or list(RUNGS)).items()]
             console.print(table(f"preset '{name}': region-index ladder, GFLOPs / face",
                                 ("region index", *LADDER_PARTS, "× fewer than exact", "what runs"), ladder, ("region index", "what runs")))
+            console.print(table(f"preset '{name}': backbone × region index, GFLOPs / face (student: "
+                                f"{DETECTOR_PRESETS[name].student} + adapter)", BACKBONE_COLUMNS,
+                                backbone_grid(spec, region_index or list(RUNGS)), BACKBONE_COLUMNS[:2]))
 
 
 @app.command()
@@ -99,10 +102,9 @@ def fit_probe_cmd(
     """Fit a logistic-regression probe on region-pooled features and pick its operating threshold."""
     from .data.sources import open_set
     from .models.factory import build_detector
-    from .models.region import save_probe
-    from .train.probe import check_classes, default_cache_dir, extract_features, fit_probe, probe_auc
+    from .train.probe import check_classes, default_cache_dir, extract_features, fit_heads
 
-    heads, rows = head or ["region"], []
+    heads = head or ["region"]
     with user_errors():
         region = opts.spec(loads_weights=False).region
         train_set = open_set(data, region)
@@ -115,15 +117,8 @@ def fit_probe_cmd(
             with progress_bar(f"features ({h}, {dataset.description})", len(dataset), absolute=True) as done:
                 return extract_features(det, dataset, opts["batch"], cache_dir, lambda d, total: done(d))
 
-        for h in heads:
-            det = build_detector(opts.spec(head=h, random_probe=True))  # (features only: no probe is used)
-            probe, report = fit_probe(features(det, h, train_set), h, det.region_index.region, det.label_set, threshold,
-                                      train_set.description)
-            val_auc = None if val_set is None else probe_auc(probe, features(det, h, val_set))
-            path = out if len(heads) == 1 else out.with_name(f"{out.stem}-{h}{out.suffix}")
-            save_probe(probe, path)
-            rows.append((h, region, f"{report.train_auc:.3f}", "-" if val_auc is None else f"{val_auc:.3f}",
-                         str(report.used), str(report.no_region), f"{report.threshold:.3f} ({threshold})", str(path)))
+        rows = fit_heads(lambda h: build_detector(opts.spec(head=h, random_probe=True)), heads, (train_set, val_set),
+                         threshold, out, features)
     console.print(table(f"probe fit: {train_set.description}" + (f", validated on {val_set.description}" if val_set else ""),
                         ("head", "region", "train AUC", "val AUC", "faces used", "no region", "threshold (logit)", "file"),
                         rows, ("head", "region", "file")))
@@ -140,8 +135,8 @@ def run_plan(command: str, opts: Options, config: Path | None = None) -> None:
         random = {"random_probe": True} if opts["random_weights"] else {}  # a random model's probe is random too
         cfg = make_config({**(read_config(config) if config else {}), **random, **opts.given()}, command)
         plan = cfg.plan()
-        for rung in {*cfg.region_indexes, *(["exact"] if cfg.data else [])}:  # the gate's reference is the exact one
-            require_weights(cfg.rung_spec(rung), bool(opts["random_weights"]))
+        for spec in [*map(cfg.rung_spec, cfg.region_indexes), *([cfg.reference_spec] if cfg.data else [])]:
+            require_weights(spec, bool(opts["random_weights"]))  # the gate's reference: exact, on the teacher
         quiet_converters()
         log_path = Path(cfg.dist) / f".{cfg.set_name}.{command}.log"
         steps = 1 + len(plan) + (len(plan) + len(cfg.region_indexes) if cfg.bench_runs else 0)  # bench: bundles, references
@@ -200,24 +195,14 @@ def reference(
     opts: Options = None,
 ) -> None:
     """Score a labelled set with the FP32 PyTorch detector: the reference every artifact is validated against."""
-    import dataclasses
     from collections import Counter
 
-    from .data.sources import open_set
-    from .eval.scores import save_scores, score_set
-    from .models.factory import build_detector, identity
-    from .runtimes.reference import resolve_device, torch_facts, torch_runner
+    from .eval.scores import save_scores
+    from .scoring import reference_scores
 
     with user_errors():
-        spec = opts.spec()
-        dataset = open_set(data, spec.region)
-        dev = resolve_device(device)
-        det = build_detector(spec)
-        with progress_bar(f"reference on {dev}", len(dataset)) as advance:
-            scores = score_set(torch_runner(det, dev), dataset, batch=opts["batch"], progress=advance)
-        problems = [dataclasses.asdict(p) for p in getattr(dataset, "problems", [])]
-        scores.header.update(model="torch fp32", detector=dataclasses.asdict(spec), identity=identity(spec), device=torch_facts(dev), data=data,
-                             threshold=float(det.probe.info.threshold), problems=problems)
+        scores = reference_scores(opts.spec(), data, device, opts["batch"], lambda n, dev: progress_bar(f"reference on {dev}", n))
+        problems = scores.header["problems"]
         save_scores(out, scores)
     console.print(f"{len(scores)} samples ({int(scores.scored.sum())} with a region) -> {out}")
     if problems:  # bad media is reported, never silently dropped
@@ -409,6 +394,28 @@ def distill_region_head_cmd(
     console.print(f"wrote {out} and {out.with_suffix('.json')}: held-out {a['region']} masks vs exact on {a['faces']} "
                   f"faces: tokens {a['token_agreement']:.2%}, identical {a['exact_faces']:.1%}, IoU {a['mean_iou']:.3f}")
     console.print(f"next: dfedge region-index-report --region-index distilled --region-head {out} --data LABELLED")
+
+
+@app.command("distill-backbone")
+@takes(*WEIGHTS)
+def distill_backbone_cmd(
+    faces: Annotated[str, typer.Option(help="Aligned crops to distill on: a folder (searched recursively, labels ignored) or toy[:N].")] = "toy:1000",
+    out: Annotated[Path, typer.Option(help="Student file (.safetensors); the training manifest goes beside it as .json.")] = Path("student.safetensors"),
+    data: Annotated[Optional[str], typer.Option(help="Labelled set on which teacher and student detectors are compared (AUC, DeLong p, masks), e.g. toy:val:200.")] = None,
+    init: Annotated[Optional[Path], typer.Option(help="Start from this official DINOv3 checkpoint of the student's shape (ViT-S/16 for full; strict keys); default: from scratch.")] = None,
+    steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 3000,
+    seed: Annotated[int, typer.Option(help="Seed of the split and the initialisation.")] = 0,
+    opts: Options = None,
+) -> None:
+    """Train a student backbone: a smaller ViT of the DINOv3 architecture (ViT-S/16 for the full preset) with an
+    adapter to the teacher's width, taught to reproduce the teacher's patch tokens and CLS on unlabelled crops, so
+    the teacher's probe and region head read it as they are. Then: dfedge build --backbone student --student OUT."""
+    from .train.student import StudentSettings, distill_backbone, summary
+
+    with user_errors():
+        manifest = distill_backbone(opts.spec(backbone="teacher", student=None), faces, out, data, init,
+                                    StudentSettings(steps=steps, seed=seed), log=lambda m: err_console.print(m, highlight=False))
+    console.print("\n".join(summary(manifest, out)), highlight=False)
 
 
 @app.command("region-index-report")

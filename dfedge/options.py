@@ -20,14 +20,14 @@ from typing import Annotated, Optional
 import typer
 
 from .build import COMMANDS, BuildConfig
-from .models.factory import DETECTOR_PRESETS, DetectorSpec, require_weights
+from .models.factory import BACKBONES, DETECTOR_PRESETS, DetectorSpec, require_weights
 from .models.frontend import MAX_PIXELS
 from .models.heads import HEADS
 from .models.ladder import RUNGS
 from .models.region import REGIONS
 from .targets import PRECISIONS, TARGETS
 
-CHOICES = {"preset": list(DETECTOR_PRESETS), "head": list(HEADS), "region": list(REGIONS), "region_index": list(RUNGS),
+CHOICES = {"preset": list(DETECTOR_PRESETS), "backbone": list(BACKBONES), "head": list(HEADS), "region": list(REGIONS), "region_index": list(RUNGS),
            "targets": [*TARGETS, "all"], "precisions": list(PRECISIONS)}
 
 
@@ -73,6 +73,12 @@ OPTIONS: dict[str, tuple[object, object]] = {
         f"{k}: {p.description}" for k, p in DETECTOR_PRESETS.items()) + ".")], None),
     "dinov3": (Annotated[Optional[Path], typer.Option(
         "--dinov3", help="DINOv3 weights: official .pth, or safetensors (official or HF layout).")], None),
+    "backbone": (Annotated[Optional[str], typer.Option(
+        metavar=metavar("backbone"), help="teacher: DINOv3 as published (default); student: the smaller ViT distilled "
+        "from it by distill-backbone (--student; toy ships one), read by the same probe and region head.")], None),
+    "student": (Annotated[Optional[Path], typer.Option(
+        "--student", help="Student backbone (.safetensors from distill-backbone), with --backbone student.")], None),
+    "student_sha256": (Annotated[Optional[str], typer.Option(help="Pin the student file: its full SHA-256.")], None),
     "parser": (Annotated[Optional[Path], typer.Option(
         "--parser", help="FaRL parser: converted .safetensors or facer TorchScript .pt.")], None),
     "probe": (Annotated[Optional[Path], typer.Option("--probe", help="Probe .safetensors written by fit-probe.")], None),
@@ -147,10 +153,10 @@ OPTIONS: dict[str, tuple[object, object]] = {
     "bench_runs": (Annotated[Optional[int], typer.Option(help=f"Timed runs per bundle, 0 for none ({_default('bench_runs')}).")], None),
     "threads": (Annotated[Optional[int], typer.Option(help=f"Runtime threads for the benchmark ({_default('threads')} = all cores).")], None),
 }
-PINS = ("dinov3_sha256", "parser_sha256", "probe_sha256", "region_head_sha256", "trust_torchscript")
-WEIGHTS = ("preset", "dinov3", "parser", "dinov3_input", *PINS, "random_weights")  # what any model is built from
+PINS = ("dinov3_sha256", "parser_sha256", "probe_sha256", "region_head_sha256", "student_sha256", "trust_torchscript")
+WEIGHTS = ("preset", "dinov3", "parser", "backbone", "student", "dinov3_input", *PINS, "random_weights")  # what any model is built from
 MODEL = (*WEIGHTS, "probe", "head", "region", "region_index", "region_head", "random_probe")
-PLAN = ("targets", "precisions", "region_indexes", "dist", "name", "preset", "dinov3", "parser", "probe", "head",
+PLAN = ("targets", "precisions", "region_indexes", "dist", "name", "preset", "dinov3", "parser", "backbone", "student", "probe", "head",
         "region", "dinov3_input", "region_head", *PINS, "random_probe", "random_weights", "parity_samples", "data")
 SCORE = ("aligned", "faces", "min_face", "frames", "fps", "track", "per_frame", "top", "save_vis", "max_pixels", "bundle")
 BENCH = ("runs", "warmup", "threads", "device", "label", "image")

@@ -188,3 +188,25 @@ def save_vis(path: Path, image: np.ndarray, verdict: frontend.Verdict, title: st
     atomic_write(path, lambda t: fig.savefig(t, format="png"))
     plt.close(fig)
     return path
+
+
+def reference_scores(spec, data: str, device: str, batch: int, progress):
+    """dfedge reference: the FP32 torch detector of `spec` over the labelled set `data` on `device` (auto, cpu,
+    cuda) -> Scores whose header names the model, its identity, the device and the media problems met.
+    progress(count, device) -> a context manager giving advance()."""
+    import dataclasses
+
+    from .data.sources import open_set
+    from .eval.scores import score_set
+    from .models.factory import build_detector, identity
+    from .runtimes.reference import resolve_device, torch_facts, torch_runner
+
+    dataset = open_set(data, spec.region)
+    dev = resolve_device(device)
+    det = build_detector(spec)
+    with progress(len(dataset), dev) as advance:
+        scores = score_set(torch_runner(det, dev), dataset, batch=batch, progress=advance)
+    problems = [dataclasses.asdict(p) for p in getattr(dataset, "problems", [])]
+    scores.header.update(model="torch fp32", detector=dataclasses.asdict(spec), identity=identity(spec), device=torch_facts(dev),
+                         data=data, threshold=float(det.probe.info.threshold), problems=problems)
+    return scores

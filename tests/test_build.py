@@ -186,3 +186,23 @@ def test_export_and_quantize_are_narrowed_builds(tmp_path, monkeypatch):
     assert (dist / "openvino-fp32").is_dir() and not (dist / "openvino-int8-weights").exists()
     assert (dist / "export.log").is_file() and (dist / "quantize.log").is_file()
     assert (dist / "quantize-reference.scores").is_file() and not (dist / "reference.scores").exists()
+
+
+def test_student_backbone_ships_on_every_target_gated_against_the_teacher(tmp_path):
+    """`dfedge build --backbone student --region-index distilled`: the student (distill-backbone's shipped toy one)
+    with the distilled region index, exported to every target, each bundle gated against the torch FP32 reference
+    of the teacher on the exact region index, like any compression rung."""
+    result = CliRunner().invoke(app, ["build", "--backbone", "student", "--region-index", "distilled", "--precision", "fp32",
+                                      "--data", "toy:val:40", "--bench-runs", "0", "--validation-pack", "0",
+                                      "--out", str(tmp_path), "--name", "student"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "student" / "build.json").read_text())["rows"]
+    assert {r["target"] for r in rows} == set(TARGETS) and all(r["status"] == "ok" for r in rows)
+    teacher = gflops(meta_detector(DetectorSpec(preset="toy", region_index="distilled")))["total"]
+    for row in rows:
+        manifest = verify(tmp_path / "student" / row["folder"])
+        assert manifest["export_options"]["backbone"] == "student" and "student" in manifest["sources"]
+        assert "dinov3" not in manifest["sources"] and manifest["gate"]["passed"]
+        assert row["gflops"] * 3 < teacher  # the student's graph, not the teacher's
+    report = (tmp_path / "student" / "report.md").read_text()
+    assert "teacher backbone" in report

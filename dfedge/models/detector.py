@@ -103,7 +103,7 @@ class Detector(nn.Module):
         if rung(cfg.region_index).uses_parser != (parser is not None) or (parser is None) == (region_head is None):
             raise ValueError(f"the '{cfg.region_index}' region index needs "
                              + ("a parser and no region head" if rung(cfg.region_index).uses_parser else "a region head and no parser"))
-        width = feature_dim(cfg.head, dinov3.cfg.embed_dim, parser.cfg.width if parser is not None else None)
+        width = feature_dim(cfg.head, dinov3.cfg.width, parser.cfg.width if parser is not None else None)
         if probe.weight.shape[0] != width:
             raise ValueError(f"probe has {probe.weight.shape[0]} inputs; the '{cfg.head}' head gives {width}")
         labels = parser.cfg if parser is not None else region_head.cfg
@@ -113,9 +113,9 @@ class Detector(nn.Module):
         self.grid = dinov3.cfg.grid
         self.downsample = s // d_in
         if region_head is not None:
-            if (region_head.cfg.embed_dim, region_head.cfg.grid) != (dinov3.cfg.embed_dim, self.grid):
+            if (region_head.cfg.embed_dim, region_head.cfg.grid) != (dinov3.cfg.width, self.grid):
                 raise ValueError(f"region head reads {region_head.cfg.embed_dim}-wide tokens on a {region_head.cfg.grid}² grid; "
-                                 f"DINOv3 gives {dinov3.cfg.embed_dim} on {self.grid}²")
+                                 f"DINOv3 gives {dinov3.cfg.width} on {self.grid}²")
         else:
             self._parser_matrices(parser, s)
         mean, std = torch.tensor(dinov3.cfg.mean), torch.tensor(dinov3.cfg.std)

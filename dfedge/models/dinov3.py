@@ -41,6 +41,7 @@ class DinoV3Config:
     norm_eps: float = 1e-5  # upstream "layernormbf16"; the class default 1e-6 would be wrong
     mean: tuple[float, float, float] = IMAGENET_MEAN  # LVD-1689M weights
     std: tuple[float, float, float] = IMAGENET_STD
+    out_dim: int | None = None  # a student's adapter: a linear map of its normed tokens to its teacher's width
     sha256: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -56,6 +57,11 @@ class DinoV3Config:
     @property
     def grid(self) -> int:
         return self.img_size // self.patch_size
+
+    @property
+    def width(self) -> int:
+        """The width of the tokens it gives: the teacher's for a student (out_dim), else its own."""
+        return self.out_dim or self.embed_dim
 
     @property
     def num_prefix_tokens(self) -> int:
@@ -82,6 +88,9 @@ PRESETS: dict[str, DinoV3Config] = {
     "tiny": DinoV3Config(embed_dim=64, depth=2, num_heads=2, layerscale_init=0.1),
     # The toy world's backbone (shipped weights in dfedge/weights, made by `python -m dfedge.train.toy`).
     "toy": DinoV3Config(embed_dim=96, depth=3, num_heads=3, layerscale_init=0.1),
+    # Students (distill-backbone) of the toy and tiny backbones: half the width, fewer blocks.
+    "toy-student": DinoV3Config(embed_dim=48, depth=2, num_heads=3, ffn_ratio=2.0, layerscale_init=0.1),
+    "tiny-student": DinoV3Config(embed_dim=32, depth=1, num_heads=2, layerscale_init=0.1),
 }
 
 
@@ -210,7 +219,8 @@ class Block(nn.Module):
 
 class DinoV3(nn.Module):
     """forward(x [B, 3, S, S], normalised) -> (patch_tokens [B, g*g, D], cls [B, D], registers [B, 4, D]), all
-    after the final norm, as `x_norm_patchtokens`, `x_norm_clstoken`, `x_storage_tokens` upstream."""
+    after the final norm, as `x_norm_patchtokens`, `x_norm_clstoken`, `x_storage_tokens` upstream. A student
+    (cfg.out_dim) maps them through its `adapter` to its teacher's width, so the teacher's heads read them."""
 
     def __init__(self, cfg: DinoV3Config) -> None:
         super().__init__()
@@ -223,6 +233,7 @@ class DinoV3(nn.Module):
         self.rope_embed = RopeEmbedding(cfg)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(d, eps=cfg.norm_eps)
+        self.adapter = nn.Linear(d, cfg.out_dim) if cfg.out_dim else None
         self._init_weights()
         self.eval()
 
@@ -245,6 +256,8 @@ class DinoV3(nn.Module):
         for blk in self.blocks:
             x = blk(x, sin, cos)
         x = self.norm(x)
+        if self.adapter is not None:
+            x = self.adapter(x)
         n = self.cfg.num_prefix_tokens
         return x[:, n:], x[:, 0], x[:, 1:n]
 

@@ -10,7 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from . import dinov3 as dinov3_lib
 from . import farl as farl_lib
-from .checkpoint import CheckpointError, check_pin, sha256_file
+from .checkpoint import CheckpointError, check_pin, read_weights, sha256_file
 from .detector import CROP_SIZE, Detector, DetectorConfig, check_head
 from .distilled import DistilledRegionHead, RegionHeadConfig, load_region_head
 from .heads import feature_dim
@@ -26,14 +26,17 @@ class DetectorPreset:
     dinov3: str  # a key of dinov3.PRESETS
     parser: str  # a key of farl.PRESETS
     description: str
-    shipped: bool = False  # weights ship in dfedge/weights as toy_{dinov3,parser,probe,region_head}.safetensors
+    shipped: bool = False  # weights ship in dfedge/weights as toy_{dinov3,parser,probe,region_head,student}.safetensors
+    student: str = "vits16"  # a key of dinov3.PRESETS: the shape of --backbone student (distill-backbone)
 
 
 DETECTOR_PRESETS: dict[str, DetectorPreset] = {
-    "toy": DetectorPreset("toy", "toy", "the toy world: tiny real architectures, trained, shipped (the default)", True),
+    "toy": DetectorPreset("toy", "toy", "the toy world: tiny real architectures, trained, shipped (the default)", True,
+                          "toy-student"),
     "full": DetectorPreset("vitl16", "farl-b-lapa", "DINOv3 ViT-L/16 + FaRL ViT-B/16 LaPa parser (the paper's model)"),
-    "tiny": DetectorPreset("tiny", "tiny", "the same architectures at test size, seeded random weights"),
+    "tiny": DetectorPreset("tiny", "tiny", "the same architectures at test size, seeded random weights", student="tiny-student"),
 }
+BACKBONES = ("teacher", "student")  # DINOv3 as published, or the smaller ViT distilled from it (distill-backbone)
 
 
 def shipped_file(preset: str, part: str) -> Path | None:
@@ -65,6 +68,9 @@ class DetectorSpec:
     region_head_sha256: str | None = None  # pins: full SHA-256s of the files used (given or shipped)
     trust_torchscript: bool = False  # read a TorchScript parser with torch.jit.load (runs its code)
     random_probe: bool = False  # no probe for this head and region: score with a seeded random one (said in outputs)
+    backbone: str = "teacher"  # teacher | student (BACKBONES)
+    student: str | None = None  # the student's file (distill-backbone); toy ships one
+    student_sha256: str | None = None
 
     def __post_init__(self) -> None:
         for part in PINNED:
@@ -76,11 +82,15 @@ class DetectorSpec:
             raise ValueError(f"unknown region '{self.region}' (known: {', '.join(REGIONS)})")
         if self.region_head and self.region_index != "distilled":
             raise ValueError(f"a region head file is read by the distilled region index, not by '{self.region_index}'")
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone '{self.backbone}' (known: {', '.join(BACKBONES)})")
+        if self.student and self.backbone != "student":
+            raise ValueError("a student file is read by --backbone student only")
         if self.dinov3_input not in (CROP_SIZE // 2, CROP_SIZE):
             raise ValueError(f"DINOv3 input must be {CROP_SIZE // 2} or {CROP_SIZE}, got {self.dinov3_input}")
 
 
-PINNED = ("dinov3", "parser", "probe", "region_head")  # the weight files a DetectorSpec can pin
+PINNED = ("dinov3", "parser", "probe", "region_head", "student")  # the weight files a DetectorSpec can pin
 
 
 def require_weights(spec: DetectorSpec, random_weights: bool = False) -> None:
@@ -89,8 +99,9 @@ def require_weights(spec: DetectorSpec, random_weights: bool = False) -> None:
     if DETECTOR_PRESETS[spec.preset].shipped or random_weights:
         return
     index, flag = ("region_head", "--region-head") if spec.region_index == "distilled" else ("parser", "--parser")
-    if not (spec.dinov3 and getattr(spec, index)):
-        raise ValueError(f"preset '{spec.preset}' has no weights: pass --dinov3 and {flag}, or --random-weights")
+    backbone, bflag = ("student", "--student") if spec.backbone == "student" else ("dinov3", "--dinov3")
+    if not (getattr(spec, backbone) and getattr(spec, index)):
+        raise ValueError(f"preset '{spec.preset}' has no weights: pass {bflag} and {flag}, or --random-weights")
 
 
 def source_record(path: str | Path | None, fallback: str) -> dict:
@@ -116,8 +127,13 @@ def probe_file(spec: DetectorSpec) -> str | Path | None:
 def weight_files(spec: DetectorSpec) -> dict[str, str | Path | None]:
     """part -> the weight file the detector of `spec` is built from (None: seeded random weights)."""
     index = "region_head" if spec.region_index == "distilled" else "parser"
-    files = {part: getattr(spec, part) or shipped_file(spec.preset, part) for part in ("dinov3", index)}
+    files = {part: getattr(spec, part) or shipped_file(spec.preset, part) for part in (backbone_part(spec), index)}
     return {**files, "probe": probe_file(spec)}
+
+
+def backbone_part(spec: DetectorSpec) -> str:
+    """The weight part of the backbone the detector of `spec` runs: 'dinov3' (the teacher) or 'student'."""
+    return "student" if spec.backbone == "student" else "dinov3"
 
 
 def weight_sources(spec: DetectorSpec) -> dict:
@@ -135,11 +151,17 @@ def identity(spec: DetectorSpec) -> dict:
     """What makes two detectors the same model for the gate: the SHA-256 of each weight file (or its random-seed
     note), the head, the region and the region-index rung. Recorded in references and bundle manifests."""
     return {"sources": {part: rec["sha256"] or rec["note"] for part, rec in weight_sources(spec).items()},
-            "head": spec.head, "region": spec.region, "region_index": spec.region_index}
+            "head": spec.head, "region": spec.region, "region_index": spec.region_index, "backbone": spec.backbone}
 
 
 def dinov3_config(spec: DetectorSpec) -> dinov3_lib.DinoV3Config:
-    return replace(dinov3_lib.PRESETS[DETECTOR_PRESETS[spec.preset].dinov3], img_size=spec.dinov3_input)
+    """The config of the backbone the detector of `spec` runs: the teacher's, or its student's (the preset's student
+    shape, with an adapter to the teacher's width so the teacher's probe and region head read its tokens)."""
+    preset = DETECTOR_PRESETS[spec.preset]
+    teacher = replace(dinov3_lib.PRESETS[preset.dinov3], img_size=spec.dinov3_input)
+    if spec.backbone == "teacher":
+        return teacher
+    return replace(dinov3_lib.PRESETS[preset.student], img_size=spec.dinov3_input, out_dim=teacher.embed_dim, sha256=None)
 
 
 def parser_config(spec: DetectorSpec) -> farl_lib.FarlConfig:
@@ -149,7 +171,7 @@ def parser_config(spec: DetectorSpec) -> farl_lib.FarlConfig:
 
 
 def region_head_config(spec: DetectorSpec, d_cfg: dinov3_lib.DinoV3Config) -> RegionHeadConfig:
-    return RegionHeadConfig(label_set=parser_config(spec).label_set, embed_dim=d_cfg.embed_dim, grid=d_cfg.grid)
+    return RegionHeadConfig(label_set=parser_config(spec).label_set, embed_dim=d_cfg.width, grid=d_cfg.grid)
 
 
 def build_region_head(spec: DetectorSpec, d_cfg: dinov3_lib.DinoV3Config) -> DistilledRegionHead:
@@ -158,13 +180,27 @@ def build_region_head(spec: DetectorSpec, d_cfg: dinov3_lib.DinoV3Config) -> Dis
     path = spec.region_head or shipped_file(spec.preset, "region_head")
     if not path:
         return DistilledRegionHead(region_head_config(spec, d_cfg)).eval()
-    head, meta = load_region_head(path, embed_dim=d_cfg.embed_dim, grid=d_cfg.grid, sha256=spec.region_head_sha256)
+    head, meta = load_region_head(path, embed_dim=d_cfg.width, grid=d_cfg.grid, sha256=spec.region_head_sha256)
     if spec.label_set and head.cfg.label_set != spec.label_set:
         raise CheckpointError(f"{path}: head predicts '{head.cfg.label_set}' classes, not '{spec.label_set}'")
     recorded = meta.get("dinov3_sha256")
-    if spec.dinov3 and recorded and sha256_file(spec.dinov3) != recorded:
-        raise CheckpointError(f"{path}: distilled on DINOv3 weights {recorded[:12]}…, not {spec.dinov3}; distill a head for them")
+    teacher = teacher_sha256(spec)
+    if teacher and recorded and teacher != recorded:
+        raise CheckpointError(f"{path}: distilled on DINOv3 weights {recorded[:12]}…, not {teacher[:12]}… (the "
+                              + ("student's teacher" if spec.backbone == "student" else str(spec.dinov3)) + "); distill a head for them")
     return head
+
+
+def teacher_sha256(spec: DetectorSpec) -> str | None:
+    """SHA-256 of the teacher DINOv3 weights the detector's tokens stand for: the --dinov3 file, or the one a
+    student records it was distilled from (None when neither is known)."""
+    if spec.backbone == "student":
+        path = spec.student or shipped_file(spec.preset, "student")
+        recorded = read_weights(path)[1].get("teacher_sha256") if path else None
+        if spec.dinov3 and recorded and sha256_file(spec.dinov3) != recorded:
+            raise CheckpointError(f"{path}: distilled from DINOv3 weights {recorded[:12]}…, not {spec.dinov3}")
+        return recorded or None
+    return sha256_file(spec.dinov3) if spec.dinov3 else None
 
 
 def random_probe(dim: int, spec: DetectorSpec) -> LinearProbe:
@@ -181,13 +217,16 @@ def build_detector(spec: DetectorSpec | None = None) -> Detector:
     for part in PINNED:  # a pin with nothing to pin is a mistake, not a pass
         if getattr(spec, f"{part}_sha256") and not weight_files(spec).get(part):
             raise ValueError(f"--{part.replace('_', '-')}-sha256 given, but this detector reads no {part.replace('_', ' ')} file")
-    dinov3_file = spec.dinov3 or shipped_file(spec.preset, "dinov3")
+    part = backbone_part(spec)
+    dinov3_file = getattr(spec, part) or shipped_file(spec.preset, part)
     if dinov3_file:
-        backbone = dinov3_lib.load_dinov3(dinov3_file, d_cfg, sha256=spec.dinov3_sha256, img_size=spec.dinov3_input)
+        backbone = dinov3_lib.load_dinov3(dinov3_file, d_cfg, sha256=getattr(spec, f"{part}_sha256"), img_size=spec.dinov3_input)
+        if backbone.cfg.width != d_cfg.width:
+            raise CheckpointError(f"{dinov3_file}: gives {backbone.cfg.width}-wide tokens; the {spec.preset} teacher's are {d_cfg.width}")
     else:
         backbone = dinov3_lib.DinoV3(d_cfg)
     parser, region_head = build_region_index(spec, d_cfg)
-    dim = feature_dim(spec.head, backbone.cfg.embed_dim, parser.cfg.width if parser is not None else None)
+    dim = feature_dim(spec.head, backbone.cfg.width, parser.cfg.width if parser is not None else None)
     path = probe_file(spec)
     if path is None:
         if not (spec.random_probe or dinov3_file is None):  # (no DINOv3 file: the whole model is random, by request)
@@ -232,7 +271,7 @@ def meta_detector(spec: DetectorSpec | None = None) -> Detector:
         backbone = dinov3_lib.DinoV3(d_cfg)
         parser = farl_lib.FarlParser(r.parser_config(parser_config(spec))) if r.uses_parser else None
         head = None if r.uses_parser else DistilledRegionHead(region_head_config(spec, d_cfg))
-        dim = feature_dim(spec.head, backbone.cfg.embed_dim, parser.cfg.width if parser is not None else None)
+        dim = feature_dim(spec.head, backbone.cfg.width, parser.cfg.width if parser is not None else None)
         probe = LinearProbe(dim, ProbeInfo(head=spec.head, region=spec.region))
     cfg = DetectorConfig(head=spec.head, region=spec.region, region_index=spec.region_index)
     return Detector(backbone, parser, probe, cfg, region_head=head).to("meta")
@@ -305,3 +344,13 @@ LADDER_PARTS = ("parser backbone", "parser head", "dinov3", "region head", "regi
 def ladder_gflops(spec: DetectorSpec, rungs: list[str]) -> dict[str, dict[str, float]]:
     """GFLOPs per component (LADDER_PARTS) of `spec` at each region-index rung, on meta tensors."""
     return {r: gflops(meta_detector(replace(spec, region_index=r, region_head=None))) for r in rungs}
+
+
+BACKBONE_COLUMNS = ("backbone", "region index", "backbone GFLOPs", "total GFLOPs", "× fewer than teacher exact")
+
+
+def backbone_grid(spec: DetectorSpec, rungs: list[str]) -> list[tuple[str, ...]]:
+    """Rows of BACKBONE_COLUMNS: GFLOPs per face of every backbone × region-index rung of `spec`'s preset."""
+    exact = gflops(meta_detector(replace(spec, backbone="teacher", region_index="exact", region_head=None)))["total"]
+    return [(b, r, f"{f['dinov3']:,.2f}", f"{f['total']:,.2f}", f"{exact / f['total']:.1f}×")
+            for b in BACKBONES for r, f in ladder_gflops(replace(spec, backbone=b, student=None), rungs).items()]

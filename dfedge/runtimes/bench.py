@@ -77,7 +77,7 @@ def reference_spec(manifest: dict) -> dict:
     """The torch model a bundle was made from, as DetectorSpec fields (weights: the preset's shipped or seeded
     random ones, which time the same)."""
     opts = manifest.get("export_options", {})
-    spec = {k: opts[k] for k in ("preset", "head", "region", "dinov3_input", "region_index") if k in opts}
+    spec = {k: opts[k] for k in ("preset", "head", "region", "dinov3_input", "region_index", "backbone") if k in opts}
     return dict(spec, random_probe=True)  # (timed, never scored: a probe's weights do not change its time)
 
 

@@ -105,28 +105,44 @@ def train_head(data: TokenSet, label_set: str, settings: DistillSettings = Disti
     n, tokens_per_face, dim = data.tokens.shape
     grid = int(round(math.sqrt(tokens_per_face)))
     gen = torch.Generator().manual_seed(settings.seed)
-    order = torch.randperm(n, generator=gen)
-    n_held = max(1, int(round(n * settings.held_out))) if n > 1 else 0
-    held, train = order[:n_held], order[n_held:]
+    held, train = held_out_split(n, settings.held_out, gen)
     torch.manual_seed(settings.seed)
     head = DistilledRegionHead(RegionHeadConfig(label_set=label_set, embed_dim=dim, grid=grid, hidden=settings.hidden))
     with torch.no_grad():  # start from where each token's class usually is; the MLP learns the deviations
         head.prior.copy_(data.soft[train].mean(dim=0).clamp(min=1e-4).log())
-    opt = torch.optim.AdamW(head.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+
+    def soft_ce(pick: torch.Tensor) -> torch.Tensor:
+        return -(data.soft[pick] * head.logits(data.tokens[pick]).log_softmax(dim=-1)).sum(dim=-1).mean()
+
+    optimise(head, soft_ce, train, settings, gen, lambda step, loss, t: log(
+        f"region head step {step:5d}/{settings.steps} soft CE {loss:.4f} ({t:.0f}s)"))
+    return head.eval(), held
+
+
+def held_out_split(n: int, share: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(held-out, training) indices of n faces: a seeded permutation, `share` of it held out (at least one)."""
+    order = torch.randperm(n, generator=gen)
+    n_held = max(1, int(round(n * share))) if n > 1 else 0
+    return order[:n_held], order[n_held:]
+
+
+def optimise(module: torch.nn.Module, loss_of: Callable[[torch.Tensor], torch.Tensor], train: torch.Tensor, settings,
+             gen: torch.Generator, log: Callable[[int, float, float], None]) -> None:
+    """AdamW with a one-cycle schedule over settings.steps batches of settings.batch faces drawn from `train`;
+    loss_of(indices) -> the loss; log(step, loss, seconds) every 250 steps and at the end. Leaves `module` in eval."""
+    opt = torch.optim.AdamW(module.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=settings.lr, total_steps=settings.steps, pct_start=0.1)
-    head.train()
+    module.train()
     start = time.time()
     for step in range(settings.steps):
-        pick = train[torch.randint(len(train), (min(settings.batch, len(train)),), generator=gen)]
-        logits = head.logits(data.tokens[pick])
-        loss = -(data.soft[pick] * logits.log_softmax(dim=-1)).sum(dim=-1).mean()
+        loss = loss_of(train[torch.randint(len(train), (min(settings.batch, len(train)),), generator=gen)])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
         if step % 250 == 0 or step == settings.steps - 1:
-            log(f"region head step {step:5d}/{settings.steps} soft CE {loss.item():.4f} ({time.time() - start:.0f}s)")
-    return head.eval(), held
+            log(step, loss.item(), time.time() - start)
+    module.eval()
 
 
 def agreement(head: DistilledRegionHead, data: TokenSet, faces: torch.Tensor, exact: Detector) -> dict:

@@ -189,3 +189,23 @@ def probe_auc(probe: LinearProbe, feats: Features) -> float:
     with torch.no_grad():
         logits = probe(torch.from_numpy(feats.features)).numpy()
     return float(roc_auc_score(feats.labels, logits))
+
+
+def fit_heads(build, heads: list[str], sets: tuple, threshold: str, out: Path, features) -> list[tuple[str, ...]]:
+    """fit-probe over several heads: build(head) -> a detector (its probe unused), features(detector, head, dataset)
+    -> its features; sets = (train, val or None). Writes one probe per head (-HEAD suffixes when several) and returns
+    the table rows (head, region, train AUC, val AUC, faces used, no region, threshold, file)."""
+    from ..models.region import save_probe
+
+    train_set, val_set = sets
+    rows = []
+    for h in heads:
+        det = build(h)
+        probe, report = fit_probe(features(det, h, train_set), h, det.region_index.region, det.label_set, threshold,
+                                  train_set.description)
+        val_auc = None if val_set is None else probe_auc(probe, features(det, h, val_set))
+        path = out if len(heads) == 1 else out.with_name(f"{out.stem}-{h}{out.suffix}")
+        save_probe(probe, path)
+        rows.append((h, det.region_index.region, f"{report.train_auc:.3f}", "-" if val_auc is None else f"{val_auc:.3f}",
+                     str(report.used), str(report.no_region), f"{report.threshold:.3f} ({threshold})", str(path)))
+    return rows
