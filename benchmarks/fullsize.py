@@ -66,6 +66,15 @@ PACKAGES = ["torch", "onnx", "onnxruntime", "openvino", "nncf", "litert-torch", 
             "executorch", "numpy"]
 
 
+def rung_spec(preset: str, rung: str):
+    """The DetectorSpec of a rung: a region index (exact, distilled, ...), or BACKBONE:REGION_INDEX for the student
+    backbone (student:distilled), seeded random weights throughout."""
+    from dfedge.models.factory import DetectorSpec
+
+    backbone, _, index = rung.rpartition(":")
+    return DetectorSpec(preset=preset, region_index=index, backbone=backbone or "teacher")
+
+
 def peak_rss_gb() -> float:
     from dfedge.runtimes.standalone import peak_rss_mb  # VmHWM: ru_maxrss would include the parent's peak
 
@@ -85,9 +94,9 @@ def worker_roofline(args) -> dict:
     torch.set_num_threads(args.threads)
     out = {"threads": torch.get_num_threads()}
     if not args.no_flops:
-        from dfedge.models.factory import DetectorSpec, gflops, meta_detector
+        from dfedge.models.factory import gflops, meta_detector
 
-        out["gflops"] = {rung: gflops(meta_detector(DetectorSpec(preset=args.preset, region_index=rung)))
+        out["gflops"] = {rung: gflops(meta_detector(rung_spec(args.preset, rung)))
                          for rung in dict.fromkeys(["exact", *args.rungs])}
     n = args.gemm_n
 
@@ -128,12 +137,12 @@ def worker_torch(args) -> dict:
     import torch
 
     from dfedge.models.detector import OUTPUT_NAMES
-    from dfedge.models.factory import DetectorSpec, build_detector
+    from dfedge.models.factory import build_detector
 
     torch.set_num_threads(args.threads)
     crop = np.load(args.workdir / "crop.npy")
     start = time.perf_counter()
-    det = build_detector(DetectorSpec(preset=args.preset, region_index=args.worker_rung)).eval()
+    det = build_detector(rung_spec(args.preset, args.worker_rung)).eval()
     load_s = time.perf_counter() - start
     fp = fingerprint(det)
     x = torch.from_numpy(crop)
@@ -162,14 +171,14 @@ def worker_export(args) -> dict:
     import torch
 
     from dfedge.export.job import Job
-    from dfedge.models.factory import DetectorSpec, build_detector
+    from dfedge.models.factory import build_detector
     from dfedge.targets import TARGETS
 
     torch.set_num_threads(args.threads)
     target = TARGETS[args.target]
     crop = np.load(args.workdir / "crop.npy")
     start = time.perf_counter()
-    det = build_detector(DetectorSpec(preset=args.preset, region_index=args.worker_rung)).eval()
+    det = build_detector(rung_spec(args.preset, args.worker_rung)).eval()
     result = {"build_s": time.perf_counter() - start, "fingerprint": fingerprint(det), "rungs": {}}
     cache: dict = {}
     for precision in args.precisions:
@@ -557,8 +566,9 @@ def main() -> int:
     ap.add_argument("--keep-bundles", action="store_true", help="do not delete each bundle once timed")
     ap.add_argument("--preset", default="full", help="detector preset (full; tiny for a quick smoke run)")
     ap.add_argument("--region-index", "--rungs", dest="rungs", nargs="+", default=["exact"],
-                    help="region-index rungs, each on every backend (exact, lite-head, parser-224, distilled); ratios "
-                         "are against torch eager FP32 on the exact rung, always timed in the same run")
+                    help="region-index rungs, each on every backend (exact, lite-head, parser-224, distilled, or "
+                         "student:distilled for the student backbone); ratios are against torch eager FP32 on the exact "
+                         "rung, always timed in the same run")
     ap.add_argument("--skip", nargs="*", default=[],
                     help="RUNG:TARGET-PRECISION steps to leave out (recorded as skipped), e.g. exact:onnx-int8")
     ap.add_argument("--worker-rung", default=None, help=argparse.SUPPRESS)  # a worker's rung
