@@ -259,3 +259,24 @@ def test_every_bundle_carries_its_front_end_with_parity(dist, photo, target):
     assert verdict.decision == host.decision and np.abs(verdict.face.landmarks - host.face.landmarks).max() <= 0.5
     (given,) = det.score_image(image, landmarks=host.face.landmarks)  # a platform's own detector: no MTCNN
     assert given.face.score == 1.0 and given.decision == host.decision
+
+
+def test_full_precision_switches_off_every_cuda_shortcut():
+    """The full-precision GPU reference (dfedge reference on CUDA): TF32 and reduced-precision reductions off, float32
+    matmul precision 'highest'. The switches are process-wide torch settings, so they are checked here without a GPU
+    and restored after."""
+    import torch
+
+    from dfedge.runtimes.reference import full_precision, precision_settings
+
+    before = precision_settings()
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        torch.set_float32_matmul_precision("medium")
+        assert full_precision() == {"matmul_allow_tf32": False, "cudnn_allow_tf32": False, "fp16_reduced_precision_reduction": False,
+                                    "bf16_reduced_precision_reduction": False, "float32_matmul_precision": "highest"}
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before["matmul_allow_tf32"], before["cudnn_allow_tf32"]
+        torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = before["fp16_reduced_precision_reduction"]
+        torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = before["bf16_reduced_precision_reduction"]
+        torch.set_float32_matmul_precision(before["float32_matmul_precision"])
