@@ -4,6 +4,8 @@
     python benchmarks/fullsize.py --runs 3 --calib 8 --out /tmp/fullsize.json
     python benchmarks/fullsize.py --region-index exact distilled --skip exact:onnx-int8 --out /tmp/fullsize.json
     python benchmarks/fullsize.py --region-index distilled --backends torch openvino-fp32 openvino-bf16
+    ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 python benchmarks/fullsize.py --region-index distilled \
+        --backends torch openvino-fp32 openvino-int8     # an AVX2-only CPU's kernels (oneDNN/MKL capped), recorded
 
 Every region-index rung given (--region-index exact distilled ...) on every backend: torch eager FP32 (each rung's
 reference), ONNX Runtime FP32 and static INT8, OpenVINO FP32, static INT8 (NNCF) and BF16 (inference precision),
@@ -328,7 +330,8 @@ def host_facts(threads: int) -> dict:
                             cwd=Path(__file__).resolve().parent).stdout.strip() or None
     import dfedge
 
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": threads, "mem_gb": mem,
+    caps = {k: os.environ[k] for k in ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS") if k in os.environ}
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": threads, "mem_gb": mem, "isa_caps": caps or None,
             "simd": sorted(f for f in flags if f in {"avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni",
                                                      "avx512_bf16", "amx_tile", "f16c"}),
             "os": platform.platform(), "python": platform.python_version(), "versions": versions,
@@ -530,7 +533,8 @@ def driver(args) -> int:
     if args.out:
         write_json(args.out, out)
     print()
-    print(f"host: {facts['cpu']}, {facts['cores']} cores, {args.threads} threads; ISA {', '.join(facts['simd'])}; "
+    print(f"host: {facts['cpu']}, {facts['cores']} cores, {args.threads} threads; ISA {', '.join(facts['simd'])}"
+          + (f" (capped: {facts['isa_caps']})" if facts["isa_caps"] else "") + "; "
           f"load average {facts['loadavg_start'][0]:.2f} at the start, {facts['loadavg_end'][0]:.2f} at the end")
     for rung in dict.fromkeys(["exact", *args.rungs]):
         g = roof["gflops"][rung]
