@@ -403,7 +403,7 @@ def distill_backbone_cmd(
     out: Annotated[Path, typer.Option(help="Student file (.safetensors); the training manifest goes beside it as .json.")] = Path("student.safetensors"),
     data: Annotated[Optional[str], typer.Option(help="Labelled set on which teacher and student detectors are compared (AUC, DeLong p, masks), e.g. toy:val:200.")] = None,
     init: Annotated[Optional[Path], typer.Option(help="Start from this official DINOv3 checkpoint of the student's shape (ViT-S/16 for full; strict keys); default: from scratch.")] = None,
-    steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 3000,
+    steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 4000,
     seed: Annotated[int, typer.Option(help="Seed of the split and the initialisation.")] = 0,
     opts: Options = None,
 ) -> None:

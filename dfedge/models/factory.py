@@ -223,6 +223,8 @@ def build_detector(spec: DetectorSpec | None = None) -> Detector:
         backbone = dinov3_lib.load_dinov3(dinov3_file, d_cfg, sha256=getattr(spec, f"{part}_sha256"), img_size=spec.dinov3_input)
         if backbone.cfg.width != d_cfg.width:
             raise CheckpointError(f"{dinov3_file}: gives {backbone.cfg.width}-wide tokens; the {spec.preset} teacher's are {d_cfg.width}")
+        if spec.backbone == "student":
+            teacher_sha256(spec)  # a student of other teacher weights than --dinov3 is refused
     else:
         backbone = dinov3_lib.DinoV3(d_cfg)
     parser, region_head = build_region_index(spec, d_cfg)

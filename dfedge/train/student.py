@@ -41,11 +41,13 @@ CONFIG_KEY = "dfedge_dinov3_config"  # = what dinov3.load_dinov3 reads: the stud
 
 @dataclass(frozen=True)
 class StudentSettings:
-    steps: int = 3000
+    steps: int = 4000
     batch: int = 32
     lr: float = 2e-3
     weight_decay: float = 0.05
     cls_weight: float = 0.5  # the CLS token too: the cls head and ablations read it
+    region_weight: float = 1.0  # the teacher's region tokens once more: the ones the probe pools
+    probe_weight: float = 1.0  # each token's share of the logit (the probe's projection): no labels, the probe's own axis
     held_out: float = 0.1  # share of faces kept for the cosine report
     seed: int = 0
 
@@ -106,13 +108,23 @@ def token_loss(student: torch.Tensor, teacher: torch.Tensor, variance: torch.Ten
 def train_student(student: dinov3_lib.DinoV3, teacher: Detector, data: TeacherSet, settings: StudentSettings,
                   log: Callable[[str], None] = print) -> torch.Tensor:
     """Fit `student` in place; returns the indices of the held-out faces."""
+    teacher.requires_grad_(False)  # (its probe gives the projection term; only the student learns)
     gen = torch.Generator().manual_seed(settings.seed)
     held, train = held_out_split(len(data.inputs), settings.held_out, gen)
     var_p, var_c = data.patches[train].var(), data.cls[train].var()
+    project = teacher.probe.project
+    with torch.no_grad():
+        var_w = project(data.patches[train]).var()
 
     def loss_of(pick: torch.Tensor) -> torch.Tensor:
         patches, cls, _ = student(_scaled(teacher, data.inputs[pick]))
-        return token_loss(patches, data.patches[pick], var_p) + settings.cls_weight * token_loss(cls, data.cls[pick], var_c)
+        target, mask = data.patches[pick], data.masks[pick] > 0.5
+        loss = token_loss(patches, target, var_p) + settings.cls_weight * token_loss(cls, data.cls[pick], var_c)
+        if settings.region_weight and mask.any():
+            loss = loss + settings.region_weight * token_loss(patches[mask], target[mask], var_p)
+        if settings.probe_weight:  # (1 - cosine) cannot see a small error along the probe's axis: this term can
+            loss = loss + settings.probe_weight * ((project(patches) - project(target)) ** 2).mean() / var_w
+        return loss
 
     optimise(student, loss_of, train, settings, gen, lambda step, loss, t: log(
         f"student step {step:5d}/{settings.steps} loss {loss:.4f} ({t:.0f}s)"))
@@ -235,7 +247,8 @@ def distill_backbone(spec: DetectorSpec, faces: str, out: Path, data: str | None
                     "config": json.loads(dinov3_lib.config_json(teacher.dinov3.cfg))},
         "init": {"file": Path(init).name, "sha256": sha256_file(init)} if init else "from scratch (seeded)",
         "data": {"faces": faces, "description": tokens.description, "count": len(tokens.inputs), "held_out": int(len(held))},
-        "training": dict(asdict(settings), loss="(1 - cosine) + MSE/Var(teacher) on patch tokens, plus cls_weight x on CLS",
+        "training": dict(asdict(settings), loss="(1 - cosine) + MSE/Var(teacher) on patch tokens, + cls_weight x on CLS, "
+                         "+ region_weight x on the teacher's region tokens, + probe_weight x MSE/Var of the probe's per-token projection",
                          torch=torch.__version__, threads=torch.get_num_threads()),
         "agreement": agreement,
         "gflops_backbone": {"this preset": backbone_gflops(spec.preset), "full": backbone_gflops("full")},
@@ -256,7 +269,7 @@ def summary(manifest: dict, out: Path) -> list[str]:
     return lines + [f"next: dfedge build --backbone student --student {out} --region-index distilled"]
 
 
-def build_toy_student(out_dir: Path = WEIGHTS_DIR, faces: str = "toy:1000", log: Callable[[str], None] = print) -> dict:
+def build_toy_student(out_dir: Path = WEIGHTS_DIR, faces: str = "toy:2000", log: Callable[[str], None] = print) -> dict:
     """The shipped toy student, from the shipped toy teacher. Deterministic for a fixed thread count."""
     torch.set_num_threads(2)
     return distill_backbone(DetectorSpec(preset="toy"), faces, out_dir / "toy_student.safetensors", data="toy:val:200", log=log)
@@ -267,7 +280,7 @@ if __name__ == "__main__":  # pragma: no cover
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", type=Path, default=WEIGHTS_DIR)
-    ap.add_argument("--faces", default="toy:1000")
+    ap.add_argument("--faces", default="toy:2000")
     args = ap.parse_args()
     manifest = build_toy_student(args.out, args.faces)
     print(json.dumps({k: manifest[k] for k in ("agreement", "gflops_backbone", "comparison")}, indent=2))
