@@ -72,6 +72,9 @@ def save(path: Path, metadata: dict[str, str]) -> list[Path]:
         if len(signature.inputs) != 1:
             raise ValueError(f"{path}: expected one input (the image), the signature has {len(signature.inputs)}")
         signature.inputs[0].name = FORMAT.input_name
+    for buffer in model.buffers:  # read_model leaves memoryviews, which flatbuffers packs byte by byte in Python
+        if isinstance(buffer.data, memoryview):  # (hours for a 1.9 GB model); an ndarray is packed in one copy
+            buffer.data = np.frombuffer(buffer.data, np.uint8)
     model.metadata = [m for m in model.metadata or [] if not m.name.decode().startswith("dfedge.")]
     for key, value in sorted(metadata.items()):
         buffer = schema.BufferT()
