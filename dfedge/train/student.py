@@ -181,10 +181,8 @@ def compare(spec: DetectorSpec, student: dinov3_lib.DinoV3, data: str, rungs: tu
     for r in rungs:
         teacher_spec = replace(spec, region_index=r, backbone="teacher", student=None, student_sha256=None)
         student_spec = replace(teacher_spec, backbone="student")
-        teacher = build_detector(teacher_spec)
-        det = build_detector(replace(student_spec, random_probe=True)) if not _has_student(student_spec) else build_detector(student_spec)
-        det.dinov3.load_state_dict(student.state_dict())
-        det.probe.load_state_dict(teacher.probe.state_dict())  # the teacher's probe, as the bundles use it
+        teacher, det = build_detector(teacher_spec), build_detector(teacher_spec)
+        det.dinov3 = student  # the teacher's detector with the student backbone: its probe and region index as they are
         t_logits, t_masks = _scores(teacher, crops)
         s_logits, s_masks = _scores(det, crops)
         exact_masks = t_masks if exact_masks is None else exact_masks
@@ -197,10 +195,6 @@ def compare(spec: DetectorSpec, student: dinov3_lib.DinoV3, data: str, rungs: tu
                      "student_gflops": gflops(meta_detector(student_spec))["total"],
                      "teacher_ms": _latency_ms(teacher, crops), "student_ms": _latency_ms(det, crops)})
     return rows
-
-
-def _has_student(spec: DetectorSpec) -> bool:
-    return bool(spec.student or shipped_file(spec.preset, "student"))
 
 
 def backbone_gflops(preset: str) -> dict:
