@@ -2,7 +2,7 @@
 (a script, not a test):
 
     python benchmarks/fullsize.py --runs 3 --calib 8 --out /tmp/fullsize.json
-    python benchmarks/fullsize.py --region-index exact distilled --skip exact:onnx-int8 --out /tmp/fullsize.json
+    python benchmarks/fullsize.py --region-index exact distilled --out /tmp/fullsize.json
     python benchmarks/fullsize.py --region-index distilled --backends torch openvino-fp32 openvino-bf16
     ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 python benchmarks/fullsize.py --region-index distilled \
         --backends torch openvino-fp32 openvino-int8     # an AVX2-only CPU's kernels (oneDNN/MKL capped), recorded

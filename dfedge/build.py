@@ -35,7 +35,7 @@ from .eval.validate import Budget
 from .export.bundle import replace_folder, write_bundle
 from .export.job import Job
 from .models.checkpoint import atomic_write, track
-from .models.factory import DetectorSpec, build_detector, gflops, identity, meta_detector, weight_sources
+from .models.factory import DetectorSpec, build_detector, identity, spec_gflops, weight_sources
 from .models.ladder import RUNGS
 from .runtimes import torch_runner
 from .runtimes.bench import BenchRun, bench_set, reference_spec
@@ -355,7 +355,7 @@ def _build_all(config: BuildConfig, plan, staging: Path, log, advance) -> list[R
     for rung in dict.fromkeys(r for r, _, _ in plan):
         spec = config.rung_spec(rung)
         det = build_detector(spec)
-        flops = gflops(meta_detector(spec))["total"]
+        flops = spec_gflops(spec)["total"]
         sources = weight_sources(spec)
         options = {"preset": spec.preset, "head": spec.head, "region": spec.region, "dinov3_input": spec.dinov3_input,
                    "region_index": rung, "backbone": spec.backbone, "validation": config.data,

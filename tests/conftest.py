@@ -24,7 +24,7 @@ settings.register_profile("long", max_examples=2000, deadline=None,
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 # fp32 and fp16 on every target, gated on a small validation split; validation packs of 8 crops (1 MB each).
-BUILD_ARGS = ["--precision", "fp32", "--precision", "fp16", "--data", "toy:val:40", "--bench-runs", "2", "--validation-pack", "8",
+BUILD_ARGS = ["--precision", "fp32", "--precision", "fp16", "--data", "toy:val:40", "--bench-runs", "1", "--validation-pack", "8",
               "--name", "toy"]
 
 

@@ -20,7 +20,7 @@ import torch
 from ..data.samples import LabelledSet
 from ..models.checkpoint import atomic_write
 from ..models.detector import Detector
-from ..models.factory import DetectorSpec, build_detector, gflops, meta_detector
+from ..models.factory import DetectorSpec, build_detector, gflops, spec_gflops
 from ..models.ladder import RUNGS
 from .metrics import MaskAgreement, binary_metrics, delong, mask_agreement
 from .scores import Runner, Scores, score_set
@@ -74,7 +74,7 @@ def region_index_report(spec: DetectorSpec, rungs: list[str], data: LabelledSet,
     for r in names:
         if r not in RUNGS:
             raise ValueError(f"unknown region index '{r}' (known: {', '.join(RUNGS)})")
-    full = {r: gflops(meta_detector(DetectorSpec(preset="full", region_index=r, dinov3_input=spec.dinov3_input)))["total"]
+    full = {r: spec_gflops(DetectorSpec(preset="full", region_index=r, dinov3_input=spec.dinov3_input))["total"]
             for r in names}
     reports, ref = [], None
     for r in names:

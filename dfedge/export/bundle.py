@@ -179,19 +179,26 @@ def write_bundle(job: Job, dist: Path, log=lambda msg: None) -> tuple[Path, dict
             raise
 
 
+# The face front end's nets do not depend on the detector, its region index or the precision: converted once per
+# target format and exporter in a process (a build of several region indexes, a test session), kept until it exits.
+_FRONT_ENDS: dict[tuple, tempfile.TemporaryDirectory] = {}
+
+
 def write_front_end(job: Job, tmp: Path) -> dict:
-    """The face front end's three nets in the bundle's own format (exported once per job.cache), checked against the
-    kit's torch nets on toy photos (eval.gate.check_front_end_parity); its manifest section."""
+    """The face front end's three nets in the bundle's own format (converted once per process and target), checked
+    against the kit's torch nets on toy photos (eval.gate.check_front_end_parity) in every bundle; its manifest
+    section."""
     fmt = job.target.format
-    if "front_end" not in job.cache:  # a folder that lives as long as the conversions of this detector x target
+    key = (fmt.name, job.target.graph_exporter, mtcnn.shipped_provenance()["sha256"])
+    if key not in _FRONT_ENDS:
         folder = tempfile.TemporaryDirectory(prefix="dfedge-front-end-")
         track(folder.name)
         nets = mtcnn.load_mtcnn()
         for net, names in mtcnn.OUTPUTS.items():
             job.target.graph_exporter(nets[net], torch.zeros(mtcnn.EXAMPLES[net]), Path(folder.name) / fmt.graph_file(f"face_{net}"),
                                       names, net == "pnet")
-        job.cache["front_end"] = folder
-    source = Path(job.cache["front_end"].name)
+        _FRONT_ENDS[key] = folder
+    source = Path(_FRONT_ENDS[key].name)
     for item in source.iterdir():
         (shutil.copytree if item.is_dir() else shutil.copyfile)(item, tmp / item.name)
     files = {net: fmt.graph_file(f"face_{net}") for net in mtcnn.NETS}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -312,6 +314,12 @@ def gflops(detector: Detector) -> dict[str, float]:
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def spec_gflops(spec: DetectorSpec) -> dict[str, float]:
+    """gflops() of `spec`'s graph on meta tensors, counted once per process (about a second per full-size count)."""
+    return gflops(meta_detector(spec))
+
+
 def parameter_counts(detector: Detector) -> dict[str, int]:
     parser, head = detector.parser, detector.region_head
     return {
@@ -328,7 +336,7 @@ def describe(spec: DetectorSpec) -> list[tuple[str, str, int, float]]:
     """(component, config, parameters, GFLOPs per face) of the fused graph of `spec`, then its total; counted on
     meta tensors (no weights, no compute), so the full-size graph costs nothing."""
     det = meta_detector(spec)
-    params, flops = parameter_counts(det), gflops(det)
+    params, flops = parameter_counts(det), spec_gflops(spec)
     d, p = det.dinov3.cfg, det.parser.cfg
     rows = [
         ("dinov3", f"D={d.embed_dim} depth={d.depth} heads={d.num_heads} ffn={d.ffn_layer} in={d.img_size} grid={d.grid}"),
@@ -345,7 +353,7 @@ LADDER_PARTS = ("parser backbone", "parser head", "dinov3", "region head", "regi
 
 def ladder_gflops(spec: DetectorSpec, rungs: list[str]) -> dict[str, dict[str, float]]:
     """GFLOPs per component (LADDER_PARTS) of `spec` at each region-index rung, on meta tensors."""
-    return {r: gflops(meta_detector(replace(spec, region_index=r, region_head=None))) for r in rungs}
+    return {r: dict(spec_gflops(replace(spec, region_index=r, region_head=None))) for r in rungs}
 
 
 BACKBONE_COLUMNS = ("backbone", "region index", "backbone GFLOPs", "total GFLOPs", "× fewer than teacher exact")
@@ -353,6 +361,6 @@ BACKBONE_COLUMNS = ("backbone", "region index", "backbone GFLOPs", "total GFLOPs
 
 def backbone_grid(spec: DetectorSpec, rungs: list[str]) -> list[tuple[str, ...]]:
     """Rows of BACKBONE_COLUMNS: GFLOPs per face of every backbone × region-index rung of `spec`'s preset."""
-    exact = gflops(meta_detector(replace(spec, backbone="teacher", region_index="exact", region_head=None)))["total"]
+    exact = spec_gflops(replace(spec, backbone="teacher", region_index="exact", region_head=None))["total"]
     return [(b, r, f"{f['dinov3']:,.2f}", f"{f['total']:,.2f}", f"{exact / f['total']:.1f}×")
             for b in BACKBONES for r, f in ladder_gflops(replace(spec, backbone=b, student=None), rungs).items()]

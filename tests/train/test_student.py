@@ -27,33 +27,41 @@ def test_student_is_4x_cheaper_at_toy_size_and_vit_s_at_full_size():
     assert dinov3_config(DetectorSpec(preset="full")).width == 1024
 
 
+FACES = {"exact": 100, "distilled": 200}  # the exact index runs the parser: fewer faces (both AUCs move < 0.1 pp)
+
+
 @pytest.fixture(scope="module")
 def scored(toy_faces):
-    """Logits and masks of the teacher (exact) and the shipped student (exact, distilled) on toy:test:400."""
-    faces = toy_faces("test", 400)
-    crops = faces.crops()
+    """Logits and masks of the teacher and of the shipped student on toy:test, each on the exact (first 100 faces)
+    and the distilled (200) region index."""
+    faces = toy_faces("test", max(FACES.values()))
     out = {}
-    for name, spec in {"teacher": DetectorSpec(preset="toy"),
-                       "student": DetectorSpec(preset="toy", backbone="student"),
-                       "student-distilled": DetectorSpec(preset="toy", backbone="student", region_index="distilled")}.items():
-        det = build_detector(spec)
-        with torch.no_grad():
-            res = [det(torch.from_numpy(crops[i : i + 50])) for i in range(0, len(crops), 50)]
-        out[name] = (torch.cat([r.logit.reshape(-1) for r in res]).numpy(), torch.cat([r.token_mask for r in res]).numpy() > 0.5)
+    for backbone in ("teacher", "student"):
+        for index, n in FACES.items():
+            det = build_detector(DetectorSpec(preset="toy", backbone=backbone, region_index=index))
+            crops = faces.crops(n)
+            with torch.no_grad():
+                res = [det(torch.from_numpy(crops[i : i + 50])) for i in range(0, n, 50)]
+            out[backbone, index] = (torch.cat([r.logit.reshape(-1) for r in res]).numpy(),
+                                    torch.cat([r.token_mask for r in res]).numpy() > 0.5)
     return faces.labels(), out
 
 
-def test_shipped_student_keeps_the_teachers_auc_within_a_point(scored):
+@pytest.mark.parametrize("index", ["exact", "distilled"])
+def test_shipped_student_keeps_the_teachers_auc_within_a_point(scored, index):
+    """What the student costs on a region index: its AUC against the teacher's on the same index and faces
+    (measured: +0.08 pp exact on 100 faces, +0.29 pp distilled on 200)."""
     labels, out = scored
-    for name in ("student", "student-distilled"):
-        test = delong(labels, out["teacher"][0], out[name][0])
-        assert abs(test.delta) <= 0.01, (name, test)
+    test = delong(labels[: FACES[index]], out["teacher", index][0], out["student", index][0])
+    assert abs(test.delta) <= 0.01, (index, test)
+    assert test.auc_b >= 0.85, test  # and it still detects
 
 
 def test_shipped_student_distilled_masks_agree_with_the_teachers_parser(scored):
     _, out = scored
-    assert (out["student"][1] == out["teacher"][1]).all()  # exact: the same parser, the same masks
-    assert (out["student-distilled"][1] == out["teacher"][1]).mean() >= 0.95
+    exact = out["teacher", "exact"][1]
+    assert (out["student", "exact"][1] == exact).all()  # exact: the same parser, the same masks
+    assert (out["student", "distilled"][1][: len(exact)] == exact).mean() >= 0.95
 
 
 def test_shipped_student_carries_its_manifest_and_teacher():
