@@ -218,7 +218,7 @@ def validate(
     max_auc_drop: Annotated[float, typer.Option(callback=fraction, help="Largest allowed AUC drop, as a fraction (0.005 = 0.5 pp).")] = 0.005,
     max_flip_rate: Annotated[float, typer.Option(callback=fraction, help="Largest allowed share of decisions flipped at the reference's threshold.")] = 0.02,
     min_correlation: Annotated[float, typer.Option(callback=fraction, help="Smallest allowed Pearson correlation of the two models' logits.")] = 0.95,
-    degrade: Annotated[Optional[str], typer.Option(help="Also report per degradation family, e.g. jpeg:q=50,blur:s=1.5,compound (bundles only).")] = None,
+    degrade: Annotated[Optional[str], typer.Option(help="Also report per degradation family, e.g. jpeg:q=50,blur:s=1.5,compound; ntire = the NTIRE 2026 engine, each op then all (bundles only).")] = None,
     out: Annotated[Path, typer.Option(help="Report folder: report.md, report.json, roc.png, montage.png.")] = Path("validation"),
     threads: Annotated[int, typer.Option(help="Runtime threads (0 = runtime default).")] = 0,
 ) -> None:

@@ -104,19 +104,9 @@ def pytest_collection_modifyitems(config, items):
     """pytest-xdist groups: every test that reads the session's toy build runs on one worker (it is built once);
     the others by file (module and session fixtures of a file are not computed twice)."""
     root = config.rootpath / "tests"
-    groups = {}
     for item in items:
         group = "toy_build" if "toy_build" in getattr(item, "fixturenames", ()) else item.path.relative_to(root).as_posix()
         item.add_marker(pytest.mark.xdist_group(group))
-        groups[item] = group
-    # the longest groups first (a worker that starts the toy build last finishes minutes after the other); the
-    # rest in collection order. Measured per group on a 2-core host: toy_build ~380 s, test_build ~180 s, ...
-    order = {g: i for i, g in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: order.get(groups[item], len(order)))
-
-
-LONGEST_FIRST = ("toy_build", "test_build.py", "quantize/test_quantize.py", "export/test_export.py", "train/test_distill.py",
-                 "train/test_toy_models.py", "train/test_student.py", "test_cli.py", "eval/test_validate.py")
 
 
 def pytest_configure(config):
