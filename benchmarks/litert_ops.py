@@ -9,7 +9,8 @@ Layers, at the shapes of DINOv3 ViT-L/16 @224 and FaRL-B + UPerHead @448 (seeded
   * `farl block`: one FaRL ViT-B block (768 wide, 785 tokens): 12 of them are the parser backbone;
   * `fpn 3x3 conv 112²`: UPerHead's fpn_bottleneck (3072 -> 768, 3×3, 112²): ≈ 535 GFLOP, half the graph;
   * `3x3 conv 768 112²`: the finest fpn_conv (768 -> 768, 3×3, 112²);
-  * `transposed conv 2x2`: FaRL's 4× upsampling neck (768 -> 768, kernel 2, stride 2, 28² -> 56²).
+  * `transposed conv 2x2`: FaRL's 4× upsampling neck (768 -> 768, kernel 2, stride 2, 28² -> 56²);
+  * `... as nine 1x1`: the two 3x3 convolutions as the TFLite exporter writes them since (export/rewrite.py).
 Per layer: GFLOPs, p50 of torch, LiteRT+XNNPACK and LiteRT built-in, the ratios, the GFLOP/s, and the LiteRT
 graph's op types (a layout TRANSPOSE around a conv shows there). The host's CPU and ISA are recorded.
 """
@@ -31,6 +32,7 @@ from torch import nn
 
 def layers() -> dict[str, tuple[nn.Module, tuple[int, ...]]]:
     """name -> (module, input shape): each the real kit module at full size."""
+    from dfedge.export.rewrite import ShiftedConv2d
     from dfedge.models import dinov3 as dinov3_lib
     from dfedge.models import farl as farl_lib
 
@@ -55,6 +57,9 @@ def layers() -> dict[str, tuple[nn.Module, tuple[int, ...]]]:
            "farl block": (parser.backbone.visual.transformer.resblocks[0], (1, 1 + f.grid**2, f.width))}
     out["fpn 3x3 conv 112²"] = (nn.Conv2d(4 * 768, 768, 3, padding=1, bias=False), (1, 4 * 768, 112, 112))
     out["3x3 conv 768 112²"] = (nn.Conv2d(768, 768, 3, padding=1, bias=False), (1, 768, 112, 112))
+    # the same convolution as the TFLite exporter now writes it (dfedge.export.rewrite: nine shifted 1x1 GEMMs)
+    out["3x3 conv 768 112² as nine 1x1"] = (ShiftedConv2d(nn.Conv2d(768, 768, 3, padding=1, bias=False)), (1, 768, 112, 112))
+    out["fpn 3x3 conv 112² as nine 1x1"] = (ShiftedConv2d(nn.Conv2d(4 * 768, 768, 3, padding=1, bias=False)), (1, 4 * 768, 112, 112))
     out["transposed conv 2x2"] = (nn.ConvTranspose2d(768, 768, 2, stride=2), (1, 768, 28, 28))
     return out
 
