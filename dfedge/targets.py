@@ -43,8 +43,7 @@ TARGETS: dict[str, Target] = {
                "litert-torch; NHWC input as mobile cameras deliver; 3×3 convolutions written as nine shifted 1×1 ones (`export/rewrite.py`: XNNPACK runs those at GEMM speed, docs/benchmarks.md); fp16 = float16 weights (ai-edge-quantizer)",
                tflite_quantize.quantize, ("int8-weights", "int8", "w8a16")),
         Target(FORMATS["executorch"], executorch_export.export, executorch_export.export_graph, EXPORTED, "executorch",
-               "torch.export lowered to the XNNPACK delegate, static shapes; 3×3 convolutions as nine shifted 1×1 ones "
-               "(as tflite); fp16 = DINOv3's attention and MLPs and the "
+               "torch.export lowered to the XNNPACK delegate, static shapes; fp16 = DINOv3's attention and MLPs and the "
                "parser in float16, its residual stream and patch embedding, the input normalisation and the region math "
                "float32; "
                "int8 = XNNPACK quantizer + NNCF ranges; placement (delegated vs portable ops) in the manifest",

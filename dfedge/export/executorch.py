@@ -16,7 +16,6 @@ import torch
 from ..models.frontend import MAX_SIDE
 from ..runtimes.standalone import FORMATS, placement_report
 from .job import Job
-from .rewrite import shifted_convs
 
 FORMAT = FORMATS["executorch"]
 
@@ -178,11 +177,9 @@ def placement(edge, accelerator: str = DELEGATES["xnnpack"]) -> dict:
 
 def export(job: Job, out_dir: Path, report: dict) -> list[Path]:
     detector = half_detector(job.detector) if job.precision == "fp16" else job.detector
-    with shifted_convs(detector) as count:  # XNNPACK runs 1x1 convolutions at GEMM speed, 3x3 ones far below it
-        program = torch.export.export(Outputs(detector).eval(), (job.example,), strict=False)
+    program = torch.export.export(Outputs(detector).eval(), (job.example,), strict=False)
     where = write(lower(program, job.metadata), out_dir / FORMAT.model_file)
-    settings = {"partitioner": "XnnpackPartitioner (defaults)", "static_shapes": True,
-                "convolutions": f"{count} 3x3 convolutions as nine shifted 1x1 (XNNPACK speed)"}
+    settings = {"partitioner": "XnnpackPartitioner (defaults)", "static_shapes": True}
     if job.precision == "fp16":
         settings["fp16"] = ("DINOv3's attention and MLPs and the parser in float16; DINOv3's residual stream and patch "
                             "embedding, the input normalisation and the region math float32")
