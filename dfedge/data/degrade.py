@@ -224,8 +224,9 @@ def _distractor(image: np.ndarray, rng: np.random.Generator, *, size: float) -> 
     return out
 
 
-def _compound(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    for step in _draw_chain(rng):
+def _compound(image: np.ndarray, rng: np.random.Generator, steps: list | None = None) -> np.ndarray:
+    """The steps in order (the compound chain this rng draws when none are given)."""
+    for step in _draw_chain(rng) if steps is None else steps:
         image = _run(image, step, rng)
     return image
 
@@ -347,9 +348,7 @@ def _draw_ntire(rng: np.random.Generator, only: str) -> list[Degradation]:
 
 
 def _ntire(image: np.ndarray, rng: np.random.Generator, *, only: str) -> np.ndarray:
-    for step in _draw_ntire(rng, only):
-        image = _run(image, step, rng)
-    return image
+    return _compound(image, rng, steps=_draw_ntire(rng, only))
 
 
 FAMILIES["ntire"] = Family(_ntire, {"only": "all"}, {"only": ("all", *NTIRE_NAMES)}, random=True)
@@ -497,9 +496,8 @@ def apply(image: np.ndarray, degradation: Degradation, seed: int) -> np.ndarray:
     """Degraded copy of an image as uint8 RGB [H, W, 3] (any other input first goes through as_rgb8), the same
     height and width; identical bytes for the same (image, degradation, seed). Pass a different seed per image
     (e.g. its index) for independent noise."""
-    image = as_rgb8(image)
+    out = as_rgb8(image)  # (a contiguous array, the input's own when it is already uint8 RGB: never written to)
     rng = np.random.default_rng(seed)
-    out = np.ascontiguousarray(image)
     for step in _resolve(degradation, rng):
         out = _run(out, step, rng)
     return out
