@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ._version import __version__
-from .options import BENCH, GATE, MODEL, PLAN, SCORE, WEIGHTS, Options, at_least_one, fraction, metavar, takes, threshold_rule
+from .options import BENCH, GATE, HEAD_FIT, MODEL, PLAN, SCORE, WEIGHTS, Options, at_least_one, fraction, metavar, takes, threshold_rule
 from .terminal import (clean_up_on_termination, console, converter_output, err_console, progress_bar, quiet_converters,
                        step_progress, user_errors)
 
@@ -88,7 +88,7 @@ def score(
 
 
 @app.command("fit-probe")
-@takes(*WEIGHTS, "region", "region_index", "region_head", "batch")
+@takes(*WEIGHTS, "region", "region_index", "region_head", "batch", *HEAD_FIT)
 def fit_probe_cmd(
     data: Annotated[str, typer.Option(help="Training set: toy[:split[:N]], a folder with real/ and fake/, or a CSV/JSONL list.")] = "toy",
     val: Annotated[Optional[str], typer.Option(help="Validation set (same forms); default toy:val for toy data.")] = None,
@@ -99,17 +99,17 @@ def fit_probe_cmd(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")] = False,
     opts: Options = None,
 ) -> None:
-    """Fit a logistic-regression probe on region-pooled features and pick its operating threshold."""
+    """Fit a head's probe (logistic regression; topk and ensemble: docs/heads.md) and pick its operating threshold."""
     from .data.sources import open_set
     from .models.factory import build_detector
-    from .train.probe import check_classes, default_cache_dir, extract_features, fit_heads
+    from .train.probe import HeadSettings, check_classes, default_cache_dir, extract_features, fit_heads
 
     heads = head or ["region"]
     with user_errors():
-        region = opts.spec(loads_weights=False).region
+        region = opts.spec(loads_weights=False, head=heads[0]).region
         train_set = open_set(data, region)
         check_classes(train_set.labels(), data)
-        val_spec = val or ("toy:val" if data.startswith("toy") else None)
+        val_spec = val or (f"toy:val:400:{train_set.region}" if data.startswith("toy") else None)
         val_set = open_set(val_spec, region) if val_spec else None
         cache_dir = None if no_cache else (cache or default_cache_dir())
 
@@ -118,7 +118,7 @@ def fit_probe_cmd(
                 return extract_features(det, dataset, opts["batch"], cache_dir, lambda d, total: done(d))
 
         rows = fit_heads(lambda h: build_detector(opts.spec(head=h, random_probe=True)), heads, (train_set, val_set),
-                         threshold, out, features)
+                         threshold, out, features, HeadSettings.from_options({k: opts[k] for k in HEAD_FIT}))
     console.print(table(f"probe fit: {train_set.description}" + (f", validated on {val_set.description}" if val_set else ""),
                         ("head", "region", "train AUC", "val AUC", "faces used", "no region", "threshold (logit)", "file"),
                         rows, ("head", "region", "file")))

@@ -103,6 +103,14 @@ OPTIONS: dict[str, tuple[object, object]] = {
     "random_weights": (Annotated[bool, typer.Option(
         "--random-weights", help="Allow a preset without weight files (seeded random weights): to size and time a graph.")], False),
     "batch": (Annotated[int, typer.Option(help="Crops per forward pass.")], 8),
+    # fit-probe's head options (dfedge.train.probe.HeadSettings)
+    "top_k": (Annotated[int, typer.Option(help="topk: responses kept per salience channel (LFM: 16); fixed in the probe and every graph.")], 16),
+    "salience_channels": (Annotated[int, typer.Option(help="topk: salience channels (LFM: 64).")], 64),
+    "rank_dropout": (Annotated[float, typer.Option(help="topk: rank-based linear dropout, the top slot's rate (training only; 0: off).")], 0.0),
+    "random_k": (Annotated[bool, typer.Option("--random-k", help="topk: random-K sampling (training only).")], False),
+    "vote_weights": (Annotated[Optional[str], typer.Option(help="ensemble: whole-number vote weights, one per stream (mouth,eyes,nose,skin,global), e.g. 2,1,1,1,2; default all 1.")], None),
+    "vote_step": (Annotated[float, typer.Option(help="ensemble: the vote's rounding step (NTIRE: 0.1).")], 0.1),
+    "calibration": (Annotated[str, typer.Option(metavar="[platt|temperature]", help="ensemble: per-stream calibration, fitted on a held-out quarter of --data.")], "platt"),
     # what dfedge score reads and writes (dfedge.scoring.ScoreOptions)
     "aligned": (Annotated[bool, typer.Option("--aligned", help="The inputs are 5-point aligned crops (no face detection).")], False),
     "faces": (Annotated[str, typer.Option(metavar="[all|largest]", help="Which faces of a photo get a record.")], "all"),
@@ -155,6 +163,7 @@ OPTIONS: dict[str, tuple[object, object]] = {
 }
 PINS = ("dinov3_sha256", "parser_sha256", "probe_sha256", "region_head_sha256", "student_sha256", "trust_torchscript")
 WEIGHTS = ("preset", "dinov3", "parser", "backbone", "student", "dinov3_input", *PINS, "random_weights")  # what any model is built from
+HEAD_FIT = ("top_k", "salience_channels", "rank_dropout", "random_k", "vote_weights", "vote_step", "calibration")
 MODEL = (*WEIGHTS, "probe", "head", "region", "region_index", "region_head", "random_probe")
 PLAN = ("targets", "precisions", "region_indexes", "dist", "name", "preset", "dinov3", "parser", "backbone", "student", "probe", "head",
         "region", "dinov3_input", "region_head", *PINS, "random_probe", "random_weights", "parity_samples", "data")

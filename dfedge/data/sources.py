@@ -3,6 +3,7 @@
 `open_set(spec)` turns what a user types into a set:
   toy                 toy world, split "train" (400 samples)
   toy:val[:N]         another split, N samples
+  toy:val:N:REGION    fakes manipulated in REGION (default: the probe's region; mixed: mouth, eyes, nose or face)
   DIR                 DIR/real/* (label 0) and DIR/fake/* (label 1)
   LIST.csv|LIST.jsonl rows of path,label[,video] (label 0/1 or real/fake; paths relative to the list)
   celebdf:ROOT[:SPLIT][:landmarks=FILE]  Celeb-DF v2 videos, 32 aligned frames each (see celebdf.py)
@@ -31,6 +32,10 @@ class ToySet(LabelledSet):
 
         if split not in SPLITS:
             raise ValueError(f"unknown toy split '{split}' (known: {', '.join(SPLITS)})")
+        from ..models.region import REGIONS
+
+        if region not in REGIONS and region != "mixed" or region == "all":
+            raise ValueError(f"toy fakes manipulated in '{region}': use a region ({', '.join(r for r in REGIONS if r != 'all')}) or mixed")
         self.split, self.count, self.region = split, count, region
         self.description = f"toy:{split}:{count}:{region}"
         self._labels: np.ndarray | None = None
@@ -141,6 +146,10 @@ def open_set(spec: str, region: str = "mouth") -> LabelledSet:
             count = int(parts[2]) if len(parts) > 2 else DEFAULT_TOY_COUNT
         except ValueError:
             raise ValueError(f"'{spec}': the toy sample count must be an integer") from None
+        if len(parts) > 3:
+            region = parts[3]
+        elif region == "all":  # a head over every token: fakes manipulated anywhere
+            region = "mixed"
         return ToySet(split, count, region)
     if spec.startswith("sbi:"):
         from .sbi import SelfBlendSet

@@ -219,6 +219,7 @@ class ToySample:
     fake: bool
     face: ToyFace  # the real face it was made from (labels, landmarks)
     blend_mask: np.ndarray | None  # float32 [448, 448] for fakes
+    region: str | None = None  # the manipulated region of a fake
 
 
 # Named, disjoint splits of the toy world (seeds). The shipped parser trains on "parser"; probes fit on
@@ -234,9 +235,15 @@ TOY_FAKE_STRENGTH = 1.4
 TOY_GENERATOR_TINT = (6.0, 0.3)
 
 
+# The multi-region toy world (toy:SPLIT:N:mixed): each fake is manipulated in one of these, drawn per item, so
+# heads can be compared where the manipulated region is unknown.
+MIXED_REGIONS = ("mouth", "eyes", "nose", "face")
+
+
 def toy_sample(index: int, split: str = "train", region: str = "mouth", fake_fraction: float = 0.5) -> ToySample:
     """Item `index` of a toy split: a real face, or (with probability `fake_fraction`) its self-blended fake in
-    `region`. A pure function of its arguments."""
+    `region` ("mixed": one of MIXED_REGIONS, drawn from the item's own stream). A pure function of its arguments;
+    the same index is the same face, real or fake, in every region's set."""
     from .blend import region_mask, self_blend
 
     if split not in SPLITS:
@@ -246,8 +253,10 @@ def toy_sample(index: int, split: str = "train", region: str = "mouth", fake_fra
     rng = np.random.default_rng([seed, index, 1])
     if rng.random() >= fake_fraction:
         return ToySample(image=face.image, fake=False, face=face, blend_mask=None)
+    if region == "mixed":
+        region = MIXED_REGIONS[int(np.random.default_rng([seed, index, 2]).integers(len(MIXED_REGIONS)))]
     mask = region_mask(face.labels, region)
     if region == "face":
         mask = np.maximum(mask, region_mask(face.labels, "skin"))
     fake, blend = self_blend(face.image, mask, rng, strength=TOY_FAKE_STRENGTH, detail="smooth", tint=TOY_GENERATOR_TINT)
-    return ToySample(image=fake, fake=True, face=face, blend_mask=blend)
+    return ToySample(image=fake, fake=True, face=face, blend_mask=blend, region=region)

@@ -54,14 +54,34 @@ class Parity:
     samples: int
     ok: bool
     thresholds: dict = field(default_factory=dict)
+    vote_agreement: float | None = None  # ensemble head: the graph's vote against the rule applied to its own streams
 
 
-def check_parity(reference: Runner, runner: Runner, images: np.ndarray, precision: str) -> Parity:
+def vote_agrees(out: dict, weights, step: float) -> bool | None:
+    """Whether a graph's `probability` is the discretized vote of its own `streams` output (None: too close to a
+    rounding boundary to tell: a stream level within 1 % of a step from a half, where float32 and float16 graphs
+    may round either way). Streams that found no region do not vote; which ones did is not an output, so a graph
+    agrees when some subset of the streams that includes the global one gives its vote."""
+    from ..models.heads import discretized_vote
+
+    p = np.asarray(out["streams"], np.float64).reshape(-1)
+    n = round(1.0 / step)
+    if (np.abs(p * n - np.floor(p * n) - 0.5) < 1e-2).any():
+        return None
+    votes = {float(discretized_vote(np.where(np.array(keep, bool), p, np.nan)[None], weights, step)[0])
+             for keep in np.ndindex(*(2,) * len(p)) if keep[-1]}
+    return any(abs(float(np.asarray(out["probability"]).reshape(-1)[0]) - v) < 1e-6 for v in votes)
+
+
+def check_parity(reference: Runner, runner: Runner, images: np.ndarray, precision: str, vote: tuple | None = None) -> Parity:
     """Run `runner` and the torch `reference` on the same crops [N, 3, S, S] float32, one at a time (the graphs
-    have batch 1)."""
-    dl, err, agree, identical = [], [], [], True
+    have batch 1). `vote` = (weights, step) for the ensemble head: every graph's probability must be the
+    discretized vote of its own streams."""
+    dl, err, agree, identical, votes = [], [], [], True, []
     for image in images:
         ref, out = reference(image[None]), runner(image[None])
+        if vote is not None:
+            votes.append(vote_agrees(out, *vote))
         ref_logit = np.asarray(ref["logit"], np.float64).reshape(-1)
         diff = np.abs(np.asarray(out["logit"], np.float64).reshape(-1) - ref_logit)
         dl.append(float(diff.max()))
@@ -72,12 +92,16 @@ def check_parity(reference: Runner, runner: Runner, images: np.ndarray, precisio
     limits = parity_limits(precision)
     max_err, agreement = max(err), float(np.mean(agree))
     ok = (limits["max_logit_error"] is None or max_err <= limits["max_logit_error"]) and agreement >= limits["mask_agreement"]
-    return Parity(max(dl), max_err, float(np.mean(dl)), agreement, identical, len(images), ok, dict(limits))
+    decided = [v for v in votes if v is not None]
+    vote_agreement = float(np.mean(decided)) if decided else None
+    ok = ok and vote_agreement in (None, 1.0)
+    return Parity(max(dl), max_err, float(np.mean(dl)), agreement, identical, len(images), ok, dict(limits), vote_agreement)
 
 
 def parity_message(name: str, parity: Parity) -> str:
+    vote = "" if parity.vote_agreement is None else f", vote agreement {parity.vote_agreement:.3f} (limit 1)"
     return (f"{name}: logit error {parity.max_logit_error:.2e} (max |dlogit| {parity.max_abs_logit:.2e}), mask "
-            f"agreement {parity.mask_agreement:.4f} (limits {parity.thresholds})")
+            f"agreement {parity.mask_agreement:.4f}{vote} (limits {parity.thresholds})")
 
 
 @dataclass

@@ -36,6 +36,18 @@ OUTPUT_MEANING = {
     "token_mask": "1 where the token belongs to the region (parser-indexed), else 0",
     "region_tokens": "number of region tokens; 0 = region not found, do not use the score",
     "contributions": "w.x_t/|R| per region token; sum + probe bias = logit",
+    "streams": "each stream's (calibrated) probability; one stream, equal to probability, but for the ensemble head",
+}
+# what changes for the heads whose outputs read differently (models/heads.py)
+HEAD_MEANING = {
+    "topk": {"token_mask": "1 where the token won a Top-K slot of some salience channel (inside the region), else 0",
+             "region_tokens": "number of selected tokens; 0 = region not found, do not use the score",
+             "contributions": "sum of w[c,k] s_c(t) over the Top-K slots token t won; sum + probe bias = logit"},
+    "ensemble": {"logit": "log-odds of the unrounded weighted mean of the calibrated stream probabilities (ranks; the threshold applies to it)",
+                 "probability": "the discretized weighted vote of the streams (NTIRE 2026 rule), in steps of the vote step",
+                 "token_mask": "1 where the token belongs to any regional stream's region, else 0",
+                 "region_tokens": "number of tokens in the regional streams' regions; 0 = no face parsed, do not use the score",
+                 "contributions": "all zero: a vote is not a sum over tokens (see streams)"},
 }
 
 
@@ -61,11 +73,23 @@ COREML_PLACEMENT = {"runtime": "coreml", "observed": False,
                               "model (MLComputePlan, macOS 14.4+); nothing here can observe it"}
 
 
+def head_record(probe) -> dict | None:
+    """What a bundle's manifest records of a head beyond one linear layer: its config (topk: channels, K;
+    ensemble: streams, vote weights, step, calibration kind) and, for the ensemble, each stream's calibration."""
+    cfg = probe.info.head_config
+    if cfg is None or not hasattr(probe, "calib_scale"):
+        return cfg
+    return {**cfg, "calibration_parameters": {
+        name: {"scale": round(float(a), 6), "shift": round(float(c), 6)}
+        for name, a, c in zip(probe.streams, probe.calib_scale.detach(), probe.calib_shift.detach())}}
+
+
 def build_manifest(job: Job, root: Path, parity: Parity, conversion: dict) -> dict:
     det, target, fmt = job.detector, job.target, job.target.format
     s, g = det.cfg.crop_size, det.grid
     shape = [1, 3, s, s] if fmt.input_layout == "NCHW" else [1, s, s, 3]
     info = det.probe.info
+    n_streams = len(getattr(det.probe, "streams", (info.head,)))
     return {
         "schema": standalone.BUNDLE_SCHEMA,
         "name": job.name,
@@ -83,20 +107,16 @@ def build_manifest(job: Job, root: Path, parity: Parity, conversion: dict) -> di
                           "the bottom-right one (S - 1, S - 1); image-left first",
             "method": "least-squares 5-point similarity transform from detected landmarks to the template",
         },
-        "outputs": {
-            "logit": {"shape": [1], "meaning": OUTPUT_MEANING["logit"]},
-            "probability": {"shape": [1], "meaning": OUTPUT_MEANING["probability"]},
-            "token_mask": {"shape": [1, g, g], "meaning": OUTPUT_MEANING["token_mask"]},
-            "region_tokens": {"shape": [1], "meaning": OUTPUT_MEANING["region_tokens"]},
-            "contributions": {"shape": [1, g, g], "meaning": OUTPUT_MEANING["contributions"]},
-        },
+        "outputs": {name: {"shape": shape, "meaning": HEAD_MEANING.get(info.head, {}).get(name, OUTPUT_MEANING[name])}
+                    for name, shape in zip(OUTPUT_NAMES, ([1], [1], [1, g, g], [1], [1, g, g], [1, n_streams]))},
         "labels": {"label_set": det.label_set, "label_names": list(det.label_names),
                    "region": det.region_index.region,
                    "region_classes": region_classes(det.label_set, det.region_index.region),
                    "membership_threshold": det.region_index.threshold, "token_grid": [g, g]},
         "probe": {"head": info.head, "threshold_logit": info.threshold,
                   "threshold_probability": 1.0 / (1.0 + math.exp(-info.threshold)), "rule": info.threshold_rule,
-                  "positive_class": "fake", "fitted_on": info.fitted_on, "guard": info.guard},
+                  "positive_class": "fake", "fitted_on": info.fitted_on, "guard": info.guard,
+                  "head_config": head_record(det.probe)},
         "files": file_hashes(root),
         "sources": job.sources,
         "random_weights": [part for part, rec in job.sources.items() if not rec.get("sha256")],
@@ -155,7 +175,9 @@ def write_bundle(job: Job, dist: Path, log=lambda msg: None) -> tuple[Path, dict
                 log(f"{job.folder}: converted; checking parity on {len(job.parity_images)} crops")
                 options = conversion.setdefault("runtime_options", target.format.options)  # a rung may set its own
                 runner, _ = open_runtime(tmp, target.name, interpreter=True, options=options)  # what a device opens (CoreML: MIL off macOS)
-                parity = check_parity(torch_runner(job.detector), runner, job.parity_images, precision)
+                probe = job.detector.probe
+                vote = (probe.vote_weights.tolist(), probe.step) if hasattr(probe, "vote_weights") else None
+                parity = check_parity(torch_runner(job.detector), runner, job.parity_images, precision, vote)
                 if not parity.ok:
                     raise ParityError(parity_message(job.folder, parity))
                 if "placement" not in conversion:  # the runtime's own view on this host (ExecuTorch's: at lowering)

@@ -8,11 +8,13 @@
                      feeds a 2x area-downsampled crop and fuses at 56, distilled replaces the whole branch by
                      a head on the DINOv3 patch tokens [B, g*g, D] -> [B, C, g, g])
       DINOv3 branch: exact 2x area downsample to 224 (or 448 as is) -> mean/std -> patch tokens [B, g*g, D]
-      head:          masked mean of the region's tokens [B, D] -> linear probe -> logit [B]
+      head:          masked mean of the region's tokens [B, D] -> linear probe -> logit [B] (models/heads.py: the
+                     other heads pool differently: Top-K salience, a calibrated multi-region vote)
 
 Outputs (DetectorOutput): logit [B], probability [B] (= sigmoid(logit), P(fake)), token_mask [B, g, g] (0/1),
-region_tokens [B] (a count; 0 means the region was not found and the score must not be used), contributions
-[B, g, g] (w.x_t / |R| per region token: sum(contributions) + probe bias == logit).
+region_tokens [B] (the count of token_mask; 0 means the region was not found and the score must not be used),
+contributions [B, g, g] (w.x_t / |R| per region token: sum(contributions) + probe bias == logit), streams [B, S]
+(each stream's probability: S = 1 and streams == probability but for the ensemble head).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def align_template(crop_size: int = CROP_SIZE) -> np.ndarray:
 
 ALIGN_TEMPLATE = align_template(CROP_SIZE)
 
-OUTPUT_NAMES = ("logit", "probability", "token_mask", "region_tokens", "contributions")
+OUTPUT_NAMES = ("logit", "probability", "token_mask", "region_tokens", "contributions", "streams")
 # DINOv3 input normalisation. Rounded to fp16 they move every pixel of the DINOv3 input by the same amount, a bias
 # no averaging removes (toy: |dlogit| 0.04 against 0.003 for all weights together), so fp16 exports keep these
 # constants, and the ops that apply them, in fp32.
@@ -68,6 +70,7 @@ class DetectorOutput(NamedTuple):
     token_mask: torch.Tensor  # [B, g, g]
     region_tokens: torch.Tensor  # [B]
     contributions: torch.Tensor  # [B, g, g]
+    streams: torch.Tensor  # [B, S]
 
 
 def check_head(name: str, region_index: str) -> None:
@@ -79,7 +82,7 @@ def check_head(name: str, region_index: str) -> None:
 
 @dataclass(frozen=True)
 class DetectorConfig:
-    head: str = "region"  # models/heads.py: region (the paper) | cls | all | farl-region (ablations)
+    head: str = "region"  # models/heads.py: region (the paper) | cls | all | farl-region (ablations) | topk | ensemble
     region: str = "mouth"
     crop_size: int = CROP_SIZE
     region_index: str = "exact"  # exact | lite-head | parser-224 | distilled (models/ladder.py)
@@ -104,8 +107,8 @@ class Detector(nn.Module):
             raise ValueError(f"the '{cfg.region_index}' region index needs "
                              + ("a parser and no region head" if rung(cfg.region_index).uses_parser else "a region head and no parser"))
         width = feature_dim(cfg.head, dinov3.cfg.width, parser.cfg.width if parser is not None else None)
-        if probe.weight.shape[0] != width:
-            raise ValueError(f"probe has {probe.weight.shape[0]} inputs; the '{cfg.head}' head gives {width}")
+        if probe.in_features != width:
+            raise ValueError(f"probe reads {probe.in_features}-wide tokens; the '{cfg.head}' head gives {width}")
         labels = parser.cfg if parser is not None else region_head.cfg
         self.label_set, self.label_names = labels.label_set, labels.label_names
         self.dinov3, self.parser, self.probe = dinov3, parser, probe
@@ -145,7 +148,7 @@ class Detector(nn.Module):
 
     @property
     def feature_dim(self) -> int:
-        return self.probe.weight.shape[0]
+        return self.probe.in_features
 
     @property
     def region_head(self) -> DistilledRegionHead | None:
@@ -167,9 +170,8 @@ class Detector(nn.Module):
         patches, cls, _ = self.dinov3(x * self.dino_scale + self.dino_shift)
         return patches, cls
 
-    def features(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """image -> (probe input [B, D], token mask [B, g*g], region token count [B], token weights [B, g*g]
-        or None for heads that are not a token mean, patch tokens [B, g*g, D])."""
+    def tokens(self, image: torch.Tensor) -> Tokens:
+        """image -> everything a head may read (models/heads.Tokens)."""
         patches, cls = self.embed(image)
         probs = farl_tokens = None
         if self.region_index.head is not None:  # distilled: the index is read off DINOv3's own tokens
@@ -177,25 +179,28 @@ class Detector(nn.Module):
         else:
             soft, probs, farl_tokens = self.parse(image)
         mask = self.region_index(soft)
-        weights, count = masked_mean_weights(mask)
-        feature, token_weights = head(self.cfg.head).pool(self, Tokens(patches, cls, mask, weights, probs, farl_tokens))
-        return feature, mask, count, token_weights, patches
+        weights, _ = masked_mean_weights(mask)
+        return Tokens(patches, cls, mask, weights, probs, farl_tokens, soft)
+
+    def features(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """image -> (the probe's training input (models/heads.Pool), token mask [B, g*g] of the tokens the verdict
+        rests on, their count [B])."""
+        t = self.tokens(image)
+        h = head(self.cfg.head)
+        mask = h.score(self, t).token_mask
+        return h.pool(self, t), mask, mask.sum(dim=1)
 
     def forward(self, image: torch.Tensor) -> DetectorOutput:
         s = self.cfg.crop_size
         if image.ndim != 4 or tuple(image.shape[1:]) != (3, s, s):
             raise ValueError(f"expected an aligned crop [B, 3, {s}, {s}], got {list(image.shape)}")
-        feature, mask, count, weights, patches = self.features(image)
-        logit = self.probe(feature)
-        if weights is None:
-            contributions = torch.zeros_like(mask)
-        else:
-            contributions = self.probe.project(patches) * weights
+        scored = head(self.cfg.head).score(self, self.tokens(image))
         g = self.grid
         return DetectorOutput(
-            logit=logit,
-            probability=torch.sigmoid(logit),
-            token_mask=mask.reshape(-1, g, g),
-            region_tokens=count,
-            contributions=contributions.reshape(-1, g, g),
+            logit=scored.logit,
+            probability=scored.probability,
+            token_mask=scored.token_mask.reshape(-1, g, g),
+            region_tokens=scored.token_mask.sum(dim=1),
+            contributions=scored.contributions.reshape(-1, g, g),
+            streams=scored.streams,
         )

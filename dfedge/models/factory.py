@@ -15,9 +15,9 @@ from . import farl as farl_lib
 from .checkpoint import CheckpointError, check_pin, read_weights, sha256_file
 from .detector import CROP_SIZE, Detector, DetectorConfig, check_head
 from .distilled import DistilledRegionHead, RegionHeadConfig, load_region_head
-from .heads import feature_dim
+from .heads import feature_dim, head as head_info
 from .ladder import rung
-from .region import REGIONS, LinearProbe, ProbeInfo, load_probe
+from .region import REGIONS, ProbeInfo, load_probe, make_probe
 
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -58,7 +58,7 @@ class DetectorSpec:
     parser: str | None = None
     probe: str | None = None
     head: str = "region"
-    region: str = "mouth"
+    region: str | None = None  # None: the head's default (mouth; all for topk, face for the ensemble)
     label_set: str | None = None
     dinov3_input: int = 224
     dinov3_sha256: str | None = None
@@ -80,6 +80,8 @@ class DetectorSpec:
         if self.preset not in DETECTOR_PRESETS:
             raise ValueError(f"unknown preset '{self.preset}' (known: {', '.join(DETECTOR_PRESETS)})")
         check_head(self.head, self.region_index)
+        if self.region is None:
+            object.__setattr__(self, "region", head_info(self.head).default_region)
         if self.region not in REGIONS:
             raise ValueError(f"unknown region '{self.region}' (known: {', '.join(REGIONS)})")
         if self.region_head and self.region_index != "distilled":
@@ -119,11 +121,13 @@ def probe_file(spec: DetectorSpec) -> str | Path | None:
     the same head and region; None when there is none (then only `random_probe` builds a detector)."""
     if spec.probe:
         return spec.probe
-    shipped = shipped_file(spec.preset, "probe")
-    if shipped is None:
+    if not DETECTOR_PRESETS[spec.preset].shipped:
         return None
-    info = load_probe(shipped).info
-    return shipped if (info.head, info.region) == (spec.head, spec.region) else None
+    for shipped in sorted(WEIGHTS_DIR.glob(f"{spec.preset}_probe*.safetensors")):  # toy_probe, toy_probe-topk, ...
+        info = load_probe(shipped).info
+        if (info.head, info.region) == (spec.head, spec.region):
+            return shipped
+    return None
 
 
 def weight_files(spec: DetectorSpec) -> dict[str, str | Path | None]:
@@ -205,10 +209,14 @@ def teacher_sha256(spec: DetectorSpec) -> str | None:
     return sha256_file(spec.dinov3) if spec.dinov3 else None
 
 
-def random_probe(dim: int, spec: DetectorSpec) -> LinearProbe:
-    probe = LinearProbe(dim, ProbeInfo(head=spec.head, region=spec.region, fitted_on="random (seeded)"))
+def random_probe(dim: int, spec: DetectorSpec, label_set: str) -> torch.nn.Module:
+    """A seeded random probe of the spec's head (its default shape): tests, shapes and timing only."""
+    probe = make_probe(spec.head, dim, ProbeInfo(head=spec.head, region=spec.region, label_set=label_set,
+                                                 fitted_on="random (seeded)"))
     with torch.no_grad():
-        probe.weight.normal_(0.0, dim**-0.5)
+        for name, p in probe.named_parameters():
+            if name in ("weight", "salience_weight"):
+                p.normal_(0.0, p.shape[-1] ** -0.5)
     return probe
 
 
@@ -236,13 +244,14 @@ def build_detector(spec: DetectorSpec | None = None) -> Detector:
         if not (spec.random_probe or dinov3_file is None):  # (no DINOv3 file: the whole model is random, by request)
             raise ValueError(f"no probe for the '{spec.head}' head on the '{spec.region}' region: pass --probe (dfedge "
                              "fit-probe writes one), or --random-probe to score with seeded random weights (tests only)")
-        probe, region = random_probe(dim, spec), spec.region
+        label_set = parser.cfg.label_set if parser is not None else region_head.cfg.label_set
+        probe, region = random_probe(dim, spec, label_set), spec.region
     else:
         probe = load_probe(path, dim=None, sha256=spec.probe_sha256)
         if probe.info.head != spec.head:
             raise ValueError(f"{path}: probe was fitted for the '{probe.info.head}' head, not '{spec.head}'")
-        if probe.weight.shape[0] != dim:
-            raise ValueError(f"{path}: probe has {probe.weight.shape[0]} inputs but the '{spec.head}' head gives {dim}")
+        if probe.in_features != dim:
+            raise ValueError(f"{path}: probe has {probe.in_features} inputs but the '{spec.head}' head gives {dim}")
         region = probe.info.region
     cfg = DetectorConfig(head=spec.head, region=region, region_index=spec.region_index)
     detector = Detector(backbone, parser, probe, cfg, region_head=region_head).eval()
@@ -276,7 +285,8 @@ def meta_detector(spec: DetectorSpec | None = None) -> Detector:
         parser = farl_lib.FarlParser(r.parser_config(parser_config(spec))) if r.uses_parser else None
         head = None if r.uses_parser else DistilledRegionHead(region_head_config(spec, d_cfg))
         dim = feature_dim(spec.head, backbone.cfg.width, parser.cfg.width if parser is not None else None)
-        probe = LinearProbe(dim, ProbeInfo(head=spec.head, region=spec.region))
+        label_set = parser.cfg.label_set if parser is not None else head.cfg.label_set
+        probe = make_probe(spec.head, dim, ProbeInfo(head=spec.head, region=spec.region, label_set=label_set))
     cfg = DetectorConfig(head=spec.head, region=spec.region, region_index=spec.region_index)
     return Detector(backbone, parser, probe, cfg, region_head=head).to("meta")
 

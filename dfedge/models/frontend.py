@@ -421,6 +421,7 @@ class Verdict:
     region_tokens: int = 0
     token_mask: np.ndarray | None = None  # bool [g, g]
     contributions: np.ndarray | None = None  # float32 [g, g]
+    streams: list[float] | None = None  # the ensemble head's per-stream probabilities (None for one stream)
     face: Face | None = None  # where it was found (None for a given crop)
     crop: np.ndarray | None = None  # the aligned crop the model saw
 
@@ -428,6 +429,8 @@ class Verdict:
         """JSON-able: status, reason, the face (box, detector score, landmarks), the score and the top tokens."""
         out: dict = {"status": self.status, "reason": self.reason, "probability": self.probability,
                      "logit": self.logit, "decision": self.decision, "region_tokens": self.region_tokens}
+        if self.streams is not None:
+            out["streams"] = self.streams
         if self.face is not None:
             out["face"] = {"box": np.round(self.face.box.astype(np.float64), 2).tolist(),
                            "score": round(float(self.face.score), 4),
@@ -454,6 +457,8 @@ def judge(outputs: dict, threshold: float, guard: dict | None = None, region: st
             verdict.status, verdict.reason = "model_error", f"the model returned a non-finite score (logit {logit})"
             return verdict
         verdict.logit, verdict.probability = logit, probability
+        streams = np.asarray(outputs.get("streams", []), np.float64).reshape(-1)
+        verdict.streams = [round(float(p), 6) for p in streams] if streams.size > 1 else None
         verdict.decision = "fake" if logit >= threshold else "real"
     return verdict
 

@@ -24,7 +24,7 @@ from torch import nn
 
 from .checkpoint import CheckpointError, check_sha256, config_from_metadata, read_safetensors, save_safetensors
 from .farl import LABEL_SETS
-from .heads import head
+from .heads import GLOBAL, EnsembleProbe, TopKProbe, head
 
 MEMBERSHIP_THRESHOLD = 0.25
 
@@ -37,6 +37,7 @@ REGIONS: dict[str, tuple[str, ...]] = {
     "skin": ("face",),
     "hair": ("hair",),
     "face": ("face", "rb", "lb", "re", "le", "nose", "ulip", "imouth", "llip", "eyeg"),
+    "all": (),  # every token (every class, background included): the topk head over the whole crop
 }
 
 
@@ -46,7 +47,7 @@ def region_classes(label_set: str, region: str) -> list[int]:
     if region not in REGIONS:
         raise ValueError(f"unknown region '{region}' (known: {', '.join(REGIONS)})")
     names = LABEL_SETS[label_set]
-    return [i for i, n in enumerate(names) if n in REGIONS[region]]
+    return [i for i, n in enumerate(names) if region == "all" or n in REGIONS[region]]
 
 
 def region_class_weights(label_set: str, region: str) -> torch.Tensor:
@@ -88,6 +89,7 @@ class ProbeInfo:
     threshold_rule: str = "logit>=0"
     fitted_on: str = ""
     guard: dict | None = None  # plausible region token count and centroid (models/frontend.check_region; fit-probe)
+    head_config: dict | None = None  # topk: channels, k; ensemble: streams, vote_weights, step, calibration (fit-probe)
 
     def __post_init__(self) -> None:
         head(self.head)  # an unknown head is refused here, when a probe file is read
@@ -102,6 +104,10 @@ class LinearProbe(nn.Module):
         self.bias = nn.Parameter(torch.zeros(()))
         self.info = info or ProbeInfo()
 
+    @property
+    def in_features(self) -> int:
+        return self.weight.shape[0]
+
     def forward(self, feature: torch.Tensor) -> torch.Tensor:
         return F.linear(feature, self.weight.unsqueeze(0), self.bias.reshape(1)).squeeze(-1)
 
@@ -110,30 +116,83 @@ class LinearProbe(nn.Module):
         return F.linear(tokens, self.weight.unsqueeze(0)).squeeze(-1)
 
 
-def save_probe(probe: LinearProbe, path: str | Path) -> Path:
-    """safetensors with `weight` [D] and `bias` []; the ProbeInfo JSON rides in the file's metadata."""
-    return save_safetensors(path, {"weight": probe.weight, "bias": probe.bias}, {"dfedge_probe": json.dumps(asdict(probe.info))})
+# The ensemble's defaults: NTIRE's rule (round to 0.1, weighted mean, round again) over the kit's regions and a
+# global stream, equal whole-number weights (theirs, 2, 1, 2, weighted three different streams).
+ENSEMBLE_STREAMS = ("mouth", "eyes", "nose", "skin", GLOBAL)
+TOPK_DEFAULTS = {"channels": 64, "k": 16}
+ENSEMBLE_DEFAULTS = {"streams": list(ENSEMBLE_STREAMS), "vote_weights": [1.0] * len(ENSEMBLE_STREAMS), "step": 0.1,
+                     "calibration": "platt"}
+MAX_VOTE_WEIGHT = 49  # whole numbers summing below 50: the vote's halves stay exact (models/heads.EnsembleProbe.vote)
 
 
-def load_probe(path: str | Path, dim: int | None = None, sha256: str | None = None) -> LinearProbe:
-    """A probe file written by save_probe (fit-probe), checked whole: exactly its two tensors, finite values, a
-    finite threshold, metadata the kit knows; `sha256` (64 hex digits) pins the file."""
+def check_vote_weights(weights) -> tuple[float, ...]:
+    """Positive whole numbers summing to less than 50 (the discretized vote is exact for those), as floats."""
+    try:
+        w = tuple(float(x) for x in weights)
+    except ValueError:
+        w = ()
+    if not w or any(x <= 0 or x != int(x) for x in w) or sum(w) > MAX_VOTE_WEIGHT:
+        raise ValueError(f"vote weights {list(weights)}: use positive whole numbers summing to at most {MAX_VOTE_WEIGHT} (2,1,2)")
+    return w
+
+
+def make_probe(head_name: str, dim: int, info: ProbeInfo) -> nn.Module:
+    """An empty probe module of head `head_name` over `dim`-wide tokens, shaped by `info.head_config` (its head's
+    defaults when absent), carrying `info`."""
+    cfg = info.head_config or {}
+    if head_name == "topk":
+        cfg = {**TOPK_DEFAULTS, **cfg}
+        probe = TopKProbe(dim, int(cfg["channels"]), int(cfg["k"]))
+    elif head_name == "ensemble":
+        cfg = {**ENSEMBLE_DEFAULTS, **cfg}
+        streams = tuple(cfg["streams"])
+        for name in streams:
+            if name != GLOBAL and (name not in REGIONS or name == "all"):
+                raise ValueError(f"ensemble stream '{name}': a region ({', '.join(r for r in REGIONS if r != 'all')}) or '{GLOBAL}'")
+        selectors = torch.stack([region_class_weights(info.label_set, n) if n != GLOBAL else torch.zeros(len(LABEL_SETS[info.label_set]))
+                                 for n in streams])
+        probe = EnsembleProbe(dim, selectors, streams, check_vote_weights(cfg["vote_weights"]), float(cfg["step"]),
+                              MEMBERSHIP_THRESHOLD)
+    else:
+        return LinearProbe(dim, info)
+    info.head_config = {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}
+    probe.info = info
+    return probe
+
+
+def save_probe(probe: nn.Module, path: str | Path) -> Path:
+    """safetensors with the probe's tensors (a linear probe: `weight` [D] and `bias` []); the ProbeInfo JSON rides
+    in the file's metadata."""
+    tensors = {k: v.detach().contiguous() for k, v in probe.state_dict().items()}
+    return save_safetensors(path, tensors, {"dfedge_probe": json.dumps(asdict(probe.info))})
+
+
+def load_probe(path: str | Path, dim: int | None = None, sha256: str | None = None) -> nn.Module:
+    """A probe file written by save_probe (fit-probe), checked whole: exactly the tensors its head's probe holds,
+    in their shapes, finite values, a finite threshold, metadata the kit knows; `sha256` (64 hex digits) pins the
+    file."""
     check_sha256(path, sha256)
     tensors, meta = read_safetensors(path)
-    if set(tensors) != {"weight", "bias"}:
-        raise CheckpointError(f"{path}: a probe holds exactly 'weight' and 'bias', found {sorted(tensors)}")
-    w, b = tensors["weight"], tensors["bias"]
-    if w.ndim != 1 or b.numel() != 1:
-        raise CheckpointError(f"{path}: probe weight must be [D] and bias a scalar, got {list(w.shape)} and {list(b.shape)}")
-    if dim is not None and w.shape[0] != dim:
-        raise CheckpointError(f"{path}: probe has {w.shape[0]} inputs but the feature has {dim}")
     if "dfedge_probe" not in meta:
         raise CheckpointError(f"{path}: no 'dfedge_probe' metadata (threshold and head unknown)")
     info = config_from_metadata(ProbeInfo, meta, "dfedge_probe", path)
-    if not (bool(torch.isfinite(w).all()) and bool(torch.isfinite(b).all()) and math.isfinite(info.threshold)):
-        raise CheckpointError(f"{path}: the probe holds NaN or infinite values (weight, bias or threshold)")
-    probe = LinearProbe(w.shape[0], info)
+    w = tensors.get("weight", tensors.get("salience_weight"))
+    if w is None or w.ndim not in (1, 2):
+        raise CheckpointError(f"{path}: no probe weight ([D], or [C, D] / [S, D]) among {sorted(tensors)}")
+    width = w.shape[-1] if info.head != "topk" else tensors["salience_weight"].shape[1]
+    try:
+        probe = make_probe(info.head, width, info)
+    except (ValueError, TypeError, KeyError) as e:
+        raise CheckpointError(f"{path}: bad probe settings: {e}") from None
+    expected = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in tensors.items()}
+    if found != expected:
+        raise CheckpointError(f"{path}: a '{info.head}' probe holds {expected}, found {found}")
+    if dim is not None and probe.in_features != dim:
+        raise CheckpointError(f"{path}: probe has {probe.in_features} inputs but the feature has {dim}")
+    if not (all(bool(torch.isfinite(t).all()) for t in tensors.values()) and math.isfinite(info.threshold)):
+        raise CheckpointError(f"{path}: the probe holds NaN or infinite values (weights, bias or threshold)")
     with torch.no_grad():
-        probe.weight.copy_(w.float())
-        probe.bias.copy_(b.float().reshape(()))
+        for k, v in probe.state_dict().items():
+            v.copy_(tensors[k].float().reshape(v.shape))
     return probe

@@ -88,7 +88,8 @@ class Detector:
             raise ValueError(f"expected aligned crops uint8 [B, {s}, {s}, 3] (RGB), got {crops.dtype} {list(crops.shape)}")
         outs = [self.run(np.ascontiguousarray(c.transpose(2, 0, 1)[None], dtype=np.float32)) for c in crops]
         g = int(np.asarray(outs[0]["token_mask"]).shape[-1])
-        shapes = {"logit": (), "probability": (), "region_tokens": (), "token_mask": (g, g), "contributions": (g, g)}
+        shapes = {"logit": (), "probability": (), "region_tokens": (), "token_mask": (g, g), "contributions": (g, g),
+                  "streams": (-1,)}
         raw = {k: np.concatenate([np.asarray(o[k], np.float32).reshape(1, *shape) for o in outs]) for k, shape in shapes.items()}
         verdicts = [frontend.judge(o, self.scorer.threshold, self.scorer.guard, self.scorer.region) for o in outs]
         ok = np.array([v.status == "ok" for v in verdicts])

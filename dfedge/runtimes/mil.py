@@ -154,6 +154,15 @@ def _prelu(vals: dict) -> torch.Tensor:
     return torch.where(x >= 0, x, x * alpha)
 
 
+def _topk(vals: dict):
+    """MIL topk: (values, indices) of the k largest (smallest with ascending) along `axis`."""
+    x = vals["x"]
+    values, index = torch.topk(x, int(vals.get("k", 1)), dim=int(vals.get("axis", -1)),
+                               largest=not bool(vals.get("ascending", False)), sorted=True)
+    dtype = str(vals.get("output_indices_dtype", "int32"))
+    return values, index.to(torch.int32 if dtype == "int32" else torch.int16 if dtype == "int16" else torch.uint16)
+
+
 def _binary(fn):
     return lambda vals: fn(vals["x"], vals["y"])
 
@@ -165,7 +174,8 @@ OPS = {
     "less_equal": _binary(torch.le), "equal": _binary(torch.eq), "logical_and": _binary(torch.logical_and),
     "floor_div": _binary(torch.floor_divide),
     "sqrt": lambda v: torch.sqrt(v["x"]), "rsqrt": lambda v: torch.rsqrt(v["x"] + float(v.get("epsilon", 1e-12))),
-    "exp": lambda v: torch.exp(v["x"]), "tanh": lambda v: torch.tanh(v["x"]), "erf": lambda v: torch.erf(v["x"]),
+    "exp": lambda v: torch.exp(v["x"]), "floor": lambda v: torch.floor(v["x"]),
+    "log": lambda v: torch.log(v["x"] + float(v.get("epsilon", 1e-45))), "topk": _topk, "tanh": lambda v: torch.tanh(v["x"]), "erf": lambda v: torch.erf(v["x"]),
     "sigmoid": lambda v: torch.sigmoid(v["x"]), "relu": lambda v: F.relu(v["x"]), "silu": lambda v: F.silu(v["x"]),
     "abs": lambda v: v["x"].abs(), "neg": lambda v: -v["x"], "inverse": lambda v: 1.0 / (v["x"] + float(v.get("epsilon", 1e-4))),
     "gelu": _gelu, "prelu": _prelu, "softmax": lambda v: torch.softmax(v["x"], dim=int(v.get("axis", -1))),

@@ -54,7 +54,7 @@ VALIDATION_FILE = "validation.npz"  # the validation pack: aligned crops, labels
 RESULT_SCHEMA = "dfedge-bench/1"
 MANIFEST = "manifest.json"
 INPUT_NAME = "image"
-OUTPUTS = ("logit", "probability", "token_mask", "region_tokens", "contributions")  # = models.detector.OUTPUT_NAMES, the graphs' output order
+OUTPUTS = ("logit", "probability", "token_mask", "region_tokens", "contributions", "streams")  # = models.detector.OUTPUT_NAMES, the graphs' output order
 
 
 class BundleError(ValueError):

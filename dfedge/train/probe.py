@@ -1,4 +1,11 @@
-"""fit-probe: region-pooled features of a labelled set -> logistic regression -> a LinearProbe with a threshold."""
+"""fit-probe: a head's pooled features of a labelled set -> its probe with an operating threshold.
+
+    region, cls, all, farl-region  logistic regression on the pooled feature (one linear layer)
+    topk                           salience layer and linear layer trained jointly (Adam, cross-entropy), with LFM's
+                                   training-only regularisers as options: rank-based linear dropout, random-K
+    ensemble                       one logistic regression per stream on 3/4 of the training faces, each stream
+                                   calibrated (Platt or temperature) on the held-out 1/4
+"""
 
 from __future__ import annotations
 
@@ -20,14 +27,14 @@ from ..models.checkpoint import atomic_write
 from ..models.detector import Detector
 from ..models import heads
 from ..models.frontend import region_stats
-from ..models.region import LinearProbe, ProbeInfo
+from ..models.region import LinearProbe, ProbeInfo, check_vote_weights, make_probe
 
 MIN_PER_CLASS = 5
 
 
 @dataclass
 class Features:
-    features: np.ndarray  # float32 [N, D]
+    features: np.ndarray  # float32 [N, ...]: the head's pool (models/heads.Pool), [N, D] for the mean heads
     labels: np.ndarray  # int64 [N], 1 = fake
     region_tokens: np.ndarray  # float32 [N]
     ids: np.ndarray  # str [N]
@@ -93,7 +100,7 @@ def extract_features(
     with torch.no_grad():
         for start in range(0, len(data), batch):
             samples = [data[i] for i in range(start, min(len(data), start + batch))]
-            feature, mask, count, _, _ = detector.features(to_tensor(np.stack([s.image for s in samples])))
+            feature, mask, count = detector.features(to_tensor(np.stack([s.image for s in samples])))
             feats.append(feature.numpy())
             counts.append(count.numpy())
             g = detector.grid
@@ -155,32 +162,141 @@ class ProbeReport:
     val_auc: float | None = None
 
 
+@dataclass(frozen=True)
+class HeadSettings:
+    """fit-probe's options for the heads with more than one linear layer (defaults: the papers')."""
+
+    top_k: int = 16  # LFM: K responses per salience channel (fixed in the probe, hence in every exported graph)
+    salience_channels: int = 64
+    rank_dropout: float = 0.0  # LFM's rank-based linear dropout: the rank-r slot dropped with p * (1 - r/(K-1))
+    random_k: bool = False  # LFM's random-K sampling: each step keeps only the first k ~ U{1..K} slots
+    steps: int = 100  # topk: Adam steps of 256 faces (toy: more steps fit the training faces, not the held-out ones)
+    lr: float = 3e-3
+    vote_weights: tuple[float, ...] | None = None  # ensemble: one whole number per stream (default all 1)
+    vote_step: float = 0.1  # ensemble: the vote's rounding step (NTIRE: 0.1)
+    calibration: str = "platt"  # ensemble: platt | temperature
+
+    @classmethod
+    def from_options(cls, options: dict) -> HeadSettings:
+        """From the command line's values: vote weights as one comma-separated string."""
+        weights = options.get("vote_weights")
+        return cls(**dict(options, vote_weights=tuple(weights.split(",")) if weights else None))
+
+
+def _logistic(x: np.ndarray, y: np.ndarray, c: float, seed: int) -> tuple[np.ndarray, float]:
+    """Logistic regression on standardised features, folded back into (w, b) on the raw ones."""
+    scaler = StandardScaler().fit(x)
+    clf = LogisticRegression(C=c, max_iter=5000, random_state=seed).fit(scaler.transform(x), y)
+    w = clf.coef_[0] / scaler.scale_
+    return w, float(clf.intercept_[0] - np.sum(clf.coef_[0] * scaler.mean_ / scaler.scale_))
+
+
+def _fit_linear(probe: LinearProbe, x: np.ndarray, y: np.ndarray, c: float, seed: int, settings: HeadSettings) -> None:
+    w, b = _logistic(x, y, c, seed)
+    with torch.no_grad():
+        probe.weight.copy_(torch.from_numpy(w.astype(np.float32)))
+        probe.bias.fill_(b)
+
+
+def _fit_topk(probe, x: np.ndarray, y: np.ndarray, c: float, seed: int, settings: HeadSettings) -> None:
+    """Salience and linear layer jointly, on standardised tokens (folded back into the salience layer after)."""
+    gen = torch.Generator().manual_seed(seed)
+    data = torch.from_numpy(x.astype(np.float32))
+    tokens, mask = data[..., :-1], data[..., -1]
+    inside = tokens[mask > 0]
+    mu, sd = inside.mean(dim=0), inside.std(dim=0).clamp(min=1e-6)
+    z = (tokens - mu) / sd
+    target = torch.from_numpy(y.astype(np.float32))
+    k = probe.k
+    with torch.no_grad():
+        probe.salience_weight.normal_(0.0, probe.in_features ** -0.5, generator=gen)
+    keep_p = 1.0 - settings.rank_dropout * (1.0 - torch.arange(k) / max(k - 1, 1))  # rank 0 dropped most
+    opt = torch.optim.Adam(probe.parameters(), lr=settings.lr, weight_decay=1e-4 / c)
+    batch = min(256, len(y))
+    for _ in range(settings.steps):
+        pick = torch.randperm(len(y), generator=gen)[:batch]
+        values = probe.slot_values(z[pick], mask[pick])  # [B, C, K]
+        if settings.rank_dropout > 0:
+            values = values * (torch.rand(values.shape, generator=gen) < keep_p).float() / keep_p
+        if settings.random_k:
+            values = values * (torch.arange(k) < torch.randint(1, k + 1, (1,), generator=gen)).float()
+        logit = (values * probe.weight.view(1, -1, k)).sum(dim=(1, 2)) + probe.bias
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logit, target[pick])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():  # s = ((t - mu) / sd) W^T + b  ==  t (W / sd)^T + (b - (W / sd) mu)
+        w = probe.salience_weight / sd
+        probe.salience_bias.sub_(w @ mu)
+        probe.salience_weight.copy_(w)
+
+
+def _fit_ensemble(probe, x: np.ndarray, y: np.ndarray, c: float, seed: int, settings: HeadSettings) -> None:
+    """Per stream: logistic regression on 3/4 of the faces that have the stream's region, then its calibration
+    on the other 1/4 (Platt: sigmoid(a z + c); temperature: sigmoid(z / T), fitted as a with c = 0)."""
+    means, counts = x[..., :-1].astype(np.float64), x[..., -1]
+    held = np.random.default_rng(seed).random(len(y)) < 0.25
+    for s, name in enumerate(probe.streams):
+        fit, cal = (counts[:, s] > 0) & ~held, (counts[:, s] > 0) & held
+        check_classes(y[fit], f"the ensemble's '{name}' stream (fit part)")
+        check_classes(y[cal], f"the ensemble's '{name}' stream (calibration part)")
+        w, b = _logistic(means[fit, s], y[fit], c, seed)
+        z = (means[cal, s] @ w + b)[:, None]
+        calib = LogisticRegression(C=1e6, fit_intercept=settings.calibration == "platt", max_iter=5000).fit(z, y[cal])
+        with torch.no_grad():
+            probe.weight[s] = torch.from_numpy(w.astype(np.float32))
+            probe.bias[s] = b
+            probe.calib_scale[s] = float(calib.coef_[0, 0])
+            probe.calib_shift[s] = float(calib.intercept_[0]) if settings.calibration == "platt" else 0.0
+
+
+FITTERS = {"topk": _fit_topk, "ensemble": _fit_ensemble}
+CALIBRATIONS = ("platt", "temperature")
+
+
+def head_config(head: str, settings: HeadSettings) -> dict | None:
+    """The probe file's head_config for `head` from fit-probe's settings (None: a single linear layer)."""
+    if head == "topk":
+        if settings.top_k < 1 or settings.salience_channels < 1 or not 0.0 <= settings.rank_dropout < 1.0:
+            raise ValueError("topk: --top-k and --salience-channels must be at least 1, --rank-dropout in [0, 1)")
+        return {"channels": settings.salience_channels, "k": settings.top_k, "rank_dropout": settings.rank_dropout,
+                "random_k": settings.random_k}
+    if head == "ensemble":
+        if settings.calibration not in CALIBRATIONS:
+            raise ValueError(f"calibration '{settings.calibration}': use {' or '.join(CALIBRATIONS)}")
+        from ..models.region import ENSEMBLE_STREAMS
+
+        weights = settings.vote_weights or (1.0,) * len(ENSEMBLE_STREAMS)
+        if len(weights) != len(ENSEMBLE_STREAMS):
+            raise ValueError(f"--vote-weights: one per stream ({', '.join(ENSEMBLE_STREAMS)}), got {len(weights)}")
+        return {"streams": list(ENSEMBLE_STREAMS), "vote_weights": list(check_vote_weights(weights)),
+                "step": settings.vote_step, "calibration": settings.calibration}
+    return None
+
+
 def fit_probe(
     train: Features, head: str, region: str, label_set: str, threshold_rule: str = "eer", fitted_on: str = "",
-    c: float = 1.0, seed: int = 0,
-) -> tuple[LinearProbe, ProbeReport]:
-    """Logistic regression on standardised features, folded back into one plain linear layer on raw features.
+    c: float = 1.0, seed: int = 0, settings: HeadSettings = HeadSettings(),
+) -> tuple[torch.nn.Module, ProbeReport]:
+    """The head's probe on `train`, its threshold on the training logits and the plausibility guard.
 
     Faces without region tokens carry no evidence and are left out of the fit (and counted).
     """
     keep = train.region_tokens > 0 if heads.head(head).regional else np.ones(len(train.labels), bool)
     x, y = train.features[keep].astype(np.float64), train.labels[keep]
     check_classes(y, fitted_on or "training data")
-    scaler = StandardScaler().fit(x)
-    clf = LogisticRegression(C=c, max_iter=5000, random_state=seed).fit(scaler.transform(x), y)
-    w = clf.coef_[0] / scaler.scale_
-    b = float(clf.intercept_[0] - np.sum(clf.coef_[0] * scaler.mean_ / scaler.scale_))
-    logits = x @ w + b
-    threshold = choose_threshold(logits, y, threshold_rule)
-    info = ProbeInfo(head=head, region=region, label_set=label_set, threshold=threshold,
-                     threshold_rule=threshold_rule, fitted_on=fitted_on, guard=fit_guard(train, fitted_on))
-    probe = LinearProbe(len(w), info)
+    info = ProbeInfo(head=head, region=region, label_set=label_set, threshold_rule=threshold_rule, fitted_on=fitted_on,
+                     guard=fit_guard(train, fitted_on), head_config=head_config(head, settings))
+    width = x.shape[-1] - (1 if head in FITTERS else 0)
+    torch.manual_seed(seed)
+    probe = make_probe(head, width, info)
+    FITTERS.get(head, _fit_linear)(probe, x, y, c, seed, settings)
     with torch.no_grad():
-        probe.weight.copy_(torch.from_numpy(w.astype(np.float32)))
-        probe.bias.fill_(b)
+        logits = probe(torch.from_numpy(x.astype(np.float32))).double().numpy()
+    info.threshold = choose_threshold(logits, y, threshold_rule)
     report = ProbeReport(train_auc=float(roc_auc_score(y, logits)), used=int(keep.sum()),
-                         no_region=int((~keep).sum()), threshold=threshold)
-    return probe, report
+                         no_region=int((~keep).sum()), threshold=info.threshold)
+    return probe.eval(), report
 
 
 def probe_auc(probe: LinearProbe, feats: Features) -> float:
@@ -191,7 +307,8 @@ def probe_auc(probe: LinearProbe, feats: Features) -> float:
     return float(roc_auc_score(feats.labels, logits))
 
 
-def fit_heads(build, heads: list[str], sets: tuple, threshold: str, out: Path, features) -> list[tuple[str, ...]]:
+def fit_heads(build, heads: list[str], sets: tuple, threshold: str, out: Path, features,
+              settings: HeadSettings = HeadSettings()) -> list[tuple[str, ...]]:
     """fit-probe over several heads: build(head) -> a detector (its probe unused), features(detector, head, dataset)
     -> its features; sets = (train, val or None). Writes one probe per head (-HEAD suffixes when several) and returns
     the table rows (head, region, train AUC, val AUC, faces used, no region, threshold, file)."""
@@ -202,7 +319,7 @@ def fit_heads(build, heads: list[str], sets: tuple, threshold: str, out: Path, f
     for h in heads:
         det = build(h)
         probe, report = fit_probe(features(det, h, train_set), h, det.region_index.region, det.label_set, threshold,
-                                  train_set.description)
+                                  train_set.description, settings=settings)
         val_auc = None if val_set is None else probe_auc(probe, features(det, h, val_set))
         path = out if len(heads) == 1 else out.with_name(f"{out.stem}-{h}{out.suffix}")
         save_probe(probe, path)

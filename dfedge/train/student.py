@@ -72,7 +72,7 @@ def collect(teacher: Detector, faces: str, batch: int = 16) -> TeacherSet:
                 x = to_tensor(np.stack(chunk))
                 small = F.avg_pool2d(x, teacher.downsample) if teacher.downsample > 1 else x
                 p, c = teacher.embed(x)
-                _, mask, _, _, _ = teacher.features(x)
+                _, mask, _ = teacher.features(x)
                 inputs.append(small)
                 patches.append(p)
                 cls.append(c)

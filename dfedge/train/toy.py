@@ -152,11 +152,33 @@ def build_toy_weights(out_dir: Path = WEIGHTS_DIR, parser_steps: int = 400, log:
 PROBE_TRAIN_COUNT = 800
 
 
+def build_toy_head_probes(out_dir: Path = WEIGHTS_DIR, log: Callable[[str], None] = print) -> dict:
+    """The shipped toy probes of the topk head (every token) and the ensemble, fitted by fit-probe's code on the
+    multi-region toy world (fakes manipulated in the mouth, eyes, nose or whole face): toy_probe-HEAD.safetensors."""
+    from ..data.sources import ToySet
+    from ..models.factory import DetectorSpec, build_detector
+    from ..models.region import save_probe
+    from .probe import extract_features, fit_probe, probe_auc
+
+    files = {}
+    for head in ("topk", "ensemble"):
+        detector = build_detector(DetectorSpec(head=head, random_probe=True))
+        train_set = ToySet("train", PROBE_TRAIN_COUNT, "mixed")
+        probe, report = fit_probe(extract_features(detector, train_set), head, detector.cfg.region, "lapa", "eer",
+                                  train_set.description)
+        val_auc = probe_auc(probe, extract_features(detector, ToySet("val", 400, "mixed")))
+        log(f"{head} probe: train AUC {report.train_auc:.3f}, toy:val:400:mixed AUC {val_auc:.3f}")
+        files[head] = out_dir / f"toy_probe-{head}.safetensors"
+        save_probe(probe, files[head])
+    return {k: str(v) for k, v in files.items()}
+
+
 if __name__ == "__main__":  # pragma: no cover
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     ap.add_argument("--parser-steps", type=int, default=400)
+    ap.add_argument("--heads", action="store_true", help="only the topk and ensemble probes, on the shipped models")
     args = ap.parse_args()
-    print(build_toy_weights(args.out, args.parser_steps))
+    print(build_toy_head_probes(args.out) if args.heads else build_toy_weights(args.out, args.parser_steps))
