@@ -278,7 +278,8 @@ class MilInterpreter:
                     outs = [_to(o, torch.float16) for o in outs]
                 for var, value in zip(op.outputs, outs):
                     env[var.name] = value
-        return {name: env[name].float().numpy() if isinstance(env[name], torch.Tensor) else np.asarray(env[name])
+        outputs = {v.name: self._value(v, env) for v in self.function.outputs}  # (a constant output: its value)
+        return {name: outputs[name].float().numpy() if isinstance(outputs[name], torch.Tensor) else np.asarray(outputs[name])
                 for name in self.output_names}
 
 
