@@ -315,6 +315,8 @@ def fit_heads(build, heads: list[str], sets: tuple, threshold: str, out: Path, f
     from ..models.region import save_probe
 
     train_set, val_set = sets
+    for h in heads:  # bad head options fail before any feature is extracted
+        head_config(h, settings)
     rows = []
     for h in heads:
         det = build(h)

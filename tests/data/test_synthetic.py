@@ -77,3 +77,22 @@ def test_self_blend_refuses_an_empty_region():
     face = render_face(0, 0)
     with pytest.raises(ValueError, match="region mask is empty"):
         self_blend(face.image, np.zeros((448, 448), np.float32), np.random.default_rng(0))
+
+
+def test_mixed_toy_fakes_draw_their_region_and_share_the_reals():
+    from dfedge.data.sources import ToySet
+    from dfedge.data.synthetic import MIXED_REGIONS
+
+    drawn = [toy_sample(i, "val", "mixed") for i in range(40)]
+    regions = {s.region for s in drawn if s.fake}
+    assert regions == set(MIXED_REGIONS) and all(s.region is None for s in drawn if not s.fake)
+    again = toy_sample(7, "val", "mixed")
+    assert again.region == drawn[7].region and np.array_equal(again.image, drawn[7].image)
+    for i, s in enumerate(drawn):  # the same index is the same face, real or fake, in every region's set
+        other = toy_sample(i, "val", "eyes")
+        assert other.fake == s.fake and (s.fake or np.array_equal(other.image, s.image))
+        if s.fake and s.region == "eyes":
+            assert np.array_equal(other.image, s.image)
+    assert ToySet("val", 5, "mixed").description == "toy:val:5:mixed"
+    with pytest.raises(ValueError, match="toy fakes manipulated in 'all'"):
+        ToySet("val", 5, "all")
