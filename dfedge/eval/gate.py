@@ -73,10 +73,12 @@ def vote_agrees(out: dict, weights, step: float) -> bool | None:
     return any(abs(float(np.asarray(out["probability"]).reshape(-1)[0]) - v) < 1e-6 for v in votes)
 
 
-def check_parity(reference: Runner, runner: Runner, images: np.ndarray, precision: str, vote: tuple | None = None) -> Parity:
+def check_parity(reference: Runner, runner: Runner, images: np.ndarray, precision: str, vote: tuple | None = None,
+                 selects: bool = False) -> Parity:
     """Run `runner` and the torch `reference` on the same crops [N, 3, S, S] float32, one at a time (the graphs
     have batch 1). `vote` = (weights, step) for the ensemble head: every graph's probability must be the
-    discretized vote of its own streams."""
+    discretized vote of its own streams. `selects`: the head's token mask is a selection by feature values
+    (models/heads.Head.selects), held to its limit in fp32 only."""
     dl, err, agree, identical, votes = [], [], [], True, []
     for image in images:
         ref, out = reference(image[None]), runner(image[None])
@@ -89,9 +91,12 @@ def check_parity(reference: Runner, runner: Runner, images: np.ndarray, precisio
         mask_ref, mask_out = np.asarray(ref["token_mask"]) > 0.5, np.asarray(out["token_mask"]) > 0.5
         agree.append(float((mask_ref == mask_out).mean()))
         identical &= bool((mask_ref == mask_out).all())
-    limits = parity_limits(precision)
+    limits = dict(parity_limits(precision))
+    if selects and precision != "fp32":
+        limits["mask_agreement"] = None
     max_err, agreement = max(err), float(np.mean(agree))
-    ok = (limits["max_logit_error"] is None or max_err <= limits["max_logit_error"]) and agreement >= limits["mask_agreement"]
+    ok = ((limits["max_logit_error"] is None or max_err <= limits["max_logit_error"])
+          and (limits["mask_agreement"] is None or agreement >= limits["mask_agreement"]))
     decided = [v for v in votes if v is not None]
     vote_agreement = float(np.mean(decided)) if decided else None
     ok = ok and vote_agreement in (None, 1.0)
@@ -138,7 +143,7 @@ class Gate:
 
     validation: Validation
     budget: Budget
-    min_mask_agreement: float = 0.99
+    min_mask_agreement: float | None = 0.99  # None: reported, not limited (a head whose mask is a selection)
     pack_crops: int = 0  # crops of the split each bundle carries with their reference scores (0: no pack)
 
     def pack(self) -> dict[str, np.ndarray] | None:
@@ -163,7 +168,7 @@ class Gate:
         art.header.update(threshold=self.validation.reference.threshold)
         comp = compare(self.validation.reference, art, self.budget)
         reasons = list(comp.reasons)
-        if comp.masks.token_agreement < self.min_mask_agreement:
+        if self.min_mask_agreement is not None and comp.masks.token_agreement < self.min_mask_agreement:
             reasons.append(f"token-mask agreement {comp.masks.token_agreement:.4f} < {self.min_mask_agreement}")
         record = {"data": self.validation.data.description, "reference_auc": comp.reference.auc, "auc": comp.artifact.auc,
                   "delta_auc": comp.delta_auc, "delta_auc_ci": list(comp.delta_auc_ci), "delong_p": comp.delong.p_value,

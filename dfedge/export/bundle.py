@@ -22,6 +22,7 @@ from ..eval.gate import GateError, Parity, ParityError, check_front_end_parity, 
 from ..models import frontend, mtcnn
 from ..models.checkpoint import sha256_file, temporary, track, uninterrupted
 from ..models.detector import ALIGN_TEMPLATE, OUTPUT_NAMES
+from ..models.heads import head
 from ..models.region import region_classes
 from ..runtimes import open_face_nets, open_runtime, standalone, torch_runner
 from ..runtimes.standalone import MANIFEST
@@ -177,7 +178,8 @@ def write_bundle(job: Job, dist: Path, log=lambda msg: None) -> tuple[Path, dict
                 runner, _ = open_runtime(tmp, target.name, interpreter=True, options=options)  # what a device opens (CoreML: MIL off macOS)
                 probe = job.detector.probe
                 vote = (probe.vote_weights.tolist(), probe.step) if hasattr(probe, "vote_weights") else None
-                parity = check_parity(torch_runner(job.detector), runner, job.parity_images, precision, vote)
+                parity = check_parity(torch_runner(job.detector), runner, job.parity_images, precision, vote,
+                                      head(job.detector.cfg.head).selects)
                 if not parity.ok:
                     raise ParityError(parity_message(job.folder, parity))
                 if "placement" not in conversion:  # the runtime's own view on this host (ExecuTorch's: at lowering)
