@@ -206,3 +206,21 @@ def test_student_backbone_ships_on_every_target_gated_against_the_teacher(tmp_pa
         assert row["gflops"] * 3 < teacher  # the student's graph, not the teacher's
     report = (tmp_path / "student" / "report.md").read_text()
     assert "teacher backbone" in report
+
+
+@pytest.mark.parametrize("head", ["topk", "ensemble"])
+def test_the_family_heads_go_through_the_build(tmp_path, head):
+    """`dfedge build --head topk|ensemble`: the shipped toy probe, gated against its own torch FP32 reference on
+    mixed-region fakes, an INT8 rung quantized with the head kept in float; the manifest records the head."""
+    result = CliRunner().invoke(app, ["build", "--head", head, "--target", "onnx", "--precision", "fp32", "--precision",
+                                      "int8-weights", "--data", "toy:val:40:mixed", "--bench-runs", "0",
+                                      "--validation-pack", "0", "--out", str(tmp_path), "--name", head])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / head / "build.json").read_text())
+    assert [r["status"] for r in record["rows"]] == ["ok", "ok"]
+    for folder in ("onnx-fp32", "onnx-int8-weights"):
+        manifest = verify(tmp_path / head / folder)
+        assert manifest["probe"]["head"] == head and manifest["gate"]["data"] == "toy:val:40:mixed"
+        assert manifest["outputs"]["streams"]["shape"] == [1, 5 if head == "ensemble" else 1]
+    gate = verify(tmp_path / head / "onnx-int8-weights")["gate"]
+    assert gate["budget"]["min_mask_agreement"] == (None if head == "topk" else 0.99)
