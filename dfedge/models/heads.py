@@ -81,10 +81,16 @@ def masked_mean_weights(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     return mask / count.clamp(min=1.0).unsqueeze(1), count
 
 
+def _no_contributions(t: Tokens) -> torch.Tensor:
+    """All-zero contributions computed from the input (a constant graph output trips converters: ONNX's float16
+    converter casts a renamed initializer that no longer exists)."""
+    return t.mask * 0.0
+
+
 def _single(det, t: Tokens, feature: torch.Tensor, weights: torch.Tensor | None) -> Scored:
     """One linear probe on a mean of tokens: contributions w.x_t times each token's weight (sum + bias = logit)."""
     logit = det.probe(feature)
-    contributions = torch.zeros_like(t.mask) if weights is None else det.probe.project(t.patches) * weights
+    contributions = _no_contributions(t) if weights is None else det.probe.project(t.patches) * weights
     probability = torch.sigmoid(logit)
     return Scored(logit, probability, probability.unsqueeze(1), t.mask, contributions)
 
@@ -143,7 +149,7 @@ def _ensemble_pool(det, t: Tokens):
 def _ensemble_score(det, t: Tokens):
     means, counts, union = det.probe.stream_means(t.patches, t.soft)
     logit, vote, streams = det.probe.vote(means, counts)
-    return Scored(logit, vote, streams, union, torch.zeros_like(t.mask))
+    return Scored(logit, vote, streams, union, _no_contributions(t))
 
 
 HEADS: dict[str, Head] = {
