@@ -383,6 +383,7 @@ def _gate(config: BuildConfig, scores: Path, log) -> Gate | None:
     validation = Validation.build(torch_runner(exact), exact.probe.info.threshold,
                                   open_set(config.data, spec.region), config.data)
     validation.reference.header["identity"] = identity(spec)  # so `dfedge validate` can check it is this model
+    validation.reference.header["detector"] = dataclasses.asdict(spec)  # and rebuild it (validate --degrade)
     save_scores(scores, validation.reference)
     selects = head_info(spec.head).selects  # Top-K's selected tokens move with the logit: reported, not limited
     return Gate(validation, Budget(config.max_auc_drop), None if selects else config.min_mask_agreement, config.validation_pack)

@@ -226,11 +226,11 @@ def validate(
     correlation budget; refused (exit 2) when the reference was made by another model."""
     from .data.degrade import parse_spec
     from .data.sources import open_set
-    from .eval.scores import load_scores, save_scores, score_set
     from .eval import validate as v
+    from .eval.scores import load_scores, save_scores, score_set
     from .models.factory import DetectorSpec, build_detector
-    from .runtimes import open_bundle
-    from .runtimes.reference import resolve_device, torch_runner
+    from .runtimes import open_bundle, torch_runner
+    from .runtimes.reference import resolve_device
 
     with user_errors():
         ref = load_scores(reference_scores)
@@ -257,6 +257,8 @@ def validate(
         comp = v.compare(ref, art, v.Budget(max_auc_drop, max_flip_rate, min_correlation))
         extra = {}
         if degrade:
+            if "detector" not in ref.header:
+                raise ValueError(f"{reference_scores}: its header does not say which model made it (`dfedge reference` does)")
             reference_run = torch_runner(build_detector(DetectorSpec(**ref.header["detector"])), resolve_device("auto"))
             with progress_bar("degradations", 2 * len(dataset) * len(parse_spec(degrade))) as advance:
                 extra = v.degradation_report(reference_run, runner, dataset, degrade, ref.threshold, progress=advance)
@@ -360,10 +362,8 @@ def convert_parser_cmd(
             raise ValueError(f"{dst}: output must end in .safetensors")
         manifest = convert_parser(src, dst, label_set=label_set, sha256=sha256, trust_torchscript=trust_torchscript)
     cfg = manifest["config"]
-    console.print(
-        f"wrote {dst} ({cfg['label_set']}, {len(manifest['label_names'])} classes, width {cfg['width']}, "
-        f"{cfg['layers']} layers, out_size {cfg['out_size']}) and {dst.with_suffix('.json')}"
-    )
+    console.print(f"wrote {dst} ({cfg['label_set']}, {len(manifest['label_names'])} classes, width {cfg['width']}, "
+                  f"{cfg['layers']} layers, out_size {cfg['out_size']}) and {dst.with_suffix('.json')}")
     console.print(f"next: dfedge score PHOTO.jpg --parser {dst} --dinov3 DINOV3.pth --probe PROBE.safetensors")
 
 
