@@ -175,6 +175,8 @@ class HeadSettings:
     vote_weights: tuple[float, ...] | None = None  # ensemble: one whole number per stream (default all 1)
     vote_step: float = 0.1  # ensemble: the vote's rounding step (NTIRE: 0.1)
     calibration: str = "platt"  # ensemble: platt | temperature
+    c: float = 1.0  # inverse L2 strength of the logistic regressions (topk: weight decay 1e-4 / c)
+    seed: int = 0
 
     @classmethod
     def from_options(cls, options: dict) -> HeadSettings:
@@ -276,7 +278,7 @@ def head_config(head: str, settings: HeadSettings) -> dict | None:
 
 def fit_probe(
     train: Features, head: str, region: str, label_set: str, threshold_rule: str = "eer", fitted_on: str = "",
-    c: float = 1.0, seed: int = 0, settings: HeadSettings = HeadSettings(),
+    settings: HeadSettings = HeadSettings(),
 ) -> tuple[torch.nn.Module, ProbeReport]:
     """The head's probe on `train`, its threshold on the training logits and the plausibility guard.
 
@@ -288,9 +290,9 @@ def fit_probe(
     info = ProbeInfo(head=head, region=region, label_set=label_set, threshold_rule=threshold_rule, fitted_on=fitted_on,
                      guard=fit_guard(train, fitted_on), head_config=head_config(head, settings))
     width = x.shape[-1] - (1 if head in FITTERS else 0)
-    torch.manual_seed(seed)
+    torch.manual_seed(settings.seed)
     probe = make_probe(head, width, info)
-    FITTERS.get(head, _fit_linear)(probe, x, y, c, seed, settings)
+    FITTERS.get(head, _fit_linear)(probe, x, y, settings.c, settings.seed, settings)
     with torch.no_grad():
         logits = probe(torch.from_numpy(x.astype(np.float32))).double().numpy()
     info.threshold = choose_threshold(logits, y, threshold_rule)
