@@ -23,7 +23,7 @@ from sklearn.metrics import roc_auc_score
 from dfedge.data.degrade import Degradation, apply
 from dfedge.data.sources import ToySet, open_set
 from dfedge.models.factory import DetectorSpec, build_detector
-from dfedge.models.heads import HEADS
+from dfedge.models.heads import HEADS, masked_mean_weights
 from dfedge.runtimes.standalone import cpu_isa, cpu_model
 from dfedge.train.probe import Features, fit_probe
 
@@ -45,7 +45,7 @@ def features(dets: dict, dataset, transform=None, batch: int = 16) -> dict[str, 
             t0 = first.tokens(torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float())
             for name, det in dets.items():
                 mask = det.region_index(t0.soft)
-                t = t0._replace(mask=mask, weights=mask / mask.sum(1, keepdim=True).clamp(min=1.0))
+                t = t0._replace(mask=mask, weights=masked_mean_weights(mask)[0])
                 h = HEADS[det.cfg.head]
                 out[name][0].append(h.pool(det, t).numpy())
                 out[name][1].append(h.score(det, t).token_mask.sum(1).numpy())

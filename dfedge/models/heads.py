@@ -221,9 +221,13 @@ class TopKProbe(nn.Module):
         values, index = (s + (mask.unsqueeze(1) - 1.0) * OUTSIDE).topk(self.k, dim=-1)
         return values * mask.unsqueeze(1).expand_as(s).gather(-1, index)
 
+    def shares(self, values: torch.Tensor) -> torch.Tensor:
+        """Each slot's share of the logit, w[c, k] * value [B, C, K] (the logit is their sum plus the bias)."""
+        return values * self.weight.view(1, -1, self.k)
+
     def score(self, tokens: torch.Tensor, mask: torch.Tensor):
         values, onehot = self.responses(tokens, mask)
-        shares = values * self.weight.view(1, -1, self.k)  # [B, C, K]
+        shares = self.shares(values)  # [B, C, K]
         contributions = (shares.unsqueeze(-1) * onehot).sum(dim=(1, 2))  # [B, N]
         selected = (onehot.sum(dim=(1, 2)) > 0).to(tokens.dtype)
         return shares.sum(dim=(1, 2)) + self.bias, selected, contributions

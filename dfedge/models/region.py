@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import CheckpointError, check_sha256, config_from_metadata, read_safetensors, save_safetensors
+from .checkpoint import (CheckpointError, check_sha256, check_state_dict, config_from_metadata, expected_shapes,
+                         read_safetensors, save_safetensors)
 from .farl import LABEL_SETS
 from .heads import GLOBAL, EnsembleProbe, TopKProbe, head
 
@@ -176,22 +177,18 @@ def load_probe(path: str | Path, dim: int | None = None, sha256: str | None = No
     if "dfedge_probe" not in meta:
         raise CheckpointError(f"{path}: no 'dfedge_probe' metadata (threshold and head unknown)")
     info = config_from_metadata(ProbeInfo, meta, "dfedge_probe", path)
-    w = tensors.get("weight", tensors.get("salience_weight"))
+    w = tensors.get("salience_weight" if info.head == "topk" else "weight")  # [D], or [C, D] / [S, D]: D is its last axis
     if w is None or w.ndim not in (1, 2):
         raise CheckpointError(f"{path}: no probe weight ([D], or [C, D] / [S, D]) among {sorted(tensors)}")
-    width = w.shape[-1] if info.head != "topk" else tensors["salience_weight"].shape[1]
     try:
-        probe = make_probe(info.head, width, info)
+        probe = make_probe(info.head, w.shape[-1], info)
     except (ValueError, TypeError, KeyError) as e:
         raise CheckpointError(f"{path}: bad probe settings: {e}") from None
-    expected = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in tensors.items()}
-    if found != expected:
-        raise CheckpointError(f"{path}: a '{info.head}' probe holds {expected}, found {found}")
-    if dim is not None and probe.in_features != dim:
-        raise CheckpointError(f"{path}: probe has {probe.in_features} inputs but the feature has {dim}")
     if not (all(bool(torch.isfinite(t).all()) for t in tensors.values()) and math.isfinite(info.threshold)):
         raise CheckpointError(f"{path}: the probe holds NaN or infinite values (weights, bias or threshold)")
+    check_state_dict(tensors, expected_shapes(probe), f"{path}: a '{info.head}' probe")
+    if dim is not None and probe.in_features != dim:
+        raise CheckpointError(f"{path}: probe has {probe.in_features} inputs but the feature has {dim}")
     with torch.no_grad():
         for k, v in probe.state_dict().items():
             v.copy_(tensors[k].float().reshape(v.shape))

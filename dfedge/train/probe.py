@@ -222,7 +222,7 @@ def _fit_topk(probe, x: np.ndarray, y: np.ndarray, c: float, seed: int, settings
             values = values * (torch.rand(values.shape, generator=gen) < keep_p).float() / keep_p
         if settings.random_k:
             values = values * (torch.arange(k) < torch.randint(1, k + 1, (1,), generator=gen)).float()
-        logit = (values * probe.weight.view(1, -1, k)).sum(dim=(1, 2)) + probe.bias
+        logit = probe.shares(values).sum(dim=(1, 2)) + probe.bias
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logit, target[pick])
         opt.zero_grad(set_to_none=True)
         loss.backward()
