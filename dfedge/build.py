@@ -32,12 +32,14 @@ from .eval.gate import Gate, GateError, Validation
 from .eval.metrics import binary_metrics
 from .eval.scores import save_scores
 from .eval.validate import Budget
+from .eval.video import VideoGate
 from .export.bundle import replace_folder, write_bundle
 from .export.job import Job
-from .models.checkpoint import atomic_write, track
+from .models.checkpoint import atomic_write, sha256_file, track
 from .models.factory import DetectorSpec, build_detector, identity, spec_gflops, weight_sources
 from .models.heads import head as head_info
 from .models.ladder import RUNGS
+from .models.temporal import load_temporal, shipped_temporal
 from .runtimes import torch_runner
 from .runtimes.bench import BenchRun, bench_set, reference_spec
 from .runtimes.standalone import bundle_bytes, cpu_isa, cpu_model
@@ -89,6 +91,9 @@ class BuildConfig:
     bench_runs: int = 10  # 0: no benchmark
     bench_warmup: int = 2
     threads: int = 0
+    temporal: str | None = None  # SDR's temporal head file (fit-temporal), or "toy" for the shipped one: video bundles
+    temporal_sha256: str | None = None
+    video_data: str = "toyvideo:val:48"  # with a temporal head: the video set of its video-level gate
     command: str = "build"
 
     @property
@@ -219,6 +224,7 @@ class Row:
     mask_agreement: float | None = None
     auc: float | None = None
     delta_auc: float | None = None  # vs the exact torch FP32 reference
+    video_delta_auc: float | None = None  # video bundles: the temporal head's video-level ΔAUC vs torch FP32
     p50_ms: float | None = None
     fps: float | None = None
     speedup: float | None = None  # torch eager p50 / p50
@@ -234,6 +240,7 @@ class Row:
         self.max_abs_logit, self.mean_abs_logit = judged["max_abs_logit"], judged["mean_abs_logit"]
         self.mask_agreement = judged["mask_agreement"]
         self.auc, self.delta_auc = judged.get("auc"), judged.get("delta_auc")
+        self.video_delta_auc = ((manifest.get("temporal") or {}).get("gate") or {}).get("delta_auc")
         self.conversion = manifest["conversion"]
         self.placement = placement_cell(manifest.get("placement"))
         self.tool = self.conversion.get("tool", "")
@@ -249,7 +256,8 @@ class Row:
         return [self.region_index, self.target, self.precision, status, _fmt(self.size_mb, ".2f"),
                 _fmt(self.gflops, ".2f"), _fmt(self.max_abs_logit, ".2e"), _fmt(self.mean_abs_logit, ".2e"),
                 _fmt(self.mask_agreement, ".4f"), _fmt(self.auc, ".4f"),
-                _fmt(None if self.delta_auc is None else self.delta_auc * 100, "+.2f"), latency, _fmt(self.fps, ".1f"),
+                _fmt(None if self.delta_auc is None else self.delta_auc * 100, "+.2f"),
+                _fmt(None if self.video_delta_auc is None else self.video_delta_auc * 100, "+.2f"), latency, _fmt(self.fps, ".1f"),
                 _fmt(self.speedup, ".2f"), self.placement]
 
     def accuracy_lines(self) -> list[str]:
@@ -268,7 +276,7 @@ class Row:
 
 
 COLUMNS = ["region index", "target", "precision", "status", "size MB", "GFLOPs", "max abs Δlogit", "mean abs Δlogit",
-           "mask agr.", "AUC", "ΔAUC pp", "p50 ms", "FPS", "× torch", "placement"]
+           "mask agr.", "AUC", "ΔAUC pp", "video ΔAUC pp", "p50 ms", "FPS", "× torch", "placement"]
 
 
 def placement_cell(placement: dict | None) -> str:
@@ -348,6 +356,7 @@ def run_build(config: BuildConfig, log=lambda msg: None, advance=lambda n=1: Non
 def _build_all(config: BuildConfig, plan, staging: Path, log, advance) -> list[Row]:
     stage = staging / config.set_name
     gate = _gate(config, stage / f"{config.kind.prefix}reference.scores", log)
+    temporal, temporal_sources, video_gate = _temporal(config, stage / f"{config.kind.prefix}reference-video.scores", log)
     parity_images = toy_crops(config.parity_samples)
     calib = (calibration_set(config.calib, config.calib_size, config.spec.region)
              if any(p in TARGETS[t].quantized for _, t, p in plan) else None)
@@ -365,7 +374,8 @@ def _build_all(config: BuildConfig, plan, staging: Path, log, advance) -> list[R
         for _, target, precision in (step for step in plan if step[0] == rung):
             folder = f"{target}-{precision}" + ("" if rung == "exact" else f"-{rung}")
             job = Job(det, TARGETS[target], precision, config.set_name, folder, sources, options, parity_images,
-                      calib, gate, config.accuracy_iterations, caches.setdefault(target, {}))
+                      calib, gate, config.accuracy_iterations, caches.setdefault(target, {}), temporal, temporal_sources,
+                      video_gate)
             rows.append(_run(job, staging, flops, log))
             advance()
     bench = _bench(rows, stage, config, log, advance) if config.bench_runs > 0 else None
@@ -387,6 +397,27 @@ def _gate(config: BuildConfig, scores: Path, log) -> Gate | None:
     save_scores(scores, validation.reference)
     selects = head_info(spec.head).selects  # Top-K's selected tokens move with the logit: reported, not limited
     return Gate(validation, Budget(config.max_auc_drop), None if selects else config.min_mask_agreement, config.validation_pack)
+
+
+def _temporal(config: BuildConfig, scores: Path, log) -> tuple:
+    """(temporal head, its sources, the video-level gate) of a video build: the head file checked against the
+    frame encoder's feature width, and, when the build gates, the torch FP32 reference's video scores on
+    `video_data` (written to `scores`). (None, {}, None) for a photo build."""
+    if config.temporal is None:
+        return None, {}, None
+    path = shipped_temporal(config.spec.preset) if config.temporal == "toy" else Path(config.temporal)
+    spec = config.reference_spec
+    exact = build_detector(spec)
+    head = load_temporal(path, exact.dinov3.cfg.width, config.temporal_sha256)
+    sources = {"file": path.name, "sha256": sha256_file(path), "trained_on": head.info.trained_on}
+    if config.data is None:
+        return head, sources, None
+    log(f"video reference: torch FP32 frame encoder + temporal head on {config.video_data}")
+    gate = VideoGate.build(torch_runner(exact), torch_runner(head), open_set(config.video_data), Budget(config.max_auc_drop),
+                           head.cfg.frames, head.info.min_valid, head.info.threshold)
+    gate.reference.header.update(identity=identity(spec), detector=dataclasses.asdict(spec), temporal=sources)
+    save_scores(scores, gate.reference)
+    return head, sources, gate
 
 
 def _run(job: Job, staging: Path, flops: float, log) -> Row:

@@ -6,25 +6,15 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
 from ._version import __version__
 from .options import BENCH, GATE, HEAD_FIT, MODEL, PLAN, SCORE, WEIGHTS, Options, at_least_one, fraction, metavar, takes, threshold_rule
 from .terminal import (clean_up_on_termination, console, converter_output, err_console, progress_bar, quiet_converters,
-                       step_progress, user_errors)
+                       step_progress, table, user_errors)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Export, compress, validate and package the region-indexed deepfake detector.")
 
 Data = Annotated[str, typer.Option(help="Labelled crops: DIR with real/ and fake/, a CSV/JSONL list, or toy:SPLIT:N.")]
-
-
-def table(title: str, columns, rows, left=()) -> Table:
-    out = Table(title=title)
-    for col in columns:
-        out.add_column(col, justify="left" if col in left else "right")
-    for row in rows:
-        out.add_row(*row)
-    return out
 
 
 @app.callback(invoke_without_command=True)
@@ -70,18 +60,19 @@ def info(
 def score(
     paths: Annotated[list[Path], typer.Argument(help="Photos (JPEG, PNG, WebP, HEIC...), videos (mp4, mov, webm, mkv), folders of them, or aligned crops (--aligned).")],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write JSON lines here instead of stdout.")] = None,
+    temporal: Annotated[bool, typer.Option("--temporal", help="A video's verdict from SDR's temporal head over windows of its frames (a video bundle's, or --temporal-head).")] = False,
+    temporal_head: Annotated[Optional[Path], typer.Option(help="The torch model's temporal head (fit-temporal); default the preset's.")] = None,
+    stride: Annotated[Optional[int], typer.Option(help="With --temporal: frames between window scores (default: the window; 1: sliding).")] = None,
     opts: Options = None,
 ) -> None:
     """One JSON line per face of a photo, per video, per aligned crop: status (ok, no_face, no_region,
     implausible_region, unreadable, model_error), reason, face box and landmarks, probability and decision (only
     when ok), region tokens and the top contributing tokens."""
-    from .models.factory import build_detector
-    from .runtimes import from_torch, load
-    from .scoring import ScoreOptions, random_weights, score_paths, write_records
+    from .scoring import ScoreOptions, open_detector, random_weights, score_paths, write_records
 
     with user_errors():
-        settings = ScoreOptions(**{k: opts[k] for k in SCORE if k != "bundle"})
-        det = load(opts["bundle"], interpreter=True) if opts["bundle"] else from_torch(build_detector(opts.spec()))
+        settings = ScoreOptions(**{k: opts[k] for k in SCORE if k != "bundle"}, temporal=temporal, stride=stride)
+        det = open_detector(opts["bundle"], opts.spec() if not opts["bundle"] else None, (temporal_head or True) if temporal else None)
         if random := random_weights(det.manifest):
             err_console.print(f"[yellow]warning[/yellow]: seeded random {', '.join(random)}: not a detector's scores")
         write_records(score_paths(det, paths, settings), output, paths)
@@ -192,19 +183,27 @@ def reference(
     data: Data = "toy:test:200",
     out: Annotated[Path, typer.Option(help="Scores file to write (.scores, compressed npz + JSON header).")] = Path("reference.scores"),
     device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu or cuda.")] = "auto",
+    temporal: Annotated[bool, typer.Option("--temporal", help="Video level: the temporal head's score per video (OUT) and the frame mean's (OUT-frame-mean.scores).")] = False,
+    temporal_head: Annotated[Optional[Path], typer.Option(help="With --temporal: the head file (fit-temporal); default the preset's.")] = None,
     opts: Options = None,
 ) -> None:
     """Score a labelled set with the FP32 PyTorch detector: the reference every artifact is validated against."""
     from collections import Counter
 
     from .eval.scores import save_scores
-    from .scoring import reference_scores
+    from .scoring import auc, reference_scores, video_reference
 
     with user_errors():
-        scores = reference_scores(opts.spec(), data, device, opts["batch"], lambda n, dev: progress_bar(f"reference on {dev}", n))
+        bar = lambda n, dev: progress_bar(f"reference on {dev}", n)  # noqa: E731
+        if temporal:
+            scores, mean = video_reference(opts.spec(), data, device, temporal_head, bar)
+            save_scores(out.with_name(f"{out.stem}-frame-mean.scores"), mean)
+            console.print(f"video AUC: temporal head {auc(scores):.4f}, frame mean {auc(mean):.4f}")
+        else:
+            scores = reference_scores(opts.spec(), data, device, opts["batch"], bar)
         problems = scores.header["problems"]
         save_scores(out, scores)
-    console.print(f"{len(scores)} samples ({int(scores.scored.sum())} with a region) -> {out}")
+    console.print(f"{len(scores)} {'videos' if temporal else 'samples'} ({int(scores.scored.sum())} scored) -> {out}")
     if problems:  # bad media is reported, never silently dropped
         kinds = Counter(p["kind"] for p in problems)
         console.print(f"[yellow]{len(problems)} media problems[/yellow] (listed in the header): "
@@ -225,35 +224,22 @@ def validate(
     """Compare an artifact with the reference of the same model on the same samples; exit 1 over the AUC, flip or
     correlation budget; refused (exit 2) when the reference was made by another model."""
     from .data.degrade import parse_spec
-    from .data.sources import open_set
     from .eval import validate as v
-    from .eval.scores import load_scores, save_scores, score_set
+    from .eval.scores import load_scores, save_scores
     from .models.factory import DetectorSpec, build_detector
-    from .runtimes import open_bundle, torch_runner
+    from .runtimes import torch_runner
     from .runtimes.reference import resolve_device
+    from .scoring import artifact_scores, reference_data
 
     with user_errors():
         ref = load_scores(reference_scores)
-        try:  # the reference's labelled set, if it can still be opened here (for montage crops and re-scoring)
-            data = ref.header.get("data")
-            dataset = open_set(data, ref.header.get("detector", {}).get("region", "mouth")) if data else None
-        except ValueError:
-            dataset = None
-        if degrade and not artifact.is_dir():
-            raise ValueError("--degrade needs a bundle folder: a scores file cannot be re-run on degraded inputs")
+        dataset = reference_data(ref)
+        if degrade and (not artifact.is_dir() or ref.header.get("level") == "video"):
+            raise ValueError("--degrade needs a bundle folder and a per-face reference: degraded inputs are re-run face by face")
+        art, runner = artifact_scores(artifact, ref, (str(reference_scores), str(artifact)), dataset, threads,
+                                      lambda n, label: progress_bar(label, n))
         if artifact.is_dir():
-            if dataset is None:
-                raise ValueError(f"{artifact}: the reference's data cannot be opened here, so the bundle cannot be scored on it")
-            runner, manifest = open_bundle(artifact, threads)  # verified whole first
-            v.check_same_model(ref.header.get("identity"), v.manifest_identity(manifest), (str(reference_scores), str(artifact)))
-            with progress_bar(f"{manifest['target']}-{manifest['precision']}", len(dataset)) as advance:
-                art = score_set(runner, dataset, progress=advance)
-            art.header.update(model=f"{manifest['target']}-{manifest['precision']} bundle {artifact}", data=dataset.description,
-                              threshold=float(manifest["probe"]["threshold_logit"]), identity=v.manifest_identity(manifest))
             save_scores(out / "artifact.scores", art)
-        else:
-            art = load_scores(artifact)
-            v.check_same_model(ref.header.get("identity"), art.header.get("identity"), (str(reference_scores), str(artifact)))
         comp = v.compare(ref, art, v.Budget(max_auc_drop, max_flip_rate, min_correlation))
         extra = {}
         if degrade:
@@ -319,6 +305,30 @@ def report_merge(
     console.print(table(f"latency across devices ({len(results)} files)", COLUMNS,
                         [[cell(row, c) for c in COLUMNS] for row in rows], COLUMNS))
     console.print(f"wrote {files['markdown']}, {files['json']}, {files['chart']}")
+
+
+@app.command("fit-temporal")
+@takes(*WEIGHTS, "batch")
+def fit_temporal_cmd(
+    data: Annotated[str, typer.Option(help="Training clips: toyvideo:SPLIT:N[:T], or frames grouped by video (a list with video ids; equally many per video).")] = "toyvideo:train:320",
+    val: Annotated[Optional[str], typer.Option(help="Held-out clips (same forms); default toyvideo:val:160 for toy data.")] = None,
+    out: Annotated[Path, typer.Option(help="Temporal head file (.safetensors).")] = Path("temporal.safetensors"),
+    views: Annotated[str, typer.Option(help="SDR's perturbed views, comma-separated: dropout, shuffle, jitter; 'none' for the clean input only.")] = "dropout,shuffle,jitter",
+    consistency: Annotated[float, typer.Option(help="Weight of the views' agreement term (0: off).")] = 1.0,
+    contrastive: Annotated[float, typer.Option(help="Weight of the NT-Xent term between two views (0: off).")] = 0.5,
+    steps: Annotated[int, typer.Option(callback=at_least_one, help="Optimiser steps.")] = 300,
+    opts: Options = None,
+) -> None:
+    """Fit SDR's temporal head on the frame encoder's per-frame region features (the region head's detector, frozen);
+    report video-level AUC of the temporal head and of the frame mean on the held-out clips."""
+    from .train.temporal import TemporalSettings, fit_from_sets
+
+    with user_errors():
+        settings = TemporalSettings(views=tuple(v for v in views.split(",") if v and v != "none"), consistency=consistency,
+                                    contrastive=contrastive, steps=steps)
+        rows = fit_from_sets(opts.spec(head="region"), data, val, settings, out, log=lambda m: err_console.print(m, highlight=False))
+    console.print(table(f"temporal head: {data}", ("model", "clips", "video AUC (train)", "video AUC (held out)"), rows, ("model",)))
+    console.print(f"wrote {out}; next: dfedge build --temporal {out} (video bundles), dfedge score CLIP.mp4 --temporal --temporal-head {out}")
 
 
 @app.command("make-toy")

@@ -135,6 +135,12 @@ OPTIONS: dict[str, tuple[object, object]] = {
         help="Region-index rung(s), repeatable (docs/region-index.md); default exact.")], None),
     "dist": (Annotated[Optional[Path], typer.Option("--out", help="dist folder; the set goes to OUT/NAME (default dist).")], None),
     "name": (Annotated[Optional[str], typer.Option(help="Bundle set name (default: the preset).")], None),
+    "temporal": (Annotated[Optional[str], typer.Option(
+        help="Video bundles: also ship SDR's temporal head (a fit-temporal file, or toy for the shipped one) as a second "
+             "graph per bundle, gated at video level on --video-data (docs/temporal.md).")], None),
+    "temporal_sha256": (Annotated[Optional[str], typer.Option(help="Pin the temporal head file: its full SHA-256.")], None),
+    "video_data": (Annotated[Optional[str], typer.Option(
+        help=f"With --temporal: the video set of the video-level gate, toyvideo:SPLIT:N, celebdf:ROOT or a list with video ids ({_default('video_data')}).")], None),
     "parity_samples": (Annotated[Optional[int], typer.Option(
         help=f"Toy-world crops the parity check runs on ({_default('parity_samples')}).")], None),
     # dfedge bench (dfedge.runtimes.bench.BenchRun)
@@ -166,7 +172,8 @@ WEIGHTS = ("preset", "dinov3", "parser", "backbone", "student", "dinov3_input", 
 HEAD_FIT = ("top_k", "salience_channels", "rank_dropout", "random_k", "vote_weights", "vote_step", "calibration")
 MODEL = (*WEIGHTS, "probe", "head", "region", "region_index", "region_head", "random_probe")
 PLAN = ("targets", "precisions", "region_indexes", "dist", "name", "preset", "dinov3", "parser", "backbone", "student", "probe", "head",
-        "region", "dinov3_input", "region_head", *PINS, "random_probe", "random_weights", "parity_samples", "data")
+        "region", "dinov3_input", "region_head", *PINS, "random_probe", "random_weights", "parity_samples", "data", "temporal",
+        "temporal_sha256", "video_data")
 SCORE = ("aligned", "faces", "min_face", "frames", "fps", "track", "per_frame", "top", "save_vis", "max_pixels", "bundle")
 BENCH = ("runs", "warmup", "threads", "device", "label", "image")
 GATE = ("max_auc_drop", "min_mask_agreement", "validation_pack", "calib", "calib_size", "accuracy_iterations", "bench_runs", "threads")

@@ -33,6 +33,8 @@ class ScoreOptions:
     top: int = 5  # top-contributing tokens listed per face
     save_vis: Path | None = None  # per face: the photo with box and landmarks, the crop with mask and contributions
     max_pixels: int = frontend.MAX_PIXELS  # a photo that would decode to more is refused from its header
+    temporal: bool = False  # a video's verdict from SDR's temporal head over windows of its frames (video bundles)
+    stride: int | None = None  # frames between the temporal head's windows (default: its window)
 
 
 def check(options: ScoreOptions, detector) -> None:
@@ -45,6 +47,8 @@ def check(options: ScoreOptions, detector) -> None:
         raise ValueError(f"--max-pixels must be at least 1 (got {options.max_pixels})")
     if options.frames < 1 or (options.fps is not None and options.fps <= 0):
         raise ValueError(f"--frames must be at least 1 and --fps positive (got {options.frames}, {options.fps})")
+    if options.temporal:
+        detector.stream(options.stride)  # ValueError: no temporal head, or a stride outside 1..T
     if not options.aligned and detector.scorer.nets is None:
         raise ValueError(f"{detector.path}: this bundle has no face front end (made before bundles carried one): "
                          "export it again, or score aligned crops with --aligned")
@@ -151,7 +155,7 @@ VIDEO_SIDE = 1920  # sampled frames are kept at most this long, one at a time (l
 
 def _video(detector, path: Path, options: ScoreOptions) -> dict:
     frames = Pass(path, sampler(options.frames, options.fps), VIDEO_SIDE)
-    record = detector.score_video(frames, options.track)
+    record = detector.score_video(frames, options.track, options.temporal, options.stride)
     if not frames.decoded:
         raise MediaError("no frames", f"no frame decodes{f' ({frames.error})' if frames.error else ''}")
     if not options.per_frame:
@@ -210,3 +214,102 @@ def reference_scores(spec, data: str, device: str, batch: int, progress):
     scores.header.update(model="torch fp32", detector=dataclasses.asdict(spec), identity=identity(spec), device=torch_facts(dev),
                          data=data, threshold=float(det.probe.info.threshold), problems=problems)
     return scores
+
+
+def temporal_head(path: str | Path | None, preset: str, feature_dim: int, sha256: str | None = None):
+    """The temporal head file given, or the preset's shipped one, checked against the frame encoder's width."""
+    from .models.temporal import load_temporal, shipped_temporal
+
+    return load_temporal(Path(path) if path else shipped_temporal(preset), feature_dim, sha256)
+
+
+def video_reference(spec, data: str, device: str, temporal: str | Path | None, progress):
+    """dfedge reference --temporal: the FP32 torch frame encoder over a video set's frames (toyvideo:, celebdf:, a
+    list with video ids) -> (video-level Scores of the temporal head, of the frame mean), headers as reference_scores'."""
+    import dataclasses
+
+    from .data.sources import open_set
+    from .eval.video import frame_mean_scores, frame_scores, temporal_scores
+    from .models.factory import build_detector, identity
+    from .runtimes.reference import resolve_device, torch_facts, torch_runner
+
+    dataset = open_set(data, spec.region)
+    dev = resolve_device(device)
+    det = build_detector(spec)
+    head = temporal_head(temporal, spec.preset, det.dinov3.cfg.width)
+    with progress(len(dataset), dev) as advance:
+        frames, features = frame_scores(torch_runner(det, dev), dataset, progress=advance)
+    problems = [dataclasses.asdict(p) for p in getattr(dataset, "problems", [])]
+    header = dict(model="torch fp32", detector=dataclasses.asdict(spec), identity=identity(spec), device=torch_facts(dev),
+                  data=data, problems=problems, temporal={"trained_on": head.info.trained_on, **head.info.config})
+    temporal_run = torch_runner(head, dev)
+    scores = temporal_scores(frames, features, temporal_run, head.cfg.frames, head.info.min_valid)
+    scores.header.update(header, threshold=float(head.info.threshold))
+    mean = frame_mean_scores(frames)
+    mean.header.update(header, threshold=float(det.probe.info.threshold))
+    return scores, mean
+
+
+def reference_data(ref):
+    """The reference's labelled set, if it can still be opened here (for montage crops and re-scoring), else None."""
+    from .data.sources import open_set
+
+    try:
+        data = ref.header.get("data")
+        return open_set(data, ref.header.get("detector", {}).get("region", "mouth")) if data else None
+    except ValueError:
+        return None
+
+
+def artifact_scores(artifact: Path, ref, names: tuple[str, str], dataset, threads: int, progress):
+    """dfedge validate's artifact: a scores file as it is, or a bundle scored with its runtime on the reference's set
+    (at video level, frame encoder then temporal graph, when the reference is a video-level one) -> (Scores, the
+    bundle's runner or None). Refused (ValueError) when the two were made by different models."""
+    from .eval import validate as v
+    from .eval.scores import load_scores, score_set
+    from .eval.video import frame_scores, temporal_scores
+    from .runtimes import load
+
+    if not artifact.is_dir():
+        art = load_scores(artifact)
+        v.check_same_model(ref.header.get("identity"), art.header.get("identity"), names)
+        return art, None
+    if dataset is None:
+        raise ValueError(f"{artifact}: the reference's data cannot be opened here, so the bundle cannot be scored on it")
+    det = load(artifact, threads, interpreter=True)  # verified whole first
+    manifest = det.manifest
+    v.check_same_model(ref.header.get("identity"), v.manifest_identity(manifest), names)
+    video = ref.header.get("level") == "video" and ref.header.get("aggregation") == "temporal"
+    if video and det.temporal is None:
+        raise ValueError(f"{artifact}: {names[0]} holds video-level temporal scores and this bundle has no temporal head")
+    with progress(len(dataset), f"{manifest['target']}-{manifest['precision']}") as advance:
+        if video:
+            frames, features = frame_scores(det.run, dataset, progress=advance)
+            t = manifest["temporal"]
+            art = temporal_scores(frames, features, det.temporal, int(t["frames"]), int(t.get("min_valid", 1)))
+        else:
+            art = score_set(det.run, dataset, progress=advance)
+    threshold = manifest["temporal"]["threshold_logit"] if video else manifest["probe"]["threshold_logit"]
+    art.header.update(model=f"{manifest['target']}-{manifest['precision']} bundle {artifact}", data=dataset.description,
+                      threshold=float(threshold), identity=v.manifest_identity(manifest))
+    return art, det.run
+
+
+def open_detector(bundle: Path | None, spec=None, temporal: Path | bool | None = None):
+    """dfedge score's detector: the bundle (its temporal head with it), or the torch model of `spec` with the temporal
+    head file `temporal` (True: the preset's shipped one; None/False: none)."""
+    from .models.factory import build_detector
+    from .runtimes import from_torch, load
+
+    if bundle:
+        return load(bundle, interpreter=True)
+    model = build_detector(spec)
+    head = temporal_head(temporal if isinstance(temporal, Path) else None, spec.preset, model.dinov3.cfg.width) if temporal else None
+    return from_torch(model, temporal=head)
+
+
+def auc(scores) -> float:
+    """AUC of the scored samples of a Scores (NaN with one class)."""
+    from .eval.metrics import binary_metrics
+
+    return binary_metrics(scores.labels[scores.scored], scores.logits[scores.scored], 0.0).auc

@@ -15,6 +15,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
 
 from .data.images import ImageError
 from .models.checkpoint import CheckpointError, terminate, track
@@ -47,6 +48,16 @@ def clean_up_on_termination() -> None:
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, terminate)
+
+
+def table(title: str, columns, rows, left=()) -> Table:
+    """A rich table: columns right-aligned but those named in `left`."""
+    out = Table(title=title)
+    for col in columns:
+        out.add_column(col, justify="left" if col in left else "right")
+    for row in rows:
+        out.add_row(*row)
+    return out
 
 
 @contextlib.contextmanager

@@ -24,7 +24,9 @@ from ..models.checkpoint import sha256_file, temporary, track, uninterrupted
 from ..models.detector import ALIGN_TEMPLATE, OUTPUT_NAMES
 from ..models.heads import head
 from ..models.region import region_classes
-from ..runtimes import open_face_nets, open_runtime, standalone, torch_runner
+from ..models.temporal import OUTPUT_NAMES as TEMPORAL_OUTPUTS
+from ..models.temporal import pack as pack_frames
+from ..runtimes import open_face_nets, open_runtime, open_temporal, standalone, temporal_section, torch_runner
 from ..runtimes.standalone import MANIFEST
 from .job import Job
 
@@ -38,6 +40,7 @@ OUTPUT_MEANING = {
     "region_tokens": "number of region tokens; 0 = region not found, do not use the score",
     "contributions": "w.x_t/|R| per region token; sum + probe bias = logit",
     "streams": "each stream's (calibrated) probability; one stream, equal to probability, but for the ensemble head",
+    "feature": "mean of the region's DINOv3 tokens (zeros without region tokens): the frame feature a video's temporal head reads",
 }
 # what changes for the heads whose outputs read differently (models/heads.py)
 HEAD_MEANING = {
@@ -109,7 +112,7 @@ def build_manifest(job: Job, root: Path, parity: Parity, conversion: dict) -> di
             "method": "least-squares 5-point similarity transform from detected landmarks to the template",
         },
         "outputs": {name: {"shape": shape, "meaning": HEAD_MEANING.get(info.head, {}).get(name, OUTPUT_MEANING[name])}
-                    for name, shape in zip(OUTPUT_NAMES, ([1], [1], [1, g, g], [1], [1, g, g], [1, n_streams]))},
+                    for name, shape in zip(OUTPUT_NAMES, ([1], [1], [1, g, g], [1], [1, g, g], [1, n_streams], [1, det.dinov3.cfg.width]))},
         "labels": {"label_set": det.label_set, "label_names": list(det.label_names),
                    "region": det.region_index.region,
                    "region_classes": region_classes(det.label_set, det.region_index.region),
@@ -186,6 +189,8 @@ def write_bundle(job: Job, dist: Path, log=lambda msg: None) -> tuple[Path, dict
                     conversion["placement"] = standalone.placement(tmp, target.name, options) or COREML_PLACEMENT
                 manifest = build_manifest(job, tmp, parity, conversion)
                 manifest["front_end"] = write_front_end(job, tmp)
+                if job.temporal is not None:
+                    manifest["temporal"] = write_temporal(job, tmp, runner, log)
                 if job.gate is not None:
                     log(f"{job.folder}: parity ok; running the gate")
                     manifest["gate"] = job.gate(runner)
@@ -240,6 +245,55 @@ def write_front_end(job: Job, tmp: Path) -> dict:
             "settings": {"min_face": frontend.MIN_FACE, "thresholds": list(frontend.THRESHOLDS),
                          "factor": frontend.FACTOR, "max_side": frontend.MAX_SIDE},
             "parity": parity}
+
+
+TEMPORAL_PARITY = {"fp32": 1e-4}  # max |Δlogit| of a bundle's temporal graph (exported in fp32 in every rung) against torch
+TEMPORAL_FILE = "temporal"
+
+
+def temporal_windows(job: Job, runner, count: int = 6) -> np.ndarray:
+    """Windows [count, T, D + 1] for the temporal graph's parity: the rung's own frame features of the parity crops,
+    drawn into windows with some frames invalid (a seeded pattern; the first frame of each valid, the last window
+    all valid)."""
+    feats = np.concatenate([np.asarray(runner(job.parity_images[i : i + 1])["feature"], np.float32).reshape(1, -1)
+                            for i in range(len(job.parity_images))])
+    t = job.temporal.cfg.frames
+    rng = np.random.default_rng(0)
+    picks = torch.from_numpy(feats[rng.integers(0, len(feats), (count, t))])
+    valid = torch.from_numpy((rng.random((count, t)) < 0.75).astype(np.float32))
+    valid[:, 0], valid[-1] = 1.0, 1.0
+    return pack_frames(picks, valid).numpy()
+
+
+def write_temporal(job: Job, tmp: Path, runner, log=lambda msg: None) -> dict:
+    """A video bundle's temporal head (models/temporal.py) in the bundle's format, in fp32 whatever the rung (it is a
+    few MFLOP per window against the frame encoder's GFLOPs per frame), checked against the torch head on windows of
+    the rung's own frame features, then, with a video gate, the whole rung at video level; its manifest section."""
+    head, fmt = job.temporal, job.target.format
+    name = fmt.graph_file(TEMPORAL_FILE)
+    job.target.graph_exporter(head, torch.zeros(head.input_shape), tmp / name, TEMPORAL_OUTPUTS, False)
+    section = {"file": name, **temporal_section(head), "precision": "fp32",
+               "input": {"shape": list(head.input_shape), "dtype": "float32",
+                         "meaning": "per frame of a window: the frame encoder's `feature` output, then 1 when the frame "
+                                    "had a face and its region (0: features ignored)"},
+               "outputs": {"logit": "the window's logit; positive = fake", "probability": "sigmoid(logit)",
+                           "valid_frames": "usable frames in the window; below min_valid the window is not scored"},
+               "config": dict(head.info.config), "trained_on": head.info.trained_on, "sources": job.temporal_sources,
+               "stream": "bench.py --video CLIP [--stride S]: a ring buffer of the last T frames' features, a score "
+                         "every S frames once full (S = T by default), the tail scored at the end"}
+    session = open_temporal(tmp, {"target": fmt.name, "temporal": section}, interpreter=True)
+    x = temporal_windows(job, runner)
+    reference = torch_runner(head)
+    errors = [float(np.abs(np.asarray(session(x[i : i + 1])["logit"]) - reference(x[i : i + 1])["logit"]).max())
+              for i in range(len(x))]
+    section["parity"] = {"windows": len(x), "max_abs_logit": max(errors), "limit": TEMPORAL_PARITY["fp32"],
+                         "ok": max(errors) <= TEMPORAL_PARITY["fp32"]}
+    if not section["parity"]["ok"]:
+        raise ParityError(f"{job.folder}: temporal head: max |Δlogit| {max(errors):.3g} > {TEMPORAL_PARITY['fp32']}")
+    if job.video_gate is not None:
+        log(f"{job.folder}: temporal parity ok; running the video-level gate")
+        section["gate"] = job.video_gate(runner, session)
+    return section
 
 
 def write_pack(job: Job, tmp: Path, pack: dict, runner) -> dict:

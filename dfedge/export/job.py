@@ -23,7 +23,9 @@ import torch
 from .._version import __version__
 from ..data.calibration import Calibration
 from ..eval.gate import Gate
+from ..eval.video import VideoGate
 from ..models.detector import ALIGN_TEMPLATE, OUTPUT_NAMES, Detector
+from ..models.temporal import TemporalHead
 from ..runtimes.standalone import BUNDLE_SCHEMA, Format
 
 Converter = Callable[["Job", Path, dict], list[Path]]
@@ -77,6 +79,9 @@ class Job:
     calibration: Calibration | None = None  # crops for static quantized rungs
     gate: Gate | None = None  # AUC drift on the validation split after parity (None: parity only)
     accuracy_iterations: int = 3  # NNCF accuracy control's bound (the mixed rung)
+    temporal: TemporalHead | None = None  # a video bundle's second graph (SDR), eval mode; None: a photo bundle
+    temporal_sources: dict = field(default_factory=dict)  # its file's provenance (path, sha256) for the manifest
+    video_gate: VideoGate | None = None  # the gate at video level (video bundles with --video-data)
     cache: dict = field(default_factory=dict, compare=False, repr=False)  # conversions shared by the jobs of one detector x target
 
     @property

@@ -14,7 +14,9 @@
 Outputs (DetectorOutput): logit [B], probability [B] (= sigmoid(logit), P(fake)), token_mask [B, g, g] (0/1),
 region_tokens [B] (the count of token_mask; 0 means the region was not found and the score must not be used),
 contributions [B, g, g] (w.x_t / |R| per region token: sum(contributions) + probe bias == logit), streams [B, S]
-(each stream's probability: S = 1 and streams == probability but for the ensemble head).
+(each stream's probability: S = 1 and streams == probability but for the ensemble head), feature [B, D] (the
+mean of the region's DINOv3 tokens, zeros without region tokens: what a video's temporal head reads per frame,
+models/temporal.py; for the region head it is the probe's input).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from torch import nn
 from .dinov3 import DinoV3
 from .distilled import DistilledRegionHead
 from .farl import FarlParser
-from .heads import Tokens, feature_dim, head, masked_mean_weights
+from .heads import Tokens, feature_dim, head, masked_mean_weights, region_mean
 from .ladder import rung
 from .region import LinearProbe, RegionIndex
 from .resample import apply_separable, area_matrix, as_buffer, unwarp_matrix, warp_matrix
@@ -53,7 +55,7 @@ def align_template(crop_size: int = CROP_SIZE) -> np.ndarray:
 
 ALIGN_TEMPLATE = align_template(CROP_SIZE)
 
-OUTPUT_NAMES = ("logit", "probability", "token_mask", "region_tokens", "contributions", "streams")
+OUTPUT_NAMES = ("logit", "probability", "token_mask", "region_tokens", "contributions", "streams", "feature")
 # DINOv3 input normalisation. Rounded to fp16 they move every pixel of the DINOv3 input by the same amount, a bias
 # no averaging removes (toy: |dlogit| 0.04 against 0.003 for all weights together), so fp16 exports keep these
 # constants, and the ops that apply them, in fp32.
@@ -71,6 +73,7 @@ class DetectorOutput(NamedTuple):
     region_tokens: torch.Tensor  # [B]
     contributions: torch.Tensor  # [B, g, g]
     streams: torch.Tensor  # [B, S]
+    feature: torch.Tensor  # [B, D]
 
 
 def check_head(name: str, region_index: str) -> None:
@@ -194,7 +197,8 @@ class Detector(nn.Module):
         s = self.cfg.crop_size
         if image.ndim != 4 or tuple(image.shape[1:]) != (3, s, s):
             raise ValueError(f"expected an aligned crop [B, 3, {s}, {s}], got {list(image.shape)}")
-        scored = head(self.cfg.head).score(self, self.tokens(image))
+        t = self.tokens(image)
+        scored = head(self.cfg.head).score(self, t)
         g = self.grid
         return DetectorOutput(
             logit=scored.logit,
@@ -203,4 +207,5 @@ class Detector(nn.Module):
             region_tokens=scored.token_mask.sum(dim=1),
             contributions=scored.contributions.reshape(-1, g, g),
             streams=scored.streams,
+            feature=region_mean(t),
         )

@@ -424,6 +424,7 @@ class Verdict:
     streams: list[float] | None = None  # the ensemble head's per-stream probabilities (None for one stream)
     face: Face | None = None  # where it was found (None for a given crop)
     crop: np.ndarray | None = None  # the aligned crop the model saw
+    feature: np.ndarray | None = None  # float32 [D], the frame encoder's `feature` (ok verdicts of graphs that have it)
 
     def record(self, top: int = 5) -> dict:
         """JSON-able: status, reason, the face (box, detector score, landmarks), the score and the top tokens."""
@@ -457,6 +458,8 @@ def judge(outputs: dict, threshold: float, guard: dict | None = None, region: st
             verdict.status, verdict.reason = "model_error", f"the model returned a non-finite score (logit {logit})"
             return verdict
         verdict.logit, verdict.probability = logit, probability
+        if "feature" in outputs:
+            verdict.feature = np.asarray(outputs["feature"], np.float32).reshape(-1)
         streams = np.asarray(outputs.get("streams", []), np.float64).reshape(-1)
         verdict.streams = [round(float(p), 6) for p in streams] if streams.size > 1 else None
         verdict.decision = "fake" if logit >= threshold else "real"
@@ -518,29 +521,40 @@ class Scorer:
             return [no_face(self.min_face)]
         return [self.score_face(image, f) for f in (found if faces == "all" else found[:1])]
 
-    def score_video(self, frames, track: str = "iou") -> dict:
+    def score_video(self, frames, track: str = "iou", stream: Stream | None = None) -> dict:
         """One face followed over the frames [(index, image)], read one at a time: the largest face in each frame
         (`largest`), or the one that overlaps the face followed so far the most (`iou`, starting from the first
         frame's largest; when none overlaps, sampled frames being far apart, the one whose centre is nearest). The
-        video's probability is the mean over frames whose status is ok; `per_frame` lists every sampled frame's."""
-        records, last = [], None
+        video's probability is the mean over frames whose status is ok; `per_frame` lists every sampled frame's.
+        With a `stream` (SDR's temporal head) every frame is pushed to it as it is scored, and the video's verdict is
+        the temporal head's (`video_record`)."""
+        records, last, windows = [], None, []
         for index, image in frames:
-            found = self.faces(image)
-            if last is not None and track == "iou" and found:
-                best = max(found, key=lambda f: iou(f.box, last.box))
-                if iou(best.box, last.box) <= 0.3:
-                    centre = (last.box[:2] + last.box[2:]) / 2
-                    best = min(found, key=lambda f: float(np.linalg.norm((f.box[:2] + f.box[2:]) / 2 - centre)))
-                found = [best]
-            face = found[0] if found else None
+            face = follow(self.faces(image), last, track)
             verdict = self.score_face(image, face) if face else Verdict("no_face", "no face followed in this frame")
             last = face or last
             records.append((int(index), verdict))
-        return video_record(records, self.threshold)
+            if stream is not None:
+                windows += stream.push(int(index), verdict)
+        if stream is not None:
+            windows += stream.flush()
+        return video_record(records, self.threshold, windows if stream is not None else None)
 
 
-def video_record(frames: list[tuple[int, Verdict]], threshold: float) -> dict:
-    """The video's verdict from its frames': mean probability over the usable (ok) frames."""
+def follow(found: list[Face], last: Face | None, track: str = "iou") -> Face | None:
+    """The face to score in this frame, given the faces found (largest first) and the one followed so far."""
+    if last is not None and track == "iou" and found:
+        best = max(found, key=lambda f: iou(f.box, last.box))
+        if iou(best.box, last.box) <= 0.3:
+            centre = (last.box[:2] + last.box[2:]) / 2
+            best = min(found, key=lambda f: float(np.linalg.norm((f.box[:2] + f.box[2:]) / 2 - centre)))
+        return best
+    return found[0] if found else None
+
+
+def video_record(frames: list[tuple[int, Verdict]], threshold: float, windows: list[dict] | None = None) -> dict:
+    """The video's verdict from its frames': mean probability over the usable (ok) frames; with `windows` (the
+    temporal head's, Stream), the mean logit of its windows whose status is ok, the frame mean kept beside it."""
     usable = [v for _, v in frames if v.status == "ok"]
     counts = {s: sum(v.status == s for _, v in frames) for s in STATUSES if any(v.status == s for _, v in frames)}
     record = {"frames": len(frames), "usable_frames": len(usable), "frame_statuses": counts,
@@ -548,10 +562,85 @@ def video_record(frames: list[tuple[int, Verdict]], threshold: float) -> dict:
     if not usable:
         status = "no_face" if not frames or counts.get("no_face", 0) == len(frames) else max(counts, key=counts.get)
         detail = ", ".join(f"{n} {s}" for s, n in counts.items()) or "no frame decoded"
+        if windows is not None:
+            record.update(aggregation="temporal", windows=windows)
         return dict(record, status=status, reason=f"no frame with a usable region ({detail})", probability=None,
                     logit=None, decision=None)
     probability = float(np.mean([v.probability for v in usable]))
     p = min(max(probability, 1e-7), 1.0 - 1e-7)  # a finite logit for JSON when every frame's probability rounds to 0 or 1
     logit = float(np.log(p) - np.log1p(-p))
     decision = "fake" if logit >= threshold else "real"  # the logit of the mean probability, at the model's threshold
-    return dict(record, status="ok", reason="", probability=probability, logit=logit, decision=decision)
+    record = dict(record, status="ok", reason="", probability=probability, logit=logit, decision=decision)
+    return record if windows is None else temporal_record(record, windows)
+
+
+def temporal_record(frame_mean: dict, windows: list[dict]) -> dict:
+    """A video's record whose verdict is the temporal head's: the mean logit of its ok windows (status no_region
+    when none), with `windows` and the frame mean's verdict as `frame_mean`."""
+    keys = ("status", "reason", "probability", "logit", "decision")
+    out = {k: v for k, v in frame_mean.items() if k not in keys}
+    out.update(aggregation="temporal", windows=windows, frame_mean={k: frame_mean[k] for k in keys})
+    ok = [w for w in windows if w["status"] == "ok"]
+    if not ok:
+        return dict(out, status="no_region", reason=f"no window of {len(windows)} had enough usable frames",
+                    probability=None, logit=None, decision=None)
+    logit = float(np.mean([w["logit"] for w in ok]))
+    return dict(out, status="ok", reason="", probability=float(1.0 / (1.0 + np.exp(-logit))), logit=logit,
+                decision="fake" if logit >= ok[0]["threshold"] else "real")
+
+
+class Stream:
+    """SDR's temporal head over frames as they arrive (a camera, or a video decoded one frame at a time): a ring
+    buffer of the last T frames' features and validity; a window is scored once the buffer holds T frames and
+    `stride` frames arrived since the last score (stride T: one score per T frames; 1: a sliding window), and
+    `flush` scores what is left at the end (padded with invalid frames). `temporal(x [1, T, D + 1])` -> {logit,
+    probability, valid_frames}: the bundle's temporal graph, or the kit's torch head."""
+
+    def __init__(self, temporal, frames: int, feature_dim: int, threshold: float, min_valid: int = 1,
+                 stride: int | None = None, clock=None) -> None:
+        import collections
+        import time
+
+        if not 1 <= (stride or frames) <= frames:
+            raise ValueError(f"stride {stride} must be between 1 and the window's {frames} frames")
+        self.temporal, self.frames, self.dim, self.threshold = temporal, frames, feature_dim, threshold
+        self.min_valid, self.stride = min_valid, stride or frames
+        self.buffer: collections.deque = collections.deque(maxlen=frames)  # (index, feature or None)
+        self.since = 0  # frames pushed since the last scored window
+        self.clock = clock or time.perf_counter
+        self.window_ms: list[float] = []
+
+    def push(self, index: int, verdict: Verdict) -> list[dict]:
+        """Add one frame's verdict (usable when ok and it carries a feature); -> [the window scored now] or []."""
+        usable = verdict.status == "ok" and verdict.feature is not None
+        self.buffer.append((index, verdict.feature if usable else None))
+        self.since += 1
+        if len(self.buffer) == self.frames and self.since >= self.stride:
+            return [self._score()]
+        return []
+
+    def flush(self) -> list[dict]:
+        """Score the frames not yet in any scored window (a clip shorter than T, or its tail)."""
+        return [self._score()] if self.since else []
+
+    def _score(self) -> dict:
+        x = np.zeros((1, self.frames, self.dim + 1), np.float32)
+        items = list(self.buffer)  # the last T frames (fewer in a clip shorter than T: the rest stays invalid)
+        for i, (_, feature) in enumerate(items):
+            if feature is not None:
+                x[0, i, :-1], x[0, i, -1] = feature, 1.0
+        self.since = 0
+        record = {"first_frame": items[0][0], "last_frame": items[-1][0], "valid_frames": int(x[0, :, -1].sum()),
+                  "threshold": self.threshold}
+        if record["valid_frames"] < self.min_valid:
+            return dict(record, status="no_region", reason=f"{record['valid_frames']} usable frames of {len(items)} "
+                        f"(at least {self.min_valid} needed)", logit=None, probability=None, decision=None)
+        start = self.clock()
+        out = self.temporal(x)
+        self.window_ms.append((self.clock() - start) * 1e3)
+        logit = float(np.asarray(out["logit"]).reshape(-1)[0])
+        if not np.isfinite(logit):
+            return dict(record, status="model_error", reason=f"the temporal head returned a non-finite score ({logit})",
+                        logit=None, probability=None, decision=None)
+        return dict(record, status="ok", reason="", logit=logit, probability=float(1.0 / (1.0 + np.exp(-logit))),
+                    decision="fake" if logit >= self.threshold else "real")

@@ -95,8 +95,13 @@ def _single(det, t: Tokens, feature: torch.Tensor, weights: torch.Tensor | None)
     return Scored(logit, probability, probability.unsqueeze(1), t.mask, contributions)
 
 
-def _region_pool(det, t: Tokens):
+def region_mean(t: Tokens) -> torch.Tensor:
+    """The mean of the region's DINOv3 tokens [B, D] (zeros without region tokens)."""
     return torch.bmm(t.weights.unsqueeze(1), t.patches).squeeze(1)
+
+
+def _region_pool(det, t: Tokens):
+    return region_mean(t)
 
 
 def _all_pool(det, t: Tokens):

@@ -6,14 +6,16 @@ import torch
 from torch import nn
 
 
-def multi_head_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d)) v on [B, heads, N, d] tensors.
+def multi_head_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + bias) v on [B, heads, N, d] tensors (`bias` broadcast to [B, heads, N, N]).
 
     Written out instead of `scaled_dot_product_attention` so every converter sees MatMul + Softmax, the
     ops they all support; numerically it is the same computation.
     """
     scale = q.shape[-1] ** -0.5
     attn = torch.matmul(q * scale, k.transpose(-2, -1))
+    if bias is not None:
+        attn = attn + bias
     return torch.matmul(attn.softmax(dim=-1), v)
 
 

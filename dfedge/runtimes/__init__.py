@@ -57,8 +57,9 @@ class Detector:
     (`score_image`, `score_video`: verdicts per face, the face front end included where the detector has one)."""
 
     def __init__(self, run, runtime: str, manifest: dict, threads: int = 0, device: str = "CPU",
-                 path: Path | None = None, nets: tuple | None = None):
+                 path: Path | None = None, nets: tuple | None = None, temporal=None):
         self.run = run  # float32 [1, 3, S, S] 0-255 -> {output name: array}; the graphs have batch 1
+        self.temporal = temporal  # frames [1, T, D + 1] -> {logit, probability, valid_frames}: a video bundle's second graph
         self.runtime, self.manifest = runtime, manifest
         self.threads, self.device, self.path = threads, device, path
         self.crop_size = int(manifest["alignment"]["crop_size"])
@@ -89,7 +90,7 @@ class Detector:
         outs = [self.run(np.ascontiguousarray(c.transpose(2, 0, 1)[None], dtype=np.float32)) for c in crops]
         g = int(np.asarray(outs[0]["token_mask"]).shape[-1])
         shapes = {"logit": (), "probability": (), "region_tokens": (), "token_mask": (g, g), "contributions": (g, g),
-                  "streams": (-1,)}
+                  "streams": (-1,), "feature": (-1,)}
         raw = {k: np.concatenate([np.asarray(o[k], np.float32).reshape(1, *shape) for o in outs]) for k, shape in shapes.items()}
         verdicts = [frontend.judge(o, self.scorer.threshold, self.scorer.guard, self.scorer.region) for o in outs]
         ok = np.array([v.status == "ok" for v in verdicts])
@@ -104,9 +105,17 @@ class Detector:
         `landmarks` ([[x, y] x 5], the platform's own face detector) skips the detector."""
         return self.scorer.score_image(image, landmarks, faces)
 
-    def score_video(self, frames, track: str = "iou") -> dict:
-        """The video record of [(frame index, uint8 RGB frame)] (see frontend.Scorer.score_video)."""
-        return self.scorer.score_video(frames, track)
+    def stream(self, stride: int | None = None) -> frontend.Stream:
+        """A ring buffer feeding the temporal head window by window (frontend.Stream); ValueError without one."""
+        if self.temporal is None:
+            raise ValueError(f"{self.path or 'this detector'} has no temporal head: a video bundle is built with "
+                             "--temporal, the torch model given one with --temporal-head")
+        return standalone.stream(self.temporal, self.manifest, stride)
+
+    def score_video(self, frames, track: str = "iou", temporal: bool = False, stride: int | None = None) -> dict:
+        """The video record of [(frame index, uint8 RGB frame)] (see frontend.Scorer.score_video); `temporal`: the
+        verdict is the temporal head's over windows of its T frames, every `stride` frames."""
+        return self.scorer.score_video(frames, track, self.stream(stride) if temporal else None)
 
 
 def open_runtime(bundle: str | Path, target: str, threads: int = 0, device: str = "CPU", interpreter: bool = False,
@@ -140,6 +149,19 @@ def open_face_nets(bundle: str | Path, manifest: dict, threads: int = 0, device:
                                      for net, names in standalone.FACE_NETS.items()})
 
 
+def open_temporal(bundle: str | Path, manifest: dict, threads: int = 0, device: str = "CPU", interpreter: bool = False):
+    """The bundle's temporal head on its runtime (None without one); CoreML off macOS: the MIL interpreter with
+    `interpreter=True`."""
+    try:
+        return standalone.open_temporal(bundle, manifest, threads, device)
+    except RuntimeUnavailable:
+        if not (interpreter and manifest.get("target") == "coreml"):
+            raise
+        from .mil import mil_session
+
+        return mil_session(Path(bundle) / manifest["temporal"]["file"], standalone.TEMPORAL_OUTPUTS)
+
+
 def load(bundle: str | Path, threads: int = 0, device: str = "CPU", interpreter: bool = False) -> Detector:
     """Open a bundle with its target's runtime after checking every file's SHA-256 against the manifest.
 
@@ -150,12 +172,14 @@ def load(bundle: str | Path, threads: int = 0, device: str = "CPU", interpreter:
     run, runtime = open_runtime(bundle, manifest.get("target"), threads, device, interpreter,
                                 standalone.runtime_options(manifest))  # what its parity and gate ran with
     nets = open_face_nets(bundle, manifest, threads, device, interpreter)
-    return Detector(run, runtime, manifest, threads, device, bundle, nets)
+    return Detector(run, runtime, manifest, threads, device, bundle, nets,
+                    open_temporal(bundle, manifest, threads, device, interpreter))
 
 
-def from_torch(detector, device: str = "cpu", threads: int = 0, faces=None) -> Detector:
+def from_torch(detector, device: str = "cpu", threads: int = 0, faces=None, temporal=None) -> Detector:
     """The PyTorch reference (a dfedge.models.detector.Detector module) behind the same interface, with the kit's
-    torch face front end (`faces`: a models.mtcnn.TorchNets; default: the shipped MTCNN weights)."""
+    torch face front end (`faces`: a models.mtcnn.TorchNets; default: the shipped MTCNN weights) and, for videos,
+    a models.temporal.TemporalHead."""
     import torch
 
     from ..models.detector import ALIGN_TEMPLATE
@@ -168,9 +192,17 @@ def from_torch(detector, device: str = "cpu", threads: int = 0, faces=None) -> D
                 "alignment": {"crop_size": detector.cfg.crop_size, "template": ALIGN_TEMPLATE.tolist()},
                 "labels": {"region": detector.region_index.region},
                 "random_weights": list(getattr(detector, "random_parts", []))}
+    if temporal is not None:
+        manifest["temporal"] = temporal_section(temporal)
     nets = faces or TorchNets(load_mtcnn(), device)
     return Detector(torch_runner(detector, device), "torch", manifest, threads, device,
-                    nets=(nets.pnet, nets.rnet, nets.onet))
+                    nets=(nets.pnet, nets.rnet, nets.onet), temporal=torch_runner(temporal, device) if temporal is not None else None)
+
+
+def temporal_section(head) -> dict:
+    """What a Stream needs of a temporal head (the manifest's `temporal` keys): window, feature width, threshold."""
+    return {"frames": head.cfg.frames, "feature_dim": head.cfg.feature_dim, "threshold_logit": float(head.info.threshold),
+            "min_valid": int(head.info.min_valid)}
 
 
 def open_bundle(bundle: str | Path, threads: int = 0):

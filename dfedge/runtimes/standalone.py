@@ -54,7 +54,8 @@ VALIDATION_FILE = "validation.npz"  # the validation pack: aligned crops, labels
 RESULT_SCHEMA = "dfedge-bench/1"
 MANIFEST = "manifest.json"
 INPUT_NAME = "image"
-OUTPUTS = ("logit", "probability", "token_mask", "region_tokens", "contributions", "streams")  # = models.detector.OUTPUT_NAMES, the graphs' output order
+OUTPUTS = ("logit", "probability", "token_mask", "region_tokens", "contributions", "streams", "feature")  # = models.detector.OUTPUT_NAMES, the graphs' output order
+TEMPORAL_OUTPUTS = ("logit", "probability", "valid_frames")  # = models.temporal.OUTPUT_NAMES
 
 
 class BundleError(ValueError):
@@ -102,6 +103,10 @@ MANIFEST_SCHEMA = {
                   "properties": {"threshold_logit": {"type": "number"}, "guard": {"type": ["object", "null"]}}},
         "random_weights": {"type": "array", "items": {"type": "string"}},
         "runtime_options": {"type": "object"},
+        "temporal": {"type": ["object", "null"], "required": ["file", "frames", "feature_dim", "threshold_logit"],
+                     "properties": {"file": {"type": "string"}, "frames": {"type": "integer", "minimum": 1},
+                                    "feature_dim": {"type": "integer", "minimum": 1}, "threshold_logit": {"type": "number"},
+                                    "min_valid": {"type": "integer", "minimum": 1}}},
         "front_end": {"type": ["object", "null"], "required": ["files"],
                       "properties": {"files": {"type": "object", "required": ["pnet", "rnet", "onet"],
                                                "additionalProperties": {"type": "string"}}}},
@@ -579,6 +584,24 @@ def open_face_nets(bundle: str | Path, manifest: dict, threads: int = 0, device:
     return face_nets({net: fmt.session(Path(bundle) / files[net], names, threads, device, runtime_options(manifest)) for net, names in FACE_NETS.items()})
 
 
+def open_temporal(bundle: str | Path, manifest: dict, threads: int = 0, device: str = "CPU"):
+    """The bundle's temporal head (SDR, a video bundle's second graph) as run(frames [1, T, D + 1]) -> {logit,
+    probability, valid_frames}, or None for a bundle without one."""
+    temporal = manifest.get("temporal")
+    if not temporal:
+        return None
+    fmt = _format(bundle, manifest.get("target"))
+    return fmt.session(Path(bundle) / temporal["file"], TEMPORAL_OUTPUTS, threads, device, runtime_options(manifest))
+
+
+def stream(temporal, manifest: dict, stride: int | None = None):
+    """A frontend.Stream over the bundle's temporal graph `temporal` (open_temporal), with the manifest's window,
+    feature width, threshold and minimum of usable frames; `stride` frames between scores (default: the window)."""
+    t = manifest["temporal"]
+    return front_end().Stream(temporal, int(t["frames"]), int(t["feature_dim"]), float(t["threshold_logit"]),
+                              int(t.get("min_valid", 1)), stride)
+
+
 def scorer(run, manifest: dict, nets: tuple | None = None):
     """The bundle's frontend.Scorer: photo (any size) or crop -> verdicts, with the manifest's threshold, guard,
     alignment template and front-end settings."""
@@ -796,11 +819,89 @@ def time_photo(score, path: Path, runs: int) -> dict:
             **{f"{k}_ms": float(np.median(v)) * 1e3 for k, v in times.items()}, "verdicts": records}
 
 
+def read_video(path: Path):
+    """(index, uint8 RGB frame) one at a time, as they decode: a .npy array [T, H, W, 3] as is; a video file with
+    PyAV or, without it, OpenCV (a bundle needs one of them for video files, and nothing else)."""
+    if path.suffix.lower() == ".npy":
+        clip = np.load(path, allow_pickle=False, mmap_mode="r")
+        if clip.dtype != np.uint8 or clip.ndim != 4 or clip.shape[3] != 3:
+            raise BundleError(f"{path}: expected RGB frames uint8 [T, H, W, 3], got {clip.dtype} {list(clip.shape)}")
+        yield from ((i, np.asarray(f)) for i, f in enumerate(clip))
+        return
+    try:
+        import av
+    except ImportError:
+        av = None
+    if av is not None:
+        try:
+            with av.open(str(path)) as container:
+                if not container.streams.video:
+                    raise BundleError(f"{path}: no video stream")
+                for i, frame in enumerate(container.decode(container.streams.video[0])):
+                    yield i, frame.to_ndarray(format="rgb24")
+        except av.error.FFmpegError as e:
+            raise BundleError(f"{path}: {str(e).splitlines()[0]}") from None
+        return
+    try:
+        import cv2
+    except ImportError:
+        raise BundleError(f"{path}: decoding video needs PyAV or OpenCV (pip install av); a .npy [T, H, W, 3] "
+                          "array does not") from None
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise BundleError(f"{path}: OpenCV cannot open this video")
+    i = 0
+    while True:
+        ok, bgr = capture.read()
+        if not ok:
+            break
+        yield i, np.ascontiguousarray(bgr[..., ::-1])
+        i += 1
+    capture.release()
+
+
+def time_video(score, flow, path: Path, max_frames: int | None = None) -> dict:
+    """A video through the bundle as a camera would feed it, one frame at a time: decode, detect (following one
+    face), align, the frame encoder, and the temporal head on every window `flow` (a frontend.Stream) closes; the
+    median ms of each per frame and per window, the windows' verdicts and the video's."""
+    frontend = front_end()
+    steps = ("decode", "detect", "align", "encode")
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    records, windows, last, frames = [], [], None, read_video(path)
+    while max_frames is None or len(records) < max_frames:
+        start = time.perf_counter()
+        item = next(frames, None)
+        if item is None:
+            break
+        index, image = item
+        t1 = time.perf_counter()
+        face = frontend.follow(score.faces(image), last, "iou")
+        t2 = time.perf_counter()
+        crop = frontend.align(image, face.landmarks, score.template, score.crop_size) if face else None
+        t3 = time.perf_counter()
+        verdict = score.score_crop(crop) if face else frontend.Verdict("no_face", "no face followed in this frame")
+        verdict.face, last = face, face or last
+        t4 = time.perf_counter()
+        for k, (a, b) in zip(steps, ((start, t1), (t1, t2), (t2, t3), (t3, t4))):
+            times[k].append(b - a)
+        records.append((index, verdict))
+        windows += flow.push(index, verdict)
+    if not records:
+        raise BundleError(f"{path}: no frame decodes")
+    windows += flow.flush()
+    video = frontend.video_record(records, score.threshold, windows)
+    video.pop("per_frame")
+    per_frame = {f"{k}_ms": float(np.median(v)) * 1e3 for k, v in times.items()}
+    return {"video": path.name, "frames": len(records), "window": flow.frames, "stride": flow.stride,
+            "per_frame_ms": dict(per_frame, total_ms=sum(per_frame.values())),
+            "per_window_ms": float(np.median(flow.window_ms)) if flow.window_ms else None, **video}
+
+
 def bench(bundle: Path, runs: int, warmup: int, threads: int, device: str, label: str | None,
-          image: Path | None = None, also: tuple[str, ...] = ()) -> dict:
+          image: Path | None = None, also: tuple[str, ...] = (), video: tuple[Path, int | None] | None = None) -> dict:
     """Model latency on a fixed crop; with `image`, a photo -> verdict split into decode, detect, align, score; `also`
     "validate": accuracy on this device from the bundle's validation pack (`validate`); "placement": where its ops
-    run here (`placement`)."""
+    run here (`placement`); `video` (clip, stride): the clip streamed through the frame encoder and the temporal head."""
     start = time.perf_counter()
     manifest = verify(bundle)
     target = manifest["target"]
@@ -824,6 +925,13 @@ def bench(bundle: Path, runs: int, warmup: int, threads: int, device: str, label
     if image is not None:
         result["photo"] = time_photo(scorer(run, manifest, open_face_nets(bundle, manifest, threads, device)), image, runs)
         result["photo"]["random_weights"] = manifest.get("random_weights", [])  # verdicts of a random model say so
+    if video is not None:
+        temporal = open_temporal(bundle, manifest, threads, device)
+        if temporal is None:
+            raise BundleError(f"{bundle}: this bundle has no temporal head (build it with --temporal) to score a video")
+        flow = stream(temporal, manifest, video[1])
+        result["video"] = time_video(scorer(run, manifest, open_face_nets(bundle, manifest, threads, device)), flow, video[0])
+        result["video"]["random_weights"] = manifest.get("random_weights", [])
     return dict(result, status="ok", peak_rss_mb=peak_rss_mb())
 
 
@@ -854,6 +962,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image", type=Path, default=None,
                     help="also score this photo (.npy RGB array, or JPEG/PNG/... with Pillow): verdicts and the time of "
                          "decode, detect, align and score")
+    ap.add_argument("--video", type=Path, default=None,
+                    help="also stream this video (mp4/mov/webm with PyAV or OpenCV, or a .npy [T, H, W, 3] RGB array) through "
+                         "the bundle frame by frame, as a camera would: the temporal head scores every window (video bundles)")
+    ap.add_argument("--stride", type=int, default=None,
+                    help="with --video: frames between window scores (default: the window, one score per T frames; 1: sliding)")
     ap.add_argument("--validate", action="store_true",
                     help="also score the bundle's validation pack on this device: ΔAUC, flip rate and token-mask agreement "
                          "against the torch FP32 reference")
@@ -864,7 +977,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--runs must be >= 1 and --warmup >= 0")
     try:
         result = bench(args.bundle, args.runs, args.warmup, args.threads, args.device, args.label, args.image,
-                       tuple(k for k in ("validate", "placement") if getattr(args, k)))
+                       tuple(k for k in ("validate", "placement") if getattr(args, k)),
+                       (args.video, args.stride) if args.video else None)
     except (BundleError, ValueError) as e:  # an unusable bundle or photo (e.g. a bundle without a face front end)
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -889,6 +1003,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"warning: seeded random {', '.join(photo['random_weights'])}: not a detector's verdicts", file=sys.stderr)
         for verdict in photo["verdicts"]:
             print(json.dumps(verdict))
+    if "video" in result:
+        v = result["video"]
+        print(f"{v['video']}: {v['frames']} frames, {len(v['windows'])} window(s) of {v['window']}; per frame: decode "
+              f"{v['per_frame_ms']['decode_ms']:.1f} ms, detect {v['per_frame_ms']['detect_ms']:.1f} ms, align "
+              f"{v['per_frame_ms']['align_ms']:.1f} ms, encode {v['per_frame_ms']['encode_ms']:.1f} ms; per window: "
+              + (f"{v['per_window_ms']:.2f} ms" if v["per_window_ms"] is not None else "none scored"))
+        if v["random_weights"]:
+            print(f"warning: seeded random {', '.join(v['random_weights'])}: not a detector's verdicts", file=sys.stderr)
+        for w in v["windows"]:
+            print(json.dumps(w))
+        print(json.dumps({k: v[k] for k in ("status", "reason", "probability", "logit", "decision", "frame_mean")}))
     return 0
 
 

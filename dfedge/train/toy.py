@@ -173,6 +173,23 @@ def build_toy_head_probes(out_dir: Path = WEIGHTS_DIR, log: Callable[[str], None
     return {k: str(v) for k, v in files.items()}
 
 
+TEMPORAL_TRAIN_CLIPS, TEMPORAL_VAL_CLIPS = 320, 160
+
+
+def build_toy_temporal(out_dir: Path = WEIGHTS_DIR, log: Callable[[str], None] = print) -> str:
+    """The shipped toy temporal head (SDR, every ingredient on): fit-temporal's own code on toyvideo:train:320,
+    judged on toyvideo:val:160 against the frame mean: toy_temporal.safetensors."""
+    from ..models.factory import DetectorSpec
+    from .temporal import TemporalSettings, fit_from_sets
+
+    path = out_dir / "toy_temporal.safetensors"
+    rows = fit_from_sets(DetectorSpec(), f"toyvideo:train:{TEMPORAL_TRAIN_CLIPS}", f"toyvideo:val:{TEMPORAL_VAL_CLIPS}",
+                         TemporalSettings(), path, log=log)
+    for row in rows:
+        log(" | ".join(row))
+    return str(path)
+
+
 if __name__ == "__main__":  # pragma: no cover
     import argparse
 
@@ -180,5 +197,9 @@ if __name__ == "__main__":  # pragma: no cover
     ap.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     ap.add_argument("--parser-steps", type=int, default=400)
     ap.add_argument("--heads", action="store_true", help="only the topk and ensemble probes, on the shipped models")
+    ap.add_argument("--temporal", action="store_true", help="only the temporal head (SDR), on the shipped models")
     args = ap.parse_args()
-    print(build_toy_head_probes(args.out) if args.heads else build_toy_weights(args.out, args.parser_steps))
+    if args.temporal:
+        print(build_toy_temporal(args.out))
+    else:
+        print(build_toy_head_probes(args.out) if args.heads else build_toy_weights(args.out, args.parser_steps))

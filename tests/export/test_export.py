@@ -106,7 +106,8 @@ def test_manifest_schema_and_hashes_verify(bundles):
         assert manifest["conversion"]["tool"]  # what converted it, recorded by the converter itself
         assert len(manifest["alignment"]["template"]) == 5
         assert manifest["labels"]["region_classes"] == [7, 8, 9]
-        assert set(manifest["outputs"]) == {"logit", "probability", "token_mask", "region_tokens", "contributions", "streams"}
+        assert set(manifest["outputs"]) == {"logit", "probability", "token_mask", "region_tokens", "contributions", "streams", "feature"}
+        assert manifest["outputs"]["feature"]["shape"] == [1, 96]  # the toy DINOv3's width
         assert manifest["outputs"]["streams"]["shape"] == [1, 1]  # the region head: one stream
         assert all(len(s["sha256"]) == 64 for s in manifest["sources"].values())
         assert manifest["versions"][TARGETS[target].converter]
