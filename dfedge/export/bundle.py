@@ -25,6 +25,7 @@ from ..models.detector import ALIGN_TEMPLATE, OUTPUT_NAMES
 from ..models.heads import head
 from ..models.region import region_classes
 from ..models.temporal import OUTPUT_NAMES as TEMPORAL_OUTPUTS
+from ..models.temporal import Graph
 from ..models.temporal import pack as pack_frames
 from ..runtimes import open_face_nets, open_runtime, open_temporal, standalone, temporal_section, torch_runner
 from ..runtimes.standalone import MANIFEST
@@ -271,7 +272,7 @@ def write_temporal(job: Job, tmp: Path, runner, log=lambda msg: None) -> dict:
     the rung's own frame features, then, with a video gate, the whole rung at video level; its manifest section."""
     head, fmt = job.temporal, job.target.format
     name = fmt.graph_file(TEMPORAL_FILE)
-    job.target.graph_exporter(head, torch.zeros(head.input_shape), tmp / name, TEMPORAL_OUTPUTS, False)
+    job.target.graph_exporter(Graph(head), torch.zeros(head.input_shape), tmp / name, TEMPORAL_OUTPUTS, False)
     section = {"file": name, **temporal_section(head), "precision": "fp32",
                "input": {"shape": list(head.input_shape), "dtype": "float32",
                          "meaning": "per frame of a window: the frame encoder's `feature` output, then 1 when the frame "

@@ -81,7 +81,8 @@ class Block(nn.Module):
         self.fc1, self.fc2 = nn.Linear(width, hidden), nn.Linear(hidden, width)
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        q, k, v = (split_heads(t, self.heads) for t in self.qkv(self.norm1(x)).chunk(3, dim=-1))
+        qkv, w = self.qkv(self.norm1(x)), x.shape[-1]
+        q, k, v = (split_heads(qkv[..., i * w : (i + 1) * w], self.heads) for i in range(3))  # slices: every converter has them
         x = x + self.proj(merge_heads(multi_head_attention(q, k, v, bias)))
         return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
 
@@ -126,6 +127,18 @@ class TemporalHead(nn.Module):
         pooled, count = self.embedding(frames)
         logit = self.classifier(pooled).reshape(-1)
         return TemporalOutput(logit, torch.sigmoid(logit), count)
+
+
+class Graph(nn.Module):
+    """The head as exported: outputs as a plain tuple in OUTPUT_NAMES order (a .pte or a LiteRT signature cannot
+    hold a namedtuple)."""
+
+    def __init__(self, head: TemporalHead) -> None:
+        super().__init__()
+        self.head = head.eval()
+
+    def forward(self, x: torch.Tensor):  # `x`: the input name every exporter's export_graph gives a small graph
+        return tuple(self.head(x))
 
 
 def pack(features: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
