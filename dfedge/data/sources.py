@@ -4,6 +4,7 @@
   toy                 toy world, split "train" (400 samples)
   toy:val[:N]         another split, N samples
   toy:val:N:REGION    fakes manipulated in REGION (default: the probe's region; mixed: mouth, eyes, nose or face)
+  toyvideo[:SPLIT[:N[:T]]]  N toy clips (default 25) of T frames (16), one sample per frame (see toyvideo.py)
   DIR                 DIR/real/* (label 0) and DIR/fake/* (label 1)
   LIST.csv|LIST.jsonl rows of path,label[,video] (label 0/1 or real/fake; paths relative to the list)
   celebdf:ROOT[:SPLIT][:landmarks=FILE]  Celeb-DF v2 videos, 32 aligned frames each (see celebdf.py)
@@ -139,6 +140,10 @@ def list_set(path: str | Path) -> FileSet:
 
 
 def open_set(spec: str, region: str = "mouth") -> LabelledSet:
+    if spec == "toyvideo" or spec.startswith("toyvideo:"):
+        from .toyvideo import open_toyvideo
+
+        return open_toyvideo(spec)
     if spec == "toy" or spec.startswith("toy:"):
         parts = spec.split(":")
         split = parts[1] if len(parts) > 1 and parts[1] else "train"

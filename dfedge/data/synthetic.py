@@ -3,7 +3,8 @@
 Each face is drawn as label polygons in the alignment template's frame, moved by a small similarity transform
 (pose/scale jitter), then coloured per label with identity-specific palettes, shading, a lighting gradient,
 texture noise and a blur. The label map is exact by construction: it is what was drawn. Every sample is a
-pure function of (seed, index), so any item can be regenerated alone.
+pure function of (seed, index), so any item can be regenerated alone. A `FrameState` moves, lights and opens the
+mouth of the same face (same identity) for the frames of a toy video (toyvideo.py).
 """
 
 from __future__ import annotations
@@ -37,6 +38,21 @@ class ToyFace:
     landmarks: np.ndarray  # float32 [5, 2] (x, y): eye, eye, nose tip, mouth corner, mouth corner (image-left first)
     mouth_open: bool
     occluded: bool
+
+
+@dataclass(frozen=True)
+class FrameState:
+    """One video frame's changes to a face, applied after its identity is drawn (so every frame of a clip is the
+    same person): mouth opening in px at 448 (None: the drawn one; 0: closed), head motion composed onto the drawn
+    pose (rotation in degrees, shift in px at 448, scale factor, all about the crop centre), a lighting gain and a
+    turn of the lighting gradient (radians)."""
+
+    opening: float | None = None
+    angle: float = 0.0
+    shift: tuple[float, float] = (0.0, 0.0)
+    scale: float = 1.0
+    gain: float = 1.0
+    light_angle: float = 0.0
 
 
 def _ellipse(cx: float, cy: float, ax: float, ay: float, angle: float = 0.0, n: int = 48) -> np.ndarray:
@@ -78,8 +94,19 @@ def _similarity(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.concatenate([rot, (c - rot @ c + shift)[:, None]], axis=1)
 
 
-def render_face(seed: int, index: int, size: int = CROP_SIZE) -> ToyFace:
-    """One toy face, a pure function of (seed, index)."""
+def _moved(transform: np.ndarray, state: FrameState, size: int) -> np.ndarray:
+    """The drawn pose followed by the state's rotation/scale about the crop centre and its shift."""
+    k = size / CROP_SIZE
+    angle = np.deg2rad(state.angle)
+    c = np.array([size / 2, size * 0.56])
+    rot = state.scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    motion = np.concatenate([rot, (c - rot @ c + np.asarray(state.shift) * k)[:, None]], axis=1)
+    return np.concatenate([motion[:, :2] @ transform[:, :2], (motion[:, :2] @ transform[:, 2] + motion[:, 2])[:, None]], axis=1)
+
+
+def render_face(seed: int, index: int, size: int = CROP_SIZE, state: FrameState | None = None) -> ToyFace:
+    """One toy face, a pure function of (seed, index); `state` moves, lights and opens the mouth of the same face
+    (None: the face as drawn, byte for byte)."""
     rng = np.random.default_rng([seed, index])
     k = size / CROP_SIZE
     tpl = ALIGN_TEMPLATE * k
@@ -89,6 +116,12 @@ def render_face(seed: int, index: int, size: int = CROP_SIZE) -> ToyFace:
     half_w = (mouth_r[0] - mouth_l[0]) / 2 * rng.uniform(0.95, 1.15)
     mouth_open = rng.random() < 0.5
     opening = rng.uniform(5, 18) * k if mouth_open else 0.0
+    teeth = None  # (drawn opening, teeth of a mouth drawn closed) when the state reopens the mouth
+    if state is not None:
+        transform = _moved(transform, state, size)
+        if state.opening is not None:
+            teeth = (opening, bool(np.random.default_rng([seed, index, 7]).random() < 0.6))
+            opening = max(float(state.opening), 0.0) * k
 
     face_c = np.array([size / 2 + rng.normal(0, 3 * k), size * 0.53 + rng.normal(0, 4 * k)])
     face_ax, face_ay = rng.uniform(100, 122) * k, rng.uniform(135, 160) * k
@@ -136,16 +169,19 @@ def render_face(seed: int, index: int, size: int = CROP_SIZE) -> ToyFace:
         occluder = _ellipse(*centre, rng.uniform(15, 30) * k, rng.uniform(12, 25) * k, angle=rng.uniform(0, np.pi))
         _fill(labels, occluder, LAPA["background"], transform)
 
-    image = _paint(rng, labels, transform, (eye_l, eye_r), (mouth_c, opening), occluder)
+    image = _paint(rng, labels, transform, (eye_l, eye_r), (mouth_c, opening), occluder, state, teeth)
+    if state is not None:
+        mouth_open = bool((labels == LAPA["imouth"]).any())
     points = np.stack([eye_l, eye_r, nose_tip + np.array([0, 2 * k]), mouth_c - [half_w, 0], mouth_c + [half_w, 0]])
     landmarks = (points @ transform[:, :2].T + transform[:, 2]).astype(np.float32)
     return ToyFace(image=image, labels=labels, landmarks=landmarks, mouth_open=mouth_open, occluded=occluded)
 
 
-def _paint(rng, labels, transform, eyes, mouth, occluder) -> np.ndarray:
+def _paint(rng, labels, transform, eyes, mouth, occluder, state=None, teeth=None) -> np.ndarray:
     """Colour the label map [size, size]; `eyes` = (left, right) centres, `mouth` = (centre, opening). Smooth fields
     (shading, lighting, background texture) are computed at 1/4 size and upsampled: they are low-frequency by
-    design, and this keeps a face at a few milliseconds."""
+    design, and this keeps a face at a few milliseconds. `state` relights (FrameState); `teeth` = (the drawn opening,
+    whether a mouth drawn closed shows teeth once opened) when the state changed the opening."""
     (eye_l, eye_r), (mouth_c, opening), size = eyes, mouth, labels.shape[0]
     k = size / CROP_SIZE
     skin = SKIN_TONES[rng.integers(len(SKIN_TONES))] * rng.uniform(0.9, 1.1, 3)
@@ -168,7 +204,12 @@ def _paint(rng, labels, transform, eyes, mouth, occluder) -> np.ndarray:
     overlay = np.zeros((size, size), np.uint8)
     for eye in (eye_l, eye_r):
         _fill(overlay, _ellipse(eye[0] + rng.normal(0, 2), eye[1], 7 * k, 7 * k), 1, transform)
-    if opening > 6 * k and rng.random() < 0.6:
+    drawn, closed_teeth = (opening, None) if teeth is None else teeth
+    # the teeth draw happens as for the mouth as drawn, so that the identity's later draws stay the same
+    show = drawn > 6 * k and rng.random() < 0.6
+    if teeth is not None:
+        show = opening > 6 * k and (show if drawn > 6 * k else closed_teeth)
+    if show:
         _fill(overlay, _ellipse(mouth_c[0], mouth_c[1] - opening * 0.25, 22 * k, opening * 0.3), 2, transform)
     if occluder is not None:
         _fill(overlay, occluder, 3, transform)
@@ -182,8 +223,12 @@ def _paint(rng, labels, transform, eyes, mouth, occluder) -> np.ndarray:
     face = cv2.resize(((labels > 0) & (labels < LAPA["hair"])).astype(np.float32), (small, small), interpolation=cv2.INTER_AREA)
     shade = 0.8 + 0.2 * cv2.GaussianBlur(face, (0, 0), 18 * k / 4)
     theta = rng.uniform(0, 2 * np.pi)
+    if state is not None:
+        theta += state.light_angle
     grad = (np.cos(theta) * (xx - size / 2) + np.sin(theta) * (yy - size / 2)) / size
     gain = shade * (rng.uniform(0.8, 1.15) + rng.uniform(0.1, 0.5) * grad)
+    if state is not None:
+        gain = gain * state.gain
     if rng.random() < 0.5:  # background texture: stripes or blobs
         freq, phase, th = rng.uniform(0.01, 0.05), rng.uniform(0, 6.3), rng.uniform(0, np.pi)
         wave = np.sin(freq * (np.cos(th) * xx + np.sin(th) * yy) + phase)
