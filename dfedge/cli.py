@@ -201,10 +201,9 @@ def reference(
             console.print(f"video AUC: temporal head {auc(scores):.4f}, frame mean {auc(mean):.4f}")
         else:
             scores = reference_scores(opts.spec(), data, device, opts["batch"], bar)
-        problems = scores.header["problems"]
         save_scores(out, scores)
     console.print(f"{len(scores)} {'videos' if temporal else 'samples'} ({int(scores.scored.sum())} scored) -> {out}")
-    if problems:  # bad media is reported, never silently dropped
+    if problems := scores.header["problems"]:  # bad media is reported, never silently dropped
         kinds = Counter(p["kind"] for p in problems)
         console.print(f"[yellow]{len(problems)} media problems[/yellow] (listed in the header): "
                       + ", ".join(f"{k}: {n}" for k, n in sorted(kinds.items())))
@@ -225,7 +224,7 @@ def validate(
     correlation budget; refused (exit 2) when the reference was made by another model."""
     from .data.degrade import parse_spec
     from .eval import validate as v
-    from .eval.scores import load_scores, save_scores
+    from .eval.scores import load_scores
     from .models.factory import DetectorSpec, build_detector
     from .runtimes import torch_runner
     from .runtimes.reference import resolve_device
@@ -237,9 +236,7 @@ def validate(
         if degrade and (not artifact.is_dir() or ref.header.get("level") == "video"):
             raise ValueError("--degrade needs a bundle folder and a per-face reference: degraded inputs are re-run face by face")
         art, runner = artifact_scores(artifact, ref, (str(reference_scores), str(artifact)), dataset, threads,
-                                      lambda n, label: progress_bar(label, n))
-        if artifact.is_dir():
-            save_scores(out / "artifact.scores", art)
+                                      lambda n, label: progress_bar(label, n), out / "artifact.scores")
         comp = v.compare(ref, art, v.Budget(max_auc_drop, max_flip_rate, min_correlation))
         extra = {}
         if degrade:
@@ -249,7 +246,7 @@ def validate(
             with progress_bar("degradations", 2 * len(dataset) * len(parse_spec(degrade))) as advance:
                 extra = v.degradation_report(reference_run, runner, dataset, degrade, ref.threshold, progress=advance)
         title = f"validate {artifact}"
-        v.write_report(comp, ref, art, out, title, load_image=(lambda i: dataset[i].image) if dataset is not None else None,
+        v.write_report(comp, ref, art, out, title, load_image=(lambda i: dataset[i].image) if dataset is not None and "level" not in ref.header else None,
                      extra=extra)
     console.print(table(title, ("metric", "reference", "artifact"), v.summary_rows(comp), ("metric",)))
     if degrade:
@@ -314,8 +311,8 @@ def fit_temporal_cmd(
     val: Annotated[Optional[str], typer.Option(help="Held-out clips (same forms); default toyvideo:val:160 for toy data.")] = None,
     out: Annotated[Path, typer.Option(help="Temporal head file (.safetensors).")] = Path("temporal.safetensors"),
     views: Annotated[str, typer.Option(help="SDR's perturbed views, comma-separated: dropout, shuffle, jitter; 'none' for the clean input only.")] = "dropout,shuffle,jitter",
-    consistency: Annotated[float, typer.Option(help="Weight of the views' agreement term (0: off).")] = 1.0,
-    contrastive: Annotated[float, typer.Option(help="Weight of the NT-Xent term between two views (0: off).")] = 0.5,
+    consistency: Annotated[float, typer.Option(help="Weight of the views' agreement with the clean window (0: off).")] = 0.2,
+    contrastive: Annotated[float, typer.Option(help="Weight of the supervised contrastive term over the views (0: off).")] = 0.2,
     steps: Annotated[int, typer.Option(callback=at_least_one, help="Optimiser steps.")] = 300,
     opts: Options = None,
 ) -> None:
@@ -324,11 +321,10 @@ def fit_temporal_cmd(
     from .train.temporal import TemporalSettings, fit_from_sets
 
     with user_errors():
-        settings = TemporalSettings(views=tuple(v for v in views.split(",") if v and v != "none"), consistency=consistency,
-                                    contrastive=contrastive, steps=steps)
+        settings = TemporalSettings.parse(views, consistency=consistency, contrastive=contrastive, steps=steps)
         rows = fit_from_sets(opts.spec(head="region"), data, val, settings, out, log=lambda m: err_console.print(m, highlight=False))
-    console.print(table(f"temporal head: {data}", ("model", "clips", "video AUC (train)", "video AUC (held out)"), rows, ("model",)))
-    console.print(f"wrote {out}; next: dfedge build --temporal {out} (video bundles), dfedge score CLIP.mp4 --temporal --temporal-head {out}")
+    console.print(table(f"temporal head: {data}", ("model", "clips", "video AUC (train)", "video AUC (held out)"), rows, ("model",)),
+                  f"\nwrote {out}; next: dfedge build --temporal {out} (video bundles), dfedge score CLIP.mp4 --temporal --temporal-head {out}")
 
 
 @app.command("make-toy")
@@ -337,23 +333,16 @@ def make_toy(
     out: Annotated[Path, typer.Argument(help="Folder to write real/ and fake/ aligned crops (PNG) into.")],
     count: Annotated[int, typer.Option(callback=at_least_one, help="How many toy faces.")] = 16,
     split: Annotated[str, typer.Option(help="Toy split: train, val, test.")] = "test",
+    video: Annotated[bool, typer.Option("--video", help="Toy clips instead (mp4, a talking face on a background; fakes' mouths inconsistent frame to frame).")] = False,
     opts: Options = None,
 ) -> None:
-    """Write toy-world crops as an image folder (real/, fake/), the layout fit-probe and score read."""
-    from PIL import Image
-
-    from .data.synthetic import toy_sample
-    from .models.checkpoint import atomic_write
+    """Write toy-world crops as an image folder (real/, fake/), the layout fit-probe and score read; or toy clips."""
+    from .data.sources import write_toy
 
     with user_errors():
-        counts = {"real": 0, "fake": 0}
-        for i in range(count):
-            s = toy_sample(i, split, opts.spec(loads_weights=False).region)
-            kind = "fake" if s.fake else "real"
-            counts[kind] += 1
-            atomic_write(out / kind / f"toy-{split}-{i:05d}.png", lambda tmp: Image.fromarray(s.image).save(tmp, format="PNG"))
-    console.print(f"wrote {counts['real']} real and {counts['fake']} fake toy crops to {out}/")
-    console.print(f"next: dfedge score --aligned {out}/fake")
+        counts = write_toy(out, count, split, opts.spec(loads_weights=False).region, video)
+    console.print(f"wrote {counts['real']} real and {counts['fake']} fake toy {'clips' if video else 'crops'} to {out}/")
+    console.print(f"next: dfedge score {out}/fake --temporal" if video else f"next: dfedge score --aligned {out}/fake")
 
 
 @app.command("convert-parser")
@@ -373,8 +362,8 @@ def convert_parser_cmd(
         manifest = convert_parser(src, dst, label_set=label_set, sha256=sha256, trust_torchscript=trust_torchscript)
     cfg = manifest["config"]
     console.print(f"wrote {dst} ({cfg['label_set']}, {len(manifest['label_names'])} classes, width {cfg['width']}, "
-                  f"{cfg['layers']} layers, out_size {cfg['out_size']}) and {dst.with_suffix('.json')}")
-    console.print(f"next: dfedge score PHOTO.jpg --parser {dst} --dinov3 DINOV3.pth --probe PROBE.safetensors")
+                  f"{cfg['layers']} layers, out_size {cfg['out_size']}) and {dst.with_suffix('.json')}\n"
+                  f"next: dfedge score PHOTO.jpg --parser {dst} --dinov3 DINOV3.pth --probe PROBE.safetensors")
 
 
 @app.command("distill-region-head")
@@ -402,8 +391,8 @@ def distill_region_head_cmd(
                            log=lambda m: err_console.print(m, highlight=False))
     a = manifest["agreement"]
     console.print(f"wrote {out} and {out.with_suffix('.json')}: held-out {a['region']} masks vs exact on {a['faces']} "
-                  f"faces: tokens {a['token_agreement']:.2%}, identical {a['exact_faces']:.1%}, IoU {a['mean_iou']:.3f}")
-    console.print(f"next: dfedge region-index-report --region-index distilled --region-head {out} --data LABELLED")
+                  f"faces: tokens {a['token_agreement']:.2%}, identical {a['exact_faces']:.1%}, IoU {a['mean_iou']:.3f}\n"
+                  f"next: dfedge region-index-report --region-index distilled --region-head {out} --data LABELLED")
 
 
 @app.command("distill-backbone")

@@ -261,12 +261,13 @@ def reference_data(ref):
         return None
 
 
-def artifact_scores(artifact: Path, ref, names: tuple[str, str], dataset, threads: int, progress):
+def artifact_scores(artifact: Path, ref, names: tuple[str, str], dataset, threads: int, progress, save: Path):
     """dfedge validate's artifact: a scores file as it is, or a bundle scored with its runtime on the reference's set
     (at video level, frame encoder then temporal graph, when the reference is a video-level one) -> (Scores, the
-    bundle's runner or None). Refused (ValueError) when the two were made by different models."""
+    bundle's runner or None); a bundle's scores are saved to `save`. Refused (ValueError) when the two were made by
+    different models."""
     from .eval import validate as v
-    from .eval.scores import load_scores, score_set
+    from .eval.scores import load_scores, save_scores, score_set
     from .eval.video import frame_scores, temporal_scores
     from .runtimes import load
 
@@ -292,6 +293,7 @@ def artifact_scores(artifact: Path, ref, names: tuple[str, str], dataset, thread
     threshold = manifest["temporal"]["threshold_logit"] if video else manifest["probe"]["threshold_logit"]
     art.header.update(model=f"{manifest['target']}-{manifest['precision']} bundle {artifact}", data=dataset.description,
                       threshold=float(threshold), identity=v.manifest_identity(manifest))
+    save_scores(save, art)
     return art, det.run
 
 

@@ -191,3 +191,27 @@ def toy_photos(count: int = 3, seed: int = 0) -> list[np.ndarray]:
             photo[y : y + side, x : x + side] = cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA)
         photos.append(photo)
     return photos
+
+
+def write_toy(out: Path, count: int, split: str = "test", region: str = "mouth", video: bool = False) -> dict[str, int]:
+    """dfedge make-toy: `count` toy crops (PNG) or toy clips (mp4 of a talking face on a background, toyvideo:SPLIT)
+    into out/real/ and out/fake/, each file written whole or not at all; -> {"real": n, "fake": n}."""
+    from PIL import Image
+
+    from ..models.checkpoint import atomic_write
+    from .synthetic import toy_sample
+    from .toyvideo import toy_clip, write_clip
+
+    counts = {"real": 0, "fake": 0}
+    for i in range(count):
+        if video:
+            clip = toy_clip(i, split)
+            kind = "fake" if clip.fake else "real"
+            (out / kind).mkdir(parents=True, exist_ok=True)
+            write_clip(out / kind / f"toyvideo-{split}-{i:05d}.mp4", clip.frames, seed=i)
+        else:
+            s = toy_sample(i, split, region)
+            kind = "fake" if s.fake else "real"
+            atomic_write(out / kind / f"toy-{split}-{i:05d}.png", lambda tmp: Image.fromarray(s.image).save(tmp, format="PNG"))
+        counts[kind] += 1
+    return counts

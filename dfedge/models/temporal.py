@@ -3,7 +3,7 @@ over T frame features, giving one logit per window of T frames.
 
     frames [B, T, D + 1] float32: per frame, the frame encoder's `feature` (the region's pooled DINOv3 tokens, D)
                                   and one validity column (1: the frame had a face and its region, 0: not)
-      LayerNorm(feature) -> Linear(D, W)  +  Linear(D, W) of the first difference to the previous valid-adjacent frame
+      LayerNorm(feature) -> Linear(D, W)  +  Linear(D, W) of its difference to the previous frame (both valid, else 0)
       + learned position [T, W] -> `depth` pre-norm blocks (attention over valid frames only, MLP) -> LayerNorm
       -> mean over valid frames -> Linear(W, 1) -> logit
     outputs: logit [B], probability [B] (sigmoid), valid_frames [B] (0: no usable frame, the score is not used)
@@ -93,7 +93,7 @@ class TemporalHead(nn.Module):
         self.cfg = cfg
         self.info = info or TemporalInfo(config=asdict(cfg))
         d, w, t = cfg.feature_dim, cfg.width, cfg.frames
-        self.norm_in, self.norm_delta = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.norm_in = nn.LayerNorm(d)
         self.embed, self.embed_delta = nn.Linear(d, w), nn.Linear(d, w)
         self.position = nn.Parameter(torch.zeros(1, t, w))
         nn.init.trunc_normal_(self.position, std=0.02)
@@ -112,10 +112,10 @@ class TemporalHead(nn.Module):
         t, d = self.cfg.frames, self.cfg.feature_dim
         if frames.ndim != 3 or tuple(frames.shape[1:]) != (t, d + 1):
             raise ValueError(f"expected frames [B, {t}, {d + 1}] (features and a validity column), got {list(frames.shape)}")
-        feature, valid = frames[..., :d], frames[..., d:]  # [B, T, D], [B, T, 1]
+        feature, valid = self.norm_in(frames[..., :d]), frames[..., d:]  # [B, T, D], [B, T, 1]
         both = valid * torch.matmul(self.previous, valid)  # this frame and the one before it are valid
-        delta = (feature - torch.matmul(self.previous, feature)) * both
-        x = self.embed(self.norm_in(feature)) + self.embed_delta(self.norm_delta(delta)) * both + self.position
+        delta = (feature - torch.matmul(self.previous, feature)) * both  # its size is the cue: not normalised again
+        x = self.embed(feature) + self.embed_delta(delta) + self.position
         bias = (1.0 - valid.transpose(1, 2)).unsqueeze(1) * MASKED  # [B, 1, 1, T]: keys of invalid frames are not attended
         for block in self.blocks:
             x = block(x, bias)

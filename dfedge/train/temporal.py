@@ -6,8 +6,9 @@ learns temporal cues rather than one frame's spatial layout. Here, on the region
 
   views        dropout: channel dropout of the pooled feature; shuffle: a share of the region's tokens swapped for
                other tokens of the same frame; jitter: the region mask moved by one token (a crop jitter on the grid)
-  consistency  the views' window representations pulled towards their mean (cosine), the shared information
-  contrastive  NT-Xent between two views of the same window against the batch's other windows
+  consistency  each view's window representation pulled towards the clean window's (cosine, the clean one held
+               fixed): the information the branches share
+  contrastive  supervised contrastive loss over every view's representation (positives: the same class)
   cross-entropy on the clean input and on every view
 
 Every ingredient is an option (TemporalSettings), so the ablation is one loop over settings
@@ -33,17 +34,22 @@ VIEWS = ("dropout", "shuffle", "jitter")
 @dataclass(frozen=True)
 class TemporalSettings:
     views: tuple[str, ...] = VIEWS  # SDR's spatially perturbed branches (empty: the clean input only)
-    consistency: float = 1.0  # weight of the views' agreement term (0: off)
-    contrastive: float = 0.5  # weight of the NT-Xent term (0: off)
+    consistency: float = 0.2  # weight of the views' agreement term (0: off)
+    contrastive: float = 0.2  # weight of the supervised contrastive term (0: off)
     steps: int = 300
     batch: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.05
     dropout: float = 0.3  # channel dropout rate of the `dropout` view
     shuffle: float = 0.3  # share of region tokens swapped in the `shuffle` view
-    temperature: float = 0.2  # NT-Xent
+    temperature: float = 0.2  # of the contrastive term
     preset: str = "toy"
     seed: int = 0
+
+    @classmethod
+    def parse(cls, views: str, **settings) -> TemporalSettings:
+        """The settings with `views` given as the command line does: comma-separated names, or none."""
+        return cls(views=tuple(v.strip() for v in views.split(",") if v.strip() and v.strip() != "none"), **settings)
 
     def __post_init__(self) -> None:
         unknown = [v for v in self.views if v not in VIEWS]
@@ -122,14 +128,17 @@ def view(patches: torch.Tensor, mask: torch.Tensor, kind: str, s: TemporalSettin
     return pooled(patches, moved)
 
 
-def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
-    """SimCLR's loss between two views' representations [B, W]: row i of `a` and of `b` are the positive pair."""
-    z = F.normalize(torch.cat([a, b]), dim=1)
-    sim = z @ z.T / temperature
-    n = a.shape[0]
-    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool), float("-inf"))
-    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)])
-    return F.cross_entropy(sim, target)
+def sup_con(reps: list[torch.Tensor], labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Supervised contrastive loss (Khosla et al. 2020) over every view's window representation [B, W]: each one's
+    positives are the other views and windows of its class. (Positives by clip, as SimCLR's, would reward telling
+    identities apart: the spatial information SDR sets out to reduce.)"""
+    z = F.normalize(torch.cat(reps), dim=1)
+    y = labels.repeat(len(reps))
+    eye = torch.eye(len(y), dtype=torch.bool)
+    logits = (z @ z.T / temperature).masked_fill(eye, float("-inf"))
+    positive = (y[:, None] == y[None, :]) & ~eye
+    log_p = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    return -(log_p.masked_fill(~positive, 0.0).sum(1) / positive.sum(1).clamp(min=1)).mean()
 
 
 def _loss(head: TemporalHead, patches, mask, y, s: TemporalSettings, g: torch.Generator) -> torch.Tensor:
@@ -137,12 +146,11 @@ def _loss(head: TemporalHead, patches, mask, y, s: TemporalSettings, g: torch.Ge
     inputs = [pack(pooled(patches, mask), valid)] + [pack(view(patches, mask, v, s, g), valid) for v in s.views]
     reps = [head.embedding(x)[0] for x in inputs]
     loss = sum(F.binary_cross_entropy_with_logits(head.classifier(r).reshape(-1), y) for r in reps) / len(reps)
-    if s.views and s.consistency:
-        mean = torch.stack(reps[1:]).mean(0)
-        loss = loss + s.consistency * sum(1 - F.cosine_similarity(r, mean, dim=1).mean() for r in reps[1:]) / len(s.views)
+    if s.views and s.consistency:  # what the views share, kept: each pulled to the clean window's (held fixed)
+        anchor = reps[0].detach()
+        loss = loss + s.consistency * sum(1 - F.cosine_similarity(r, anchor, dim=1).mean() for r in reps[1:]) / len(s.views)
     if s.views and s.contrastive:
-        other = reps[2] if len(reps) > 2 else reps[0]
-        loss = loss + s.contrastive * nt_xent(reps[1], other, s.temperature)
+        loss = loss + s.contrastive * sup_con(reps, y, s.temperature)
     return loss
 
 
