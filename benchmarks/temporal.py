@@ -23,7 +23,7 @@ from sklearn.metrics import roc_auc_score
 from dfedge.data.sources import open_set
 from dfedge.models.factory import DetectorSpec, build_detector
 from dfedge.runtimes.standalone import cpu_isa, cpu_model
-from dfedge.train.temporal import ClipTokens, TemporalSettings, ablation, clip_tokens, frame_mean
+from dfedge.train.temporal import VIEWS, ClipTokens, TemporalSettings, ablation, clip_tokens, frame_mean
 
 
 def tokens(det, spec: str, cache: Path | None) -> ClipTokens:
@@ -67,7 +67,7 @@ def main() -> None:
     print("| video-level score | held-out AUC |\n|---|---|")
     print(f"| single frame (shipped mouth probe, every frame alone) | {roc_auc_score(frame_labels[ok], p[ok]):.4f} |")
     print(f"| frame mean (shipped mouth probe, mean over a clip's frames) | {roc_auc_score(val.labels, frame_mean(det, val)):.4f} |")
-    columns = {n: ablation(subset(train, n), val, tuple(args.seeds), TemporalSettings(steps=args.steps)) for n in args.subsets}
+    columns = {n: ablation(subset(train, n), val, tuple(args.seeds), TemporalSettings(steps=args.steps, views=VIEWS)) for n in args.subsets}
     best = next(r for r in columns[max(columns)] if r["ingredients"] == "all (SDR)")
     print(f"| temporal head (SDR, all ingredients, {max(columns)} training clips; mean of {len(args.seeds)} seeds) | "
           f"{best['auc_mean']:.4f} |\n")

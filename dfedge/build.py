@@ -35,11 +35,11 @@ from .eval.validate import Budget
 from .eval.video import VideoGate
 from .export.bundle import replace_folder, write_bundle
 from .export.job import Job
-from .models.checkpoint import atomic_write, sha256_file, track
+from .models.checkpoint import atomic_write, track
 from .models.factory import DetectorSpec, build_detector, identity, spec_gflops, weight_sources
 from .models.heads import head as head_info
 from .models.ladder import RUNGS
-from .models.temporal import load_temporal, shipped_temporal
+from .models.temporal import temporal_head
 from .runtimes import torch_runner
 from .runtimes.bench import BenchRun, bench_set, reference_spec
 from .runtimes.standalone import bundle_bytes, cpu_isa, cpu_model
@@ -374,8 +374,8 @@ def _build_all(config: BuildConfig, plan, staging: Path, log, advance) -> list[R
         for _, target, precision in (step for step in plan if step[0] == rung):
             folder = f"{target}-{precision}" + ("" if rung == "exact" else f"-{rung}")
             job = Job(det, TARGETS[target], precision, config.set_name, folder, sources, options, parity_images,
-                      calib, gate, config.accuracy_iterations, caches.setdefault(target, {}), temporal, temporal_sources,
-                      video_gate)
+                      calib, gate, config.accuracy_iterations, temporal, temporal_sources, video_gate,
+                      caches.setdefault(target, {}))
             rows.append(_run(job, staging, flops, log))
             advance()
     bench = _bench(rows, stage, config, log, advance) if config.bench_runs > 0 else None
@@ -405,11 +405,11 @@ def _temporal(config: BuildConfig, scores: Path, log) -> tuple:
     `video_data` (written to `scores`). (None, {}, None) for a photo build."""
     if config.temporal is None:
         return None, {}, None
-    path = shipped_temporal(config.spec.preset) if config.temporal == "toy" else Path(config.temporal)
     spec = config.reference_spec
     exact = build_detector(spec)
-    head = load_temporal(path, exact.dinov3.cfg.width, config.temporal_sha256)
-    sources = {"file": path.name, "sha256": sha256_file(path), "trained_on": head.info.trained_on}
+    head = temporal_head(None if config.temporal == "toy" else config.temporal, spec.preset, exact.dinov3.cfg.width,
+                         config.temporal_sha256)
+    sources = head.sources
     if config.data is None:
         return head, sources, None
     log(f"video reference: torch FP32 frame encoder + temporal head on {config.video_data}")

@@ -310,7 +310,7 @@ def fit_temporal_cmd(
     data: Annotated[str, typer.Option(help="Training clips: toyvideo:SPLIT:N[:T], or frames grouped by video (a list with video ids; equally many per video).")] = "toyvideo:train:320",
     val: Annotated[Optional[str], typer.Option(help="Held-out clips (same forms); default toyvideo:val:160 for toy data.")] = None,
     out: Annotated[Path, typer.Option(help="Temporal head file (.safetensors).")] = Path("temporal.safetensors"),
-    views: Annotated[str, typer.Option(help="SDR's perturbed views, comma-separated: dropout, shuffle, jitter; 'none' for the clean input only.")] = "dropout,shuffle,jitter",
+    views: Annotated[str, typer.Option(help="SDR's perturbed views, comma-separated: dropout, shuffle, jitter; 'none' for the clean input only.")] = "dropout,jitter",
     consistency: Annotated[float, typer.Option(help="Weight of the views' agreement with the clean window (0: off).")] = 0.2,
     contrastive: Annotated[float, typer.Option(help="Weight of the supervised contrastive term over the views (0: off).")] = 0.2,
     steps: Annotated[int, typer.Option(callback=at_least_one, help="Optimiser steps.")] = 300,

@@ -216,13 +216,6 @@ def reference_scores(spec, data: str, device: str, batch: int, progress):
     return scores
 
 
-def temporal_head(path: str | Path | None, preset: str, feature_dim: int, sha256: str | None = None):
-    """The temporal head file given, or the preset's shipped one, checked against the frame encoder's width."""
-    from .models.temporal import load_temporal, shipped_temporal
-
-    return load_temporal(Path(path) if path else shipped_temporal(preset), feature_dim, sha256)
-
-
 def video_reference(spec, data: str, device: str, temporal: str | Path | None, progress):
     """dfedge reference --temporal: the FP32 torch frame encoder over a video set's frames (toyvideo:, celebdf:, a
     list with video ids) -> (video-level Scores of the temporal head, of the frame mean), headers as reference_scores'."""
@@ -231,6 +224,7 @@ def video_reference(spec, data: str, device: str, temporal: str | Path | None, p
     from .data.sources import open_set
     from .eval.video import frame_mean_scores, frame_scores, temporal_scores
     from .models.factory import build_detector, identity
+    from .models.temporal import temporal_head
     from .runtimes.reference import resolve_device, torch_facts, torch_runner
 
     dataset = open_set(data, spec.region)
@@ -241,7 +235,7 @@ def video_reference(spec, data: str, device: str, temporal: str | Path | None, p
         frames, features = frame_scores(torch_runner(det, dev), dataset, progress=advance)
     problems = [dataclasses.asdict(p) for p in getattr(dataset, "problems", [])]
     header = dict(model="torch fp32", detector=dataclasses.asdict(spec), identity=identity(spec), device=torch_facts(dev),
-                  data=data, problems=problems, temporal={"trained_on": head.info.trained_on, **head.info.config})
+                  data=data, problems=problems, temporal=head.sources)
     temporal_run = torch_runner(head, dev)
     scores = temporal_scores(frames, features, temporal_run, head.cfg.frames, head.info.min_valid)
     scores.header.update(header, threshold=float(head.info.threshold))
@@ -283,6 +277,9 @@ def artifact_scores(artifact: Path, ref, names: tuple[str, str], dataset, thread
     video = ref.header.get("level") == "video" and ref.header.get("aggregation") == "temporal"
     if video and det.temporal is None:
         raise ValueError(f"{artifact}: {names[0]} holds video-level temporal scores and this bundle has no temporal head")
+    if video and ref.header.get("temporal", {}).get("sha256") != manifest["temporal"].get("sources", {}).get("sha256"):
+        raise ValueError(f"{names[0]} was scored with another temporal head than {artifact}'s (SHA-256 "
+                         f"{ref.header.get('temporal', {}).get('sha256')} vs {manifest['temporal'].get('sources', {}).get('sha256')})")
     with progress(len(dataset), f"{manifest['target']}-{manifest['precision']}") as advance:
         if video:
             frames, features = frame_scores(det.run, dataset, progress=advance)
@@ -301,6 +298,7 @@ def open_detector(bundle: Path | None, spec=None, temporal: Path | bool | None =
     """dfedge score's detector: the bundle (its temporal head with it), or the torch model of `spec` with the temporal
     head file `temporal` (True: the preset's shipped one; None/False: none)."""
     from .models.factory import build_detector
+    from .models.temporal import temporal_head
     from .runtimes import from_torch, load
 
     if bundle:

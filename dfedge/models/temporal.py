@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import CheckpointError, check_sha256, check_state_dict, config_from_metadata, expected_shapes, read_safetensors, save_safetensors
+from .checkpoint import (CheckpointError, check_sha256, check_state_dict, config_from_metadata, expected_shapes,
+                         read_safetensors, save_safetensors, sha256_file)
 from .layers import merge_heads, multi_head_attention, split_heads
 
 OUTPUT_NAMES = ("logit", "probability", "valid_frames")
@@ -159,6 +160,15 @@ def shipped_temporal(preset: str) -> Path:
     if not path.is_file():
         raise ValueError(f"the '{preset}' preset ships no temporal head: pass a file from `dfedge fit-temporal`")
     return path
+
+
+def temporal_head(path: str | Path | None, preset: str, feature_dim: int, sha256: str | None = None) -> TemporalHead:
+    """The temporal head file given (None: the preset's shipped one), checked against the frame encoder's width; its
+    provenance (file name, SHA-256, training set) is `head.sources`."""
+    path = Path(path) if path else shipped_temporal(preset)
+    head = load_temporal(path, feature_dim, sha256)
+    head.sources = {"file": path.name, "sha256": sha256_file(path), "trained_on": head.info.trained_on}
+    return head
 
 
 def save_temporal(head: TemporalHead, path: str | Path) -> Path:

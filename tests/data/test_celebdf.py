@@ -198,3 +198,30 @@ def test_open_set_opens_a_celebdf_spec(world, tmp_path, monkeypatch):
     assert isinstance(data, CelebDF) and data.split == "train" and data.description.startswith("celebdf:")
     assert len(data) == 12 and set(data.labels()) == {1}
     assert (tmp_path / "faces" / data.locator.name).is_dir()
+
+
+def test_the_layout_gives_video_level_scores_of_the_temporal_head_and_the_frame_mean(world, tmp_path, monkeypatch):
+    """dfedge reference --temporal on Celeb-DF's layout: one row per video that gave crops, for both aggregations;
+    the frame mean is the mean of that video's per-frame probabilities (frames with a region)."""
+    import contextlib
+
+    from dfedge.models.factory import DetectorSpec
+    from dfedge.scoring import reference_scores, video_reference
+
+    root, _ = world
+    monkeypatch.setenv("DFEDGE_CACHE", str(tmp_path))
+    spec = f"celebdf:{root}:test:landmarks={root / 'landmarks.json'}"
+    progress = lambda n, dev: contextlib.nullcontext(lambda k=1: None)  # noqa: E731
+    temporal, mean = video_reference(DetectorSpec(), spec, "cpu", None, progress)
+    frames = reference_scores(DetectorSpec(), spec, "cpu", 8, progress)
+    videos = list(dict.fromkeys(frames.video_ids.tolist()))
+    assert temporal.ids.tolist() == mean.ids.tolist() == videos  # the three videos that decode, in list order
+    assert len(videos) == 3 and temporal.labels.tolist() == [0, 1, 0]
+    assert temporal.header["aggregation"] == "temporal" and mean.header["aggregation"] == "frame-mean"
+    assert np.isfinite(temporal.logits).all() and temporal.header["window"] == 16
+    for i, vid in enumerate(videos):
+        rows = (frames.video_ids == vid) & frames.scored
+        if rows.any():
+            p = frames.probabilities[rows].mean()
+            assert mean.logits[i] == pytest.approx(np.log(p / (1 - p)), abs=1e-4)
+            assert mean.region_tokens[i] == rows.sum() and temporal.region_tokens[i] == rows.sum()
