@@ -250,14 +250,15 @@ class Row:
         self.reason = str(e) if isinstance(e, GateError) else reason(e)
         self.conversion = getattr(e, "conversion", None)
 
-    def cells(self) -> list[str]:
+    def cells(self, video: bool = False) -> list[str]:
+        """The row's cells under `columns`; `video`: with the video-level ΔAUC column."""
         status = f"{MARKS[self.status]} {self.reason}".strip()
         latency = _fmt(self.p50_ms, ".1f") if self.p50_ms is not None else (self.bench_note or "-")
         return [self.region_index, self.target, self.precision, status, _fmt(self.size_mb, ".2f"),
                 _fmt(self.gflops, ".2f"), _fmt(self.max_abs_logit, ".2e"), _fmt(self.mean_abs_logit, ".2e"),
                 _fmt(self.mask_agreement, ".4f"), _fmt(self.auc, ".4f"),
                 _fmt(None if self.delta_auc is None else self.delta_auc * 100, "+.2f"),
-                _fmt(None if self.video_delta_auc is None else self.video_delta_auc * 100, "+.2f"), latency, _fmt(self.fps, ".1f"),
+                *([_fmt(None if self.video_delta_auc is None else self.video_delta_auc * 100, "+.2f")] if video else []), latency, _fmt(self.fps, ".1f"),
                 _fmt(self.speedup, ".2f"), self.placement]
 
     def accuracy_lines(self) -> list[str]:
@@ -276,7 +277,7 @@ class Row:
 
 
 COLUMNS = ["region index", "target", "precision", "status", "size MB", "GFLOPs", "max abs Δlogit", "mean abs Δlogit",
-           "mask agr.", "AUC", "ΔAUC pp", "video ΔAUC pp", "p50 ms", "FPS", "× torch", "placement"]
+           "mask agr.", "AUC", "ΔAUC pp", "p50 ms", "FPS", "× torch", "placement"]
 
 
 def placement_cell(placement: dict | None) -> str:
@@ -327,9 +328,17 @@ def target_matrix(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def columns(rows: list[Row]) -> tuple[list[str], bool]:
+    """The summary's columns, with the video-level ΔAUC after the ΔAUC when any row has one (video bundles)."""
+    video = any(r.video_delta_auc is not None for r in rows)
+    at = COLUMNS.index("ΔAUC pp") + 1
+    return (COLUMNS[:at] + ["video ΔAUC pp"] + COLUMNS[at:] if video else COLUMNS), video
+
+
 def markdown_table(rows: list[Row]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    return "\n".join(lines + ["| " + " | ".join(r.cells()) + " |" for r in rows])
+    names, video = columns(rows)
+    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+    return "\n".join(lines + ["| " + " | ".join(r.cells(video)) + " |" for r in rows])
 
 
 def run_build(config: BuildConfig, log=lambda msg: None, advance=lambda n=1: None) -> tuple[list[Row], Path]:

@@ -119,7 +119,7 @@ def fit_probe_cmd(
 def run_plan(command: str, opts: Options, config: Path | None = None) -> None:
     """build, export and quantize: one BuildConfig (the TOML file's values, then the command line's), one pipeline,
     one table; exit 1 unless every planned bundle shipped."""
-    from .build import COLUMNS, make_config, read_config, run_build
+    from .build import columns, make_config, read_config, run_build
     from .models.factory import require_weights
 
     with user_errors():
@@ -139,8 +139,9 @@ def run_plan(command: str, opts: Options, config: Path | None = None) -> None:
             raise
         log_path.replace(final / f"{command}.log")
     gate = f"ΔAUC ≥ -{cfg.max_auc_drop * 100:.2f} pp on {cfg.data}" if cfg.data else "parity only"
+    names, video = columns(rows)
     console.print(table(f"dfedge {command} '{cfg.set_name}' -> {final}  (gate: {gate}; × torch = torch FP32 eager p50 / p50)",
-                        COLUMNS, [r.cells() for r in rows], COLUMNS[:4]))
+                        names, [r.cells(video) for r in rows], names[:4]))
     for line in (line for r in rows for line in r.accuracy_lines()):
         console.print(line, highlight=False, markup=False)
     failed = [r for r in rows if r.status != "ok"]

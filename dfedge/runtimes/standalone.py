@@ -898,10 +898,11 @@ def time_video(score, flow, path: Path, max_frames: int | None = None) -> dict:
 
 
 def bench(bundle: Path, runs: int, warmup: int, threads: int, device: str, label: str | None,
-          image: Path | None = None, also: tuple[str, ...] = (), video: tuple[Path, int | None] | None = None) -> dict:
-    """Model latency on a fixed crop; with `image`, a photo -> verdict split into decode, detect, align, score; `also`
-    "validate": accuracy on this device from the bundle's validation pack (`validate`); "placement": where its ops
-    run here (`placement`); `video` (clip, stride): the clip streamed through the frame encoder and the temporal head."""
+          media: dict | None = None, also: tuple[str, ...] = ()) -> dict:
+    """Model latency on a fixed crop; `media` "image": a photo -> verdict split into decode, detect, align, score;
+    "video": (clip, stride), the clip streamed through the frame encoder and the temporal head; `also` "validate":
+    accuracy on this device from the bundle's validation pack (`validate`); "placement": where its ops run here."""
+    image, video = (media or {}).get("image"), (media or {}).get("video")
     start = time.perf_counter()
     manifest = verify(bundle)
     target = manifest["target"]
@@ -976,9 +977,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs < 1 or args.warmup < 0:
         ap.error("--runs must be >= 1 and --warmup >= 0")
     try:
-        result = bench(args.bundle, args.runs, args.warmup, args.threads, args.device, args.label, args.image,
-                       tuple(k for k in ("validate", "placement") if getattr(args, k)),
-                       (args.video, args.stride) if args.video else None)
+        result = bench(args.bundle, args.runs, args.warmup, args.threads, args.device, args.label,
+                       {"image": args.image, "video": (args.video, args.stride) if args.video else None},
+                       tuple(k for k in ("validate", "placement") if getattr(args, k)))
     except (BundleError, ValueError) as e:  # an unusable bundle or photo (e.g. a bundle without a face front end)
         print(f"error: {e}", file=sys.stderr)
         return 2
