@@ -364,8 +364,9 @@ def run_build(config: BuildConfig, log=lambda msg: None, advance=lambda n=1: Non
 
 def _build_all(config: BuildConfig, plan, staging: Path, log, advance) -> list[Row]:
     stage = staging / config.set_name
-    gate = _gate(config, stage / f"{config.kind.prefix}reference.scores", log)
-    temporal, temporal_sources, video_gate = _temporal(config, stage / f"{config.kind.prefix}reference-video.scores", log)
+    exact = build_detector(config.reference_spec) if config.data or config.temporal else None  # the reference, once
+    gate = _gate(config, exact, stage / f"{config.kind.prefix}reference.scores", log)
+    temporal, temporal_sources, video_gate = _temporal(config, exact, stage / f"{config.kind.prefix}reference-video.scores", log)
     parity_images = toy_crops(config.parity_samples)
     calib = (calibration_set(config.calib, config.calib_size, config.spec.region)
              if any(p in TARGETS[t].quantized for _, t, p in plan) else None)
@@ -392,13 +393,12 @@ def _build_all(config: BuildConfig, plan, staging: Path, log, advance) -> list[R
     return rows
 
 
-def _gate(config: BuildConfig, scores: Path, log) -> Gate | None:
+def _gate(config: BuildConfig, exact, scores: Path, log) -> Gate | None:
     """The reference's scores on the validation split (written to `scores`), or None without a split."""
     if config.data is None:
         return None
     spec = config.reference_spec
     log(f"reference: torch FP32 (exact region index, {spec.backbone} backbone) on {config.data}")
-    exact = build_detector(spec)
     validation = Validation.build(torch_runner(exact), exact.probe.info.threshold,
                                   open_set(config.data, spec.region), config.data)
     validation.reference.header["identity"] = identity(spec)  # so `dfedge validate` can check it is this model
@@ -408,14 +408,13 @@ def _gate(config: BuildConfig, scores: Path, log) -> Gate | None:
     return Gate(validation, Budget(config.max_auc_drop), None if selects else config.min_mask_agreement, config.validation_pack)
 
 
-def _temporal(config: BuildConfig, scores: Path, log) -> tuple:
+def _temporal(config: BuildConfig, exact, scores: Path, log) -> tuple:
     """(temporal head, its sources, the video-level gate) of a video build: the head file checked against the
     frame encoder's feature width, and, when the build gates, the torch FP32 reference's video scores on
     `video_data` (written to `scores`). (None, {}, None) for a photo build."""
     if config.temporal is None:
         return None, {}, None
     spec = config.reference_spec
-    exact = build_detector(spec)
     head = temporal_head(None if config.temporal == "toy" else config.temporal, spec.preset, exact.dinov3.cfg.width,
                          config.temporal_sha256)
     sources = head.sources

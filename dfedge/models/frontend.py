@@ -1,6 +1,6 @@
 """The face front end in numpy: an RGB image of any size -> faces (MTCNN's three-stage cascade) -> 5-point aligned
 crops. The three networks are passed in as callables, so the same code runs them on torch (the kit) or on a
-bundle's own runtime; this file imports nothing but numpy and ships in every bundle beside bench.py.
+bundle's own runtime; this file imports nothing but numpy and the standard library and ships in every bundle beside bench.py.
 
 Conventions: images are uint8 [H, W, 3] RGB. Points are (x, y) in pixel-index coordinates: the centre of the
 top-left pixel is (0, 0), the centre of the bottom-right one (W - 1, H - 1). Landmarks come in the order left eye,
@@ -17,6 +17,8 @@ Every resize is an area average written here (`resize_area`) and every pyramid l
 
 from __future__ import annotations
 
+import collections
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -598,9 +600,6 @@ class Stream:
 
     def __init__(self, temporal, frames: int, feature_dim: int, threshold: float, min_valid: int = 1,
                  stride: int | None = None, clock=None) -> None:
-        import collections
-        import time
-
         if not 1 <= (stride or frames) <= frames:
             raise ValueError(f"stride {stride} must be between 1 and the window's {frames} frames")
         self.temporal, self.frames, self.dim, self.threshold = temporal, frames, feature_dim, threshold
