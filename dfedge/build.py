@@ -28,6 +28,7 @@ from pathlib import Path
 from ._version import __version__
 from .data.calibration import calibration_set
 from .data.sources import open_set, toy_crops
+from .distributed import ENGINES, make_engine
 from .eval.gate import Gate, GateError, Validation
 from .eval.metrics import binary_metrics
 from .eval.scores import save_scores
@@ -42,6 +43,7 @@ from .models.ladder import RUNGS
 from .models.temporal import temporal_head
 from .runtimes import torch_runner
 from .runtimes.bench import BenchRun, bench_set, reference_spec
+from .runtimes.recipe import Recipe
 from .runtimes.standalone import bundle_bytes, cpu_isa, cpu_model
 from .targets import PRECISIONS, TARGETS, resolve
 
@@ -94,6 +96,9 @@ class BuildConfig:
     temporal: str | None = None  # SDR's temporal head file (fit-temporal), or "toy" for the shipped one: video bundles
     temporal_sha256: str | None = None
     video_data: str = "toyvideo:val:48"  # with a temporal head: the video set of its video-level gate
+    engine: str = "local"  # who scores the gate's sets: local (this process) or ray (dfedge.distributed)
+    address: str | None = None  # with engine ray: the cluster to join (default: a local Ray with this host's cores)
+    workers: int | None = None  # with engine ray: actors in the pool (default: one per CPU)
     command: str = "build"
 
     @property
@@ -157,7 +162,7 @@ def read_config(path: Path) -> dict:
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # = the manifest schema's `name`: one folder inside --out
 FRACTIONS = ("max_auc_drop", "min_mask_agreement")  # budgets: from 0 to 1 (NaN or negative would pass or fail all)
 AT_LEAST = {"calib_size": 1, "validation_pack": 0, "parity_samples": 1, "accuracy_iterations": 0, "bench_runs": 0, "bench_warmup": 0,
-            "threads": 0, "seed": 0}
+            "threads": 0, "seed": 0, "workers": 1}
 _LISTS = ("targets", "precisions", "region_indexes")
 
 
@@ -186,6 +191,8 @@ def check_values(values: dict) -> None:
             raise ValueError(f"{key} = {value!r}: must be at least {AT_LEAST[key]}")
         if key == "validation_pack" and value == 1:
             raise ValueError("validation_pack = 1: 0 (none) or at least 2 (its AUC needs a fake and a real)")
+        if key == "engine" and value not in ENGINES:
+            raise ValueError(f"engine = {value!r}: one of {', '.join(ENGINES)}")
         if key == "name" and not NAME.match(value):
             raise ValueError(f"name = {value!r}: letters, digits, '.', '_' and '-' only (one folder inside --out)")
 
@@ -365,8 +372,10 @@ def run_build(config: BuildConfig, log=lambda msg: None, advance=lambda n=1: Non
 def _build_all(config: BuildConfig, plan, staging: Path, log, advance) -> list[Row]:
     stage = staging / config.set_name
     exact = build_detector(config.reference_spec) if config.data or config.temporal else None  # the reference, once
-    gate = _gate(config, exact, stage / f"{config.kind.prefix}reference.scores", log)
-    temporal, temporal_sources, video_gate = _temporal(config, exact, stage / f"{config.kind.prefix}reference-video.scores", log)
+    engine = make_engine(config.engine, config.address, config.workers)
+    gate = _gate(config, exact, stage / f"{config.kind.prefix}reference.scores", log, engine)
+    temporal, temporal_sources, video_gate = _temporal(config, exact, stage / f"{config.kind.prefix}reference-video.scores",
+                                                       log, engine)
     parity_images = toy_crops(config.parity_samples)
     calib = (calibration_set(config.calib, config.calib_size, config.spec.region)
              if any(p in TARGETS[t].quantized for _, t, p in plan) else None)
@@ -393,22 +402,25 @@ def _build_all(config: BuildConfig, plan, staging: Path, log, advance) -> list[R
     return rows
 
 
-def _gate(config: BuildConfig, exact, scores: Path, log) -> Gate | None:
-    """The reference's scores on the validation split (written to `scores`), or None without a split."""
+def _gate(config: BuildConfig, exact, scores: Path, log, engine) -> Gate | None:
+    """The reference's scores on the validation split (written to `scores`), or None without a split. `engine`
+    scores the split for the reference and for every rung (dfedge.distributed: on Ray)."""
     if config.data is None:
         return None
     spec = config.reference_spec
     log(f"reference: torch FP32 (exact region index, {spec.backbone} backbone) on {config.data}")
-    validation = Validation.build(torch_runner(exact), exact.probe.info.threshold,
-                                  open_set(config.data, spec.region), config.data)
+    validation = Validation.build(torch_runner(exact), exact.probe.info.threshold, open_set(config.data, spec.region),
+                                  config.data, engine, Recipe("torch", spec=spec))
+    validation.reference.header.pop("problems", None)
     validation.reference.header["identity"] = identity(spec)  # so `dfedge validate` can check it is this model
     validation.reference.header["detector"] = dataclasses.asdict(spec)  # and rebuild it (validate --degrade)
     save_scores(scores, validation.reference)
     selects = head_info(spec.head).selects  # Top-K's selected tokens move with the logit: reported, not limited
-    return Gate(validation, Budget(config.max_auc_drop), None if selects else config.min_mask_agreement, config.validation_pack)
+    return Gate(validation, Budget(config.max_auc_drop), None if selects else config.min_mask_agreement, config.validation_pack,
+                engine)
 
 
-def _temporal(config: BuildConfig, exact, scores: Path, log) -> tuple:
+def _temporal(config: BuildConfig, exact, scores: Path, log, engine) -> tuple:
     """(temporal head, its sources, the video-level gate) of a video build: the head file checked against the
     frame encoder's feature width, and, when the build gates, the torch FP32 reference's video scores on
     `video_data` (written to `scores`). (None, {}, None) for a photo build."""
@@ -422,7 +434,7 @@ def _temporal(config: BuildConfig, exact, scores: Path, log) -> tuple:
         return head, sources, None
     log(f"video reference: torch FP32 frame encoder + temporal head on {config.video_data}")
     gate = VideoGate.build(torch_runner(exact), torch_runner(head), open_set(config.video_data), Budget(config.max_auc_drop),
-                           head.cfg.frames, head.info.min_valid, head.info.threshold)
+                           head.cfg.frames, head.info.min_valid, head.info.threshold, engine, Recipe("torch", spec=spec))
     gate.reference.header.update(identity=identity(spec), detector=dataclasses.asdict(spec), temporal=sources)
     save_scores(scores, gate.reference)
     return head, sources, gate

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ._version import __version__
-from .options import BENCH, GATE, HEAD_FIT, MODEL, PLAN, SCORE, WEIGHTS, Options, at_least_one, fraction, metavar, takes, threshold_rule
+from .options import BENCH, ENGINE, GATE, HEAD_FIT, MODEL, PLAN, SCORE, WEIGHTS, Options, at_least_one, fraction, metavar, takes, threshold_rule
 from .terminal import (clean_up_on_termination, console, converter_output, err_console, progress_bar, quiet_converters,
                        step_progress, table, user_errors)
 
@@ -56,7 +56,7 @@ def info(
 
 
 @app.command()
-@takes(*MODEL, *SCORE)
+@takes(*MODEL, *SCORE, *ENGINE)
 def score(
     paths: Annotated[list[Path], typer.Argument(help="Photos (JPEG, PNG, WebP, HEIC...), videos (mp4, mov, webm, mkv), folders of them, or aligned crops (--aligned).")],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write JSON lines here instead of stdout.")] = None,
@@ -68,14 +68,14 @@ def score(
     """One JSON line per face of a photo, per video, per aligned crop: status (ok, no_face, no_region,
     implausible_region, unreadable, model_error), reason, face box and landmarks, probability and decision (only
     when ok), region tokens and the top contributing tokens."""
-    from .scoring import ScoreOptions, open_detector, random_weights, score_paths, write_records
+    from .scoring import ScoreOptions, open_detector, random_weights, records, write_records
 
     with user_errors():
         settings = ScoreOptions(**{k: opts[k] for k in SCORE if k != "bundle"}, temporal=temporal, stride=stride)
-        det = open_detector(opts["bundle"], opts.spec() if not opts["bundle"] else None, (temporal_head or True) if temporal else None)
+        det = open_detector(*(opener := (opts["bundle"], opts.spec() if not opts["bundle"] else None, (temporal_head or True) if temporal else None)))
         if random := random_weights(det.manifest):
             err_console.print(f"[yellow]warning[/yellow]: seeded random {', '.join(random)}: not a detector's scores")
-        write_records(score_paths(det, paths, settings), output, paths)
+        write_records(records(opts.engine(output and output.with_name(output.name + ".partial")), opener, det, paths, settings), output, paths)
 
 
 @app.command("fit-probe")
@@ -179,7 +179,7 @@ def build(
 
 
 @app.command()
-@takes(*WEIGHTS, "probe", "head", "region", "random_probe", "batch")
+@takes(*WEIGHTS, "probe", "head", "region", "random_probe", "batch", *ENGINE)
 def reference(
     data: Data = "toy:test:200",
     out: Annotated[Path, typer.Option(help="Scores file to write (.scores, compressed npz + JSON header).")] = Path("reference.scores"),
@@ -195,13 +195,13 @@ def reference(
     from .scoring import auc, reference_scores, video_reference
 
     with user_errors():
-        bar = lambda n, dev: progress_bar(f"reference on {dev}", n)  # noqa: E731
+        bar, engine = lambda n, dev: progress_bar(f"reference on {dev}", n), opts.engine(out.with_name(out.name + ".partial"))  # noqa: E731
         if temporal:
-            scores, mean = video_reference(opts.spec(), data, device, temporal_head, bar)
+            scores, mean = video_reference(opts.spec(), data, device, temporal_head, bar, engine)
             save_scores(out.with_name(f"{out.stem}-frame-mean.scores"), mean)
             console.print(f"video AUC: temporal head {auc(scores):.4f}, frame mean {auc(mean):.4f}")
         else:
-            scores = reference_scores(opts.spec(), data, device, opts["batch"], bar)
+            scores = reference_scores(opts.spec(), data, device, opts["batch"], bar, engine)
         save_scores(out, scores)
     console.print(f"{len(scores)} {'videos' if temporal else 'samples'} ({int(scores.scored.sum())} scored) -> {out}")
     if problems := scores.header["problems"]:  # bad media is reported, never silently dropped
@@ -211,6 +211,7 @@ def reference(
 
 
 @app.command()
+@takes(*ENGINE)
 def validate(
     artifact: Annotated[Path, typer.Argument(help="A bundle folder (scored with its runtime) or a .scores file.")],
     reference_scores: Annotated[Path, typer.Option("--reference", help="Scores written by `dfedge reference`.")],
@@ -220,6 +221,7 @@ def validate(
     degrade: Annotated[Optional[str], typer.Option(help="Also report per degradation family, e.g. jpeg:q=50,blur:s=1.5,compound; ntire = the NTIRE 2026 engine, each op then all (bundles only).")] = None,
     out: Annotated[Path, typer.Option(help="Report folder: report.md, report.json, roc.png, montage.png.")] = Path("validation"),
     threads: Annotated[int, typer.Option(help="Runtime threads (0 = runtime default).")] = 0,
+    opts: Options = None,
 ) -> None:
     """Compare an artifact with the reference of the same model on the same samples; exit 1 over the AUC, flip or
     correlation budget; refused (exit 2) when the reference was made by another model."""
@@ -237,7 +239,7 @@ def validate(
         if degrade and (not artifact.is_dir() or ref.header.get("level") == "video"):
             raise ValueError("--degrade needs a bundle folder and a per-face reference: degraded inputs are re-run face by face")
         art, runner = artifact_scores(artifact, ref, (str(reference_scores), str(artifact)), dataset, threads,
-                                      lambda n, label: progress_bar(label, n), out / "artifact.scores")
+                                      lambda n, label: progress_bar(label, n), out / "artifact.scores", engine := opts.engine(out / "artifact.partial"))
         comp = v.compare(ref, art, v.Budget(max_auc_drop, max_flip_rate, min_correlation))
         extra = {}
         if degrade:
@@ -279,9 +281,7 @@ def bench(
         if json_out:
             write_json(json_out, result)
     console.print(table(f"dfedge bench ({how.runs} runs after {how.warmup} warm-up, threads {how.threads or 'all'})", COLUMNS,
-                        table_rows(result), COLUMNS[:4]))
-    if json_out:
-        console.print(f"results: {json_out}")
+                        table_rows(result), COLUMNS[:4]), *([f"results: {json_out}"] if json_out else []))
     if any(r.get("status") == "error" for r in result["results"]):
         raise typer.Exit(1)
 

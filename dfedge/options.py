@@ -149,6 +149,13 @@ OPTIONS: dict[str, tuple[object, object]] = {
     "device": (Annotated[str, typer.Option(help="OpenVINO device: CPU, GPU, NPU, AUTO.")], "CPU"),
     "label": (Annotated[Optional[str], typer.Option(help="Device name for merged reports (default: host and CPU model).")], None),
     "image": (Annotated[Optional[Path], typer.Option(help="Also take this photo to verdicts through every bundle, timed per step (decode, detect, align, score).")], None),
+    # who scores a set (dfedge.distributed)
+    "engine": (Annotated[Optional[str], typer.Option(metavar="[local|ray]", help="Score the set in this process (local, "
+        "default) or on a pool of Ray actors (ray; pip install -e \".[distributed]\"; docs/distributed.md).")], None),
+    "address": (Annotated[Optional[str], typer.Option(help="With --engine ray: the cluster to join (HOST:6379 of `ray start "
+        "--head`, or auto); default: a local Ray with this host's cores.")], None),
+    "workers": (Annotated[Optional[int], typer.Option(help="With --engine ray: actors in the pool, each loading the model "
+        "once (default: one per CPU of the cluster).")], None),
     # the gate and the benchmark
     "data": (Annotated[Optional[str], typer.Option(
         "--data", "--val", help=f"Labelled validation crops for the AUC gate: DIR, list, toy:SPLIT:N ({_default('data')}; "
@@ -173,7 +180,8 @@ HEAD_FIT = ("top_k", "salience_channels", "rank_dropout", "random_k", "vote_weig
 MODEL = (*WEIGHTS, "probe", "head", "region", "region_index", "region_head", "random_probe")
 PLAN = ("targets", "precisions", "region_indexes", "dist", "name", "preset", "dinov3", "parser", "backbone", "student", "probe", "head",
         "region", "dinov3_input", "region_head", *PINS, "random_probe", "random_weights", "parity_samples", "data", "temporal",
-        "temporal_sha256", "video_data")
+        "temporal_sha256", "video_data", "engine", "address", "workers")
+ENGINE = ("engine", "address", "workers")
 SCORE = ("aligned", "faces", "min_face", "frames", "fps", "track", "per_frame", "top", "save_vis", "max_pixels", "bundle")
 BENCH = ("runs", "warmup", "threads", "device", "label", "image")
 GATE = ("max_auc_drop", "min_mask_agreement", "validation_pack", "calib", "calib_size", "accuracy_iterations", "bench_runs", "threads")
@@ -196,6 +204,14 @@ class Options(dict):
         if loads_weights:
             require_weights(spec, bool(self.get("random_weights")))
         return spec
+
+
+    def engine(self, partial: Path | None = None):
+        """The engine asked for (--engine, --address, --workers): eval.scores.score_set or a distributed.RayEngine
+        keeping finished work under `partial` (a re-run with the same output resumes)."""
+        from .distributed import make_engine
+
+        return make_engine(self.get("engine"), self.get("address"), self.get("workers"), partial)
 
 
 def takes(*names: str):

@@ -17,6 +17,7 @@ import numpy as np
 
 from .data.images import IMAGE_SUFFIXES, ImageError, read_crop
 from .data.media import FRAMES_PER_VIDEO, MediaError, Pass, media_kind, read_photo, sampler
+from .distributed import Worker
 from .models import frontend
 from .models.checkpoint import atomic_write
 
@@ -100,6 +101,45 @@ def score_paths(detector, paths: list[Path], options: ScoreOptions = ScoreOption
     random = random_weights(detector.manifest)
     for record in _records(detector, paths, options):
         yield {**record, "random_weights": random} if random else record
+
+
+def records(engine, opener: tuple, detector, paths: list[Path], options: ScoreOptions) -> Iterator[dict]:
+    """dfedge score's records: score_paths with `detector` in this process, or, on a RayEngine, score_paths_on."""
+    if not hasattr(engine, "map"):
+        return score_paths(detector, paths, options)
+    check(options, detector)
+    return score_paths_on(engine, opener, paths, options)
+
+
+def score_paths_on(engine, opener: tuple, paths: list[Path], options: ScoreOptions = ScoreOptions(), progress=None) -> Iterator[dict]:
+    """score_paths on a dfedge.distributed.RayEngine: each input file is a unit, scored by actors that each open the
+    detector once (`opener`: open_detector's arguments); the records come back in the order of `expand(paths)`."""
+    files = expand(paths, options.aligned)
+    if not files:
+        return iter(())
+    cols = engine.map(len(files), RecordWorker, dict(paths=files, opener=opener, options=options),
+                      ["records", [str(f) for f in files], repr(opener), repr(options)], progress)
+    return (json.loads(r) for r in cols["record"])
+
+
+class RecordWorker(Worker):
+    """A Ray actor of score_paths_on: the detector opened once; per input file its records (a detector error is a
+    `model_error` record naming the file: the other files are still scored)."""
+
+    def __init__(self, paths, opener, options, units, size, cpus):
+        super().__init__(units, size, cpus)
+        self.paths, self.options, self.detector = paths, options, open_detector(*opener)
+
+    def rows(self, units):
+        out = []
+        for u in units:
+            try:
+                records = list(score_paths(self.detector, [self.paths[u]], self.options))
+            except Exception as e:  # noqa: BLE001 - one file's failure is its record, not the end of the run
+                records = [{"file": str(self.paths[u]), "status": "model_error", "reason": f"{self.paths[u]}: {e}",
+                            "probability": None, "logit": None, "decision": None}]
+            out += [{"unit": u, "item": j, "record": json.dumps(r)} for j, r in enumerate(records)]
+        return out
 
 
 def _records(detector, paths: list[Path], options: ScoreOptions) -> Iterator[dict]:
@@ -194,46 +234,66 @@ def save_vis(path: Path, image: np.ndarray, verdict: frontend.Verdict, title: st
     return path
 
 
-def reference_scores(spec, data: str, device: str, batch: int, progress):
+def work(engine, dataset) -> int:
+    """What an engine's progress counts to: samples in one process, units (samples or videos) on Ray."""
+    return dataset.units() if hasattr(engine, "map") else len(dataset)
+
+
+def problems_of(scores, dataset) -> list[dict]:
+    """The media problems met: the engine's (Ray: found by its workers), else the set's own (Celeb-DF's)."""
+    import dataclasses
+
+    found = scores.header.pop("problems", None)
+    return found if found is not None else [dataclasses.asdict(p) for p in getattr(dataset, "problems", [])]
+
+
+def reference_scores(spec, data: str, device: str, batch: int, progress, engine=None):
     """dfedge reference: the FP32 torch detector of `spec` over the labelled set `data` on `device` (auto, cpu,
     cuda) -> Scores whose header names the model, its identity, the device and the media problems met.
-    progress(count, device) -> a context manager giving advance()."""
+    progress(count, device) -> a context manager giving advance(). engine: eval.scores.score_set (default) or a
+    dfedge.distributed.RayEngine, whose workers build the same model from `spec`."""
     import dataclasses
 
     from .data.sources import open_set
     from .eval.scores import score_set
     from .models.factory import build_detector, identity
+    from .runtimes.recipe import Recipe
     from .runtimes.reference import resolve_device, torch_facts, torch_runner
 
+    engine = engine or score_set
     dataset = open_set(data, spec.region)
     dev = resolve_device(device)
     det = build_detector(spec)
-    with progress(len(dataset), dev) as advance:
-        scores = score_set(torch_runner(det, dev), dataset, batch=batch, progress=advance)
-    problems = [dataclasses.asdict(p) for p in getattr(dataset, "problems", [])]
+    with progress(work(engine, dataset), dev) as advance:
+        scores = engine(torch_runner(det, dev), dataset, batch=batch, progress=advance, recipe=Recipe("torch", spec=spec, device=dev))
+    problems = problems_of(scores, dataset)
     scores.header.update(model="torch fp32", detector=dataclasses.asdict(spec), identity=identity(spec), device=torch_facts(dev),
                          data=data, threshold=float(det.probe.info.threshold), problems=problems)
     return scores
 
 
-def video_reference(spec, data: str, device: str, temporal: str | Path | None, progress):
+def video_reference(spec, data: str, device: str, temporal: str | Path | None, progress, engine=None):
     """dfedge reference --temporal: the FP32 torch frame encoder over a video set's frames (toyvideo:, celebdf:, a
-    list with video ids) -> (video-level Scores of the temporal head, of the frame mean), headers as reference_scores'."""
+    list with video ids) -> (video-level Scores of the temporal head, of the frame mean), headers as reference_scores'.
+    engine: as reference_scores' (the frames fan out; the temporal head runs here on their features)."""
     import dataclasses
 
     from .data.sources import open_set
+    from .eval.scores import score_set
     from .eval.video import frame_mean_scores, frame_scores, temporal_scores
     from .models.factory import build_detector, identity
     from .models.temporal import temporal_head
+    from .runtimes.recipe import Recipe
     from .runtimes.reference import resolve_device, torch_facts, torch_runner
 
+    engine = engine or score_set
     dataset = open_set(data, spec.region)
     dev = resolve_device(device)
     det = build_detector(spec)
     head = temporal_head(temporal, spec.preset, det.dinov3.cfg.width)
-    with progress(len(dataset), dev) as advance:
-        frames, features = frame_scores(torch_runner(det, dev), dataset, progress=advance)
-    problems = [dataclasses.asdict(p) for p in getattr(dataset, "problems", [])]
+    with progress(work(engine, dataset), dev) as advance:
+        frames, features = frame_scores(torch_runner(det, dev), dataset, advance, engine, Recipe("torch", spec=spec, device=dev))
+    problems = problems_of(frames, dataset)
     header = dict(model="torch fp32", detector=dataclasses.asdict(spec), identity=identity(spec), device=torch_facts(dev),
                   data=data, problems=problems, temporal=head.sources)
     temporal_run = torch_runner(head, dev)
@@ -255,15 +315,19 @@ def reference_data(ref):
         return None
 
 
-def artifact_scores(artifact: Path, ref, names: tuple[str, str], dataset, threads: int, progress, save: Path):
+def artifact_scores(artifact: Path, ref, names: tuple[str, str], dataset, threads: int, progress, save: Path,
+                    engine=None):
     """dfedge validate's artifact: a scores file as it is, or a bundle scored with its runtime on the reference's set
     (at video level, frame encoder then temporal graph, when the reference is a video-level one) -> (Scores, the
     bundle's runner or None); a bundle's scores are saved to `save`. Refused (ValueError) when the two were made by
-    different models."""
+    different models. engine: as reference_scores' (Ray workers each load the bundle, verified whole, once)."""
     from .eval import validate as v
     from .eval.scores import load_scores, save_scores, score_set
     from .eval.video import frame_scores, temporal_scores
     from .runtimes import load
+    from .runtimes.recipe import Recipe
+
+    engine = engine or score_set
 
     if not artifact.is_dir():
         art = load_scores(artifact)
@@ -280,13 +344,15 @@ def artifact_scores(artifact: Path, ref, names: tuple[str, str], dataset, thread
     if video and ref.header.get("temporal", {}).get("sha256") != manifest["temporal"].get("sources", {}).get("sha256"):
         raise ValueError(f"{names[0]} was scored with another temporal head than {artifact}'s (SHA-256 "
                          f"{ref.header.get('temporal', {}).get('sha256')} vs {manifest['temporal'].get('sources', {}).get('sha256')})")
-    with progress(len(dataset), f"{manifest['target']}-{manifest['precision']}") as advance:
+    recipe = Recipe("bundle", path=str(artifact), threads=threads)
+    with progress(work(engine, dataset), f"{manifest['target']}-{manifest['precision']}") as advance:
         if video:
-            frames, features = frame_scores(det.run, dataset, progress=advance)
+            frames, features = frame_scores(det.run, dataset, advance, engine, recipe)
             t = manifest["temporal"]
             art = temporal_scores(frames, features, det.temporal, int(t["frames"]), int(t.get("min_valid", 1)))
         else:
-            art = score_set(det.run, dataset, progress=advance)
+            art = engine(det.run, dataset, progress=advance, recipe=recipe)
+        art.header.pop("problems", None)
     threshold = manifest["temporal"]["threshold_logit"] if video else manifest["probe"]["threshold_logit"]
     art.header.update(model=f"{manifest['target']}-{manifest['precision']} bundle {artifact}", data=dataset.description,
                       threshold=float(threshold), identity=v.manifest_identity(manifest))

@@ -112,6 +112,8 @@ class CelebDF(LabelledSet):
     """Celeb-DF v2 frames as aligned crops. Videos are decoded on first use (`prepare`, or any of len, [],
     labels, problems) and their crops cached; `problems` lists every sample the protocol wanted but could not get."""
 
+    unit = "video"  # an engine that fans out hands a worker whole videos
+
     def __init__(self, root: str | Path, locator: FaceLocator | None = None, split: str = "test",
                  frames: int = FRAMES_PER_VIDEO, cache_dir: str | Path | None = None, size: int = CROP_SIZE) -> None:
         self.root = Path(root)
@@ -135,6 +137,18 @@ class CelebDF(LabelledSet):
 
     def labels(self) -> np.ndarray:
         return np.array([r[2] for r in self.prepare()._rows], dtype=np.int64)
+
+    def units(self) -> int:
+        return len(self.videos)  # (without decoding anything: that is the work a unit is)
+
+    def expand(self, unit: int) -> tuple[list[Sample], list[dict]]:
+        """One video decoded, its faces located and aligned (or read from the cache): its samples in frame order and
+        its problems, as `prepare` would list them."""
+        rel, label = self.videos[unit]
+        video = self._video(rel)
+        samples = [Sample(id=f"{rel}#{frame}", image=read_crop(crop, self.size), label=label, video_id=rel)
+                   for frame, crop in video.crops]
+        return samples, [asdict(p) for p in video.problems]
 
     def fingerprint(self) -> str:
         h = hashlib.sha256(self.description.encode())

@@ -25,6 +25,7 @@ class LabelledSet(ABC):
     """A sequence of Samples with a stable description (used in cache keys and manifests)."""
 
     description: str
+    unit = "sample"  # what one unit of work is (`units`, `expand`): a sample, or a video
 
     @abstractmethod
     def __len__(self) -> int: ...
@@ -35,6 +36,21 @@ class LabelledSet(ABC):
     @abstractmethod
     def labels(self) -> np.ndarray:
         """[N] int labels without decoding images."""
+
+    def units(self) -> int:
+        """How many independent pieces of work the set splits into, for an engine that fans out (dfedge.distributed):
+        one per sample here; one per video in sets that decode a video at a time."""
+        return len(self)
+
+    def expand(self, unit: int) -> tuple[list[Sample], list[dict]]:
+        """A unit's samples in set order, and the problems met making them: a sample that cannot be read is a
+        problem record ({"unit", "kind", "detail"}), not an exception, so the rest of the set is still scored."""
+        from .images import ImageError
+
+        try:
+            return [self[unit]], []
+        except (ImageError, OSError) as e:
+            return [], [{"unit": unit, "kind": "unreadable", "detail": str(e)}]
 
     def fingerprint(self) -> str:
         return hashlib.sha256(self.description.encode()).hexdigest()[:16]

@@ -126,6 +126,8 @@ class ToyVideoSet(LabelledSet):
     """`count` toy clips of `frames` frames as per-frame samples in clip order (toyvideo:SPLIT:N:T). Frames read
     in order cost one render each: the last clip is kept."""
 
+    unit = "video"  # an engine that fans out hands a worker whole videos
+
     def __init__(self, split: str = "train", count: int = DEFAULT_CLIPS, frames: int = DEFAULT_FRAMES) -> None:
         _seed(split)
         if count < 1 or frames < 1:
@@ -153,6 +155,13 @@ class ToyVideoSet(LabelledSet):
         c = self.clip(clip)
         vid = self.video_id(clip)
         return Sample(id=f"{vid}#{frame:02d}", image=c.frames[frame].copy(), label=int(c.fake), video_id=vid)
+
+    def units(self) -> int:
+        return self.count
+
+    def expand(self, unit: int) -> tuple[list[Sample], list[dict]]:
+        """A clip's frames, rendered once."""
+        return [self[unit * self.frames_per_clip + k] for k in range(self.frames_per_clip)], []
 
     def labels(self) -> np.ndarray:
         if self._labels is None:

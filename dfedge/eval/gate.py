@@ -118,11 +118,12 @@ class Validation:
     reference: Scores
 
     @classmethod
-    def build(cls, reference: Runner, threshold: float, data: LabelledSet, name: str | None = None) -> Validation:
-        """Score `data` with the reference runner. Fails at once (ValueError naming the split, `name` or its
-        description) when the gate could not compute its AUC statistics on the faces with a region: before
-        anything is converted."""
-        ref = score_set(reference, data, batch=8)
+    def build(cls, reference: Runner, threshold: float, data: LabelledSet, name: str | None = None, engine=score_set,
+              recipe=None) -> Validation:
+        """Score `data` with the reference runner (or `engine` with its `recipe`: eval.scores). Fails at once
+        (ValueError naming the split, `name` or its description) when the gate could not compute its AUC statistics
+        on the faces with a region: before anything is converted."""
+        ref = engine(reference, data, batch=8, recipe=recipe)
         ref.header.update(threshold=float(threshold), model="torch fp32", data=data.description)
         try:
             delong_auc_variance(ref.labels[ref.scored], ref.logits[ref.scored])
@@ -146,6 +147,7 @@ class Gate:
     budget: Budget
     min_mask_agreement: float | None = 0.99  # None: reported, not limited (a head whose mask is a selection)
     pack_crops: int = 0  # crops of the split each bundle carries with their reference scores (0: no pack)
+    engine: object = score_set  # who scores the split (eval.scores.score_set or a dfedge.distributed.RayEngine)
 
     def pack(self) -> dict[str, np.ndarray] | None:
         """The bundle's validation pack: up to `pack_crops` crops of the split that the reference finds the region
@@ -163,9 +165,10 @@ class Gate:
                 "labels": ref.labels[chosen].astype(np.int8), "logits": ref.logits[chosen].astype(np.float32),
                 "token_masks": ref.token_masks[chosen].astype(bool), "ids": ref.ids[chosen].astype(str)}
 
-    def __call__(self, runner: Runner) -> dict:
-        """The gate's record (for the manifest); raises GateError with every reason when the runner fails it."""
-        art = score_set(runner, self.validation.data)
+    def __call__(self, runner: Runner, recipe=None) -> dict:
+        """The gate's record (for the manifest); raises GateError with every reason when the runner fails it.
+        `recipe`: how the engine's workers open the same runner (runtimes.recipe.Recipe), for an engine that fans out."""
+        art = self.engine(runner, self.validation.data, recipe=recipe)
         art.header.update(threshold=self.validation.reference.threshold)
         comp = compare(self.validation.reference, art, self.budget)
         reasons = list(comp.reasons)

@@ -39,6 +39,7 @@ class Scores:
     token_masks: np.ndarray
     contributions: np.ndarray
     header: dict = field(default_factory=dict)
+    features: np.ndarray | None = None  # [N, D] the frame encoder's `feature` output, when asked for (not saved)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -100,33 +101,52 @@ def load_scores(path: str | Path) -> Scores:
     return Scores(**{k: data[k] for k in ARRAYS}, header=header)
 
 
-def score_set(run: Runner, data, batch: int = 1, transform=None, progress=None) -> Scores:
-    """Score every sample of `data` (a LabelledSet). `transform(image_uint8_hwc, index)` degrades inputs."""
+# An engine scores a LabelledSet: engine(run, data, *, batch, progress, features, recipe) -> Scores. `score_set` is
+# the one-process engine; dfedge.distributed.RayEngine fans the same work out to a pool of Ray actors, each opening
+# the runner from `recipe` (runtimes.recipe.Recipe), which the one-process engine does not need.
+OUTPUTS = ("logit", "probability", "region_tokens", "token_mask", "contributions")
+
+
+def score_set(run: Runner, data, batch: int = 1, transform=None, progress=None, features: bool = False,
+              recipe=None) -> Scores:
+    """Score every sample of `data` (a LabelledSet). `transform(image_uint8_hwc, index)` degrades inputs; `features`
+    keeps the graphs' `feature` output in Scores.features; `recipe` is for engines that open the runner elsewhere."""
     n = len(data)
     if n == 0:
         raise ValueError(f"{getattr(data, 'description', 'the data')}: no samples to score")
-    ids, videos, labels, outs = [], [], [], []
+    if run is None:
+        run = recipe.open()
+    samples_seen, outs = [], []
     for start in range(0, n, batch):
         samples = [data[i] for i in range(start, min(n, start + batch))]
         images = [s.image if transform is None else transform(s.image, start + k) for k, s in enumerate(samples)]
-        x = np.stack(images).transpose(0, 3, 1, 2).astype(np.float32)
-        out = run(x)
-        outs.append({k: np.asarray(out[k]) for k in ("logit", "probability", "region_tokens", "token_mask", "contributions")})
-        ids += [s.id for s in samples]
-        videos += [s.video_id for s in samples]
-        labels += [s.label for s in samples]
+        outs.append(run_batch(run, images, features))
+        samples_seen += samples
         if progress is not None:
             progress(len(samples))
-    cat = {k: np.concatenate([o[k].reshape(len(o["logit"].reshape(-1)), *o[k].shape[1:]) for o in outs])
-           for k in outs[0]} if outs else {}
-    g = cat["token_mask"].shape[-1] if outs else 0
+    return assemble([(s.id, s.video_id, s.label) for s in samples_seen], outs, data)
+
+
+def run_batch(run: Runner, images: list[np.ndarray], features: bool = False) -> dict[str, np.ndarray]:
+    """One forward pass over uint8 HWC crops -> the outputs a Scores keeps, each [B, ...]."""
+    x = np.stack(images).transpose(0, 3, 1, 2).astype(np.float32)
+    out = run(x)
+    keep = OUTPUTS + (("feature",) if features else ())
+    return {k: np.asarray(out[k]).reshape(len(images), *np.asarray(out[k]).shape[1:]) for k in keep}
+
+
+def assemble(rows: list[tuple[str, str, int]], outs: list[dict[str, np.ndarray]], data) -> Scores:
+    """Scores from (id, video id, label) per sample and the batches of outputs computed on them, in that order."""
+    cat = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+    g = cat["token_mask"].shape[-1]
     return Scores(
-        ids=np.array(ids, dtype=str), video_ids=np.array(videos, dtype=str), labels=np.array(labels, dtype=np.int8),
-        logits=cat["logit"].reshape(-1), probabilities=cat["probability"].reshape(-1),
-        region_tokens=np.rint(cat["region_tokens"].reshape(-1)).astype(np.int32),
+        ids=np.array([r[0] for r in rows], dtype=str), video_ids=np.array([r[1] for r in rows], dtype=str),
+        labels=np.array([r[2] for r in rows], dtype=np.int8), logits=cat["logit"].reshape(-1),
+        probabilities=cat["probability"].reshape(-1), region_tokens=np.rint(cat["region_tokens"].reshape(-1)).astype(np.int32),
         token_masks=cat["token_mask"].reshape(-1, g, g) > 0.5, contributions=cat["contributions"].reshape(-1, g, g),
         header={"kit": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "data": getattr(data, "description", "")},
+        features=cat["feature"].reshape(len(rows), -1).astype(np.float32) if "feature" in cat else None,
     )
 
 

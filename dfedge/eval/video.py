@@ -23,17 +23,11 @@ from .validate import Budget, compare
 TemporalRunner = Runner
 
 
-def frame_scores(run: Runner, data, progress=None) -> tuple[Scores, np.ndarray]:
-    """Every frame of a video set through the frame encoder: (per-frame Scores, features [N, D] float32)."""
-    features: list[np.ndarray] = []
-
-    def keep(x):
-        out = run(x)
-        features.append(np.asarray(out["feature"], np.float32).reshape(len(x), -1))
-        return out
-
-    scores = score_set(keep, data, progress=progress)
-    return scores, np.concatenate(features)
+def frame_scores(run: Runner, data, progress=None, engine=score_set, recipe=None) -> tuple[Scores, np.ndarray]:
+    """Every frame of a video set through the frame encoder: (per-frame Scores, features [N, D] float32). `engine`
+    and `recipe`: who scores (eval.scores.score_set, or a dfedge.distributed.RayEngine opening `recipe`)."""
+    scores = engine(run, data, progress=progress, features=True, recipe=recipe)
+    return scores, scores.features
 
 
 def videos(scores: Scores) -> list[tuple[str, int, np.ndarray]]:
@@ -108,17 +102,18 @@ class VideoGate:
     budget: Budget
     window: int
     min_valid: int = 1
+    engine: object = score_set  # who scores the frames (eval.scores.score_set or a dfedge.distributed.RayEngine)
 
     @classmethod
     def build(cls, run: Runner, temporal: TemporalRunner, data, budget: Budget, window: int, min_valid: int = 1,
-              threshold: float = 0.0) -> VideoGate:
-        frames, features = frame_scores(run, data)
+              threshold: float = 0.0, engine=score_set, recipe=None) -> VideoGate:
+        frames, features = frame_scores(run, data, engine=engine, recipe=recipe)
         ref = temporal_scores(frames, features, temporal, window, min_valid)
         ref.header.update(threshold=float(threshold), model="torch fp32", data=data.description)
-        return cls(data, ref, budget, window, min_valid)
+        return cls(data, ref, budget, window, min_valid, engine)
 
-    def __call__(self, run: Runner, temporal: TemporalRunner) -> dict:
-        frames, features = frame_scores(run, self.data)
+    def __call__(self, run: Runner, temporal: TemporalRunner, recipe=None) -> dict:
+        frames, features = frame_scores(run, self.data, engine=self.engine, recipe=recipe)
         art = temporal_scores(frames, features, temporal, self.window, self.min_valid)
         art.header.update(threshold=self.reference.threshold)
         comp = compare(self.reference, art, self.budget)

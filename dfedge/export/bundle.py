@@ -28,6 +28,7 @@ from ..models.temporal import OUTPUT_NAMES as TEMPORAL_OUTPUTS
 from ..models.temporal import Graph
 from ..models.temporal import pack as pack_frames
 from ..runtimes import open_face_nets, open_runtime, open_temporal, standalone, temporal_section, torch_runner
+from ..runtimes.recipe import Recipe
 from ..runtimes.standalone import MANIFEST
 from .job import Job
 
@@ -180,6 +181,7 @@ def write_bundle(job: Job, dist: Path, log=lambda msg: None) -> tuple[Path, dict
                 log(f"{job.folder}: converted; checking parity on {len(job.parity_images)} crops")
                 options = conversion.setdefault("runtime_options", target.format.options)  # a rung may set its own
                 runner, _ = open_runtime(tmp, target.name, interpreter=True, options=options)  # what a device opens (CoreML: MIL off macOS)
+                recipe = Recipe("graph", path=str(tmp), target=target.name, options=options)  # the same, in an engine's workers
                 probe = job.detector.probe
                 vote = (probe.vote_weights.tolist(), probe.step) if hasattr(probe, "vote_weights") else None
                 parity = check_parity(torch_runner(job.detector), runner, job.parity_images, precision, vote,
@@ -191,10 +193,10 @@ def write_bundle(job: Job, dist: Path, log=lambda msg: None) -> tuple[Path, dict
                 manifest = build_manifest(job, tmp, parity, conversion)
                 manifest["front_end"] = write_front_end(job, tmp)
                 if job.temporal is not None:
-                    manifest["temporal"] = write_temporal(job, tmp, runner, log)
+                    manifest["temporal"] = write_temporal(job, tmp, runner, log, recipe)
                 if job.gate is not None:
                     log(f"{job.folder}: parity ok; running the gate")
-                    manifest["gate"] = job.gate(runner)
+                    manifest["gate"] = job.gate(runner, recipe)
                     pack = job.gate.pack()
                     if pack is not None:
                         manifest["validation_pack"] = write_pack(job, tmp, pack, runner)
@@ -266,7 +268,7 @@ def temporal_windows(job: Job, runner, count: int = 6) -> np.ndarray:
     return pack_frames(picks, valid).numpy()
 
 
-def write_temporal(job: Job, tmp: Path, runner, log=lambda msg: None) -> dict:
+def write_temporal(job: Job, tmp: Path, runner, log=lambda msg: None, recipe=None) -> dict:
     """A video bundle's temporal head (models/temporal.py) in the bundle's format, in fp32 whatever the rung (it is a
     few MFLOP per window against the frame encoder's GFLOPs per frame), checked against the torch head on windows of
     the rung's own frame features, then, with a video gate, the whole rung at video level; its manifest section."""
@@ -293,7 +295,7 @@ def write_temporal(job: Job, tmp: Path, runner, log=lambda msg: None) -> dict:
         raise ParityError(f"{job.folder}: temporal head: max |Δlogit| {max(errors):.3g} > {TEMPORAL_PARITY['fp32']}")
     if job.video_gate is not None:
         log(f"{job.folder}: temporal parity ok; running the video-level gate")
-        section["gate"] = job.video_gate(runner, session)
+        section["gate"] = job.video_gate(runner, session, recipe)
     return section
 
 

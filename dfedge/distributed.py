@@ -1,0 +1,272 @@
+"""Scoring on Ray (`--engine ray`), for data sets that outgrow one process: the same Scores as eval.scores.score_set.
+
+A set splits into units (LabelledSet.units: a sample, or a whole video for sets decoded a video at a time). The
+unit numbers are read as a Ray Dataset and mapped by a pool of actors (`map_batches` with a class) that each open
+the runner once from a recipe (runtimes.recipe.Recipe) and, per unit, decode, detect and align (LabelledSet.expand)
+then score. Every finished batch the driver receives is written as one shard file (temporary name, then rename)
+under `partial`; a re-run with the same partial folder skips the units its shards hold. Results are keyed by
+(unit, item): a sample is kept once however often Ray retried its batch, and the rows are put back in set order,
+so the Scores equal the one-process run's. Ray restarts an actor that dies and retries its batch (Ray Data's
+defaults for actor pools: max_restarts -1, max_task_retries -1). A unit that cannot be read is a problem record.
+
+Nothing here imports Ray until an engine runs: it is the optional extra `pip install -e ".[distributed]"`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .eval.scores import Scores, assemble, run_batch
+from .models.checkpoint import atomic_write
+from .models.detector import CROP_SIZE
+
+ENGINES = ("local", "ray")
+FREE_CPUS = 0.5  # left to Ray's own tasks: with every CPU held by actors, a 2-CPU Ray Data pipeline stalls
+
+
+class EngineError(ValueError):
+    """The engine cannot run as asked (Ray not installed, a cluster that cannot be joined, a bad setting)."""
+
+
+def threads(count: int) -> None:
+    """Each actor computes on its share of the CPUs: torch and the runtimes' own pools otherwise take every core."""
+    os.environ["OMP_NUM_THREADS"] = str(count)
+    try:
+        import torch
+
+        torch.set_num_threads(count)
+    except ImportError:
+        pass
+
+
+class Worker:
+    """A Ray actor's work: groups of consecutive units (group g: units g*size .. g*size+size-1 of `units`), each
+    group's rows in one output (columns unit, item, pid and the subclass's). A unit yields at least one row."""
+
+    def __init__(self, units: int, size: int, cpus: int) -> None:
+        threads(cpus)
+        self.units, self.size = units, size
+
+    def group(self, g: int) -> range:
+        return range(g * self.size, min(self.units, (g + 1) * self.size))
+
+    def __call__(self, batch: dict) -> dict:
+        rows = [row for g in np.asarray(batch["group"]).tolist() for row in self.rows(self.group(int(g)))]
+        keys = rows[0].keys() if rows else ("unit", "item")
+        return {k: np.concatenate([np.asarray(r[k]).reshape(1, *np.shape(r[k])) for r in rows]) if rows else np.zeros(0, np.int64)
+                for k in keys} | ({"pid": np.full(len(rows), os.getpid(), np.int64)} if rows else {})
+
+    def rows(self, units: range) -> list[dict]:
+        raise NotImplementedError
+
+
+class SampleWorker(Worker):
+    """Opens the runner once; per group of units of a LabelledSet, its samples scored in batches of `batch` (across
+    the group's units, as eval.scores.score_set batches them) and its problems, one row each."""
+
+    def __init__(self, data, recipe, features: bool, batch: int, units: int, size: int, cpus: int) -> None:
+        super().__init__(units, size, cpus)
+        self.data, self.features, self.batch = data, features, batch
+        self.run = recipe.open()
+
+    def rows(self, units: range) -> list[dict]:
+        rows, pending = [], []
+        for unit in units:
+            samples, problems = self.data.expand(unit)
+            if not samples and not problems:
+                problems = [{"unit": unit, "kind": "empty", "detail": "no samples"}]
+            rows += [{"unit": unit, "item": -1 - k, "problem": json.dumps(p)} for k, p in enumerate(problems)]
+            pending += [(unit, j, s) for j, s in enumerate(samples)]
+        scored = []
+        for start in range(0, len(pending), self.batch):
+            chunk = pending[start : start + self.batch]
+            out = run_batch(self.run, [s.image for _, _, s in chunk], self.features)
+            scored += [{"unit": u, "item": j, "problem": "", "id": s.id, "video_id": s.video_id, "label": s.label,
+                        **{k: v[i] for k, v in out.items()}} for i, (u, j, s) in enumerate(chunk)]
+        if rows:  # problem rows carry zero outputs, so every row has the same columns
+            blank = scored[0] if scored else self._blank()
+            rows = [{**{k: np.zeros_like(v) if isinstance(v, np.ndarray) else v for k, v in blank.items()},
+                     "id": "", "video_id": "", "label": 0, **r} for r in rows]
+        return rows + scored
+
+    def _blank(self) -> dict:
+        out = run_batch(self.run, [np.zeros((CROP_SIZE, CROP_SIZE, 3), np.uint8)], self.features)
+        return {"id": "", "video_id": "", "label": 0, **{k: v[0] for k, v in out.items()}}
+
+
+@dataclass
+class RayEngine:
+    """An engine (eval.scores) on a Ray cluster: a local one with this host's cores, or the one at `address`."""
+
+    address: str | None = None  # ray://HOST:10001 or HOST:6379 of `ray start --head`, or "auto"; None: a local Ray
+    workers: int | None = None  # actors in the pool; default one per CPU (per GPU with gpus)
+    gpus: float = 0.0  # GPUs per actor (the FP32 reference on GPU nodes)
+    batch: int = 4  # units per actor call (and per shard)
+    partial: Path | None = None  # folder of finished shards, removed when a run completes (None: none kept)
+    last: dict = field(default_factory=dict)  # what the last run did: units, resumed, workers, problems, duplicates
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and self.workers < 1:
+            raise EngineError(f"--workers must be at least 1 (got {self.workers})")
+
+    def __call__(self, run, data, batch: int = 1, progress=None, features: bool = False, recipe=None,
+                 transform=None) -> Scores:
+        if transform is not None:
+            raise EngineError("degraded copies (--degrade) are scored in one process: leave out --engine ray")
+        if recipe is None:
+            raise EngineError("the Ray engine opens the model in its workers and was given no recipe for it")
+        key = ["samples", getattr(data, "description", ""), recipe.key, features, batch]
+        size = batch if getattr(data, "unit", "sample") == "sample" else 1  # a group = one batch of score_set's
+        cols = self.map(data.units(), SampleWorker, dict(data=data, recipe=recipe, features=features, batch=batch),
+                        key, progress, size)
+        ok = cols["problem"] == "" if cols else np.zeros(0, bool)
+        problems = [json.loads(p) for p in cols["problem"][~ok]] if cols else []
+        self.last["problems"] = problems
+        if not ok.any():
+            raise ValueError(f"{getattr(data, 'description', 'the data')}: no samples to score"
+                             + (f" ({len(problems)} problems, first: {problems[0]})" if problems else ""))
+        outputs = [k for k in cols if k not in ("unit", "item", "id", "video_id", "label", "problem", "pid")]
+        scores = assemble(list(zip(cols["id"][ok], cols["video_id"][ok], cols["label"][ok].tolist())),
+                          [{k: cols[k][ok] for k in outputs}], data)
+        scores.header.update(engine=self.record(), problems=problems)
+        return scores
+
+    def record(self) -> dict:
+        """The engine as a scores header states it."""
+        return {k: v for k, v in self.last.items() if k != "problems"}
+
+    def map(self, units: int, worker, kwargs: dict, key: list, progress=None, size: int = 1) -> dict[str, np.ndarray]:
+        """`worker` (a Worker class; kwargs its own) over units 0..units-1 in groups of `size` on the actor pool -> the
+        columns of every row, sorted by (unit, item), each (unit, item) once. progress(n): n more units done."""
+        ray = start(self.address)
+        folder = None if self.partial is None else Path(self.partial) / hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()[:16]
+        shards = load_shards(folder)
+        done = set(np.concatenate([s["unit"] for s in shards]).tolist()) if shards else set()
+        todo = [g for g in range(-(-units // size)) if any(u not in done for u in range(g * size, min(units, (g + 1) * size)))]
+        cpus = float(ray.cluster_resources().get("CPU", 1))
+        workers = self.workers or max(1, int(ray.cluster_resources().get("GPU", 0) // self.gpus) if self.gpus else int(cpus))
+        per_actor = min(1.0, (cpus - FREE_CPUS) / workers) if cpus > FREE_CPUS else cpus / workers
+        self.last = {"name": "ray", "address": self.address or "local", "workers": workers, "cpus_per_worker": round(per_actor, 3),
+                     "gpus_per_worker": self.gpus, "units": units, "resumed_units": len(done), "ray": ray.__version__,
+                     "driver": platform.node()}
+        if folder is not None:
+            atomic_write(folder / "run.json", lambda t: t.write_text(json.dumps(key, default=str)))
+        if progress is not None and done:
+            progress(len(done))
+        if todo:
+            ds = ray.data.from_items([{"group": g} for g in todo], override_num_blocks=len(todo))
+            out = ds.map_batches(worker, fn_constructor_kwargs=dict(kwargs, units=units, size=size, cpus=max(1, int(per_actor))),
+                                 batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=per_actor,
+                                 num_gpus=self.gpus or None, batch_format="numpy")
+            try:
+                for batch in out.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
+                    batch = {k: np.asarray(v) for k, v in batch.items()}
+                    if not len(batch.get("unit", ())):
+                        continue
+                    shards.append(batch)
+                    if folder is not None:
+                        save_shard(folder, batch)
+                    if progress is not None:
+                        progress(len(np.unique(batch["unit"])))
+            except Exception as e:  # a worker's own error (not a death: those are retried): one line, work kept
+                kept = f"; the finished work is kept in {folder} for a re-run" if folder is not None else ""
+                raise EngineError(f"the Ray run stopped: {_first_line(e)}{kept}") from None
+        rows = merge(shards, self.last)
+        if folder is not None:  # the caller has everything: the shards' job is done
+            shutil.rmtree(folder, ignore_errors=True)
+            if not any(Path(self.partial).iterdir()):
+                Path(self.partial).rmdir()
+        return rows
+
+
+def _first_line(e: BaseException) -> str:
+    """The innermost error's own line, not Ray's wrapping of it."""
+    cause = getattr(e, "cause", None) or e
+    lines = [line for line in str(cause).splitlines() if line.strip()]
+    return (lines[-1] if lines else type(cause).__name__)[:300]
+
+
+def start(address: str | None):
+    """Ray, joined to the cluster at `address` or started locally with this host's cores (once per process)."""
+    try:
+        import ray
+        import ray.data  # noqa: F401 - Ray Data comes with the extra ray[data]
+    except ImportError:
+        raise EngineError("--engine ray needs Ray: pip install -e \".[distributed]\"") from None
+    if not ray.is_initialized():
+        try:
+            ray.init(address=address, num_cpus=None if address else len(os.sched_getaffinity(0)), include_dashboard=False,
+                     log_to_driver=False, logging_level="ERROR")
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise EngineError(f"--address {address}: cannot join a Ray cluster there ({str(e).splitlines()[0]})") from None
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False
+        context.print_on_execution_start = False
+    return ray
+
+
+def save_shard(folder: Path, batch: dict) -> Path:
+    """One received batch as shard-<first unit>-<hash>.npz, written whole or not at all."""
+    digest = hashlib.sha256(np.ascontiguousarray(batch["unit"]).tobytes() + np.ascontiguousarray(batch["item"]).tobytes()).hexdigest()[:12]
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, **{k: v.astype(str) if v.dtype == object else v for k, v in batch.items()})
+
+    return atomic_write(folder / f"shard-{int(batch['unit'].min()) if len(batch['unit']) else 0:08d}-{digest}.npz", write)
+
+
+def load_shards(folder: Path | None) -> list[dict]:
+    """The shards a previous run of the same work left (an unreadable one is skipped: its units run again)."""
+    if folder is None or not folder.is_dir():
+        return []
+    shards = []
+    for path in sorted(folder.glob("shard-*.npz")):
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                shards.append({k: z[k] for k in z.files})
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+            continue
+    return shards
+
+
+def merge(shards: list[dict], last: dict) -> dict[str, np.ndarray]:
+    """Rows of every shard in (unit, item) order, each (unit, item) once; last["duplicates"]: rows dropped."""
+    if not shards:
+        return {}
+    cols = {k: np.concatenate([np.asarray(s[k]) for s in shards]) for k in shards[0]}
+    for k, v in cols.items():
+        if v.dtype == object:
+            cols[k] = v.astype(str)
+    order = np.lexsort((cols["item"], cols["unit"]))
+    pairs = np.stack([cols["unit"][order], cols["item"][order]], 1)
+    first = np.ones(len(order), bool)
+    first[1:] = (pairs[1:] != pairs[:-1]).any(1)
+    last["duplicates"] = int((~first).sum())
+    last["worker_pids"] = sorted(set(cols["pid"].tolist())) if "pid" in cols else []
+    return {k: v[order][first] for k, v in cols.items()}
+
+
+def make_engine(name: str | None, address: str | None = None, workers: int | None = None, partial: Path | None = None):
+    """The engine a command asked for: eval.scores.score_set (local, the default) or a RayEngine."""
+    from .eval.scores import score_set
+
+    name = name or "local"
+    if name not in ENGINES:
+        raise EngineError(f"--engine {name}: not one of {', '.join(ENGINES)}")
+    if name == "local":
+        if address is not None or workers is not None:
+            raise EngineError("--address and --workers are for --engine ray")
+        return score_set
+    return RayEngine(address=address, workers=workers, partial=partial)
