@@ -209,10 +209,10 @@ def start(address: str | None):
                      log_to_driver=False, logging_level="ERROR")
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise EngineError(f"--address {address}: cannot join a Ray cluster there ({str(e).splitlines()[0]})") from None
-        logging.getLogger("ray.data").setLevel(logging.ERROR)
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False
-        context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # the kit's progress bar says how far the run is
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
     return ray
 
 

@@ -1,0 +1,178 @@
+"""--engine ray (dfedge/distributed.py) on a local 2-CPU Ray: the same scores as one process (same ids in the same
+order, |Δlogit| ≤ 1e-6 for the torch reference), each sample exactly once with a worker killed mid-run, unreadable
+media recorded without stopping the run, a re-run resuming from the shards, and the CLI commands (reference, score,
+build's gate, validate) giving what they give without Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from dfedge.cli import app
+from dfedge.data.sources import open_set
+from dfedge.distributed import EngineError, RayEngine, load_shards, make_engine
+from dfedge.eval.scores import load_scores, score_set
+from dfedge.eval.video import frame_mean_scores, frame_scores, temporal_scores
+from dfedge.models.factory import DetectorSpec, build_detector
+from dfedge.models.temporal import temporal_head
+from dfedge.runtimes.recipe import Recipe
+from dfedge.runtimes.reference import torch_runner
+
+ray = pytest.importorskip("ray")
+SPEC = DetectorSpec()
+RECIPE = Recipe("torch", spec=SPEC)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    """One local Ray with 2 CPUs for the module (the kit joins it instead of starting its own)."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def run():
+    return torch_runner(build_detector(SPEC))
+
+
+def same(a, b, features: bool = False) -> None:
+    """The Ray scores equal the one-process scores: ids and order, labels, logits within 1e-6, masks."""
+    assert a.ids.tolist() == b.ids.tolist() and len(set(a.ids.tolist())) == len(a)
+    assert a.video_ids.tolist() == b.video_ids.tolist() and np.array_equal(a.labels, b.labels)
+    assert np.abs(a.logits - b.logits).max() <= 1e-6
+    assert np.array_equal(a.token_masks, b.token_masks) and np.array_equal(a.region_tokens, b.region_tokens)
+    if features:
+        assert np.abs(a.features - b.features).max() <= 1e-6
+
+
+def test_a_toy_set_on_two_workers_equals_one_process(run):
+    data = open_set("toy:val:16")
+    engine = RayEngine(workers=2)
+    got = engine(None, data, batch=8, recipe=RECIPE)
+    same(got, score_set(run, data, batch=8))
+    assert engine.last["duplicates"] == 0 and engine.last["units"] == 16 and engine.last["resumed_units"] == 0
+    assert got.header["engine"]["workers"] == 2 and got.header["problems"] == []
+
+
+def test_a_video_set_expanded_to_frames_gives_the_same_video_scores(run):
+    """Units are whole clips (decoded once per clip in a worker); frames, features and both video-level scores equal."""
+    data = open_set("toyvideo:val:4:6")
+    engine = RayEngine(workers=2)
+    frames, features = frame_scores(None, data, engine=engine, recipe=RECIPE)
+    local, local_features = frame_scores(run, data)
+    same(frames, local, features=True)
+    assert engine.last["units"] == 4 and len(frames) == 24
+    head = temporal_head(None, "toy", local_features.shape[1])
+    t_ray = temporal_scores(frames, features, torch_runner(head), head.cfg.frames)
+    t_local = temporal_scores(local, local_features, torch_runner(head), head.cfg.frames)
+    assert t_ray.ids.tolist() == t_local.ids.tolist() and np.abs(t_ray.logits - t_local.logits).max() <= 1e-6
+    assert np.abs(frame_mean_scores(frames).logits - frame_mean_scores(local).logits).max() <= 1e-6
+
+
+def test_a_worker_killed_mid_run_is_replaced_and_every_sample_is_scored_once(run, tmp_path):
+    data = open_set("toy:val:12")
+    engine = RayEngine(workers=2, partial=tmp_path / "partial")
+    killed = []
+
+    def kill_one(n):  # the driver's progress callback, after the first finished batch: SIGKILL the worker that made it
+        if not killed:
+            shard = load_shards(next(p for p in (tmp_path / "partial").iterdir() if p.is_dir()))[0]
+            killed.append(int(shard["pid"][0]))
+            os.kill(killed[0], signal.SIGKILL)
+
+    got = engine(None, data, batch=1, recipe=RECIPE, progress=kill_one)
+    same(got, score_set(run, data))
+    assert killed and engine.last["duplicates"] == 0
+    with pytest.raises(ProcessLookupError):
+        os.kill(killed[0], 0)  # it is dead; the pool went on with a replacement
+    assert not (tmp_path / "partial").exists()  # the shards are removed once the run is complete
+
+
+def test_an_unreadable_crop_is_recorded_and_the_run_goes_on(tmp_path):
+    from dfedge.data.sources import write_toy
+
+    write_toy(tmp_path / "set", 6, "val")
+    bad = sorted((tmp_path / "set" / "fake").iterdir())[0]
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
+    data = open_set(str(tmp_path / "set"))
+    engine = RayEngine(workers=2)
+    got = engine(None, data, recipe=RECIPE)
+    assert len(got) == 5 and str(bad) not in got.ids.tolist()
+    [problem] = got.header["problems"]
+    assert problem["kind"] == "unreadable" and str(bad) in problem["detail"]
+    with pytest.raises(ValueError):  # one process stops at the same file
+        score_set(torch_runner(build_detector(SPEC)), data)
+
+
+def test_a_rerun_with_the_same_partial_folder_resumes(run, tmp_path):
+    data = open_set("toy:val:10")
+    engine = RayEngine(workers=2, partial=tmp_path / "partial")
+
+    def stop(n):
+        raise KeyboardInterrupt  # the user's Ctrl-C after the first finished batch
+
+    with pytest.raises(KeyboardInterrupt):
+        engine(None, data, batch=2, recipe=RECIPE, progress=stop)
+    folder = next(p for p in (tmp_path / "partial").iterdir() if p.is_dir())
+    kept = sorted({u for s in load_shards(folder) for u in s["unit"].tolist()})
+    assert kept and len(kept) < 10 and not list(folder.glob(".*.tmp"))  # whole shards only
+    got = engine(None, data, batch=2, recipe=RECIPE)
+    assert engine.last["resumed_units"] == len(kept)
+    same(got, score_set(run, data, batch=2))
+
+
+def test_engine_settings_that_cannot_work_are_one_line():
+    with pytest.raises(EngineError, match="--engine gpu"):
+        make_engine("gpu")
+    with pytest.raises(EngineError, match="--engine ray"):
+        make_engine("local", workers=2)
+    with pytest.raises(EngineError, match="at least 1"):
+        RayEngine(workers=0)
+    with pytest.raises(EngineError, match="recipe"):
+        RayEngine()(None, open_set("toy:val:4"))
+
+
+def test_the_cli_on_ray_gives_what_it_gives_without(tmp_path):
+    """reference, score and the build's gate with --engine ray, then validate with and without it: same files."""
+    cli = CliRunner()
+
+    def invoke(*args):
+        result = cli.invoke(app, [str(a) for a in args])
+        assert result.exit_code == 0, result.output
+        return result
+
+    invoke("reference", "--data", "toy:val:12", "--out", tmp_path / "local.scores")
+    invoke("reference", "--data", "toy:val:12", "--out", tmp_path / "ray.scores", "--engine", "ray", "--workers", "2")
+    same(load_scores(tmp_path / "ray.scores"), load_scores(tmp_path / "local.scores"))
+    assert not (tmp_path / "ray.scores.partial").exists()
+
+    from dfedge.data.sources import write_toy
+
+    write_toy(tmp_path / "faces", 4, "test")
+    records = {}
+    for engine in ("local", "ray"):
+        invoke("score", "--aligned", tmp_path / "faces", "-o", tmp_path / f"{engine}.jsonl", "--engine", engine)
+        records[engine] = [json.loads(line) for line in (tmp_path / f"{engine}.jsonl").read_text().splitlines()]
+    assert [r["file"] for r in records["ray"]] == [r["file"] for r in records["local"]] and len(records["ray"]) == 4
+    assert all(abs(a["logit"] - b["logit"]) <= 1e-6 for a, b in zip(records["ray"], records["local"]) if a["status"] == "ok")
+
+    dist = tmp_path / "dist"
+    invoke("build", "--target", "onnx", "--precision", "fp32", "--data", "toy:val:12", "--bench-runs", "0",
+           "--validation-pack", "0", "--out", dist, "--name", "t", "--engine", "ray", "--workers", "2")
+    gate = json.loads((dist / "t" / "onnx-fp32" / "manifest.json").read_text())["gate"]
+    assert gate["passed"] and gate["data"] == "toy:val:12:mouth"
+    reports = {}
+    for engine in ("local", "ray"):
+        invoke("validate", dist / "t" / "onnx-fp32", "--reference", dist / "t" / "reference.scores", "--out",
+               tmp_path / engine, "--engine", engine)
+        reports[engine] = json.loads((tmp_path / engine / "report.json").read_text())
+    assert reports["ray"]["passed"] and reports["ray"]["comparison"] == reports["local"]["comparison"]
+    assert reports["ray"]["comparison"]["delta_auc"] == pytest.approx(gate["delta_auc"])
+    same(load_scores(tmp_path / "ray" / "artifact.scores"), load_scores(tmp_path / "local" / "artifact.scores"))
