@@ -434,7 +434,7 @@ def _temporal(config: BuildConfig, exact, scores: Path, log, engine) -> tuple:
         return head, sources, None
     log(f"video reference: torch FP32 frame encoder + temporal head on {config.video_data}")
     gate = VideoGate.build(torch_runner(exact), torch_runner(head), open_set(config.video_data), Budget(config.max_auc_drop),
-                           head.cfg.frames, head.info.min_valid, head.info.threshold, engine, Recipe("torch", spec=spec))
+                           head.cfg.frames, head.info, engine, Recipe("torch", spec=spec))
     gate.reference.header.update(identity=identity(spec), detector=dataclasses.asdict(spec), temporal=sources)
     save_scores(scores, gate.reference)
     return head, sources, gate

@@ -211,14 +211,13 @@ def reference(
 
 
 @app.command()
-@takes(*ENGINE)
+@takes("degrade", *ENGINE)
 def validate(
     artifact: Annotated[Path, typer.Argument(help="A bundle folder (scored with its runtime) or a .scores file.")],
     reference_scores: Annotated[Path, typer.Option("--reference", help="Scores written by `dfedge reference`.")],
     max_auc_drop: Annotated[float, typer.Option(callback=fraction, help="Largest allowed AUC drop, as a fraction (0.005 = 0.5 pp).")] = 0.005,
     max_flip_rate: Annotated[float, typer.Option(callback=fraction, help="Largest allowed share of decisions flipped at the reference's threshold.")] = 0.02,
     min_correlation: Annotated[float, typer.Option(callback=fraction, help="Smallest allowed Pearson correlation of the two models' logits.")] = 0.95,
-    degrade: Annotated[Optional[str], typer.Option(help="Also report per degradation family, e.g. jpeg:q=50,blur:s=1.5,compound; ntire = the NTIRE 2026 engine, each op then all (bundles only).")] = None,
     out: Annotated[Path, typer.Option(help="Report folder: report.md, report.json, roc.png, montage.png.")] = Path("validation"),
     threads: Annotated[int, typer.Option(help="Runtime threads (0 = runtime default).")] = 0,
     opts: Options = None,
@@ -236,7 +235,7 @@ def validate(
     with user_errors():
         ref = load_scores(reference_scores)
         dataset = reference_data(ref)
-        if degrade and (not artifact.is_dir() or ref.header.get("level") == "video"):
+        if (degrade := opts["degrade"]) and (not artifact.is_dir() or ref.header.get("level") == "video"):
             raise ValueError("--degrade needs a bundle folder and a per-face reference: degraded inputs are re-run face by face")
         art, runner = artifact_scores(artifact, ref, (str(reference_scores), str(artifact)), dataset, threads,
                                       lambda n, label: progress_bar(label, n), out / "artifact.scores", engine := opts.engine(out / "artifact.partial"))

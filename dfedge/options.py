@@ -156,6 +156,8 @@ OPTIONS: dict[str, tuple[object, object]] = {
         "--head`, or auto); default: a local Ray with this host's cores.")], None),
     "workers": (Annotated[Optional[int], typer.Option(help="With --engine ray: actors in the pool, each loading the model "
         "once (default: one per CPU of the cluster).")], None),
+    "degrade": (Annotated[Optional[str], typer.Option(help="Also report per degradation family, e.g. jpeg:q=50,blur:s=1.5,"
+        "compound; ntire = the NTIRE 2026 engine, each op then all (bundles only).")], None),
     # the gate and the benchmark
     "data": (Annotated[Optional[str], typer.Option(
         "--data", "--val", help=f"Labelled validation crops for the AUC gate: DIR, list, toy:SPLIT:N ({_default('data')}; "

@@ -1,5 +1,5 @@
 """The house rules of docs/architecture.md, read from the code's own imports and definitions: stages import only
-downwards (models -> data -> eval -> train -> runtimes -> export -> quantize -> targets -> build, scoring -> cli), no module
+downwards (models -> data -> eval -> train -> runtimes -> export -> quantize -> targets -> build, scoring, distributed -> cli), no module
 imports itself back through others, the bundle's own code imports nothing of the kit, the CLI stays thin and no
 function takes a long parameter list."""
 
@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "dfedge"
 # The stages in the order imports may flow (a module may import its own stage and the ones before it). train is a
 # side stage used by the CLI only; terminal.py and options.py are the CLI's own plumbing.
 STAGES = ["_version", "models", "data", "eval", "train", "runtimes", "export", "quantize", "targets",
-          ("build", "scoring"), ("terminal", "options", "cli")]
+          ("build", "scoring", "distributed"), ("terminal", "options", "cli")]
 
 
 def stage(module: str) -> int:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..models.frontend import Stream, Verdict
+from ..models.temporal import TemporalInfo
 from .gate import GateError
 from .scores import Runner, Scores, score_set
 from .validate import Budget, compare
@@ -105,12 +106,14 @@ class VideoGate:
     engine: object = score_set  # who scores the frames (eval.scores.score_set or a dfedge.distributed.RayEngine)
 
     @classmethod
-    def build(cls, run: Runner, temporal: TemporalRunner, data, budget: Budget, window: int, min_valid: int = 1,
-              threshold: float = 0.0, engine=score_set, recipe=None) -> VideoGate:
+    def build(cls, run: Runner, temporal: TemporalRunner, data, budget: Budget, window: int,
+              info: TemporalInfo = TemporalInfo({}), engine=score_set, recipe=None) -> VideoGate:
+        """The reference: `run` (or `engine` with its `recipe`: eval.scores) and the temporal head on `data`, with
+        the head's own threshold and min_valid (`info`)."""
         frames, features = frame_scores(run, data, engine=engine, recipe=recipe)
-        ref = temporal_scores(frames, features, temporal, window, min_valid)
-        ref.header.update(threshold=float(threshold), model="torch fp32", data=data.description)
-        return cls(data, ref, budget, window, min_valid, engine)
+        ref = temporal_scores(frames, features, temporal, window, info.min_valid)
+        ref.header.update(threshold=float(info.threshold), model="torch fp32", data=data.description)
+        return cls(data, ref, budget, window, info.min_valid, engine)
 
     def __call__(self, run: Runner, temporal: TemporalRunner, recipe=None) -> dict:
         frames, features = frame_scores(run, self.data, engine=self.engine, recipe=recipe)

@@ -99,7 +99,7 @@ def test_video_gate_refuses_a_runner_that_loses_auc(monkeypatch):
     # temporal reference, then an artifact whose scores are reversed
     frames = _frames(per_video=(2,) * 8, labels=(1, 0) * 4)
     feats = np.where(frames.labels[:, None] == 1, 1.0, -1.0).astype(np.float32).repeat(3, 1)
-    monkeypatch.setattr(video, "frame_scores", lambda run, data, progress=None: (frames, feats * run))
+    monkeypatch.setattr(video, "frame_scores", lambda run, data, progress=None, engine=None, recipe=None: (frames, feats * run))
     gate = video.VideoGate.build(1.0, _window_sum, Data(), Budget(0.005), window=2)
     assert gate.reference.logits.tolist() == [2.0, -2.0] * 4
     record = gate(1.0, _window_sum)
