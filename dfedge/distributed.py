@@ -14,6 +14,7 @@ Nothing here imports Ray until an engine runs: it is the optional extra `pip ins
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -125,10 +126,12 @@ class RayEngine:
             raise EngineError("degraded copies (--degrade) are scored in one process: leave out --engine ray")
         if recipe is None:
             raise EngineError("the Ray engine opens the model in its workers and was given no recipe for it")
+        recipe = self.place(recipe)
         key = ["samples", getattr(data, "description", ""), recipe.key, features, batch]
         size = batch if getattr(data, "unit", "sample") == "sample" else 1  # a group = one batch of score_set's
         cols = self.map(data.units(), SampleWorker, dict(data=data, recipe=recipe, features=features, batch=batch),
                         key, progress, size)
+        self.last["device"] = recipe.device
         ok = cols["problem"] == "" if cols else np.zeros(0, bool)
         problems = [json.loads(p) for p in cols["problem"][~ok]] if cols else []
         self.last["problems"] = problems
@@ -140,6 +143,18 @@ class RayEngine:
                           [{k: cols[k][ok] for k in outputs}], data)
         scores.header.update(engine=self.record(), problems=problems)
         return scores
+
+    def place(self, recipe):
+        """The recipe as the actors run it. A torch model on device auto runs on the cluster's GPUs when it has some
+        (one per actor unless `gpus` says otherwise; the driver needs none), else on CPUs; cuda needs them."""
+        if recipe.kind != "torch" or recipe.device not in ("auto", "cuda"):
+            return recipe
+        if not start(self.address).cluster_resources().get("GPU", 0):
+            if recipe.device == "cuda":
+                raise EngineError("--device cuda: the Ray cluster has no GPU (use --device auto or cpu)")
+            return dataclasses.replace(recipe, device="cpu")
+        self.gpus = self.gpus or 1.0
+        return dataclasses.replace(recipe, device="cuda")
 
     def record(self) -> dict:
         """The engine as a scores header states it."""
@@ -204,6 +219,9 @@ def start(address: str | None):
     except ImportError:
         raise EngineError("--engine ray needs Ray: pip install -e \".[distributed]\"") from None
     if not ray.is_initialized():
+        # Ray's C++ core logs an error-level note per actor pool (ray-project/ray#53727, constructor arguments of
+        # restartable actors): only its fatal errors reach the user's terminal, the rest is in Ray's log files
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
         try:
             ray.init(address=address, num_cpus=None if address else len(os.sched_getaffinity(0)), include_dashboard=False,
                      log_to_driver=False, logging_level="ERROR")

@@ -247,6 +247,26 @@ def problems_of(scores, dataset) -> list[dict]:
     return found if found is not None else [dataclasses.asdict(p) for p in getattr(dataset, "problems", [])]
 
 
+def placement(engine, device: str) -> tuple[str, str]:
+    """(where this process runs the model, what the workers' recipe asks for). A RayEngine places its actors itself
+    (auto: the cluster's GPUs when it has some), so the device is not resolved here, where there may be no GPU."""
+    from .runtimes.reference import resolve_device
+
+    if hasattr(engine, "map"):
+        return "cpu", device
+    dev = resolve_device(device)
+    return dev, dev
+
+
+def device_facts(engine, dev: str) -> dict:
+    """Where the reference ran, for the scores header: this process's torch, or the Ray actors' device."""
+    from .runtimes.reference import torch_facts
+
+    if hasattr(engine, "map"):
+        return {"device": engine.last.get("device"), "engine": "ray", "workers": engine.last.get("workers")}
+    return torch_facts(dev)
+
+
 def reference_scores(spec, data: str, device: str, batch: int, progress, engine=None):
     """dfedge reference: the FP32 torch detector of `spec` over the labelled set `data` on `device` (auto, cpu,
     cuda) -> Scores whose header names the model, its identity, the device and the media problems met.
@@ -258,16 +278,16 @@ def reference_scores(spec, data: str, device: str, batch: int, progress, engine=
     from .eval.scores import score_set
     from .models.factory import build_detector, identity
     from .runtimes.recipe import Recipe
-    from .runtimes.reference import resolve_device, torch_facts, torch_runner
+    from .runtimes.reference import torch_runner
 
     engine = engine or score_set
     dataset = open_set(data, spec.region)
-    dev = resolve_device(device)
+    dev, actors = placement(engine, device)
     det = build_detector(spec)
-    with progress(work(engine, dataset), dev) as advance:
-        scores = engine(torch_runner(det, dev), dataset, batch=batch, progress=advance, recipe=Recipe("torch", spec=spec, device=dev))
+    with progress(work(engine, dataset), dev if actors == dev else "ray actors") as advance:
+        scores = engine(torch_runner(det, dev), dataset, batch=batch, progress=advance, recipe=Recipe("torch", spec=spec, device=actors))
     problems = problems_of(scores, dataset)
-    scores.header.update(model="torch fp32", detector=dataclasses.asdict(spec), identity=identity(spec), device=torch_facts(dev),
+    scores.header.update(model="torch fp32", detector=dataclasses.asdict(spec), identity=identity(spec), device=device_facts(engine, dev),
                          data=data, threshold=float(det.probe.info.threshold), problems=problems)
     return scores
 
@@ -284,17 +304,17 @@ def video_reference(spec, data: str, device: str, temporal: str | Path | None, p
     from .models.factory import build_detector, identity
     from .models.temporal import temporal_head
     from .runtimes.recipe import Recipe
-    from .runtimes.reference import resolve_device, torch_facts, torch_runner
+    from .runtimes.reference import torch_runner
 
     engine = engine or score_set
     dataset = open_set(data, spec.region)
-    dev = resolve_device(device)
+    dev, actors = placement(engine, device)
     det = build_detector(spec)
     head = temporal_head(temporal, spec.preset, det.dinov3.cfg.width)
-    with progress(work(engine, dataset), dev) as advance:
-        frames, features = frame_scores(torch_runner(det, dev), dataset, advance, engine, Recipe("torch", spec=spec, device=dev))
+    with progress(work(engine, dataset), dev if actors == dev else "ray actors") as advance:
+        frames, features = frame_scores(torch_runner(det, dev), dataset, advance, engine, Recipe("torch", spec=spec, device=actors))
     problems = problems_of(frames, dataset)
-    header = dict(model="torch fp32", detector=dataclasses.asdict(spec), identity=identity(spec), device=torch_facts(dev),
+    header = dict(model="torch fp32", detector=dataclasses.asdict(spec), identity=identity(spec), device=device_facts(engine, dev),
                   data=data, problems=problems, temporal=head.sources)
     temporal_run = torch_runner(head, dev)
     scores = temporal_scores(frames, features, temporal_run, head.cfg.frames, head.info.min_valid)

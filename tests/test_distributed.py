@@ -30,8 +30,8 @@ RECIPE = Recipe("torch", spec=SPEC)
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
-    """One local Ray with 2 CPUs for the module (the kit joins it instead of starting its own)."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    """One local Ray with 2 CPUs and no GPU for the module (the kit joins it instead of starting its own)."""
+    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     yield
     ray.shutdown()
 
@@ -51,13 +51,23 @@ def same(a, b, features: bool = False) -> None:
         assert np.abs(a.features - b.features).max() <= 1e-6
 
 
-def test_a_toy_set_on_two_workers_equals_one_process(run):
-    data = open_set("toy:val:16")
-    engine = RayEngine(workers=2)
-    got = engine(None, data, batch=8, recipe=RECIPE)
-    same(got, score_set(run, data, batch=8))
-    assert engine.last["duplicates"] == 0 and engine.last["units"] == 16 and engine.last["resumed_units"] == 0
+def test_a_run_stopped_by_ctrl_c_resumes_and_equals_one_process(run, tmp_path):
+    data = open_set("toy:val:10")
+    engine = RayEngine(workers=2, partial=tmp_path / "partial")
+
+    def stop(n):
+        raise KeyboardInterrupt  # the user's Ctrl-C after the first finished batch
+
+    with pytest.raises(KeyboardInterrupt):
+        engine(None, data, batch=2, recipe=RECIPE, progress=stop)
+    folder = next(p for p in (tmp_path / "partial").iterdir() if p.is_dir())
+    kept = sorted({u for s in load_shards(folder) for u in s["unit"].tolist()})
+    assert kept and len(kept) < 10 and not list(folder.glob(".*.tmp"))  # whole shards only
+    got = engine(None, data, batch=2, recipe=RECIPE)
+    same(got, score_set(run, data, batch=2))
+    assert engine.last["resumed_units"] == len(kept) and engine.last["units"] == 10 and engine.last["duplicates"] == 0
     assert got.header["engine"]["workers"] == 2 and got.header["problems"] == []
+    assert not (tmp_path / "partial").exists()  # the shards are removed once the run is complete
 
 
 def test_a_video_set_expanded_to_frames_gives_the_same_video_scores(run):
@@ -76,7 +86,13 @@ def test_a_video_set_expanded_to_frames_gives_the_same_video_scores(run):
 
 
 def test_a_worker_killed_mid_run_is_replaced_and_every_sample_is_scored_once(run, tmp_path):
-    data = open_set("toy:val:12")
+    """A folder of 12 crops, one of them not an image: a worker SIGKILLed after its first batch, the run finishes
+    with each readable crop scored once, as one process scores them, and the bad one recorded as unreadable."""
+    from dfedge.data.sources import write_toy
+
+    write_toy(tmp_path / "set", 12, "val")
+    bad = sorted((tmp_path / "set" / "fake").iterdir())[0]
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
     engine = RayEngine(workers=2, partial=tmp_path / "partial")
     killed = []
 
@@ -86,45 +102,16 @@ def test_a_worker_killed_mid_run_is_replaced_and_every_sample_is_scored_once(run
             killed.append(int(shard["pid"][0]))
             os.kill(killed[0], signal.SIGKILL)
 
-    got = engine(None, data, batch=1, recipe=RECIPE, progress=kill_one)
-    same(got, score_set(run, data))
-    assert killed and engine.last["duplicates"] == 0
+    got = engine(None, open_set(str(tmp_path / "set")), batch=1, recipe=RECIPE, progress=kill_one)
+    assert killed and engine.last["duplicates"] == 0 and killed[0] in engine.last["worker_pids"]
     with pytest.raises(ProcessLookupError):
         os.kill(killed[0], 0)  # it is dead; the pool went on with a replacement
-    assert not (tmp_path / "partial").exists()  # the shards are removed once the run is complete
-
-
-def test_an_unreadable_crop_is_recorded_and_the_run_goes_on(tmp_path):
-    from dfedge.data.sources import write_toy
-
-    write_toy(tmp_path / "set", 6, "val")
-    bad = sorted((tmp_path / "set" / "fake").iterdir())[0]
-    bad.write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
-    data = open_set(str(tmp_path / "set"))
-    engine = RayEngine(workers=2)
-    got = engine(None, data, recipe=RECIPE)
-    assert len(got) == 5 and str(bad) not in got.ids.tolist()
     [problem] = got.header["problems"]
     assert problem["kind"] == "unreadable" and str(bad) in problem["detail"]
-    with pytest.raises(ValueError):  # one process stops at the same file
-        score_set(torch_runner(build_detector(SPEC)), data)
-
-
-def test_a_rerun_with_the_same_partial_folder_resumes(run, tmp_path):
-    data = open_set("toy:val:10")
-    engine = RayEngine(workers=2, partial=tmp_path / "partial")
-
-    def stop(n):
-        raise KeyboardInterrupt  # the user's Ctrl-C after the first finished batch
-
-    with pytest.raises(KeyboardInterrupt):
-        engine(None, data, batch=2, recipe=RECIPE, progress=stop)
-    folder = next(p for p in (tmp_path / "partial").iterdir() if p.is_dir())
-    kept = sorted({u for s in load_shards(folder) for u in s["unit"].tolist()})
-    assert kept and len(kept) < 10 and not list(folder.glob(".*.tmp"))  # whole shards only
-    got = engine(None, data, batch=2, recipe=RECIPE)
-    assert engine.last["resumed_units"] == len(kept)
-    same(got, score_set(run, data, batch=2))
+    with pytest.raises(ValueError):  # one process stops at that file ...
+        score_set(run, open_set(str(tmp_path / "set")))
+    bad.unlink()  # ... and scores the others as the pool did
+    same(got, score_set(run, open_set(str(tmp_path / "set"))))
 
 
 def test_engine_settings_that_cannot_work_are_one_line():
@@ -136,21 +123,21 @@ def test_engine_settings_that_cannot_work_are_one_line():
         RayEngine(workers=0)
     with pytest.raises(EngineError, match="recipe"):
         RayEngine()(None, open_set("toy:val:4"))
+    engine = RayEngine()  # the torch reference on device auto: the cluster's GPUs, here none, so CPUs
+    assert engine.place(Recipe("torch", spec=SPEC, device="auto")).device == "cpu" and engine.gpus == 0
+    with pytest.raises(EngineError, match="--device cuda: the Ray cluster has no GPU"):
+        engine.place(Recipe("torch", spec=SPEC, device="cuda"))
 
 
 def test_the_cli_on_ray_gives_what_it_gives_without(tmp_path):
-    """reference, score and the build's gate with --engine ray, then validate with and without it: same files."""
+    """score, the build (its reference and gate) and reference with --engine ray, then validate with and without it:
+    the same records, reference scores and report as without Ray."""
     cli = CliRunner()
 
     def invoke(*args):
         result = cli.invoke(app, [str(a) for a in args])
         assert result.exit_code == 0, result.output
         return result
-
-    invoke("reference", "--data", "toy:val:12", "--out", tmp_path / "local.scores")
-    invoke("reference", "--data", "toy:val:12", "--out", tmp_path / "ray.scores", "--engine", "ray", "--workers", "2")
-    same(load_scores(tmp_path / "ray.scores"), load_scores(tmp_path / "local.scores"))
-    assert not (tmp_path / "ray.scores.partial").exists()
 
     from dfedge.data.sources import write_toy
 
@@ -167,6 +154,13 @@ def test_the_cli_on_ray_gives_what_it_gives_without(tmp_path):
            "--validation-pack", "0", "--out", dist, "--name", "t", "--engine", "ray", "--workers", "2")
     gate = json.loads((dist / "t" / "onnx-fp32" / "manifest.json").read_text())["gate"]
     assert gate["passed"] and gate["data"] == "toy:val:12:mouth"
+    invoke("reference", "--data", "toy:val:12", "--out", tmp_path / "local.scores")
+    invoke("reference", "--data", "toy:val:12", "--out", tmp_path / "ray.scores", "--engine", "ray", "--workers", "2")
+    local, on_ray = load_scores(tmp_path / "local.scores"), load_scores(tmp_path / "ray.scores")
+    same(on_ray, local)
+    same(load_scores(dist / "t" / "reference.scores"), local)  # the build's, made on Ray too
+    assert on_ray.header["device"] == {"device": "cpu", "engine": "ray", "workers": 2} and local.header["device"]["device"] == "cpu"
+    assert not (tmp_path / "ray.scores.partial").exists()
     reports = {}
     for engine in ("local", "ray"):
         invoke("validate", dist / "t" / "onnx-fp32", "--reference", dist / "t" / "reference.scores", "--out",
