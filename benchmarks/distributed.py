@@ -39,11 +39,18 @@ def timed(fn) -> tuple[float, object]:
     return time.perf_counter() - begin, out
 
 
+def peak_rss_gb() -> float:
+    """VmHWM of this process (Linux), in GB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1e6
+    return float("nan")
+
+
 def clips(n: int, folder: Path) -> dict[str, tuple[float, list]]:
     write_toy(folder, n, "test", video=True)
     paths, spec, options = [folder], DetectorSpec(), ScoreOptions()
-    detector = open_detector(None, spec)
-    out = {"one process": timed(lambda: list(score_paths(detector, paths, options)))}
+    out = {"one process": timed(lambda: list(score_paths(open_detector(None, spec), paths, options)))}  # opened in the time, as an actor's
     for workers in (1, 2):
         engine = RayEngine(workers=workers)
         out[f"ray, {workers} actor{'s' * (workers > 1)}"] = timed(lambda: list(score_paths_on(engine, (None, spec, None), paths, options)))
@@ -56,6 +63,7 @@ def clips(n: int, folder: Path) -> dict[str, tuple[float, list]]:
 def full(n: int) -> dict[str, tuple[float, int]]:
     spec, data = DetectorSpec(preset="full", random_probe=True), open_set(f"toy:test:{n}")
     out = {"one process": timed(lambda: score_set(torch_runner(build_detector(spec)), data, batch=1))}  # model built in the time, as an actor's
+    print(f"peak RSS of this process after the one-process full-size run: {peak_rss_gb():.2f} GB")
     for workers in (1, 2):
         engine = RayEngine(workers=workers)
         out[f"ray, {workers} actor{'s' * (workers > 1)}"] = timed(lambda: engine(None, data, batch=1, recipe=Recipe("torch", spec=spec)))

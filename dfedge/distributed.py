@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import platform
 import shutil
@@ -170,7 +171,10 @@ class RayEngine:
         todo = [g for g in range(-(-units // size)) if any(u not in done for u in range(g * size, min(units, (g + 1) * size)))]
         cpus = float(ray.cluster_resources().get("CPU", 1))
         workers = self.workers or max(1, int(ray.cluster_resources().get("GPU", 0) // self.gpus) if self.gpus else int(cpus))
-        per_actor = min(1.0, (cpus - FREE_CPUS) / workers) if cpus > FREE_CPUS else cpus / workers
+        # an actor's share of the CPUs, at most one node's, and as many torch threads (FREE_CPUS is a scheduling
+        # reserve for Ray's light tasks, not a core left idle): fewer actors than CPUs get more threads each
+        node = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=cpus)
+        per_actor = min(node, (cpus - FREE_CPUS) / workers if cpus > FREE_CPUS else cpus / workers)
         self.last = {"name": "ray", "address": self.address or "local", "workers": workers, "cpus_per_worker": round(per_actor, 3),
                      "gpus_per_worker": self.gpus, "units": units, "resumed_units": len(done), "ray": ray.__version__,
                      "driver": platform.node()}
@@ -180,7 +184,7 @@ class RayEngine:
             progress(len(done))
         if todo:
             ds = ray.data.from_items([{"group": g} for g in todo], override_num_blocks=len(todo))
-            out = ds.map_batches(worker, fn_constructor_kwargs=dict(kwargs, units=units, size=size, cpus=max(1, int(per_actor))),
+            out = ds.map_batches(worker, fn_constructor_kwargs=dict(kwargs, units=units, size=size, cpus=math.ceil(per_actor)),
                                  batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=per_actor,
                                  num_gpus=self.gpus or None, batch_format="numpy")
             try:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -28,17 +29,18 @@ KIT = str(Path(__file__).parent)  # warnings raised from here are the kit's own:
 
 @contextlib.contextmanager
 def user_errors():
-    """Bad input ends the command with one line on stderr and exit code 2, not a traceback."""
+    """Bad input ends the command with one line on stderr and exit code 2, not a traceback (the message as written:
+    brackets in it are text, not markup)."""
     try:
         yield
     except FileNotFoundError as e:
-        err_console.print(f"[red]error:[/red] {e.filename}: no such file", markup=True, highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {escape(str(e.filename))}: no such file", markup=True, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except OSError as e:  # a folder where a file goes, no permission, a full disk: the path and the reason
-        err_console.print(f"[red]error:[/red] {e.filename or ''}: {e.strerror or e}", markup=True, highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {escape(str(e.filename or ''))}: {escape(str(e.strerror or e))}", markup=True, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except (CheckpointError, ImageError, ValueError) as e:
-        err_console.print(f"[red]error:[/red] {e}", markup=True, highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {escape(str(e))}", markup=True, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 

@@ -5,6 +5,7 @@ build's gate, validate) giving what they give without Ray."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -22,6 +23,7 @@ from dfedge.models.factory import DetectorSpec, build_detector
 from dfedge.models.temporal import temporal_head
 from dfedge.runtimes.recipe import Recipe
 from dfedge.runtimes.reference import torch_runner
+from dfedge.scoring import reference_scores
 
 ray = pytest.importorskip("ray")
 SPEC = DetectorSpec()
@@ -51,22 +53,29 @@ def same(a, b, features: bool = False) -> None:
         assert np.abs(a.features - b.features).max() <= 1e-6
 
 
-def test_a_run_stopped_by_ctrl_c_resumes_and_equals_one_process(run, tmp_path):
-    data = open_set("toy:val:10")
-    engine = RayEngine(workers=2, partial=tmp_path / "partial")
+def test_a_reference_stopped_by_ctrl_c_resumes_and_equals_one_process(tmp_path):
+    """scoring.reference_scores (what `dfedge reference` runs) on 2 actors, stopped after its first finished batch,
+    then run again: it resumes from the shards and gives the one-process reference (device auto: CPUs here)."""
 
     def stop(n):
-        raise KeyboardInterrupt  # the user's Ctrl-C after the first finished batch
+        raise KeyboardInterrupt  # the user's Ctrl-C
 
+    def bar(advance):
+        return lambda count, device: contextlib.nullcontext(advance)
+
+    engine = RayEngine(workers=2, partial=tmp_path / "partial")
     with pytest.raises(KeyboardInterrupt):
-        engine(None, data, batch=2, recipe=RECIPE, progress=stop)
+        reference_scores(SPEC, "toy:val:10", "auto", 2, bar(stop), engine)
     folder = next(p for p in (tmp_path / "partial").iterdir() if p.is_dir())
     kept = sorted({u for s in load_shards(folder) for u in s["unit"].tolist()})
     assert kept and len(kept) < 10 and not list(folder.glob(".*.tmp"))  # whole shards only
-    got = engine(None, data, batch=2, recipe=RECIPE)
-    same(got, score_set(run, data, batch=2))
+    got = reference_scores(SPEC, "toy:val:10", "auto", 2, bar(lambda n: None), engine)
+    local = reference_scores(SPEC, "toy:val:10", "auto", 2, bar(lambda n: None))
+    same(got, local)
     assert engine.last["resumed_units"] == len(kept) and engine.last["units"] == 10 and engine.last["duplicates"] == 0
-    assert got.header["engine"]["workers"] == 2 and got.header["problems"] == []
+    assert got.header["engine"]["workers"] == 2 and got.header["problems"] == [] == local.header["problems"]
+    assert got.header["device"] == {"device": "cpu", "engine": "ray", "workers": 2} and local.header["device"]["device"] == "cpu"
+    assert got.header["identity"] == local.header["identity"] and got.header["threshold"] == local.header["threshold"]
     assert not (tmp_path / "partial").exists()  # the shards are removed once the run is complete
 
 
@@ -130,8 +139,8 @@ def test_engine_settings_that_cannot_work_are_one_line():
 
 
 def test_the_cli_on_ray_gives_what_it_gives_without(tmp_path):
-    """score, the build (its reference and gate) and reference with --engine ray, then validate with and without it:
-    the same records, reference scores and report as without Ray."""
+    """score and the build (its reference and gate) with --engine ray, then validate with and without it: the same
+    records, reference scores and report as without Ray (one actor per pool here: two are tested above)."""
     cli = CliRunner()
 
     def invoke(*args):
@@ -144,28 +153,42 @@ def test_the_cli_on_ray_gives_what_it_gives_without(tmp_path):
     write_toy(tmp_path / "faces", 4, "test")
     records = {}
     for engine in ("local", "ray"):
-        invoke("score", "--aligned", tmp_path / "faces", "-o", tmp_path / f"{engine}.jsonl", "--engine", engine)
+        invoke("score", "--aligned", tmp_path / "faces", "-o", tmp_path / f"{engine}.jsonl", "--engine", engine,
+               *(["--workers", "1"] if engine == "ray" else []))
         records[engine] = [json.loads(line) for line in (tmp_path / f"{engine}.jsonl").read_text().splitlines()]
     assert [r["file"] for r in records["ray"]] == [r["file"] for r in records["local"]] and len(records["ray"]) == 4
     assert all(abs(a["logit"] - b["logit"]) <= 1e-6 for a, b in zip(records["ray"], records["local"]) if a["status"] == "ok")
 
     dist = tmp_path / "dist"
     invoke("build", "--target", "onnx", "--precision", "fp32", "--data", "toy:val:12", "--bench-runs", "0",
-           "--validation-pack", "0", "--out", dist, "--name", "t", "--engine", "ray", "--workers", "2")
+           "--validation-pack", "0", "--out", dist, "--name", "t", "--engine", "ray", "--workers", "1")
     gate = json.loads((dist / "t" / "onnx-fp32" / "manifest.json").read_text())["gate"]
     assert gate["passed"] and gate["data"] == "toy:val:12:mouth"
     invoke("reference", "--data", "toy:val:12", "--out", tmp_path / "local.scores")
-    invoke("reference", "--data", "toy:val:12", "--out", tmp_path / "ray.scores", "--engine", "ray", "--workers", "2")
-    local, on_ray = load_scores(tmp_path / "local.scores"), load_scores(tmp_path / "ray.scores")
-    same(on_ray, local)
-    same(load_scores(dist / "t" / "reference.scores"), local)  # the build's, made on Ray too
-    assert on_ray.header["device"] == {"device": "cpu", "engine": "ray", "workers": 2} and local.header["device"]["device"] == "cpu"
-    assert not (tmp_path / "ray.scores.partial").exists()
+    same(load_scores(dist / "t" / "reference.scores"), load_scores(tmp_path / "local.scores"))  # the build's, made on Ray
     reports = {}
     for engine in ("local", "ray"):
         invoke("validate", dist / "t" / "onnx-fp32", "--reference", dist / "t" / "reference.scores", "--out",
-               tmp_path / engine, "--engine", engine)
+               tmp_path / engine, "--engine", engine, *(["--workers", "1"] if engine == "ray" else []))
         reports[engine] = json.loads((tmp_path / engine / "report.json").read_text())
     assert reports["ray"]["passed"] and reports["ray"]["comparison"] == reports["local"]["comparison"]
     assert reports["ray"]["comparison"]["delta_auc"] == pytest.approx(gate["delta_auc"])
     same(load_scores(tmp_path / "ray" / "artifact.scores"), load_scores(tmp_path / "local" / "artifact.scores"))
+
+
+def test_without_ray_installed_the_local_path_runs_and_ray_is_one_line(tmp_path):
+    """Ray is an optional extra: nothing imports it unless --engine ray is asked, and then its absence is one line."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['ray'] = None; from typer.testing import CliRunner; from dfedge.cli import app; "
+            "run = lambda *a: CliRunner().invoke(app, list(a)); "
+            f"ok = run('reference', '--data', 'toy:val:4', '--out', r'{tmp_path / 'a.scores'}'); "
+            "assert ok.exit_code == 0, ok.output; "
+            f"no = run('reference', '--data', 'toy:val:4', '--out', r'{tmp_path / 'b.scores'}', '--engine', 'ray'); "
+            "print(no.exit_code); print(no.output)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    code, *lines = [line for line in out.stdout.splitlines() if line.strip()]
+    assert code == "2" and len(lines) == 1 and 'pip install -e ".[distributed]"' in lines[0], out.stdout
+    assert (tmp_path / "a.scores").is_file() and not (tmp_path / "b.scores").exists()
