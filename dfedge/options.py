@@ -155,7 +155,7 @@ OPTIONS: dict[str, tuple[object, object]] = {
     "address": (Annotated[Optional[str], typer.Option(help="With --engine ray: the cluster to join (HOST:6379 of `ray start "
         "--head`, or auto); default: a local Ray with this host's cores.")], None),
     "workers": (Annotated[Optional[int], typer.Option(help="With --engine ray: actors in the pool, each loading the model "
-        "once (default: one per CPU of the cluster).")], None),
+        "once (default: one per CPU of the cluster; for the torch reference on a cluster with GPUs, one per GPU).")], None),
     "degrade": (Annotated[Optional[str], typer.Option(help="Also report per degradation family, e.g. jpeg:q=50,blur:s=1.5,"
         "compound; ntire = the NTIRE 2026 engine, each op then all (bundles only).")], None),
     # the gate and the benchmark

@@ -141,17 +141,6 @@ def test_a_split_the_gate_cannot_use_fails_before_any_conversion(tmp_path):
     assert not (tmp_path / "toy").exists() and not list(tmp_path.glob(".toy.partial"))
 
 
-def test_a_zero_auc_budget_is_honoured(tmp_path):
-    """--max-auc-drop 0 is a budget (no drop at all), not "not given": the gate and the report use it."""
-    result = CliRunner().invoke(app, ["build", "--target", "onnx", "--precision", "fp32", "--data", "toy:val:40",
-                                      "--max-auc-drop", "0", "--bench-runs", "1", "--validation-pack", "0", "--out", str(tmp_path)])
-    assert result.exit_code == 0, result.output  # fp32 = torch: no drop
-    record = json.loads((tmp_path / "toy" / "build.json").read_text())
-    assert record["config"]["max_auc_drop"] == 0.0
-    assert verify(tmp_path / "toy" / "onnx-fp32")["gate"]["budget"]["max_auc_drop"] == 0.0
-    assert "ΔAUC ≥ −0.00 pp" in (tmp_path / "toy" / "report.md").read_text()
-
-
 def test_version_alone_prints_the_version():
     from dfedge import __version__
 

@@ -95,11 +95,11 @@ def test_a_video_set_expanded_to_frames_gives_the_same_video_scores(run):
 
 
 def test_a_worker_killed_mid_run_is_replaced_and_every_sample_is_scored_once(run, tmp_path):
-    """A folder of 12 crops, one of them not an image: a worker SIGKILLed after its first batch, the run finishes
+    """A folder of 8 crops, one of them not an image: a worker SIGKILLed after its first batch, the run finishes
     with each readable crop scored once, as one process scores them, and the bad one recorded as unreadable."""
     from dfedge.data.sources import write_toy
 
-    write_toy(tmp_path / "set", 12, "val")
+    write_toy(tmp_path / "set", 8, "val")
     bad = sorted((tmp_path / "set" / "fake").iterdir())[0]
     bad.write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
     engine = RayEngine(workers=2, partial=tmp_path / "partial")
@@ -160,10 +160,13 @@ def test_the_cli_on_ray_gives_what_it_gives_without(tmp_path):
     assert all(abs(a["logit"] - b["logit"]) <= 1e-6 for a, b in zip(records["ray"], records["local"]) if a["status"] == "ok")
 
     dist = tmp_path / "dist"
-    invoke("build", "--target", "onnx", "--precision", "fp32", "--data", "toy:val:12", "--bench-runs", "0",
+    # (with the zero AUC budget: --max-auc-drop 0 is a budget, no drop at all, not "not given"; fp32 = torch)
+    invoke("build", "--target", "onnx", "--precision", "fp32", "--data", "toy:val:12", "--bench-runs", "0", "--max-auc-drop", "0",
            "--validation-pack", "0", "--out", dist, "--name", "t", "--engine", "ray", "--workers", "1")
     gate = json.loads((dist / "t" / "onnx-fp32" / "manifest.json").read_text())["gate"]
-    assert gate["passed"] and gate["data"] == "toy:val:12:mouth"
+    assert gate["passed"] and gate["data"] == "toy:val:12:mouth" and gate["budget"]["max_auc_drop"] == 0.0
+    assert json.loads((dist / "t" / "build.json").read_text())["config"]["max_auc_drop"] == 0.0
+    assert "ΔAUC ≥ −0.00 pp" in (dist / "t" / "report.md").read_text()
     invoke("reference", "--data", "toy:val:12", "--out", tmp_path / "local.scores")
     same(load_scores(dist / "t" / "reference.scores"), load_scores(tmp_path / "local.scores"))  # the build's, made on Ray
     reports = {}
