@@ -14,6 +14,7 @@ Nothing here imports Ray until an engine runs: it is the optional extra `pip ins
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -22,6 +23,7 @@ import math
 import os
 import platform
 import shutil
+import sys
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,6 +116,7 @@ class RayEngine:
     workers: int | None = None  # actors in the pool; default one per CPU (per GPU with gpus)
     gpus: float = 0.0  # GPUs per actor (the FP32 reference on GPU nodes)
     batch: int = 4  # units per actor call (and per shard)
+    threads: int | None = None  # torch threads per actor; default its share of the CPUs
     partial: Path | None = None  # folder of finished shards, removed when a run completes (None: none kept)
     last: dict = field(default_factory=dict)  # what the last run did: units, resumed, workers, problems, duplicates
 
@@ -184,7 +187,7 @@ class RayEngine:
             progress(len(done))
         if todo:
             ds = ray.data.from_items([{"group": g} for g in todo], override_num_blocks=len(todo))
-            out = ds.map_batches(worker, fn_constructor_kwargs=dict(kwargs, units=units, size=size, cpus=math.ceil(per_actor)),
+            out = ds.map_batches(worker, fn_constructor_kwargs=dict(kwargs, units=units, size=size, cpus=self.threads or math.ceil(per_actor)),
                                  batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=per_actor,
                                  num_gpus=self.gpus or None, batch_format="numpy")
             try:
@@ -227,8 +230,9 @@ def start(address: str | None):
         # restartable actors): only its fatal errors reach the user's terminal, the rest is in Ray's log files
         os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
         try:
-            ray.init(address=address, num_cpus=None if address else len(os.sched_getaffinity(0)), include_dashboard=False,
-                     log_to_driver=False, logging_level="ERROR")
+            with _quiet_stderr():
+                ray.init(address=address, num_cpus=None if address else len(os.sched_getaffinity(0)), include_dashboard=False,
+                         log_to_driver=False, logging_level="ERROR")
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise EngineError(f"--address {address}: cannot join a Ray cluster there ({str(e).splitlines()[0]})") from None
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # the kit's progress bar says how far the run is
@@ -236,6 +240,21 @@ def start(address: str | None):
     context.enable_progress_bars = False
     context.print_on_execution_start = False
     return ray
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Ray's C++ core writes a line to file descriptor 2 as it starts (the log level it read); its failures still
+    come as exceptions, which the caller turns into one line."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def save_shard(folder: Path, batch: dict) -> Path:
