@@ -23,6 +23,7 @@ import math
 import os
 import platform
 import shutil
+import socket
 import sys
 import zipfile
 from dataclasses import dataclass, field
@@ -234,7 +235,10 @@ def start(address: str | None):
                 ray.init(address=address, num_cpus=None if address else len(os.sched_getaffinity(0)), include_dashboard=False,
                          log_to_driver=False, logging_level="ERROR")
         except (ConnectionError, RuntimeError, ValueError) as e:
-            raise EngineError(f"--address {address}: cannot join a Ray cluster there ({str(e).splitlines()[0]})") from None
+            # Ray's clusters take a token by default, and an explicit address does not send one unless asked
+            hint = ("; if the cluster uses Ray's token authentication (the default), set RAY_AUTH_MODE=token and "
+                    "RAY_AUTH_TOKEN (`ray get-auth-token` on the head)") if address not in (None, "auto") and not os.environ.get("RAY_AUTH_MODE") else ""
+            raise EngineError(f"--address {address}: cannot join a Ray cluster there ({str(e).splitlines()[0]}){hint}") from None
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # the kit's progress bar says how far the run is
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
@@ -310,4 +314,19 @@ def make_engine(name: str | None, address: str | None = None, workers: int | Non
         if address is not None or workers is not None:
             raise EngineError("--address and --workers are for --engine ray")
         return score_set
+    if address is not None:
+        reachable(address)
     return RayEngine(address=address, workers=workers, partial=partial)
+
+
+def reachable(address: str, timeout: float = 5.0) -> None:
+    """HOST:PORT (or ray://HOST:PORT) answers a TCP connection within `timeout` s, else one line: Ray itself keeps
+    retrying an address where nothing listens for minutes. Other forms (auto) are left to Ray."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise EngineError(f"--address {address}: nothing answers there ({e.strerror or e}); start the cluster with "
+                          "`ray start --head` first (docs/distributed.md)") from None

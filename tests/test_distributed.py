@@ -128,6 +128,8 @@ def test_engine_settings_that_cannot_work_are_one_line():
         make_engine("gpu")
     with pytest.raises(EngineError, match="--engine ray"):
         make_engine("local", workers=2)
+    with pytest.raises(EngineError, match="--address 127.0.0.1:1: nothing answers there"):
+        make_engine("ray", address="127.0.0.1:1")  # at once, not after Ray's minutes of retries
     with pytest.raises(EngineError, match="at least 1"):
         RayEngine(workers=0)
     with pytest.raises(EngineError, match="recipe"):
