@@ -151,7 +151,7 @@ OPTIONS: dict[str, tuple[object, object]] = {
     "image": (Annotated[Optional[Path], typer.Option(help="Also take this photo to verdicts through every bundle, timed per step (decode, detect, align, score).")], None),
     # who scores a set (dfedge.distributed)
     "engine": (Annotated[Optional[str], typer.Option(metavar="[local|ray]", help="Score the set in this process (local, "
-        "default) or on a pool of Ray actors (ray; pip install -e \".[distributed]\"; docs/distributed.md).")], None),
+        "default) or on a pool of Ray actors (ray; pip install -e \".\\[distributed]\"; docs/distributed.md).")], None),  # \[: rich markup
     "address": (Annotated[Optional[str], typer.Option(help="With --engine ray: the cluster to join (HOST:6379 of `ray start "
         "--head`, or auto); default: a local Ray with this host's cores.")], None),
     "workers": (Annotated[Optional[int], typer.Option(help="With --engine ray: actors in the pool, each loading the model "
