@@ -29,7 +29,7 @@ from dfedge.eval.scores import score_set
 from dfedge.models.factory import DetectorSpec, build_detector
 from dfedge.runtimes.recipe import Recipe
 from dfedge.runtimes.reference import torch_runner
-from dfedge.runtimes.standalone import cpu_isa, cpu_model
+from dfedge.runtimes.standalone import cpu_isa, cpu_model, peak_rss_mb
 from dfedge.scoring import ScoreOptions, open_detector, score_paths, score_paths_on
 
 
@@ -48,14 +48,6 @@ def timed(fn) -> tuple[float, object]:
     return time.perf_counter() - begin, out
 
 
-def peak_rss_gb() -> float:
-    """VmHWM of this process (Linux), in GB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1e6
-    return float("nan")
-
-
 def clips(n: int, folder: Path) -> dict[str, tuple[float, list]]:
     write_toy(folder, n, "test", video=True)
     paths, spec, options = [folder], DetectorSpec(), ScoreOptions()
@@ -72,7 +64,7 @@ def clips(n: int, folder: Path) -> dict[str, tuple[float, list]]:
 def full(n: int) -> dict[str, tuple[float, int]]:
     spec, data = DetectorSpec(preset="full", random_probe=True), open_set(f"toy:test:{n}")
     out = {"one process": timed(lambda: score_set(torch_runner(build_detector(spec)), data, batch=1))}  # model built in the time, as an actor's
-    print(f"peak RSS of this process after the one-process full-size run: {peak_rss_gb():.2f} GB")
+    print(f"peak RSS (VmHWM) of this process after the one-process full-size run: {peak_rss_mb() * 2**20 / 1e9:.2f} GB")
     for workers, threads in POOLS:
         engine = RayEngine(workers=workers, threads=threads)
         out[pool_name(workers, threads)] = timed(lambda: engine(None, data, batch=1, recipe=Recipe("torch", spec=spec)))

@@ -131,11 +131,11 @@ class RayEngine:
             raise EngineError("degraded copies (--degrade) are scored in one process: leave out --engine ray")
         if recipe is None:
             raise EngineError("the Ray engine opens the model in its workers and was given no recipe for it")
-        recipe = self.place(recipe)
+        recipe, gpus = self.place(recipe)
         key = ["samples", getattr(data, "description", ""), recipe.key, features, batch]
         size = batch if getattr(data, "unit", "sample") == "sample" else 1  # a group = one batch of score_set's
         cols = self.map(data.units(), SampleWorker, dict(data=data, recipe=recipe, features=features, batch=batch),
-                        key, progress, size)
+                        key, progress, size, gpus)
         self.last["device"] = recipe.device
         ok = cols["problem"] == "" if cols else np.zeros(0, bool)
         problems = [json.loads(p) for p in cols["problem"][~ok]] if cols else []
@@ -149,38 +149,42 @@ class RayEngine:
         scores.header.update(engine=self.record(), problems=problems)
         return scores
 
-    def place(self, recipe):
-        """The recipe as the actors run it. A torch model on device auto runs on the cluster's GPUs when it has some
-        (one per actor unless `gpus` says otherwise; the driver needs none), else on CPUs; cuda needs them."""
+    def place(self, recipe) -> tuple:
+        """(the recipe as the actors run it, GPUs per actor). A torch model on device auto runs on the cluster's GPUs
+        when it has some (one per actor unless `gpus` says otherwise; the driver needs none), else on CPUs; cuda
+        needs them."""
         if recipe.kind != "torch" or recipe.device not in ("auto", "cuda"):
-            return recipe
+            return recipe, self.gpus
         if not start(self.address).cluster_resources().get("GPU", 0):
             if recipe.device == "cuda":
                 raise EngineError("--device cuda: the Ray cluster has no GPU (use --device auto or cpu)")
-            return dataclasses.replace(recipe, device="cpu")
-        self.gpus = self.gpus or 1.0
-        return dataclasses.replace(recipe, device="cuda")
+            return dataclasses.replace(recipe, device="cpu"), self.gpus
+        return dataclasses.replace(recipe, device="cuda"), self.gpus or 1.0
 
     def record(self) -> dict:
         """The engine as a scores header states it."""
         return {k: v for k, v in self.last.items() if k != "problems"}
 
-    def map(self, units: int, worker, kwargs: dict, key: list, progress=None, size: int = 1) -> dict[str, np.ndarray]:
-        """`worker` (a Worker class; kwargs its own) over units 0..units-1 in groups of `size` on the actor pool -> the
-        columns of every row, sorted by (unit, item), each (unit, item) once. progress(n): n more units done."""
+    def map(self, units: int, worker, kwargs: dict, key: list, progress=None, size: int = 1,
+            gpus: float | None = None) -> dict[str, np.ndarray]:
+        """`worker` (a Worker class; kwargs its own) over units 0..units-1 in groups of `size` on the actor pool, each
+        actor with `gpus` GPUs (default the engine's) -> the columns of every row, sorted by (unit, item), each
+        (unit, item) once. progress(n): n more units done."""
+        gpus = self.gpus if gpus is None else gpus
         ray = start(self.address)
         folder = None if self.partial is None else Path(self.partial) / hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()[:16]
         shards = load_shards(folder)
         done = set(np.concatenate([s["unit"] for s in shards]).tolist()) if shards else set()
         todo = [g for g in range(-(-units // size)) if any(u not in done for u in range(g * size, min(units, (g + 1) * size)))]
-        cpus = float(ray.cluster_resources().get("CPU", 1))
-        workers = self.workers or max(1, int(ray.cluster_resources().get("GPU", 0) // self.gpus) if self.gpus else int(cpus))
+        resources = ray.cluster_resources()
+        cpus = float(resources.get("CPU", 1))
+        workers = self.workers or max(1, int(resources.get("GPU", 0) // gpus) if gpus else int(cpus))
         # an actor's share of the CPUs, at most one node's, and as many torch threads (FREE_CPUS is a scheduling
         # reserve for Ray's light tasks, not a core left idle): fewer actors than CPUs get more threads each
         node = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=cpus)
         per_actor = min(node, (cpus - FREE_CPUS) / workers if cpus > FREE_CPUS else cpus / workers)
         self.last = {"name": "ray", "address": self.address or "local", "workers": workers, "cpus_per_worker": round(per_actor, 3),
-                     "gpus_per_worker": self.gpus, "units": units, "resumed_units": len(done), "ray": ray.__version__,
+                     "gpus_per_worker": gpus, "units": units, "resumed_units": len(done), "ray": ray.__version__,
                      "driver": platform.node()}
         if folder is not None:
             atomic_write(folder / "run.json", lambda t: t.write_text(json.dumps(key, default=str)))
@@ -190,7 +194,7 @@ class RayEngine:
             ds = ray.data.from_items([{"group": g} for g in todo], override_num_blocks=len(todo))
             out = ds.map_batches(worker, fn_constructor_kwargs=dict(kwargs, units=units, size=size, cpus=self.threads or math.ceil(per_actor)),
                                  batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=per_actor,
-                                 num_gpus=self.gpus or None, batch_format="numpy")
+                                 num_gpus=gpus or None, batch_format="numpy")
             try:
                 for batch in out.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
                     batch = {k: np.asarray(v) for k, v in batch.items()}
@@ -235,9 +239,11 @@ def start(address: str | None):
                 ray.init(address=address, num_cpus=None if address else len(os.sched_getaffinity(0)), include_dashboard=False,
                          log_to_driver=False, logging_level="ERROR")
         except (ConnectionError, RuntimeError, ValueError) as e:
-            # Ray's clusters take a token by default, and an explicit address does not send one unless asked
-            hint = ("; if the cluster uses Ray's token authentication (the default), set RAY_AUTH_MODE=token and "
-                    "RAY_AUTH_TOKEN (`ray get-auth-token` on the head)") if address not in (None, "auto") and not os.environ.get("RAY_AUTH_MODE") else ""
+            hint = ""
+            if address not in (None, "auto") and not os.environ.get("RAY_AUTH_MODE"):  # Ray's clusters take a token by
+                # default, and an explicit address sends none unless asked
+                hint = ("; if the cluster uses Ray's token authentication (the default), set RAY_AUTH_MODE=token and "
+                        "RAY_AUTH_TOKEN (`ray get-auth-token` on the head)")
             raise EngineError(f"--address {address}: cannot join a Ray cluster there ({str(e).splitlines()[0]}){hint}") from None
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # the kit's progress bar says how far the run is
     context = ray.data.DataContext.get_current()

@@ -17,7 +17,7 @@ import numpy as np
 
 from .data.images import IMAGE_SUFFIXES, ImageError, read_crop
 from .data.media import FRAMES_PER_VIDEO, MediaError, Pass, media_kind, read_photo, sampler
-from .distributed import Worker
+from .distributed import RayEngine, Worker
 from .models import frontend
 from .models.checkpoint import atomic_write
 
@@ -105,7 +105,7 @@ def score_paths(detector, paths: list[Path], options: ScoreOptions = ScoreOption
 
 def records(engine, opener: tuple, detector, paths: list[Path], options: ScoreOptions) -> Iterator[dict]:
     """dfedge score's records: score_paths with `detector` in this process, or, on a RayEngine, score_paths_on."""
-    if not hasattr(engine, "map"):
+    if not isinstance(engine, RayEngine):
         return score_paths(detector, paths, options)
     check(options, detector)
     return score_paths_on(engine, opener, paths, options)
@@ -236,7 +236,7 @@ def save_vis(path: Path, image: np.ndarray, verdict: frontend.Verdict, title: st
 
 def work(engine, dataset) -> int:
     """What an engine's progress counts to: samples in one process, units (samples or videos) on Ray."""
-    return dataset.units() if hasattr(engine, "map") else len(dataset)
+    return dataset.units() if isinstance(engine, RayEngine) else len(dataset)
 
 
 def problems_of(scores, dataset) -> list[dict]:
@@ -247,22 +247,23 @@ def problems_of(scores, dataset) -> list[dict]:
     return found if found is not None else [dataclasses.asdict(p) for p in getattr(dataset, "problems", [])]
 
 
-def placement(engine, device: str) -> tuple[str, str]:
-    """(where this process runs the model, what the workers' recipe asks for). A RayEngine places its actors itself
-    (auto: the cluster's GPUs when it has some), so the device is not resolved here, where there may be no GPU."""
+def placement(engine, device: str) -> tuple[str, str, str]:
+    """(where this process runs the model, what the workers' recipe asks for, the progress bar's word for where).
+    A RayEngine places its actors itself (auto: the cluster's GPUs when it has some), so the device is not resolved
+    here, where there may be no GPU."""
     from .runtimes.reference import resolve_device
 
-    if hasattr(engine, "map"):
-        return "cpu", device
+    if isinstance(engine, RayEngine):
+        return "cpu", device, "ray actors"
     dev = resolve_device(device)
-    return dev, dev
+    return dev, dev, dev
 
 
 def device_facts(engine, dev: str) -> dict:
     """Where the reference ran, for the scores header: this process's torch, or the Ray actors' device."""
     from .runtimes.reference import torch_facts
 
-    if hasattr(engine, "map"):
+    if isinstance(engine, RayEngine):
         return {"device": engine.last.get("device"), "engine": "ray", "workers": engine.last.get("workers")}
     return torch_facts(dev)
 
@@ -282,9 +283,9 @@ def reference_scores(spec, data: str, device: str, batch: int, progress, engine=
 
     engine = engine or score_set
     dataset = open_set(data, spec.region)
-    dev, actors = placement(engine, device)
+    dev, actors, where = placement(engine, device)
     det = build_detector(spec)
-    with progress(work(engine, dataset), dev if actors == dev else "ray actors") as advance:
+    with progress(work(engine, dataset), where) as advance:
         scores = engine(torch_runner(det, dev), dataset, batch=batch, progress=advance, recipe=Recipe("torch", spec=spec, device=actors))
     problems = problems_of(scores, dataset)
     scores.header.update(model="torch fp32", detector=dataclasses.asdict(spec), identity=identity(spec), device=device_facts(engine, dev),
@@ -308,10 +309,10 @@ def video_reference(spec, data: str, device: str, temporal: str | Path | None, p
 
     engine = engine or score_set
     dataset = open_set(data, spec.region)
-    dev, actors = placement(engine, device)
+    dev, actors, where = placement(engine, device)
     det = build_detector(spec)
     head = temporal_head(temporal, spec.preset, det.dinov3.cfg.width)
-    with progress(work(engine, dataset), dev if actors == dev else "ray actors") as advance:
+    with progress(work(engine, dataset), where) as advance:
         frames, features = frame_scores(torch_runner(det, dev), dataset, advance, engine, Recipe("torch", spec=spec, device=actors))
     problems = problems_of(frames, dataset)
     header = dict(model="torch fp32", detector=dataclasses.asdict(spec), identity=identity(spec), device=device_facts(engine, dev),

@@ -9,13 +9,15 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from dfedge.cli import app
-from dfedge.data.sources import open_set
+from dfedge.data.sources import open_set, write_toy
 from dfedge.distributed import EngineError, RayEngine, load_shards, make_engine
 from dfedge.eval.scores import load_scores, score_set
 from dfedge.eval.video import frame_mean_scores, frame_scores, temporal_scores
@@ -97,8 +99,6 @@ def test_a_video_set_expanded_to_frames_gives_the_same_video_scores(run):
 def test_a_worker_killed_mid_run_is_replaced_and_every_sample_is_scored_once(run, tmp_path):
     """A folder of 8 crops, one of them not an image: a worker SIGKILLed after its first batch, the run finishes
     with each readable crop scored once, as one process scores them, and the bad one recorded as unreadable."""
-    from dfedge.data.sources import write_toy
-
     write_toy(tmp_path / "set", 8, "val")
     bad = sorted((tmp_path / "set" / "fake").iterdir())[0]
     bad.write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
@@ -135,7 +135,8 @@ def test_engine_settings_that_cannot_work_are_one_line():
     with pytest.raises(EngineError, match="recipe"):
         RayEngine()(None, open_set("toy:val:4"))
     engine = RayEngine()  # the torch reference on device auto: the cluster's GPUs, here none, so CPUs
-    assert engine.place(Recipe("torch", spec=SPEC, device="auto")).device == "cpu" and engine.gpus == 0
+    recipe, gpus = engine.place(Recipe("torch", spec=SPEC, device="auto"))
+    assert recipe.device == "cpu" and gpus == 0
     with pytest.raises(EngineError, match="--device cuda: the Ray cluster has no GPU"):
         engine.place(Recipe("torch", spec=SPEC, device="cuda"))
 
@@ -149,8 +150,6 @@ def test_the_cli_on_ray_gives_what_it_gives_without(tmp_path):
         result = cli.invoke(app, [str(a) for a in args])
         assert result.exit_code == 0, result.output
         return result
-
-    from dfedge.data.sources import write_toy
 
     write_toy(tmp_path / "faces", 4, "test")
     records = {}
@@ -183,9 +182,6 @@ def test_the_cli_on_ray_gives_what_it_gives_without(tmp_path):
 
 def test_without_ray_installed_the_local_path_runs_and_ray_is_one_line(tmp_path):
     """Ray is an optional extra: nothing imports it unless --engine ray is asked, and then its absence is one line."""
-    import subprocess
-    import sys
-
     code = ("import sys; sys.modules['ray'] = None; from typer.testing import CliRunner; from dfedge.cli import app; "
             "run = lambda *a: CliRunner().invoke(app, list(a)); "
             f"ok = run('reference', '--data', 'toy:val:4', '--out', r'{tmp_path / 'a.scores'}'); "
