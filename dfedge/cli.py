@@ -352,6 +352,7 @@ def convert_parser_cmd(
     label_set: Annotated[Optional[str], typer.Option(help="lapa or celebm; default: from the class count.")] = None,
     sha256: Annotated[Optional[str], typer.Option(help="Expected SHA-256 of SRC (all 64 hex digits).")] = None,
     trust_torchscript: Annotated[bool, typer.Option("--trust-torchscript", help="Read SRC with torch.jit.load, running its code.")] = False,
+    parser_heads: Annotated[Optional[int], typer.Option(help="Attention heads of SRC's ViT, when SRC records none and matches no preset.")] = None,
 ) -> None:
     """Convert a facer TorchScript parser once, so later runs never deserialise TorchScript."""
     from .models.farl import convert_parser
@@ -359,7 +360,7 @@ def convert_parser_cmd(
     with user_errors():
         if dst.suffix != ".safetensors":
             raise ValueError(f"{dst}: output must end in .safetensors")
-        manifest = convert_parser(src, dst, label_set=label_set, sha256=sha256, trust_torchscript=trust_torchscript)
+        manifest = convert_parser(src, dst, label_set, sha256, trust_torchscript, parser_heads)
     cfg = manifest["config"]
     console.print(f"wrote {dst} ({cfg['label_set']}, {len(manifest['label_names'])} classes, width {cfg['width']}, "
                   f"{cfg['layers']} layers, out_size {cfg['out_size']}) and {dst.with_suffix('.json')}\n"

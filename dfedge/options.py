@@ -81,6 +81,8 @@ OPTIONS: dict[str, tuple[object, object]] = {
     "student_sha256": (Annotated[Optional[str], typer.Option(help="Pin the student file: its full SHA-256.")], None),
     "parser": (Annotated[Optional[Path], typer.Option(
         "--parser", help="FaRL parser: converted .safetensors or facer TorchScript .pt.")], None),
+    "parser_heads": (Annotated[Optional[int], typer.Option(
+        help="Attention heads of the parser's ViT, for a file that records none and matches no preset's shape.")], None),
     "probe": (Annotated[Optional[Path], typer.Option("--probe", help="Probe .safetensors written by fit-probe.")], None),
     "head": (Annotated[Optional[str], typer.Option(metavar=metavar("head"), help="Head (default region, the paper's).")], None),
     "region": (Annotated[Optional[str], typer.Option(
@@ -177,10 +179,10 @@ OPTIONS: dict[str, tuple[object, object]] = {
     "threads": (Annotated[Optional[int], typer.Option(help=f"Runtime threads for the benchmark ({_default('threads')} = all cores).")], None),
 }
 PINS = ("dinov3_sha256", "parser_sha256", "probe_sha256", "region_head_sha256", "student_sha256", "trust_torchscript")
-WEIGHTS = ("preset", "dinov3", "parser", "backbone", "student", "dinov3_input", *PINS, "random_weights")  # what any model is built from
+WEIGHTS = ("preset", "dinov3", "parser", "parser_heads", "backbone", "student", "dinov3_input", *PINS, "random_weights")  # what any model is built from
 HEAD_FIT = ("top_k", "salience_channels", "rank_dropout", "random_k", "vote_weights", "vote_step", "calibration")
 MODEL = (*WEIGHTS, "probe", "head", "region", "region_index", "region_head", "random_probe")
-PLAN = ("targets", "precisions", "region_indexes", "dist", "name", "preset", "dinov3", "parser", "backbone", "student", "probe", "head",
+PLAN = ("targets", "precisions", "region_indexes", "dist", "name", "preset", "dinov3", "parser", "parser_heads", "backbone", "student", "probe", "head",
         "region", "dinov3_input", "region_head", *PINS, "random_probe", "random_weights", "parity_samples", "data", "temporal",
         "temporal_sha256", "video_data", "engine", "address", "workers")
 ENGINE = ("engine", "address", "workers")

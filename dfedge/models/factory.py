@@ -63,6 +63,7 @@ class DetectorSpec:
     dinov3_input: int = 224
     dinov3_sha256: str | None = None
     parser_sha256: str | None = None
+    parser_heads: int | None = None  # the parser's attention heads, for a file that records none (--parser-heads)
     seed: int = 0
     region_index: str = "exact"  # exact | lite-head | parser-224 | distilled (models/ladder.py)
     region_head: str | None = None  # the distilled rung's head (distill-region-head); toy ships one
@@ -268,7 +269,7 @@ def build_region_index(spec: DetectorSpec, d_cfg: dinov3_lib.DinoV3Config) -> tu
     parser_file = spec.parser or shipped_file(spec.preset, "parser")
     if parser_file:
         parser = farl_lib.load_parser(parser_file, label_set=spec.label_set, sha256=spec.parser_sha256, input_size=CROP_SIZE,
-                                      trust_torchscript=spec.trust_torchscript)
+                                      trust_torchscript=spec.trust_torchscript, heads=spec.parser_heads)
     else:
         parser = farl_lib.FarlParser(parser_config(spec))
     cfg = r.parser_config(parser.cfg)

@@ -18,6 +18,7 @@ parser, made from the published one by `derive_parser`:
 
 from __future__ import annotations
 
+import functools
 import json
 import warnings
 from collections import OrderedDict
@@ -70,6 +71,8 @@ class FarlConfig:
     def __post_init__(self) -> None:
         if self.label_set not in LABEL_SETS:
             raise ValueError(f"unknown label set '{self.label_set}' (known: {', '.join(LABEL_SETS)})")
+        if self.heads < 1 or self.width % self.heads:
+            raise ValueError(f"{self.heads} attention heads do not split the width {self.width}")
         if max(self.output_indices) >= self.layers:
             raise ValueError(f"output_indices {self.output_indices} need at least {max(self.output_indices) + 1} layers")
         if self.input_size % (2 * self.patch_size):  # the x0.5 pyramid level needs an even token grid
@@ -370,12 +373,23 @@ def derive_parser(parser: FarlParser, cfg: FarlConfig) -> FarlParser:
     return build_parser(state_dict, cfg, f"derived from the {base.input_size}px parser")
 
 
+HEADS_KEY = "backbone.visual.transformer.resblocks.0.attn.num_heads"  # where a scripted parser records its heads
+
+
+def check_heads(stated: int | None, heads: int | None, source: str | Path) -> int | None:
+    """The attention-head count: the file's, else the user's (`--parser-heads`); both, and different, is refused."""
+    if stated is not None and heads is not None and int(stated) != int(heads):
+        raise CheckpointError(f"{source}: the file records {stated} attention heads, not the {heads} of --parser-heads")
+    return heads if stated is None else int(stated)
+
+
 def infer_config(state_dict: dict[str, torch.Tensor], label_set: str | None, source: str,
-                 attributes: dict | None = None, **overrides) -> FarlConfig:
+                 attributes: dict | None = None, heads: int | None = None, **overrides) -> FarlConfig:
     """The parser's config from its tensors: width, depth, patch, classes, input size off the keys and shapes; the
     attention heads and the blocks that feed the head from the archive's attributes when it has them (TorchScript:
-    `num_heads`, `backbone.output_indices`), else from the preset of the same depth and width. Never guessed: a
-    depth no preset has, without the archive saying, is refused."""
+    `num_heads`, `backbone.output_indices`), else the heads from `heads` (--parser-heads), else both from the preset
+    of the same depth (and width, for the heads). Never guessed: a shape no preset has, without the archive or the
+    user saying, is refused."""
     attributes = attributes or {}
     try:
         width = state_dict["backbone.visual.conv1.weight"].shape[0]
@@ -401,10 +415,13 @@ def infer_config(state_dict: dict[str, torch.Tensor], label_set: str | None, sou
             raise CheckpointError(f"{source}: a {layers}-layer parser and no output_indices in the file: which blocks "
                                   f"feed the head is unknown (known depths: {sorted({c.layers for c in PRESETS.values()})})")
         indices = same_depth[0].output_indices
-    heads = attributes.get("backbone.visual.transformer.resblocks.0.attn.num_heads")
+    heads = check_heads(attributes.get(HEADS_KEY), heads, source)
     if heads is None:
         same = [c for c in same_depth if c.width == width]
-        heads = same[0].heads if same else max(1, width // 64)  # FaRL's (CLIP's) 64-wide heads
+        if not same:
+            raise CheckpointError(f"{source}: a {width}-wide {layers}-layer parser that records no attention-head count "
+                                  "and matches no preset: pass --parser-heads N")
+        heads = same[0].heads
     try:
         cfg = FarlConfig(
             label_set=label_set, width=width, layers=layers, heads=int(heads), patch_size=patch,
@@ -438,9 +455,9 @@ def read_parser_file(path: str | Path, trust_torchscript: bool = False) -> tuple
         msg = str(e).strip().splitlines()
         raise CheckpointError(f"{path}: unreadable TorchScript archive (truncated or corrupt): {msg[0] if msg else e}") from None
     state_dict = {k: v.detach().clone() for k, v in jit.state_dict().items()}
-    attributes = {"out_size": getattr(jit, "out_size", None),
-                  "backbone.output_indices": getattr(getattr(jit, "backbone", None), "output_indices", None)}
-    return state_dict, {k: list(v) for k, v in attributes.items() if v is not None}
+    attributes = {key: functools.reduce(lambda obj, name: getattr(obj, name, None), key.split("."), jit)
+                  for key in ("out_size", "backbone.output_indices", HEADS_KEY)}
+    return state_dict, {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in attributes.items() if v is not None}
 
 
 def build_parser(state_dict: dict[str, torch.Tensor], cfg: FarlConfig, source: str) -> FarlParser:
@@ -452,12 +469,13 @@ def build_parser(state_dict: dict[str, torch.Tensor], cfg: FarlConfig, source: s
 
 def load_parser(
     path: str | Path, label_set: str | None = None, sha256: str | None = None, input_size: int | None = None,
-    trust_torchscript: bool = False,
+    trust_torchscript: bool = False, heads: int | None = None,
 ) -> FarlParser:
     """Load a FaRL parser from a converted `.safetensors` (preferred), a facer TorchScript `.pt` (read as data,
     see read_parser_file) or a plain state_dict `.pt`.
 
     `input_size` other than the checkpoint's resizes the positional embedding once (bicubic, as FaRL does).
+    `heads` (--parser-heads): the attention heads, for a file that records none and matches no preset.
     """
     check_sha256(path, sha256)
     if str(path).endswith(".safetensors"):
@@ -467,10 +485,11 @@ def load_parser(
         cfg = config_from_metadata(FarlConfig, meta, "dfedge_parser_config", path)
         if label_set is not None and label_set != cfg.label_set:
             raise CheckpointError(f"{path}: parser label set is '{cfg.label_set}', not '{label_set}'")
+        check_heads(cfg.heads, heads, path)
     else:
         state_dict, attributes = read_parser_file(path, trust_torchscript)
         out_size = tuple(int(v) for v in attributes.get("out_size", (448, 448)))
-        cfg = infer_config(state_dict, label_set, str(path), attributes, out_size=out_size)
+        cfg = infer_config(state_dict, label_set, str(path), attributes, heads, out_size=out_size)
     if input_size is not None and input_size != cfg.input_size:
         cfg = replace(cfg, input_size=input_size)
         key = "backbone.visual.positional_embedding"
@@ -485,14 +504,14 @@ def config_json(cfg: FarlConfig) -> str:
 
 
 def convert_parser(src: str | Path, dst: str | Path, label_set: str | None = None, sha256: str | None = None,
-                   trust_torchscript: bool = False) -> dict:
+                   trust_torchscript: bool = False, heads: int | None = None) -> dict:
     """TorchScript `.pt` -> `.safetensors` with the config in its metadata, plus a JSON manifest beside it.
 
     Later runs load the safetensors file and never deserialise TorchScript again. Returns the manifest.
     """
     src, dst = Path(src), Path(dst)
     digest = check_sha256(src, sha256)
-    parser = load_parser(src, label_set=label_set, trust_torchscript=trust_torchscript)
+    parser = load_parser(src, label_set=label_set, trust_torchscript=trust_torchscript, heads=heads)
     meta = {
         "dfedge_parser_config": config_json(parser.cfg),
         "label_names": list(parser.cfg.label_names),

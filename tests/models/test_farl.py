@@ -6,9 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from dfedge.models.checkpoint import CheckpointError
+from typer.testing import CliRunner
+
+from dfedge.cli import app
+from dfedge.models.checkpoint import CheckpointError, read_torchscript
+from dfedge.models.factory import DetectorSpec, build_region_index, dinov3_config
 from dfedge.models.farl import (
-    LABEL_SETS, PRESETS, FarlParser, PackedSelfAttention, convert_parser, expected_shapes, load_parser,
+    HEADS_KEY, LABEL_SETS, PRESETS, FarlParser, PackedSelfAttention, convert_parser, expected_shapes, load_parser,
 )
 
 TINY = PRESETS["tiny"]
@@ -193,7 +197,8 @@ def test_torchscript_is_read_as_data_equal_to_what_torch_jit_load_reads(jit_file
 
 def test_block_indices_come_from_the_file_not_the_width(tmp_path, image):
     """A 12-layer parser of width 64 (the tiny preset's width): its taps are (3, 5, 7, 11), read from the archive;
-    a plain state_dict of the same parser gets the 12-layer preset's taps; an unknown depth is refused."""
+    a plain state_dict of the same parser gets the 12-layer preset's taps (and needs its heads); an unknown depth is
+    refused."""
     deep = replace(TINY, layers=12, output_indices=(3, 5, 7, 11))
     torch.manual_seed(3)
     source = FarlParser(deep).eval()
@@ -207,7 +212,7 @@ def test_block_indices_come_from_the_file_not_the_width(tmp_path, image):
             torch.testing.assert_close(loaded(image), source(image), rtol=0, atol=1e-5)
     plain = tmp_path / "deep_state_dict.pt"
     torch.save(source.state_dict(), plain)
-    assert load_parser(plain).cfg.output_indices == (3, 5, 7, 11)
+    assert load_parser(plain, heads=2).cfg.output_indices == (3, 5, 7, 11)  # no 12-layer preset is 64 wide
     odd = replace(TINY, layers=6, output_indices=(1, 2, 3, 5))
     torch.save(FarlParser(odd).state_dict(), tmp_path / "six.pt")
     with pytest.raises(CheckpointError, match="6-layer parser and no output_indices in the file"):
@@ -227,3 +232,59 @@ def test_a_plain_state_dict_pt_is_accepted_and_a_pickle_is_refused(source, tmp_p
     torch.save({"model": source}, tmp_path / "module.pt")  # a whole pickled module: code, not weights
     with pytest.raises(CheckpointError, match="refused to unpickle"):
         load_parser(tmp_path / "module.pt")
+
+
+# 96 wide, 4 layers: the depth of the tiny preset, a width no preset has, 3 heads (not CLIP's 96 // 64 = 1)
+ODD = replace(TINY, width=96, heads=3, input_size=64)
+SMALL = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+
+
+def odd_parser() -> FarlParser:
+    torch.manual_seed(5)
+    return FarlParser(ODD).eval()
+
+
+def attention_heads(parser: FarlParser) -> set[int]:
+    return {blk.attn.num_heads for blk in parser.backbone.visual.transformer.resblocks}
+
+
+def test_a_parser_of_non_preset_shape_needs_its_head_count(tmp_path):
+    """A state_dict records no head count and no preset has its shape: refused, naming --parser-heads; with the
+    count given (load_parser, the DetectorSpec of every command, convert-parser) it loads as the source."""
+    source, path = odd_parser(), tmp_path / "odd_state_dict.pt"
+    torch.save(source.state_dict(), path)
+    with pytest.raises(CheckpointError, match=r"96-wide 4-layer parser .* pass --parser-heads N$"):
+        load_parser(path)
+    loaded = load_parser(path, heads=3)
+    assert loaded.cfg == ODD and attention_heads(loaded) == {3}
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(SMALL), source(SMALL), rtol=0, atol=1e-5)
+    with pytest.raises(CheckpointError, match="attention heads do not split the width 96"):
+        load_parser(path, heads=5)
+    spec = DetectorSpec(preset="tiny", parser=str(path), parser_heads=3)
+    assert build_region_index(spec, dinov3_config(spec))[0].cfg.heads == 3
+    refused = CliRunner().invoke(app, ["convert-parser", str(path), str(tmp_path / "no.safetensors")])
+    assert refused.exit_code != 0 and "--parser-heads N" in refused.output
+    dst = tmp_path / "odd.safetensors"
+    result = CliRunner().invoke(app, ["convert-parser", str(path), str(dst), "--parser-heads", "3"])
+    assert result.exit_code == 0, result.output
+    assert load_parser(dst).cfg.heads == 3
+
+
+def test_the_head_count_a_torchscript_archive_records_is_read_and_never_overridden(tmp_path):
+    """A scripted parser records `num_heads` in its attention modules: read as data and by torch.jit.load, kept in
+    the converted file; a different --parser-heads is refused, not chosen."""
+    source, path = odd_parser(), tmp_path / "odd_jit.pt"
+    clone = FarlParser(ODD)
+    clone.load_state_dict(source.state_dict())
+    facer_like_torchscript(clone, path)
+    assert read_torchscript(path)[1][HEADS_KEY] == 3
+    dst = tmp_path / "odd.safetensors"
+    convert_parser(path, dst)
+    for loaded in (load_parser(path), load_parser(path, trust_torchscript=True), load_parser(dst, heads=3)):
+        assert loaded.cfg.heads == 3 and attention_heads(loaded) == {3}
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(SMALL), source(SMALL), rtol=0, atol=1e-5)
+    for file in (path, dst):
+        with pytest.raises(CheckpointError, match="records 3 attention heads, not the 1 of --parser-heads"):
+            load_parser(file, heads=1)
