@@ -1,7 +1,7 @@
 """`dfedge score`: photos, videos, folders of them, or aligned crops -> one JSON-able record per face (photos), per
-video, per crop, each with a status (models/frontend.STATUSES) and a probability only when the status is ok.
+video, per crop, each with a status (device/verdict.STATUSES) and a probability only when the status is ok.
 
-The detector is a `dfedge.runtimes.Detector`: the torch model with the kit's face front end, or a bundle. A file
+The detector is a `dfedge.runtimes.Pipeline`: the torch model with the kit's face detector, or a bundle. A file
 that cannot be read is a record with status `unreadable` naming it; the other inputs are still scored.
 """
 
@@ -18,7 +18,10 @@ import numpy as np
 from .data.images import IMAGE_SUFFIXES, ImageError, read_crop
 from .data.media import FRAMES_PER_VIDEO, MediaError, Pass, media_kind, read_photo, sampler
 from .distributed import RayEngine, Worker
-from .models import frontend
+from .device.faces import detectors
+from .device.faces.mtcnn import MIN_FACE
+from .device.image import MAX_PIXELS
+from .device.verdict import Verdict
 from .models.checkpoint import atomic_write
 
 
@@ -26,14 +29,14 @@ from .models.checkpoint import atomic_write
 class ScoreOptions:
     aligned: bool = False  # the inputs are aligned crops (no face detection)
     faces: str = "all"  # all | largest: which faces of a photo get a record
-    min_face: int = frontend.MIN_FACE  # smallest face side, in pixels, that is scored
+    min_face: int = MIN_FACE  # smallest face side, in pixels, that is scored
     frames: int = FRAMES_PER_VIDEO  # frames sampled uniformly per video ...
     fps: float | None = None  # ... or at this rate
     track: str = "iou"  # iou | largest: how the face is followed across a video's frames
     per_frame: bool = False  # keep each sampled frame's verdict in the video record
     top: int = 5  # top-contributing tokens listed per face
     save_vis: Path | None = None  # per face: the photo with box and landmarks, the crop with mask and contributions
-    max_pixels: int = frontend.MAX_PIXELS  # a photo that would decode to more is refused from its header
+    max_pixels: int = MAX_PIXELS  # a photo that would decode to more is refused from its header
     temporal: bool = False  # a video's verdict from SDR's temporal head over windows of its frames (video bundles)
     stride: int | None = None  # frames between the temporal head's windows (default: its window)
 
@@ -42,15 +45,16 @@ def check(options: ScoreOptions, detector) -> None:
     """Settings that cannot work, as one line (ValueError) before anything is read."""
     if options.faces not in ("all", "largest") or options.track not in ("iou", "largest"):
         raise ValueError(f"--faces is all or largest, --track iou or largest (got {options.faces}, {options.track})")
-    if options.min_face < 12:
-        raise ValueError(f"--min-face {options.min_face}: MTCNN's smallest window is 12 px")
+    row = detectors()[(detector.manifest.get("front_end") or {}).get("detector", "mtcnn")]
+    if options.min_face < row.smallest_face:
+        raise ValueError(f"--min-face {options.min_face}: {row.name.upper()}'s smallest window is {row.smallest_face} px")
     if options.max_pixels < 1:
         raise ValueError(f"--max-pixels must be at least 1 (got {options.max_pixels})")
     if options.frames < 1 or (options.fps is not None and options.fps <= 0):
         raise ValueError(f"--frames must be at least 1 and --fps positive (got {options.frames}, {options.fps})")
     if options.temporal:
         detector.stream(options.stride)  # ValueError: no temporal head, or a stride outside 1..T
-    if not options.aligned and detector.scorer.nets is None:
+    if not options.aligned and detector.scorer.detector is None:
         raise ValueError(f"{detector.path}: this bundle has no face front end (made before bundles carried one): "
                          "export it again, or score aligned crops with --aligned")
 
@@ -97,7 +101,8 @@ def random_weights(manifest: dict) -> list[str]:
 def score_paths(detector, paths: list[Path], options: ScoreOptions = ScoreOptions()) -> Iterator[dict]:
     """Records, in the order of `expand(paths)`; each says `random_weights` when any part of the model is random."""
     check(options, detector)
-    detector.scorer.min_face = options.min_face
+    if detector.scorer.detector is not None:
+        detector.scorer.detector = detector.scorer.detector.with_min_face(options.min_face)
     random = random_weights(detector.manifest)
     for record in _records(detector, paths, options):
         yield {**record, "random_weights": random} if random else record
@@ -203,7 +208,7 @@ def _video(detector, path: Path, options: ScoreOptions) -> dict:
     return {"file": str(path), "kind": "video", "frames_decoded": frames.decoded, "decode_error": frames.error, **record}
 
 
-def save_vis(path: Path, image: np.ndarray, verdict: frontend.Verdict, title: str) -> Path:
+def save_vis(path: Path, image: np.ndarray, verdict: Verdict, title: str) -> Path:
     """The photo with the face's box and landmarks, and the aligned crop with the token mask and each region
     token's contribution to the logit over it (red towards fake, blue towards real), with a colour key."""
     import matplotlib

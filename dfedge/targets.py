@@ -1,10 +1,10 @@
 """The one table of targets: one row per target drives the exporters and quantizers, the bundles and their
 runtimes, the parity checks, the build's plan, the CLI's choices and help, the benchmark and the docs table.
 
-A row is the bundle-format half (`runtimes/standalone.py` FORMATS: model file, input name and layout, runtime
-package, opener; it ships inside every bundle) and the conversion half here: exporter, quantizer, precisions.
+A row is the bundle-format half (`dfedge/device/formats/` FORMATS: model file, input name and layout, runtime
+package, session, capabilities; it ships inside every bundle) and the conversion half here: exporter, quantizer, precisions.
 Adding a target is one row here, one exporter module (export/<name>.py), one opener and format row in
-standalone.py, and, for quantized rungs, one quantizer module (docs/architecture.md).
+the device package (dfedge/device/formats/<name>.py), and, for quantized rungs, one quantizer module (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from .quantize import executorch as executorch_quantize
 from .quantize import onnx as onnx_quantize
 from .quantize import openvino as openvino_quantize
 from .quantize import tflite as tflite_quantize
-from .runtimes.standalone import FORMATS
+from .device.formats import FORMATS
 
 EXPORTED = ("fp32", "fp16")
 

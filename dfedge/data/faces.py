@@ -9,7 +9,7 @@ The kit's contract with any face detector is "5 landmarks in -> aligned crop out
 
 Landmarks are (x, y) in pixel-index coordinates (the centre of the top-left pixel is (0, 0)), in the order left
 eye, right eye, nose tip, left mouth corner, right mouth corner, "left" meaning image-left. The geometry and the
-MTCNN cascade are numpy in `models/frontend.py`, the code every bundle ships; here they get the kit's torch nets.
+MTCNN cascade are numpy in the device package (`dfedge/device/`), the code every bundle ships; here they get the kit's torch nets.
 
 Locators here:
   LandmarkFile  landmarks a user's own detector wrote to a JSON or CSV file, keyed by video and frame index
@@ -27,9 +27,11 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
-from ..models import frontend
+from ..device import align as device_align
+from ..device.align import similarity_transform  # noqa: F401 - API
+from ..device.faces import Face, face_from_landmarks, largest_face  # noqa: F401 - API
+from ..device.faces import mtcnn as cascade
 from ..models.detector import CROP_SIZE, align_template
-from ..models.frontend import Face, face_from_landmarks, largest_face, similarity_transform  # noqa: F401 - API
 from ..models.mtcnn import TorchNets, load_mtcnn
 
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
@@ -54,7 +56,7 @@ class FaceLocator(Protocol):
 def align(frame: np.ndarray, landmarks: np.ndarray, template: np.ndarray | None = None, size: int = CROP_SIZE) -> np.ndarray:
     """uint8 [size, size, 3] crop whose 5 landmarks sit on `template` (pixels of the crop; default the kit's
     ALIGN_TEMPLATE scaled to `size`). Bilinear sampling; outside the frame is black."""
-    return frontend.align(frame, landmarks, align_template(size) if template is None else template, size)
+    return device_align.align(frame, landmarks, align_template(size) if template is None else template, size)
 
 
 def _one_face(value) -> bool:
@@ -127,18 +129,18 @@ class LandmarkFile:
 
 
 class MTCNN:
-    """MTCNN face detector with 5 landmarks (models/frontend.py's cascade on the kit's torch nets), CPU or GPU.
+    """MTCNN face detector with 5 landmarks (device/faces/mtcnn.py's cascade on the kit's torch nets), CPU or GPU.
 
     min_face: smallest face side in pixels searched for; thresholds: P(face) needed at the P-, R- and O-Net stages.
     weights: None for the shipped weights, or a folder with facenet-pytorch's pnet.pt, rnet.pt, onet.pt."""
 
-    def __init__(self, weights: str | Path | None = None, min_face: int = frontend.MIN_FACE,
-                 thresholds: tuple[float, float, float] = frontend.THRESHOLDS, device: str = "cpu") -> None:
+    def __init__(self, weights: str | Path | None = None, min_face: int = cascade.MIN_FACE,
+                 thresholds: tuple[float, float, float] = cascade.THRESHOLDS, device: str = "cpu") -> None:
         self.nets = TorchNets(load_mtcnn(weights), device)
         self.min_face, self.thresholds = min_face, tuple(thresholds)
-        self.name = f"mtcnn-{min_face}-{'-'.join(f'{t:g}' for t in thresholds)}-{frontend.FACTOR:g}-np{frontend.MAX_SIDE}"
+        self.name = f"mtcnn-{min_face}-{'-'.join(f'{t:g}' for t in thresholds)}-{cascade.FACTOR:g}-np{cascade.MAX_SIDE}"
 
     def locate(self, frame: np.ndarray, at: FrameRef | None = None) -> list[Face]:
         """Faces in a uint8 [H, W, 3] RGB frame, best score first."""
-        return frontend.detect_faces(frame, self.nets.pnet, self.nets.rnet, self.nets.onet, self.min_face,
-                                     self.thresholds)
+        return cascade.detect_faces(frame, self.nets.pnet, self.nets.rnet, self.nets.onet, self.min_face,
+                                    self.thresholds)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..models import frontend
+from ..device.image import read_image
 from ..models.detector import CROP_SIZE
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -18,12 +18,12 @@ class ImageError(ValueError):
 
 
 def read_crop(path: str | Path, size: int = CROP_SIZE, conversions: list[str] | None = None) -> np.ndarray:
-    """An aligned crop as uint8 RGB [size, size, 3], read as photos are (models/frontend.read_image: EXIF
+    """An aligned crop as uint8 RGB [size, size, 3], read as photos are (device/image.read_image: EXIF
     orientation, 16-bit and transparency converted, each conversion appended to `conversions`); other sizes are
     refused, not silently resized."""
     path = Path(path)
     try:
-        rgb, _, notes = frontend.read_image(path, max_side=1 << 30)
+        rgb, _, notes = read_image(path, max_side=1 << 30)
     except ValueError as e:
         raise ImageError(f"{path}: {e}") from None
     if rgb.shape[:2] != (size, size):

@@ -18,12 +18,12 @@ from typing import NamedTuple
 import av
 import numpy as np
 
-from ..models import frontend
+from ..device import image as device_image
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".webm", ".mkv", ".avi")
 FRAMES_PER_VIDEO = 32
-MAX_SIDE = frontend.MAX_DECODE  # longest side a photo is decoded to; the front end searches a copy of at most 1600
+MAX_SIDE = device_image.MAX_DECODE  # longest side a photo is decoded to; the front end searches a copy of at most 1600
 
 try:  # HEIC/HEIF, as phones upload them
     from pillow_heif import register_heif_opener
@@ -56,13 +56,13 @@ def media_kind(path: str | Path) -> str | None:
 class Photo(NamedTuple):
     image: np.ndarray  # uint8 [H, W, 3] RGB, upright, at most MAX_SIDE long
     size: tuple[int, int]  # the photo's own upright (width, height): coordinates are reported in these pixels
-    conversions: tuple[str, ...] = ()  # what reading it did besides decoding (frontend.read_image), in words
+    conversions: tuple[str, ...] = ()  # what reading it did besides decoding (device/image.read_image), in words
 
 
-def read_photo(path: str | Path, max_side: int = MAX_SIDE, max_pixels: int = frontend.MAX_PIXELS) -> Photo:
-    """The photo, upright and reduced to fit `max_side` (models/frontend.read_image: the code bundles run too)."""
+def read_photo(path: str | Path, max_side: int = MAX_SIDE, max_pixels: int = device_image.MAX_PIXELS) -> Photo:
+    """The photo, upright and reduced to fit `max_side` (device/image.read_image: the code bundles run too)."""
     try:
-        image, size, conversions = frontend.read_image(path, max_side, max_pixels)
+        image, size, conversions = device_image.read_image(path, max_side, max_pixels)
     except ValueError as e:
         raise MediaError("unreadable", str(e)) from None
     return Photo(image, size, tuple(conversions))
@@ -127,7 +127,7 @@ class Pass:
         k = max(rgb.shape[:2]) / self.max_side if self.max_side else 1.0
         if k <= 1:
             return rgb
-        return np.rint(frontend.resize_area(rgb, round(rgb.shape[0] / k), round(rgb.shape[1] / k))).astype(np.uint8)
+        return np.rint(device_image.resize_area(rgb, round(rgb.shape[0] / k), round(rgb.shape[1] / k))).astype(np.uint8)
 
 
 def sampler(count: int = FRAMES_PER_VIDEO, fps: float | None = None) -> Callable[[int, float], set[int]]:

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..data.samples import LabelledSet
-from ..models.frontend import align, detect_faces, iou
+from ..device.align import align
+from ..device.faces import FaceDetector
+from ..device.scorer import iou
 from .metrics import delong_auc_variance
 from .scores import Runner, Scores, score_set
 from .validate import Budget, compare
@@ -152,7 +154,7 @@ class Gate:
     def pack(self) -> dict[str, np.ndarray] | None:
         """The bundle's validation pack: up to `pack_crops` crops of the split that the reference finds the region
         in, as many fakes as reals where the split allows (the first of each, in split order), with their labels and
-        the reference's logits and token masks; `bench.py --validate` scores them on a device (standalone.validate)."""
+        the reference's logits and token masks; `bench.py --validate` scores them on a device (device/validation.validate)."""
         if not self.pack_crops:
             return None
         ref = self.validation.reference
@@ -190,12 +192,13 @@ class Gate:
 FRONT_END_PARITY = {"max_landmark_error_px": 0.5, "max_crop_mad": 1.0}
 
 
-def check_front_end_parity(reference: tuple, nets: tuple, photos: list, template: np.ndarray, crop_size: int) -> dict:
-    """Faces found by both (pnet, rnet, onet) triples on `photos`, matched by box overlap, compared: the record the
-    manifest keeps, with `ok` against FRONT_END_PARITY."""
+def check_front_end_parity(reference: FaceDetector, detector: FaceDetector, photos: list, template: np.ndarray,
+                           crop_size: int) -> dict:
+    """Faces found by both face detectors on `photos`, matched by box overlap, compared: the record the manifest
+    keeps, with `ok` against FRONT_END_PARITY."""
     faces, landmark_error, mad, same = 0, 0.0, 0.0, True
     for photo in photos:
-        ref, got = detect_faces(photo, *reference), detect_faces(photo, *nets)
+        ref, got = reference.detect(photo), detector.detect(photo)
         same &= len(ref) == len(got)
         for r in ref:
             match = max(got, key=lambda g: iou(g.box, r.box), default=None)

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..models.frontend import Stream, Verdict
+from ..device.stream import Stream
+from ..device.verdict import Verdict
 from ..models.temporal import TemporalInfo
 from .gate import GateError
 from .scores import Runner, Scores, score_set
@@ -59,7 +60,7 @@ def _video_scores(rows, labels, logits, usable, masks, header: dict) -> Scores:
 
 def frame_mean_scores(frames: Scores) -> Scores:
     """Per video: the mean probability over its frames with a region, as log-odds (the kit's video verdict,
-    models/frontend.video_record)."""
+    device/verdict.video_record)."""
     rows = videos(frames)
     logits, usable, masks = [], [], []
     for _, _, idx in rows:
@@ -74,7 +75,7 @@ def frame_mean_scores(frames: Scores) -> Scores:
 
 def temporal_scores(frames: Scores, features: np.ndarray, temporal: TemporalRunner, window: int, min_valid: int = 1) -> Scores:
     """Per video: the temporal head's logit averaged over its windows of `window` frames with at least `min_valid`
-    usable frames, the windows cut as a device cuts them (models/frontend.Stream, stride = window); a video with no
+    usable frames, the windows cut as a device cuts them (device/stream.Stream, stride = window); a video with no
     such window has no score (region_tokens 0)."""
     rows = videos(frames)
     logits, usable, masks = [], [], []

@@ -1,4 +1,5 @@
-"""A bundle per job: `dist/<name>/<folder>/` with the model file(s), manifest.json, USAGE.md and bench.py. Written
+"""A bundle per job: `dist/<name>/<folder>/` with the model file(s), manifest.json, USAGE.md, the device package
+(dfedge_device/) and its entry script bench.py. Written
 into a temporary folder beside the final one and renamed into place only after conversion, parity and the gate
 succeed, so a failed or refused bundle leaves nothing behind."""
 
@@ -19,21 +20,26 @@ import torch
 from .._version import __version__
 from ..data.sources import toy_photos
 from ..eval.gate import GateError, Parity, ParityError, check_front_end_parity, check_parity, parity_message
-from ..models import frontend, mtcnn
+from ..device import files as device_files
+from ..device.bundle import placement, placement_unobserved
+from ..device.faces.mtcnn import ROW as MTCNN_ROW
+from ..device.host import device_facts
+from ..device.schema import BUNDLE_SCHEMA, MANIFEST_SCHEMA, schema_errors
+from ..device.validation import validate
+from ..models import mtcnn
 from ..models.checkpoint import sha256_file, temporary, track, uninterrupted
-from ..models.detector import ALIGN_TEMPLATE, OUTPUT_NAMES
+from ..device.graphs import OUTPUTS, TEMPORAL_OUTPUTS
+from ..models.detector import ALIGN_TEMPLATE
 from ..models.heads import head
 from ..models.region import region_classes
-from ..models.temporal import OUTPUT_NAMES as TEMPORAL_OUTPUTS
 from ..models.temporal import Graph
 from ..models.temporal import pack as pack_frames
-from ..runtimes import open_face_nets, open_runtime, open_temporal, standalone, temporal_section, torch_runner
+from ..runtimes import open_face_nets, open_runtime, open_temporal, temporal_section, torch_runner
 from ..runtimes.recipe import Recipe
-from ..runtimes.standalone import MANIFEST
 from .job import Job
 
-BENCH_SCRIPT = standalone.BENCH_FILE  # a copy of dfedge/runtimes/standalone.py: times the bundle with its runtime alone
-FRONT_END_SCRIPT = standalone.FRONT_END_FILE  # a copy of dfedge/models/frontend.py, which bench.py imports
+MANIFEST = device_files.MANIFEST
+DEVICE_PACKAGE = Path(device_files.__file__).resolve().parent  # dfedge/device/: copied whole into every bundle
 
 OUTPUT_MEANING = {
     "logit": "probe logit; positive = fake",
@@ -74,9 +80,7 @@ def file_hashes(root: Path) -> dict[str, dict]:
     return out
 
 
-COREML_PLACEMENT = {"runtime": "coreml", "observed": False,
-                    "reason": "Core ML assigns each op to the Neural Engine, GPU or CPU when a Mac or iPhone loads the "
-                              "model (MLComputePlan, macOS 14.4+); nothing here can observe it"}
+FACE_DETECTOR = MTCNN_ROW  # the face detector every bundle carries (its torch nets: models/mtcnn.py)
 
 
 def head_record(probe) -> dict | None:
@@ -97,12 +101,13 @@ def build_manifest(job: Job, root: Path, parity: Parity, conversion: dict) -> di
     info = det.probe.info
     n_streams = len(getattr(det.probe, "streams", (info.head,)))
     return {
-        "schema": standalone.BUNDLE_SCHEMA,
+        "schema": BUNDLE_SCHEMA,
         "name": job.name,
         "target": target.name,
         "precision": job.precision,
         "model_file": fmt.model_file,
         "runtime": fmt.runtime,
+        "code": {"entry": device_files.ENTRY_FILE, "package": device_files.PACKAGE_DIR, "version": __version__},
         "input": {"name": fmt.input_name, "shape": shape, "dtype": "float32", "layout": fmt.input_layout,
                   "range": [0, 255], "colour_order": "RGB"},
         "alignment": {
@@ -114,7 +119,7 @@ def build_manifest(job: Job, root: Path, parity: Parity, conversion: dict) -> di
             "method": "least-squares 5-point similarity transform from detected landmarks to the template",
         },
         "outputs": {name: {"shape": shape, "meaning": HEAD_MEANING.get(info.head, {}).get(name, OUTPUT_MEANING[name])}
-                    for name, shape in zip(OUTPUT_NAMES, ([1], [1], [1, g, g], [1], [1, g, g], [1, n_streams], [1, det.dinov3.cfg.width]))},
+                    for name, shape in zip(OUTPUTS, ([1], [1], [1, g, g], [1], [1, g, g], [1, n_streams], [1, det.dinov3.cfg.width]))},
         "labels": {"label_set": det.label_set, "label_names": list(det.label_names),
                    "region": det.region_index.region,
                    "region_classes": region_classes(det.label_set, det.region_index.region),
@@ -130,7 +135,7 @@ def build_manifest(job: Job, root: Path, parity: Parity, conversion: dict) -> di
                      target.converter: package_version(target.converter)},
         "export_options": job.options,
         "runtime_options": conversion.pop("runtime_options"),  # what parity and the gate ran with; bench.py and dfedge.load apply them
-        "validated_on": {k: v for k, v in standalone.device_facts(target.name).items() if k not in ("label", "host")},
+        "validated_on": {k: v for k, v in device_facts(target.name).items() if k not in ("label", "host")},
         "placement": conversion.pop("placement", None),  # where each op runs, and in which precision
         "conversion": conversion,
         "parity": {"reference": "torch fp32 eager", **parity.__dict__},
@@ -149,7 +154,9 @@ or, in Python with this folder on the path: `import bench; det = bench.load(".")
 Apps that already have the face's landmarks (ML Kit, Apple Vision) pass them and skip the detector:
 `det.score_image(rgb, landmarks=[[x, y]] * 5)`: left eye, right eye, nose tip, left mouth corner, right mouth corner,
 "left" meaning image-left, in pixel-index coordinates (the centre of the top-left pixel is (0, 0)).
-The face detector (MTCNN, {face_files}) and its pre- and post-processing (frontend.py) are part of the bundle.
+The face detector ({detector}, {face_files}) and the whole pipeline around the model (dfedge_device/: detection,
+alignment, the plausibility guard, verdicts, video streaming) are part of the bundle; bench.py checks every file's
+SHA-256 before it imports any of it.
 
 ## The model
 
@@ -189,7 +196,7 @@ def write_bundle(job: Job, dist: Path, log=lambda msg: None) -> tuple[Path, dict
                 if not parity.ok:
                     raise ParityError(parity_message(job.folder, parity))
                 if "placement" not in conversion:  # the runtime's own view on this host (ExecuTorch's: at lowering)
-                    conversion["placement"] = standalone.placement(tmp, target.name, options) or COREML_PLACEMENT
+                    conversion["placement"] = placement(tmp, target.name, options) or placement_unobserved(target.format)
                 manifest = build_manifest(job, tmp, parity, conversion)
                 manifest["front_end"] = write_front_end(job, tmp)
                 if job.temporal is not None:
@@ -217,37 +224,33 @@ _FRONT_ENDS: dict[tuple, tempfile.TemporaryDirectory] = {}
 
 
 def write_front_end(job: Job, tmp: Path) -> dict:
-    """The face front end's three nets in the bundle's own format (converted once per process and target), checked
-    against the kit's torch nets on toy photos (eval.gate.check_front_end_parity) in every bundle; its manifest
-    section."""
-    fmt = job.target.format
+    """The face detector's nets (FACE_DETECTOR's row) in the bundle's own format (converted once per process and
+    target), checked against the kit's torch nets on toy photos (eval.gate.check_front_end_parity) in every bundle;
+    its manifest section."""
+    fmt, row = job.target.format, FACE_DETECTOR
     key = (fmt.name, job.target.graph_exporter, mtcnn.shipped_provenance()["sha256"])
     if key not in _FRONT_ENDS:
         folder = tempfile.TemporaryDirectory(prefix="dfedge-front-end-")
         track(folder.name)
         nets = mtcnn.load_mtcnn()
-        for net, names in mtcnn.OUTPUTS.items():
-            job.target.graph_exporter(nets[net], torch.zeros(mtcnn.EXAMPLES[net]), Path(folder.name) / fmt.graph_file(f"face_{net}"),
-                                      names, net == "pnet")
+        for net in row.nets:
+            job.target.graph_exporter(nets[net.name], torch.zeros(net.example), Path(folder.name) / fmt.graph_file(net.stem),
+                                      net.outputs, net.free_size)
         _FRONT_ENDS[key] = folder
     source = Path(_FRONT_ENDS[key].name)
     for item in source.iterdir():
         (shutil.copytree if item.is_dir() else shutil.copyfile)(item, tmp / item.name)
-    files = {net: fmt.graph_file(f"face_{net}") for net in mtcnn.NETS}
-    kit = mtcnn.TorchNets(mtcnn.load_mtcnn())
-    parity = check_front_end_parity((kit.pnet, kit.rnet, kit.onet),
-                                    open_face_nets(tmp, {"target": fmt.name, "front_end": {"files": files}}, interpreter=True),
+    files = {net.name: fmt.graph_file(net.stem) for net in row.nets}
+    section = {"detector": row.name, "title": row.title, "files": files, "inputs": row.inputs,
+               "sources": mtcnn.shipped_provenance(), "settings": dict(row.settings)}
+    parity = check_front_end_parity(mtcnn.TorchNets(mtcnn.load_mtcnn()).detector(),
+                                    open_face_nets(tmp, {"target": fmt.name, "front_end": section}, interpreter=True),
                                     toy_photos(), ALIGN_TEMPLATE, job.detector.cfg.crop_size)
     if not parity["ok"]:
         raise ParityError(f"{job.folder}: face front end: {parity['faces']} faces matched, same faces "
                           f"{parity['same_faces']}, landmarks off by {parity['max_landmark_error_px']:.3f} px, crops by "
                           f"{parity['max_crop_mad']:.3f} grey levels (limits {parity['limits']})")
-    return {"detector": "MTCNN (Zhang et al. 2016): P-Net, R-Net, O-Net", "files": files,
-            "inputs": "NCHW float32, (RGB - 127.5) / 128; P-Net height and width free (even sides)",
-            "code": FRONT_END_SCRIPT, "sources": mtcnn.shipped_provenance(),
-            "settings": {"min_face": frontend.MIN_FACE, "thresholds": list(frontend.THRESHOLDS),
-                         "factor": frontend.FACTOR, "max_side": frontend.MAX_SIDE},
-            "parity": parity}
+    return dict(section, parity=parity)
 
 
 TEMPORAL_PARITY = {"fp32": 1e-4}  # max |Δlogit| of a bundle's temporal graph (exported in fp32 in every rung) against torch
@@ -300,28 +303,43 @@ def write_temporal(job: Job, tmp: Path, runner, log=lambda msg: None, recipe=Non
 
 
 def write_pack(job: Job, tmp: Path, pack: dict, runner) -> dict:
-    """The validation pack (standalone.VALIDATION_FILE) and what `bench.py --validate` reports from it on this host,
+    """The validation pack (device.files.VALIDATION_FILE) and what `bench.py --validate` reports from it on this host,
     through the bundle's own runner: the device-side numbers compare against these."""
-    with open(tmp / standalone.VALIDATION_FILE, "wb") as f:
+    with open(tmp / device_files.VALIDATION_FILE, "wb") as f:
         np.savez_compressed(f, **pack)
-    host = standalone.validate(runner, float(job.detector.probe.info.threshold), tmp)
-    return {"file": standalone.VALIDATION_FILE, "crops": len(pack["labels"]), "fakes": int(pack["labels"].sum()),
+    host = validate(runner, float(job.detector.probe.info.threshold), tmp)
+    return {"file": device_files.VALIDATION_FILE, "crops": len(pack["labels"]), "fakes": int(pack["labels"].sum()),
             "data": job.gate.validation.data.description, "ids": pack["ids"].tolist(), "host": host}
 
 
 def _finish(job: Job, tmp: Path, manifest: dict) -> None:
-    """bench.py, frontend.py, USAGE.md and the manifest (hashing every file, these included)."""
+    """The device package and its entry script, USAGE.md and the manifest (hashing every file, these included),
+    checked against the schema: the kit never writes a manifest its own schema refuses."""
     info = manifest["probe"]
-    shutil.copyfile(standalone.__file__, tmp / BENCH_SCRIPT)
-    shutil.copyfile(frontend.__file__, tmp / FRONT_END_SCRIPT)
+    copy_device_code(tmp)
     (tmp / "USAGE.md").write_text(USAGE.format(
         name=job.name, target=job.target.name, precision=job.precision, input=manifest["input"]["name"],
         shape=manifest["input"]["shape"], layout=job.target.format.input_layout,
-        outputs=", ".join(f"`{n}`" for n in OUTPUT_NAMES), region=manifest["labels"]["region"],
+        outputs=", ".join(f"`{n}`" for n in OUTPUTS), region=manifest["labels"]["region"],
         threshold=info["threshold_logit"], probability=info["threshold_probability"], rule=info["rule"],
-        runtime=job.target.format.runtime, face_files=", ".join(manifest["front_end"]["files"].values())))
+        runtime=job.target.format.runtime, face_files=", ".join(manifest["front_end"]["files"].values()),
+        detector=manifest["front_end"]["title"]))
     manifest["files"] = file_hashes(tmp)
+    errors = schema_errors(json.loads(json.dumps(manifest)), MANIFEST_SCHEMA)
+    if errors:
+        raise RuntimeError(f"{job.folder}: the manifest breaks its own schema: {errors[0]}" +
+                           (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+
+
+def copy_device_code(folder: Path) -> None:
+    """dfedge/device/ (its .py files) as the bundle's dfedge_device/, and its entry script as bench.py."""
+    for source in sorted(DEVICE_PACKAGE.rglob("*.py")):
+        rel = source.relative_to(DEVICE_PACKAGE)
+        if "__pycache__" not in rel.parts:
+            (folder / device_files.PACKAGE_DIR / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, folder / device_files.PACKAGE_DIR / rel)
+    shutil.copyfile(DEVICE_PACKAGE / "entry.py", folder / device_files.ENTRY_FILE)
 
 
 def replace_folder(tmp: Path, final: Path) -> None:

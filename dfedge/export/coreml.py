@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..models.detector import FP32_CONSTANTS, OUTPUT_NAMES
-from ..runtimes.standalone import FORMATS
+from ..device.graphs import OUTPUTS
+from ..models.detector import FP32_CONSTANTS
+from ..device.formats import FORMATS
 from .job import Job
 
 FORMAT = FORMATS["coreml"]
@@ -37,7 +38,7 @@ def converted(job: Job, compute: str):
     return ct.convert(
         job.cache["exported_program"],
         inputs=[ct.TensorType(name=FORMAT.input_name, shape=tuple(job.example.shape), dtype=np.float32)],
-        outputs=[ct.TensorType(name=n) for n in OUTPUT_NAMES],
+        outputs=[ct.TensorType(name=n) for n in OUTPUTS],
         convert_to="mlprogram",
         minimum_deployment_target=getattr(ct.target, MINIMUM_DEPLOYMENT_TARGET),
         compute_precision=_fp16_except([getattr(job.detector, n).numpy() for n in FP32_CONSTANTS])

@@ -13,15 +13,16 @@ from pathlib import Path
 
 import torch
 
-from ..models.frontend import MAX_SIDE
-from ..runtimes.standalone import FORMATS, placement_report
+from ..device.faces.mtcnn import MAX_SIDE
+from ..device.formats import FORMATS
+from ..device.formats.placement import placement_report
 from .job import Job
 
 FORMAT = FORMATS["executorch"]
 
 
 class Outputs(torch.nn.Module):
-    """The detector's outputs as a plain tuple (OUTPUT_NAMES order): a .pte's output spec cannot hold a namedtuple."""
+    """The detector's outputs as a plain tuple (OUTPUTS order): a .pte's output spec cannot hold a namedtuple."""
 
     def __init__(self, detector: torch.nn.Module) -> None:
         super().__init__()
@@ -151,7 +152,7 @@ def placement(edge, accelerator: str = DELEGATES["xnnpack"]) -> dict:
     `_precision`; the quantize/dequantize steps are counted apart)."""
     from executorch.exir.lowered_backend_module import LoweredBackendModule
 
-    ops: list[tuple[bool, str, str, int]] = []  # (delegated?, op, precision, FLOPs): standalone.placement_report's rows
+    ops: list[tuple[bool, str, str, int]] = []  # (delegated?, op, precision, FLOPs): device.formats.placement.placement_report's rows
     quantize_steps = {"accelerated": 0, "fallback": 0}
 
     def visit(gm, where: str) -> None:
@@ -199,7 +200,7 @@ def export_coreml(module: torch.nn.Module, example: torch.Tensor, path: Path, me
 def export_graph(module: torch.nn.Module, example: torch.Tensor, path: Path, names: tuple[str, ...],
                  dynamic_hw: bool = False) -> list[Path]:
     """A small fp32 graph (the face front end's nets), NCHW input, outputs in the order of `names`; height and width
-    free (even sides) when `dynamic_hw`, up to the detection copy's longest side (frontend.MAX_SIDE): ExecuTorch
+    free (even sides) when `dynamic_hw`, up to the detection copy's longest side (device.faces.mtcnn.MAX_SIDE): ExecuTorch
     plans memory for a dynamic shape's upper bound, so the bound is that and not more."""
     dims = ({2: 2 * torch.export.Dim("h", min=7, max=MAX_SIDE // 2), 3: 2 * torch.export.Dim("w", min=7, max=MAX_SIDE // 2)},)
     program = torch.export.export(module.eval(), (example,), dynamic_shapes=dims if dynamic_hw else None, strict=False)

@@ -24,9 +24,11 @@ from .._version import __version__
 from ..data.calibration import Calibration
 from ..eval.gate import Gate
 from ..eval.video import VideoGate
-from ..models.detector import ALIGN_TEMPLATE, OUTPUT_NAMES, Detector
+from ..device.graphs import OUTPUTS
+from ..models.detector import ALIGN_TEMPLATE, Detector
 from ..models.temporal import TemporalHead
-from ..runtimes.standalone import BUNDLE_SCHEMA, Format
+from ..device.formats import Format
+from ..device.schema import BUNDLE_SCHEMA
 
 Converter = Callable[["Job", Path, dict], list[Path]]
 # (module, example input, output path, output names, dynamic height/width) -> files: small fp32 graphs (the face nets)
@@ -35,7 +37,7 @@ GraphExporter = Callable[[object, torch.Tensor, Path, tuple, bool], list[Path]]
 
 @dataclass(frozen=True)
 class Target:
-    """One row of the target table: the bundle-format half (`format`, from runtimes/standalone.py: model file,
+    """One row of the target table: the bundle-format half (`format`, from dfedge/device/formats: model file,
     input name and layout, runtime package, opener) and the conversion half (exporter, quantizer, precisions)."""
 
     format: Format
@@ -100,5 +102,5 @@ class Job:
             "dfedge.input": f"image float32 RGB 0-255 {det.cfg.crop_size}x{det.cfg.crop_size} aligned crop",
             "dfedge.template": json.dumps(np.round(ALIGN_TEMPLATE, 4).tolist()),
             "dfedge.label_set": det.label_set, "dfedge.region": det.region_index.region,
-            "dfedge.threshold_logit": repr(float(det.probe.info.threshold)), "dfedge.outputs": ",".join(OUTPUT_NAMES),
+            "dfedge.threshold_logit": repr(float(det.probe.info.threshold)), "dfedge.outputs": ",".join(OUTPUTS),
         }

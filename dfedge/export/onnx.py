@@ -7,8 +7,9 @@ from pathlib import Path
 
 import torch
 
-from ..models.detector import FP32_CONSTANTS, OUTPUT_NAMES
-from ..runtimes.standalone import FORMATS
+from ..device.graphs import OUTPUTS
+from ..models.detector import FP32_CONSTANTS
+from ..device.formats import FORMATS
 from .job import Job
 
 FORMAT = FORMATS["onnx"]
@@ -45,7 +46,7 @@ def converted(job: Job, out_dir: Path):
         path = out_dir / FORMAT.model_file
         program = torch.onnx.export(
             job.detector, (job.example,), dynamo=True, opset_version=OPSET, input_names=[FORMAT.input_name],
-            output_names=list(OUTPUT_NAMES), verbose=False, external_data=_large(job.detector),
+            output_names=list(OUTPUTS), verbose=False, external_data=_large(job.detector),
         )
         program.save(str(path))
         job.cache["onnx"] = onnx.load(str(path))

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from ..eval.gate import GateError
-from ..models.detector import FP32_CONSTANTS, OUTPUT_NAMES
-from ..runtimes.standalone import FORMATS
+from ..device.graphs import OUTPUTS
+from ..models.detector import FP32_CONSTANTS
+from ..device.formats import FORMATS
 from .job import Job
 
 FORMAT = FORMATS["openvino"]
@@ -45,7 +46,7 @@ def converted(job: Job):
     model = job.cache["openvino"].clone()
     _stable_names(model)
     model.inputs[0].get_tensor().set_names({FORMAT.input_name})
-    for output, name in zip(model.outputs, OUTPUT_NAMES):
+    for output, name in zip(model.outputs, OUTPUTS):
         output.get_tensor().set_names({name})
     return model
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..runtimes.standalone import FORMATS
+from ..device.formats import FORMATS
 from .job import Job
 from .rewrite import shifted_convs
 
@@ -18,7 +18,7 @@ FORMAT = FORMATS["tflite"]
 
 
 class NHWCInput(torch.nn.Module):
-    """[B, H, W, 3] -> the detector's [B, 3, H, W]; outputs as a plain tuple in OUTPUT_NAMES order."""
+    """[B, H, W, 3] -> the detector's [B, 3, H, W]; outputs as a plain tuple in OUTPUTS order."""
 
     def __init__(self, detector: torch.nn.Module) -> None:
         super().__init__()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import os
 import pickle
@@ -23,6 +22,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from ..device.files import sha256_file  # noqa: F401 - the one hash of a file, used by the kit through here
+
 
 class CheckpointError(ValueError):
     """A weight file is unreadable, unsafe, or does not match the model it is loaded into."""
@@ -31,14 +32,6 @@ class CheckpointError(ValueError):
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 PIN = re.compile(r"^[0-9a-f]{64}$")

@@ -55,7 +55,6 @@ def align_template(crop_size: int = CROP_SIZE) -> np.ndarray:
 
 ALIGN_TEMPLATE = align_template(CROP_SIZE)
 
-OUTPUT_NAMES = ("logit", "probability", "token_mask", "region_tokens", "contributions", "streams", "feature")
 # DINOv3 input normalisation. Rounded to fp16 they move every pixel of the DINOv3 input by the same amount, a bias
 # no averaging removes (toy: |dlogit| 0.04 against 0.003 for all weights together), so fp16 exports keep these
 # constants, and the ops that apply them, in fp32.

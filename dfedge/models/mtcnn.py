@@ -5,7 +5,8 @@ as `dfedge/weights/mtcnn.safetensors` (their SHA-256 in its metadata, the licenc
 offline with no extra install; a folder holding facenet-pytorch's three `.pt` files can be given instead. Module
 names mirror the keys of those state dicts, so loading is a strict key-and-shape check and nothing else. The dense
 layers of R-Net and O-Net were converted from a TensorFlow port and read their input flattened in (W, H, C) order.
-The cascade around them (pyramid, NMS, box regression, alignment) is numpy in `frontend.py`.
+The cascade around them (pyramid, NMS, box regression) is numpy in the device package (`device/faces/mtcnn.py`,
+whose `ROW` names the nets, their inputs and outputs, the settings and the licence).
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..device.faces.mtcnn import ROW, Mtcnn
 from .checkpoint import CheckpointError, check_state_dict, expected_shapes, read_safetensors, read_torch_state_dict
 
-NETS = ("pnet", "rnet", "onet")
+NETS = tuple(net.name for net in ROW.nets)
 SHIPPED = Path(__file__).resolve().parent.parent / "weights" / "mtcnn.safetensors"
-LICENCE = "MIT (facenet-pytorch 2.6.0, Copyright (c) 2019 Timothy Esler); weights/MTCNN-LICENSE.md"
+LICENCE = ROW.licence
 
 
 def _flatten_whc(x: torch.Tensor) -> torch.Tensor:
@@ -104,10 +106,7 @@ class ONet(_Cascade):
         return self.dense6_1(x).softmax(1), self.dense6_2(x), self.dense6_3(x)
 
 
-MODULES = {"pnet": PNet, "rnet": RNet, "onet": ONet}
-# Inputs each net is exported with (P-Net is fully convolutional: its height and width are dynamic, even sides)
-EXAMPLES = {"pnet": (1, 3, 48, 64), "rnet": (1, 3, 24, 24), "onet": (1, 3, 48, 48)}
-OUTPUTS = {"pnet": ("prob", "offsets"), "rnet": ("prob", "offsets"), "onet": ("prob", "offsets", "landmarks")}
+MODULES = {"pnet": PNet, "rnet": RNet, "onet": ONet}  # the exported inputs and outputs of each: ROW.nets
 
 
 def _load(net: nn.Module, state: dict, source) -> nn.Module:
@@ -143,7 +142,7 @@ def shipped_provenance() -> dict:
 
 
 class TorchNets:
-    """The three nets as the numpy callables `frontend.detect_faces` takes, run with torch (CPU or CUDA)."""
+    """The three nets as the numpy callables the cascade (device/faces/mtcnn.py) takes, run with torch (CPU or CUDA)."""
 
     def __init__(self, nets: dict[str, nn.Module], device: str = "cpu", batch: int = 256) -> None:
         self.nets = {n: m.to(device) for n, m in nets.items()}
@@ -163,3 +162,7 @@ class TorchNets:
 
     def onet(self, x: np.ndarray):
         return self._run("onet", x)
+
+    def detector(self) -> Mtcnn:
+        """The cascade on these nets, with its default settings: a FaceDetector."""
+        return Mtcnn(self.pnet, self.rnet, self.onet)

@@ -89,7 +89,7 @@ class ProbeInfo:
     threshold: float = 0.0  # on the logit; positive logit = fake
     threshold_rule: str = "logit>=0"
     fitted_on: str = ""
-    guard: dict | None = None  # plausible region token count and centroid (models/frontend.check_region; fit-probe)
+    guard: dict | None = None  # plausible region token count and centroid (device/verdict.check_region; fit-probe)
     head_config: dict | None = None  # topk: channels, k; ensemble: streams, vote_weights, step, calibration (fit-probe)
 
     def __post_init__(self) -> None:

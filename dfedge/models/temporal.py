@@ -9,7 +9,7 @@ over T frame features, giving one logit per window of T frames.
     outputs: logit [B], probability [B] (sigmoid), valid_frames [B] (0: no usable frame, the score is not used)
 
 The validity rides in the input as one more column so the graph has the single input every runtime session of
-the kit takes (runtimes/standalone.py). SDR's spatially perturbed branches and its mutual-information loss are
+the kit takes (dfedge/device/). SDR's spatially perturbed branches and its mutual-information loss are
 training devices (train/temporal.py): what ships is this module.
 """
 
@@ -29,7 +29,6 @@ from .checkpoint import (CheckpointError, check_sha256, check_state_dict, config
                          read_safetensors, save_safetensors, sha256_file)
 from .layers import merge_heads, multi_head_attention, split_heads
 
-OUTPUT_NAMES = ("logit", "probability", "valid_frames")
 MASKED = -1e4  # attention bias of an invalid frame: exp() underflows to 0 in fp32 and fp16 alike, and it stays finite
 METADATA_KEY = "dfedge_temporal"
 
@@ -131,7 +130,7 @@ class TemporalHead(nn.Module):
 
 
 class Graph(nn.Module):
-    """The head as exported: outputs as a plain tuple in OUTPUT_NAMES order (a .pte or a LiteRT signature cannot
+    """The head as exported: outputs as a plain tuple in TEMPORAL_OUTPUTS order (a .pte or a LiteRT signature cannot
     hold a namedtuple)."""
 
     def __init__(self, head: TemporalHead) -> None:

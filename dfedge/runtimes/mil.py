@@ -15,7 +15,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .standalone import FORMATS, OUTPUTS, detector_runner
 
 
 class UnsupportedMilOp(RuntimeError):
@@ -284,13 +283,13 @@ class MilInterpreter:
 
 
 def mil_session(path: Path, names: tuple[str, ...]):
-    """A standalone.Format.session for a saved ML program: run(x) -> {output name: array}, on this interpreter."""
+    """An opener (dfedge.device.bundle.Opener) for a saved ML program: run(x) -> {output name: array}, on this
+    interpreter."""
     interpreter = MilInterpreter(Path(path))
     (source,) = list(interpreter.function.inputs)
     return lambda x: interpreter.run({source: x})
 
 
-def open_mil(bundle: Path):
-    """-> run(images float32 [1, 3, S, S]) -> {output name: array}: the bundle's ML program on this interpreter."""
-    fmt = FORMATS["coreml"]
-    return detector_runner(mil_session(Path(bundle) / fmt.model_file, OUTPUTS), fmt)
+MIL_RUNTIME = "MIL interpreter (dfedge)"
+# the kit's interpreters, by the name a format row gives (Format.interpreter): (opener, runtime name)
+INTERPRETERS = {"mil": (mil_session, MIL_RUNTIME)}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import standalone
-from .bench import SET_SCHEMA
+from ..device.timing import RESULT_SCHEMA
+from .benchmark import SET_SCHEMA
 
 COLUMNS = ("device", "target", "precision", "region index", "status", "p50 ms", "p90 ms", "FPS", "× torch", "size MB",
            "ΔAUC pp", "flips", "mask agr.", "pack", "threads", "runtime")
@@ -23,12 +23,12 @@ def read_results(paths: list[Path]) -> list[dict]:
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}: not JSON ({e.msg}, line {e.lineno})") from None
         schema = data.get("schema") if isinstance(data, dict) else None
-        if schema == standalone.RESULT_SCHEMA:
+        if schema == RESULT_SCHEMA:
             out.append(data)
         elif schema == SET_SCHEMA:
             out += [r for r in data.get("references") or [] if r] + list(data["results"])
         else:
-            raise ValueError(f"{path}: schema {schema!r}, expected {standalone.RESULT_SCHEMA} or {SET_SCHEMA}")
+            raise ValueError(f"{path}: schema {schema!r}, expected {RESULT_SCHEMA} or {SET_SCHEMA}")
     return out
 
 

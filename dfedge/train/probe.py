@@ -26,7 +26,7 @@ from ..data.sources import LabelledSet
 from ..models.checkpoint import atomic_write
 from ..models.detector import Detector
 from ..models import heads
-from ..models.frontend import region_stats
+from ..device.verdict import region_stats
 from ..models.region import LinearProbe, ProbeInfo, check_vote_weights, make_probe
 
 MIN_PER_CLASS = 5
@@ -41,7 +41,7 @@ class Features:
     centroids: np.ndarray  # float32 [N, 2] region centroid (row, column) in tokens, NaN without a region
 
 
-# The plausibility guard (models/frontend.check_region): bounds on the region token count and centroid of genuine
+# The plausibility guard (device/verdict.check_region): bounds on the region token count and centroid of genuine
 # aligned faces, from the probe's training faces: per statistic the central GUARD_COVERAGE of them, widened by
 # GUARD_MARGIN (tokens). Chosen on the toy world (benchmarks/guard.py, docs/front-end.md): false alarms on held-out
 # genuine faces <= 0.5 %.

@@ -2,7 +2,7 @@
 
 Each bundle runs in its own process through its own `bench.py` (what a device owner runs), so load time and peak
 RSS belong to that bundle alone; the reference runs in its own process with the same crop and thread count.
-`python -m dfedge.runtimes.bench SPEC_JSON` is that reference process.
+`python -m dfedge.runtimes.benchmark SPEC_JSON` is that reference process.
 """
 
 from __future__ import annotations
@@ -17,7 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..models.checkpoint import temporary
-from . import standalone
+from ..device.errors import BundleError
+from ..device.files import MANIFEST, write_json
+from ..device.host import device_facts, peak_rss_mb
+from ..device.manifest import verify
+from ..device.timing import RESULT_SCHEMA, demo_crop, time_runner
+from ..device.validation import to_input
 
 SET_SCHEMA = "dfedge-bench-set/1"
 COLUMNS = ("bundle", "target", "precision", "status", "size MB", "load s", "p50 ms", "p90 ms", "p99 ms", "FPS",
@@ -48,12 +53,12 @@ def find_bundles(paths: list[Path]) -> list[Path]:
     """Bundle folders, or folders of bundles (a `dist/<name>`), in the order given."""
     out = []
     for path in map(Path, paths):
-        if (path / standalone.MANIFEST).is_file():
+        if (path / MANIFEST).is_file():
             out.append(path)
-        elif path.is_dir() and (subs := sorted(p.parent for p in path.glob(f"*/{standalone.MANIFEST}"))):
+        elif path.is_dir() and (subs := sorted(p.parent for p in path.glob(f"*/{MANIFEST}"))):
             out += subs
         else:
-            raise standalone.BundleError(f"{path}: not a bundle (no {standalone.MANIFEST}) nor a folder of bundles")
+            raise BundleError(f"{path}: not a bundle (no {MANIFEST}) nor a folder of bundles")
     return out
 
 
@@ -64,7 +69,7 @@ def _run_json(cmd: list[str], what: str) -> dict:
         if out.is_file():
             return json.loads(out.read_text())
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-        return {"schema": standalone.RESULT_SCHEMA, "status": "error", "bundle": what,
+        return {"schema": RESULT_SCHEMA, "status": "error", "bundle": what,
                 "reason": lines[-1] if lines else f"exit code {proc.returncode}"}
 
 
@@ -82,7 +87,7 @@ def reference_spec(manifest: dict) -> dict:
 
 
 def bench_reference(spec: dict, how: BenchRun) -> dict:
-    return _run_json([sys.executable, "-m", "dfedge.runtimes.bench", json.dumps(spec), *how.args()], "torch-fp32")
+    return _run_json([sys.executable, "-m", "dfedge.runtimes.benchmark", json.dumps(spec), *how.args()], "torch-fp32")
 
 
 def bench_set(bundles: list[Path], how: BenchRun, reference=reference_spec, progress=None) -> dict:
@@ -91,7 +96,7 @@ def bench_set(bundles: list[Path], how: BenchRun, reference=reference_spec, prog
     manifest -> the DetectorSpec fields of the torch model to time (None: no reference)."""
     results, specs = [], []
     for bundle in bundles:
-        manifest = standalone.verify(bundle)  # before any of the bundle's code (its bench.py) runs
+        manifest = verify(bundle)  # before any of the bundle's code (its bench.py) runs
         results.append(bench_bundle(bundle, how))
         specs.append(reference(manifest) if reference else {})
         if progress:
@@ -153,21 +158,21 @@ def _reference_main(argv: list[str]) -> int:
     start = time.perf_counter()
     det = build_detector(DetectorSpec(**json.loads(args.spec))).eval()
     load_s = time.perf_counter() - start
-    x = torch.from_numpy(standalone.to_input(standalone.demo_crop(det.cfg.crop_size)))
+    x = torch.from_numpy(to_input(demo_crop(det.cfg.crop_size)))
 
     def run(image):
         with torch.no_grad():
             return det(image)
 
-    result = {"schema": standalone.RESULT_SCHEMA, "status": "ok", "bundle": "torch-fp32", "target": "torch",
+    result = {"schema": RESULT_SCHEMA, "status": "ok", "bundle": "torch-fp32", "target": "torch",
               "precision": "fp32", "region_index": json.loads(args.spec).get("region_index", "exact"),
               "size_mb": sum(p.numel() * p.element_size() for p in det.parameters()) / 1e6, "threads": threads,
               "device": "CPU", "load_s": load_s, "reference": "torch fp32 eager",
-              "facts": dict(standalone.device_facts("torch", args.label), runtime="torch", runtime_version=torch.__version__),
+              "facts": dict(device_facts("torch", args.label), runtime="torch", runtime_version=torch.__version__),
               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    result.update(standalone.time_runner(run, x, args.warmup, args.runs))
-    result["peak_rss_mb"] = standalone.peak_rss_mb()
-    standalone.write_json(args.out, result)
+    result.update(time_runner(run, x, args.warmup, args.runs))
+    result["peak_rss_mb"] = peak_rss_mb()
+    write_json(args.out, result)
     return 0 if np.isfinite(result["latency_ms"]["p50"]) else 1
 
 
