@@ -61,10 +61,11 @@ def onnxruntime_view(tmp_path):
     import onnx
     import onnxruntime as ort
 
-    from dfedge.runtimes import standalone
+    from dfedge.device.formats import FORMATS
+    from dfedge.device.formats.onnx import session_options
 
     def check(model, placement: dict) -> set[str]:
-        so = standalone._onnx_options(ort, standalone.FORMATS["onnx"].options, 0)
+        so = session_options(ort, FORMATS["onnx"].options, 0)
         so.optimized_model_filepath = str(tmp_path / "optimised.onnx")
         ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
         nodes = onnx.load(str(tmp_path / "optimised.onnx")).graph.node

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from dfedge.cli import app
 from dfedge.data.synthetic import toy_sample
-from dfedge.models import frontend
+from dfedge.device import align, verdict
 from dfedge.models.detector import ALIGN_TEMPLATE
 from dfedge.models.factory import DetectorSpec, build_detector
 from dfedge.runtimes import from_torch
@@ -57,9 +57,9 @@ def records(detector, paths, **options):
 def test_a_real_photo_gives_one_face_aligned_on_the_template(detector, photos, name):
     (record,) = records(detector, [photos / name])
     assert record["faces"] == 1 and record["face"]["score"] > 0.95
-    assert record["status"] in frontend.STATUSES and record["status"] != "no_face"
+    assert record["status"] in verdict.STATUSES and record["status"] != "no_face"
     landmarks = np.array(record["face"]["landmarks"])
-    m = frontend.similarity_transform(landmarks, ALIGN_TEMPLATE)
+    m = align.similarity_transform(landmarks, ALIGN_TEMPLATE)
     error = np.linalg.norm(landmarks @ m[:, :2].T + m[:, 2] - ALIGN_TEMPLATE, axis=1)
     assert error.max() < LANDMARK_TOLERANCE, error
     if record["status"] != "ok":  # the toy parser knows only synthetic faces: no score, a reason instead

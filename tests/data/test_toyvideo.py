@@ -124,7 +124,7 @@ def test_bad_toy_video_specs_are_one_clear_error(spec, message):
 
 def test_a_written_clip_decodes_and_its_face_is_found(tmp_path):
     from dfedge.data.media import decode_frames
-    from dfedge.models.frontend import detect_faces
+    from dfedge.device.faces.mtcnn import detect_faces
     from dfedge.models.mtcnn import TorchNets, load_mtcnn
 
     clip = toy_clip(FAKE, "val", 5)

@@ -1,4 +1,4 @@
-"""Video-level scores: the frame mean, the temporal head's windows as a device cuts them (frontend.Stream), and the
+"""Video-level scores: the frame mean, the temporal head's windows as a device cuts them (device/stream.Stream), and the
 gate at video level, on hand-made frames whose answers are known."""
 
 import numpy as np
@@ -8,7 +8,8 @@ from dfedge.eval.gate import GateError
 from dfedge.eval.scores import Scores
 from dfedge.eval.validate import Budget
 from dfedge.eval.video import frame_mean_scores, temporal_scores, videos
-from dfedge.models.frontend import Stream, Verdict, video_record
+from dfedge.device.stream import Stream
+from dfedge.device.verdict import Verdict, video_record
 
 
 def _frames(per_video=(5, 3, 4), labels=(1, 0, 1), probs=None, regions=None):

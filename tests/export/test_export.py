@@ -213,21 +213,22 @@ def test_target_table_drives_resolution_and_docs():
 
 
 def test_the_target_table_is_the_whole_truth():
-    """One row per target: its bundle-format half is the row bench.py ships (standalone.FORMATS), its converters are
-    the export and quantize modules' own functions, and the CLI's choices are its names."""
+    """One row per target: its bundle-format half is the row every bundle ships (device.formats.FORMATS), its
+    converters are the export and quantize modules' own functions, and the CLI's choices are its names."""
     from dfedge import options
     from dfedge.export import onnx as onnx_export
-    from dfedge.models.detector import OUTPUT_NAMES
+    from dfedge.device.formats import FORMATS
+    from dfedge.device.graphs import OUTPUTS
+    from dfedge.models.detector import DetectorOutput
     from dfedge.quantize import openvino as openvino_quantize
-    from dfedge.runtimes import standalone
 
-    assert list(TARGETS) == list(standalone.FORMATS)
+    assert list(TARGETS) == list(FORMATS)
     for name, target in TARGETS.items():
-        assert target.format is standalone.FORMATS[name] and target.format.model_file.startswith("detector.")
+        assert target.format is FORMATS[name] and target.format.model_file.startswith("detector.")
         assert target.exporter.__module__ == f"dfedge.export.{name}"
         assert target.quantizer.__module__ == f"dfedge.quantize.{name}"
     assert TARGETS["onnx"].exporter is onnx_export.export and TARGETS["openvino"].quantizer is openvino_quantize.quantize
-    assert standalone.OUTPUTS == OUTPUT_NAMES  # bench.py cannot import the models: the same names, checked here
+    assert DetectorOutput._fields == OUTPUTS  # the graph's outputs are the device package's names, in its order
     assert options.CHOICES["targets"] == [*TARGETS, "all"] and options.metavar("targets") == "[onnx|openvino|coreml|tflite|executorch|all]"
     assert set(options.CHOICES["precisions"]) == {p for t in TARGETS.values() for p in t.all_precisions}
     from dfedge.targets import BF16, W8A16
@@ -311,8 +312,8 @@ def test_executorch_placement_agrees_with_executorchs_own_delegation_report(tmp_
     from dfedge.models import mtcnn
 
     net = mtcnn.load_mtcnn()["onet"].eval()
-    example = torch.rand(mtcnn.EXAMPLES["onet"]) * 2 - 1
-    ee.export_graph(net, example, tmp_path / "onet.pte", mtcnn.OUTPUTS["onet"])
+    example = torch.rand(mtcnn.ROW.net("onet").example) * 2 - 1
+    ee.export_graph(net, example, tmp_path / "onet.pte", mtcnn.ROW.net("onet").outputs)
     (seen,) = delegation
     where = seen["placement"]
     counts = {op: n for op, n in seen["counts"].items() if not op.startswith(("getitem", "dim_order_ops"))}
@@ -336,7 +337,7 @@ def test_executorch_core_ml_delegate_lowers_here_and_runs_on_apple_only(tmp_path
     from dfedge.models import mtcnn
 
     net = mtcnn.load_mtcnn()["onet"].eval()
-    example = torch.rand(mtcnn.EXAMPLES["onet"]) * 2 - 1
+    example = torch.rand(mtcnn.ROW.net("onet").example) * 2 - 1
     path = tmp_path / "onet-coreml.pte"
     where = ee.export_coreml(net, example, path, {"dfedge.name": "toy"})
     (seen,) = delegation

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from dfedge.models.temporal import OUTPUT_NAMES, Graph, make_temporal, pack
+from dfedge.device.graphs import TEMPORAL_OUTPUTS
+from dfedge.models.temporal import Graph, make_temporal, pack
 from dfedge.runtimes import open_temporal
 from dfedge.runtimes.reference import torch_runner
 from dfedge.targets import TARGETS
@@ -20,7 +21,7 @@ def test_temporal_graph_parity_on_every_target(target, tmp_path):
     x = pack(torch.randn(4, 8, 96, generator=g), valid).numpy()
     t = TARGETS[target]
     name = t.format.graph_file("temporal")
-    t.graph_exporter(Graph(head), torch.zeros(head.input_shape), tmp_path / name, OUTPUT_NAMES, False)
+    t.graph_exporter(Graph(head), torch.zeros(head.input_shape), tmp_path / name, TEMPORAL_OUTPUTS, False)
     run = open_temporal(tmp_path, {"target": target, "temporal": {"file": name}}, interpreter=True)  # CoreML: MIL off macOS
     ref = torch_runner(head)
     for i in range(len(x)):

@@ -3,7 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dfedge.models.detector import ALIGN_TEMPLATE, OUTPUT_NAMES
+from dfedge.device.graphs import OUTPUTS
+from dfedge.models.detector import ALIGN_TEMPLATE
 from dfedge.models.factory import DetectorSpec, build_detector, gflops, meta_detector
 from dfedge.models.resample import area_matrix, unwarp_matrix
 
@@ -25,7 +26,7 @@ def image():
 def test_outputs_have_exact_shapes(detector, image):
     with torch.no_grad():
         out = detector(image)
-    assert out._fields == OUTPUT_NAMES
+    assert out._fields == OUTPUTS
     assert out.logit.shape == out.probability.shape == out.region_tokens.shape == (2,)
     assert out.token_mask.shape == out.contributions.shape == (2, 14, 14)
     torch.testing.assert_close(out.probability, torch.sigmoid(out.logit))

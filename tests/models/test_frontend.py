@@ -1,11 +1,14 @@
-"""The face front end's numpy pieces (models/frontend.py, the code every bundle ships): resampling, coordinates,
+"""The face front end's numpy pieces (dfedge/device/, the code every bundle ships): resampling, coordinates,
 verdicts, video aggregation and face following."""
 
 import numpy as np
 import pytest
 
-from dfedge.models import frontend
-from dfedge.models.frontend import Face, Scorer, Verdict, face_from_landmarks, judge, resize_area, video_record
+from dfedge.device import verdict as verdicts
+from dfedge.device.faces import Face, face_from_landmarks
+from dfedge.device.image import resize_area
+from dfedge.device.scorer import Scorer
+from dfedge.device.verdict import Verdict, judge, video_record
 
 
 def test_resize_area_is_the_box_average():
@@ -78,4 +81,4 @@ def test_following_a_face_picks_it_up_again_after_a_jump(monkeypatch):
     record = scorer.score_video([(0, 0), (1, 1)])
     assert record["usable_frames"] == 2
     assert [f["face"]["box"] for f in record["per_frame"]] == [[0.0, 0.0, 50.0, 50.0], [120.0, 10.0, 170.0, 60.0]]
-    assert frontend.STATUSES == ("ok", "no_face", "no_region", "implausible_region", "unreadable", "model_error")
+    assert verdicts.STATUSES == ("ok", "no_face", "no_region", "implausible_region", "unreadable", "model_error")

@@ -1,4 +1,4 @@
-"""The image input path (models/frontend.read_image: what `dfedge score`, crops and every bundle read), as uploads
+"""The image input path (device/image.read_image: what `dfedge score`, crops and every bundle read), as uploads
 arrive: explicit conversions said in words, refusals in one line, and properties over arbitrary bytes, modes,
 sizes, bit depths, EXIF orientations and truncation (hypothesis; HYPOTHESIS_PROFILE=long tries many more)."""
 
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from dfedge.data.images import ImageError, read_crop
-from dfedge.models.frontend import read_image
+from dfedge.device.image import read_image
 
 
 def save(image: Image.Image, path, **kw):

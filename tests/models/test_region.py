@@ -95,7 +95,7 @@ def test_attribution_identity_sums_to_the_logit(detector, monkeypatch):
 
 
 def test_empty_region_is_reported_not_scored(detector, monkeypatch):
-    from dfedge.models.frontend import judge
+    from dfedge.device.verdict import judge
 
     monkeypatch.setattr(detector, "parse", hand_made_parse(detector, 0))
     with torch.no_grad():

@@ -8,7 +8,7 @@ import pytest
 from dfedge.data import calibration as calib_lib
 from dfedge.models.factory import DetectorSpec, build_detector
 from dfedge.quantize.scope import onnx_float_nodes, openvino_patterns
-from dfedge.runtimes import standalone
+from dfedge.device.bundle import placement
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +70,9 @@ def test_openvino_int8_keeps_the_region_math_float(detector, calib, make_job, mo
                if i["layerType"] in ("FullyConnected", "Convolution", "MatMul")}
     gemms_of_quantized = [p for names, p in runtime.items() if set(names.split(",")) & quantized]
     assert gemms_of_quantized and set(gemms_of_quantized) <= {"i8", "u8", "I8", "U8"}, runtime
-    placement = standalone.placement(tmp_path, "openvino")
-    int8 = sum(v for k, v in placement["gemm_gflops_by_dtype"]["accelerated"].items() if k in ("int8", "uint8"))
-    assert int8 > 0.5 * sum(placement["gflops"].values()) and placement["options"] == {"CPU": {"INFERENCE_PRECISION_HINT": "f32"}}
+    where = placement(tmp_path, "openvino")
+    int8 = sum(v for k, v in where["gemm_gflops_by_dtype"]["accelerated"].items() if k in ("int8", "uint8"))
+    assert int8 > 0.5 * sum(where["gflops"].values()) and where["options"] == {"CPU": {"INFERENCE_PRECISION_HINT": "f32"}}
 
 
 def test_onnx_int8_keeps_the_region_math_float(detector, calib, make_job, tmp_path, onnxruntime_view):
@@ -92,10 +92,10 @@ def test_onnx_int8_keeps_the_region_math_float(detector, calib, make_job, tmp_pa
     assert any(n.op_type in ("MatMul", "Gemm") for n in model.graph.node if n.name in dq_fed)
     assert report["calibration"]["size"] == CALIB
     # where it runs: ONNX Runtime fuses the Q/DQ pairs into integer GEMM kernels (its own optimised graph agrees)
-    placement = standalone.placement(tmp_path, "onnx")
-    assert onnxruntime_view(tmp_path / "detector.onnx", placement)
-    int8 = sum(v for k, v in placement["gemm_gflops_by_dtype"]["accelerated"].items() if k in ("int8", "uint8"))
-    assert 0.05 * sum(placement["gflops"].values()) < int8  # (13 % of the GEMM FLOPs on the toy graph: the rest
+    where = placement(tmp_path, "onnx")
+    assert onnxruntime_view(tmp_path / "detector.onnx", where)
+    int8 = sum(v for k, v in where["gemm_gflops_by_dtype"]["accelerated"].items() if k in ("int8", "uint8"))
+    assert 0.05 * sum(where["gflops"].values()) < int8  # (13 % of the GEMM FLOPs on the toy graph: the rest
     # dequantize to float kernels, e.g. Gemm and Conv with Q/DQ weights; docs/quantize.md)
 
 
@@ -121,9 +121,9 @@ def test_onnx_w8a16_has_16_bit_activations_and_runs_float_kernels_on_a_cpu(detec
         producer.get(i) is not None and producer[i].op_type == "DequantizeLinear" for i in n.input)}
     # no 16-bit GEMM kernel in ONNX Runtime's CPU provider: every GEMM runs float between the Q/DQ pairs (the rung
     # is for NPU providers), and the placement report says so
-    placement = standalone.placement(tmp_path, "onnx")
-    assert onnxruntime_view(tmp_path / "detector.onnx", placement) == set()
-    assert set(placement["gemm_gflops_by_dtype"]["accelerated"]) == {"float32"}
+    where = placement(tmp_path, "onnx")
+    assert onnxruntime_view(tmp_path / "detector.onnx", where) == set()
+    assert set(where["gemm_gflops_by_dtype"]["accelerated"]) == {"float32"}
     assert report["settings"]["activations"] == "uint16" and report["calibration"]["size"] == CALIB
 
 

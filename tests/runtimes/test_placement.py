@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
 
 from dfedge.build import placement_cell
-from dfedge.runtimes import standalone
+from dfedge.device.validation import auc
 
 def test_every_bundle_of_the_build_reports_its_placement(toy_build, onnxruntime_view):
     result, dist = toy_build
@@ -57,9 +57,9 @@ def test_numpy_auc_is_scikit_learns_with_ties(pairs):
     labels, scores = np.array(pairs).T
     if len(set(labels)) < 2:
         with pytest.raises(ValueError, match="both classes"):
-            standalone.auc(labels, scores)
+            auc(labels, scores)
         return
-    assert standalone.auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    assert auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
 
 
 def test_validate_without_a_pack_is_one_line(toy_build, tmp_path):

@@ -253,7 +253,7 @@ def test_every_bundle_carries_its_front_end_with_parity(dist, photo, target):
     assert front["parity"]["ok"] and front["parity"]["faces"] > 0 and front["parity"]["same_faces"]
     assert front["parity"]["max_landmark_error_px"] <= 0.5 and front["parity"]["max_crop_mad"] <= 1.0
     assert front["sources"]["licence"].startswith("MIT") and len(front["sources"]["sha256"]) == 64
-    assert {"frontend.py", "bench.py", *front["files"].values()} <= {f.split("/")[0] for f in manifest["files"]}
+    assert {"dfedge_device", "bench.py", *front["files"].values()} <= {f.split("/")[0] for f in manifest["files"]}
     det = dfedge.load(dist / f"{target}-fp32", interpreter=True)
     (verdict,) = det.score_image(image)
     assert verdict.decision == host.decision and np.abs(verdict.face.landmarks - host.face.landmarks).max() <= 0.5

@@ -17,7 +17,7 @@ import dfedge
 from dfedge.cli import app
 from dfedge.export.bundle import file_hashes
 from dfedge.runtimes import BundleError, verify
-from dfedge.runtimes.standalone import MANIFEST_SCHEMA, schema_errors
+from dfedge.device.schema import MANIFEST_SCHEMA, schema_errors
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..image import resize_area
-from . import DetectorRow, Face, Net
+from .types import DetectorRow, Face, Net
 
 MIN_FACE = 20  # smallest face side searched for, in pixels of the detection image
 THRESHOLDS = (0.6, 0.7, 0.7)  # P(face) needed after P-, R- and O-Net
