@@ -16,20 +16,9 @@ import torch
 from ..device.faces.mtcnn import MAX_SIDE
 from ..device.formats import FORMATS
 from ..device.formats.placement import placement_report
-from .job import Job
+from .job import Job, Outputs
 
 FORMAT = FORMATS["executorch"]
-
-
-class Outputs(torch.nn.Module):
-    """The detector's outputs as a plain tuple (OUTPUTS order): a .pte's output spec cannot hold a namedtuple."""
-
-    def __init__(self, detector: torch.nn.Module) -> None:
-        super().__init__()
-        self.detector = detector
-
-    def forward(self, image: torch.Tensor):
-        return tuple(self.detector(image))
 
 
 class Half(torch.nn.Module):

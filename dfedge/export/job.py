@@ -35,6 +35,18 @@ Converter = Callable[["Job", Path, dict], list[Path]]
 GraphExporter = Callable[[object, torch.Tensor, Path, tuple, bool], list[Path]]
 
 
+class Outputs(torch.nn.Module):
+    """A graph's outputs as a plain tuple (their declared order): a .pte's output spec or a LiteRT signature cannot
+    hold a namedtuple. `nhwc`: the graph takes [B, H, W, 3], as mobile cameras deliver, and hands NCHW on."""
+
+    def __init__(self, detector: torch.nn.Module, nhwc: bool = False) -> None:
+        super().__init__()
+        self.detector, self.nhwc = detector, nhwc
+
+    def forward(self, image: torch.Tensor):
+        return tuple(self.detector(image.permute(0, 3, 1, 2) if self.nhwc else image))
+
+
 @dataclass(frozen=True)
 class Target:
     """One row of the target table: the bundle-format half (`format`, from dfedge/device/formats: model file,

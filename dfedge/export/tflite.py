@@ -11,21 +11,10 @@ import numpy as np
 import torch
 
 from ..device.formats import FORMATS
-from .job import Job
+from .job import Job, Outputs
 from .rewrite import shifted_convs
 
 FORMAT = FORMATS["tflite"]
-
-
-class NHWCInput(torch.nn.Module):
-    """[B, H, W, 3] -> the detector's [B, 3, H, W]; outputs as a plain tuple in OUTPUTS order."""
-
-    def __init__(self, detector: torch.nn.Module) -> None:
-        super().__init__()
-        self.detector = detector
-
-    def forward(self, image: torch.Tensor):
-        return tuple(self.detector(image.permute(0, 3, 1, 2)))
 
 
 def nhwc_example(job: Job) -> tuple[torch.Tensor]:
@@ -41,7 +30,7 @@ def fp32_model(job: Job, out_dir: Path) -> bytes:
 
         path = out_dir / FORMAT.model_file
         with shifted_convs(job.detector) as count:
-            litert_torch.convert(NHWCInput(job.detector).eval(), nhwc_example(job)).export(str(path))
+            litert_torch.convert(Outputs(job.detector, nhwc=True).eval(), nhwc_example(job)).export(str(path))
         job.cache["tflite_shifted_convs"] = count
         job.cache["tflite"] = path.read_bytes()
     return job.cache["tflite"]

@@ -8,7 +8,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from ..export import executorch as executorch_export
-from ..export.job import Job
+from ..export.job import Job, Outputs
 
 RECIPES = {"int8": "XNNPACKQuantizer symmetric per-channel static INT8 (NNCF ranges), region math float"}
 
@@ -49,7 +49,7 @@ def quantize(job: Job, out_dir: Path, report: dict) -> list[Path]:
     if job.precision not in RECIPES:
         raise ValueError(f"executorch has no quantized rung '{job.precision}'")
     calib = job.calibration
-    wrapped = executorch_export.Outputs(job.detector).eval()
+    wrapped = Outputs(job.detector).eval()
     graph = torch.export.export(wrapped, (job.example,), strict=False).module()
     data = nncf.Dataset([torch.from_numpy(x) for x in calib.items()])
     with torch.no_grad():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..eval.gate import GateError
 from ..export import tflite as tflite_export
-from ..export.job import Job
+from ..export.job import Job, Outputs
 
 RECIPES = {"int8-weights": "dynamic_wi8_afp32 on FULLY_CONNECTED and CONV_2D",
            "int8": "litert-torch PT2EQuantizer symmetric per-channel static INT8, region math float",
@@ -67,7 +67,7 @@ def nncf_static_int8(job: Job, path: Path) -> str:
     from nncf.experimental.torch.fx import quantize_pt2e
 
     calib = job.calibration
-    wrapped = tflite_export.NHWCInput(job.detector).eval()
+    wrapped = Outputs(job.detector, nhwc=True).eval()
     nhwc = tflite_export.nhwc_example(job)
     quantizer = region_float_quantizer()
     graph = torch.export.export(wrapped, nhwc).module()
