@@ -3,7 +3,8 @@
 For every region index x target x precision of the plan: export or quantize -> parity against the rung's own torch
 graph -> gate (AUC drift and token-mask agreement against the torch FP32 reference of the exact detector, the
 paper's) -> bundle; then bench every shipped bundle against torch FP32 eager in one run, and report. A bundle the
-gate refuses is reported (❎) and not shipped; a step that fails is reported (❌) and the others go on.
+gate refuses is reported (❎) and not shipped; a step that fails is reported (❌) and the others go on. The exit
+status (`outcome`) is 1 when a required rung (`BuildConfig.required`) did not ship or any step failed.
 
 The three commands are one `BuildConfig` with a different `command` (COMMANDS): which precisions it plans, the
 names of its report files, and whether it replaces the whole set (build) or only the bundles it planned (export,
@@ -99,6 +100,7 @@ class BuildConfig:
     engine: str = "local"  # who scores the gate's sets: local (this process) or ray (dfedge.distributed)
     address: str | None = None  # with engine ray: the cluster to join (default: a local Ray with this host's cores)
     workers: int | None = None  # with engine ray: actors in the pool (default: one per CPU)
+    require: tuple[str, ...] | None = None  # rungs that must ship (folder names, "all", "none"); None: REQUIRED_BY_DEFAULT
     command: str = "build"
 
     @property
@@ -122,6 +124,22 @@ class BuildConfig:
             raise ValueError(f"unknown region index '{bad[0]}' (known: {', '.join(RUNGS)})")
         return [(r, t.name, p) for r in self.region_indexes for t in targets
                 for p in self.kind.precisions(t) if not self.precisions or p in self.precisions]
+
+    def required(self) -> set[str]:
+        """The folders of the rungs that must ship for exit status 0 (`require`), checked against the plan: by default
+        the fp32 rung of every planned target (per region index), or all of a target's planned rungs when its fp32
+        is not planned (dfedge quantize); "all": every planned rung; "none": no rung (only a failed step counts)."""
+        folders = [folder_name(*step) for step in self.plan()]
+        if self.require is None:
+            groups: dict[tuple[str, str], list[str]] = {}
+            for rung, target, precision in self.plan():
+                groups.setdefault((rung, target), []).append(precision)
+            return {folder_name(r, t, p) for (r, t), ps in groups.items() for p in ps if "fp32" not in ps or p == "fp32"}
+        unknown = [n for n in self.require if n not in folders and n not in ("all", "none")]
+        if unknown:
+            raise ValueError(f"require '{unknown[0]}': not a rung this dfedge {self.command} plans (planned: "
+                             f"{', '.join(folders)}; or all, none)")
+        return set(folders) if "all" in self.require else set(self.require) - {"none"}
 
     @property
     def reference_spec(self) -> DetectorSpec:
@@ -163,7 +181,7 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # = the manifest schema's `n
 FRACTIONS = ("max_auc_drop", "min_mask_agreement")  # budgets: from 0 to 1 (NaN or negative would pass or fail all)
 AT_LEAST = {"calib_size": 1, "validation_pack": 0, "parity_samples": 1, "accuracy_iterations": 0, "bench_runs": 0, "bench_warmup": 0,
             "threads": 0, "seed": 0, "workers": 1}
-_LISTS = ("targets", "precisions", "region_indexes")
+_LISTS = ("targets", "precisions", "region_indexes", "require")
 
 
 def check_values(values: dict) -> None:
@@ -214,6 +232,12 @@ def make_config(values: dict, command: str = "build") -> BuildConfig:
     return BuildConfig(spec=spec, command=command, **{**COMMANDS[command].defaults, **cfg})
 
 
+def folder_name(rung: str, target: str, precision: str) -> str:
+    """A bundle's folder in dist/<name>, and its rung's name for `require`: TARGET-PRECISION, then -REGION_INDEX
+    unless exact (onnx-fp32, openvino-int8, onnx-fp32-lite-head)."""
+    return f"{target}-{precision}" + ("" if rung == "exact" else f"-{rung}")
+
+
 @dataclass
 class Row:
     """One bundle of the plan, as every command reports it."""
@@ -240,6 +264,7 @@ class Row:
     tool: str = ""
     conversion: dict | None = None  # what the converter did (the manifest's `conversion`), shipped or refused
     placement: str = "-"  # where the ops run and in which precision (the manifest's `placement`, in words)
+    required: bool = False  # must ship for exit status 0 (BuildConfig.required)
 
     def shipped(self, manifest: dict) -> None:
         judged = manifest.get("gate") or manifest["parity"]
@@ -348,6 +373,46 @@ def markdown_table(rows: list[Row]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r.cells(video)) + " |" for r in rows])
 
 
+REASON_CHARS = 40  # of a status cell in the terminal's default table (report.md and --wide keep the whole reason)
+
+
+def summary(rows: list[Row], wide: bool = False) -> tuple[list[str], list[list[str]]]:
+    """The terminal's summary: columns and cells. `wide`: every column, as report.md has them; else the few that
+    fit 100 columns: the bundle (its folder), the status with its reason cut to REASON_CHARS, size, ΔAUC (without
+    a gate: the parity's max |Δlogit|; and the video ΔAUC of video bundles) and p50 latency."""
+    names, video = columns(rows)
+    if wide:
+        return names, [r.cells(video) for r in rows]
+    gated = any(r.delta_auc is not None for r in rows)  # else parity only (dfedge export): its logit error instead
+    picked = ["size MB", "ΔAUC pp" if gated else "max abs Δlogit", *(["video ΔAUC pp"] if video else []), "p50 ms"]
+    cells = []
+    for row in rows:
+        cell = dict(zip(names, row.cells(video)))
+        status = cell["status"] if len(cell["status"]) <= REASON_CHARS else cell["status"][:REASON_CHARS - 1] + "…"
+        if row.p50_ms is None and row.bench_note.startswith("bench "):  # "bench error: <why>": the why is in report.md
+            cell["p50 ms"] = row.bench_note.split(":")[0]
+        cells.append([row.folder, status, *(cell[n] for n in picked)])
+    return ["bundle", "status", *picked], cells
+
+
+def outcome(rows: list[Row]) -> tuple[int, str]:
+    """The exit status of a build and the sentence saying why (report.md and the terminal): 1 when a required rung
+    did not ship (❎ or ❌) or when any step failed (❌: a converter error or a parity failure is a bug to look
+    at, required or not); 0 otherwise, however many rungs outside `require` the gate refused (❎)."""
+    required = [r for r in rows if r.required]
+    missing = [r.folder for r in required if r.status != "ok"]
+    failed = [r.folder for r in rows if r.status == "error" and not r.required]
+    refused = [r.folder for r in rows if r.status == "gate" and not r.required]
+    code = 1 if missing or failed else 0
+    why = ([f"required but not shipped: {', '.join(missing)}"] if missing else []) + (
+        [f"a step failed (❌): {', '.join(failed)}"] if failed else [])
+    if not why:
+        why = ["every required rung shipped, no step failed"
+               + (f"; refused by the gate, not required: {', '.join(refused)}" if refused else "")]
+    listed = ", ".join(f"{r.folder} {MARKS[r.status]}" for r in required) or "none"
+    return code, f"Required: {listed}. Exit status {code}: {'; '.join(why)}."
+
+
 def run_build(config: BuildConfig, log=lambda msg: None, advance=lambda n=1: None) -> tuple[list[Row], Path]:
     """Build every planned bundle; returns the rows of the summary and dist/<name>."""
     plan = config.plan()
@@ -371,6 +436,7 @@ def run_build(config: BuildConfig, log=lambda msg: None, advance=lambda n=1: Non
 
 def _build_all(config: BuildConfig, plan, staging: Path, log, advance) -> list[Row]:
     stage = staging / config.set_name
+    required = config.required()
     exact = build_detector(config.reference_spec) if config.data or config.temporal else None  # the reference, once
     engine = make_engine(config.engine, config.address, config.workers)
     gate = _gate(config, exact, stage / f"{config.kind.prefix}reference.scores", log, engine)
@@ -391,11 +457,12 @@ def _build_all(config: BuildConfig, plan, staging: Path, log, advance) -> list[R
                    "parity_samples": config.parity_samples}
         caches: dict[str, dict] = {}  # one conversion per target, shared by its precisions
         for _, target, precision in (step for step in plan if step[0] == rung):
-            folder = f"{target}-{precision}" + ("" if rung == "exact" else f"-{rung}")
+            folder = folder_name(rung, target, precision)
             job = Job(det, TARGETS[target], precision, config.set_name, folder, sources, options, parity_images,
                       calib, gate, config.accuracy_iterations, temporal, temporal_sources, video_gate,
                       caches.setdefault(target, {}))
             rows.append(_run(job, staging, flops, log))
+            rows[-1].required = folder in required
             advance()
     bench = _bench(rows, stage, config, log, advance) if config.bench_runs > 0 else None
     _write_reports(stage, config, rows, gate, bench, calib)
@@ -500,6 +567,7 @@ def _write_reports(stage: Path, config: BuildConfig, rows: list[Row], gate: Gate
     lines = [
         f"# dfedge {config.command} `{config.set_name}`", "",
         f"{passed} of {len(rows)} bundles passed. {reference}", "",
+        outcome(rows)[1], "",
         f"Host: {cpu_model()} ({', '.join(cpu_isa()) or 'ISA flags unknown'}), {os.cpu_count()} cores. The runtimes pick "
         "their kernels by the CPU's instruction set, so quantized rungs can be judged differently on another host.", "",
         "Every bundle first matches its own torch graph on toy crops (|Δlogit| / max(1, |logit|) ≤ 1e-4 fp32, ≤ 1e-2 "

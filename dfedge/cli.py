@@ -8,9 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from ._version import __version__
-from .options import BENCH, ENGINE, GATE, HEAD_FIT, MODEL, PLAN, SCORE, WEIGHTS, Options, at_least_one, fraction, metavar, takes, threshold_rule
-from .terminal import (clean_up_on_termination, console, converter_output, err_console, progress_bar, quiet_converters,
-                       step_progress, table, user_errors)
+from .options import BENCH, ENGINE, GATE, HEAD_FIT, MODEL, PLAN, SCORE, SUMMARY, WEIGHTS, Options, at_least_one, fraction, metavar, takes, threshold_rule
+from .terminal import (clean_up_on_termination, console, converter_output, err_console, print_summary, progress_bar,
+                       quiet_converters, step_progress, table, user_errors)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Export, compress, validate and package the region-indexed deepfake detector.")
 
@@ -118,41 +118,36 @@ def fit_probe_cmd(
 
 def run_plan(command: str, opts: Options, config: Path | None = None) -> None:
     """build, export and quantize: one BuildConfig (the TOML file's values, then the command line's), one pipeline,
-    one table; exit 1 unless every planned bundle shipped."""
-    from .build import columns, make_config, read_config, run_build
+    one table; exit 1 when a required rung did not ship or a step failed (build.outcome). What the converters print
+    goes to dist/NAME.COMMAND.log while it runs, then into the set as COMMAND.log; a run that stops keeps it there."""
+    from .build import make_config, read_config, run_build
     from .models.factory import require_weights
 
     with user_errors():
         random = {"random_probe": True} if opts["random_weights"] else {}  # a random model's probe is random too
         cfg = make_config({**(read_config(config) if config else {}), **random, **opts.given()}, command)
-        plan = cfg.plan()
+        plan, _ = cfg.plan(), cfg.required()  # both checked before any work
         for spec in [*map(cfg.rung_spec, cfg.region_indexes), *([cfg.reference_spec] if cfg.data else [])]:
             require_weights(spec, bool(opts["random_weights"]))  # the gate's reference: exact, on the teacher
         quiet_converters()
-        log_path = Path(cfg.dist) / f".{cfg.set_name}.{command}.log"
+        log_path = Path(cfg.dist) / f"{cfg.set_name}.{command}.log"
         steps = 1 + len(plan) + (len(plan) + len(cfg.region_indexes) if cfg.bench_runs else 0)  # bench: bundles, references
         try:
             with converter_output(log_path) as user, step_progress(command, steps, user) as (log, advance):
                 rows, final = run_build(cfg, log=log, advance=advance)
         except Exception:
-            err_console.print(f"converter output: {log_path}", highlight=False)
+            if log_path.is_file() and log_path.stat().st_size:  # (an empty one, say after a bad --data, is no use)
+                err_console.print(f"dfedge {command} stopped; converter output: {log_path}", highlight=False, soft_wrap=True)
+            else:
+                log_path.unlink(missing_ok=True)
             raise
         log_path.replace(final / f"{command}.log")
-    gate = f"ΔAUC ≥ -{cfg.max_auc_drop * 100:.2f} pp on {cfg.data}" if cfg.data else "parity only"
-    names, video = columns(rows)
-    console.print(table(f"dfedge {command} '{cfg.set_name}' -> {final}  (gate: {gate}; × torch = torch FP32 eager p50 / p50)",
-                        names, [r.cells(video) for r in rows], names[:4]))
-    for line in (line for r in rows for line in r.accuracy_lines()):
-        console.print(line, highlight=False, markup=False)
-    failed = [r for r in rows if r.status != "ok"]
-    console.print(f"{len(rows) - len(failed)}/{len(rows)} bundles passed; report: {final / cfg.kind.report}; "
-                  f"converter output: {final / f'{command}.log'}", highlight=False)
-    if failed:
-        raise typer.Exit(1)
+    if code := print_summary(cfg, rows, final, bool(opts["wide"])):
+        raise typer.Exit(code)
 
 
 @app.command("export")
-@takes(*PLAN)
+@takes(*PLAN, *SUMMARY)
 def export_cmd(opts: Options = None) -> None:
     """Export the fused detector per target x fp32/fp16 into bundles, each checked for parity against torch: a
     build narrowed to the exported precisions, without a benchmark (and without the AUC gate unless --data)."""
@@ -160,7 +155,7 @@ def export_cmd(opts: Options = None) -> None:
 
 
 @app.command()
-@takes(*PLAN, *GATE)
+@takes(*PLAN, *GATE, *SUMMARY)
 def quantize(opts: Options = None) -> None:
     """Compress each target below fp16; a rung is shipped only if it passes the AUC-drift gate on --val: a build
     narrowed to the quantized rungs."""
@@ -168,13 +163,14 @@ def quantize(opts: Options = None) -> None:
 
 
 @app.command()
-@takes(*PLAN, *GATE)
+@takes(*PLAN, *GATE, *SUMMARY)
 def build(
     config: Annotated[Optional[Path], typer.Option(help="TOML build file (keys as these options, snake_case); options given here override it.")] = None,
     opts: Options = None,
 ) -> None:
     """The main job: export -> quantize -> validate -> bench -> package every target x precision (x region index);
-    a summary table and dist/NAME/ with one folder per bundle and report.md. Exit 1 unless every bundle passed."""
+    a summary table and dist/NAME/ with one folder per bundle and report.md. Exit 1 when a required rung (--require;
+    default: each target's fp32) did not ship, or any step failed (❌)."""
     run_plan("build", opts, config)
 
 

@@ -177,6 +177,14 @@ OPTIONS: dict[str, tuple[object, object]] = {
         help=f"Bound on NNCF accuracy-control iterations, mixed rung ({_default('accuracy_iterations')}).")], None),
     "bench_runs": (Annotated[Optional[int], typer.Option(help=f"Timed runs per bundle, 0 for none ({_default('bench_runs')}).")], None),
     "threads": (Annotated[Optional[int], typer.Option(help=f"Runtime threads for the benchmark ({_default('threads')} = all cores).")], None),
+    # the exit status and the summary of dfedge build / export / quantize
+    "require": (Annotated[Optional[list[str]], typer.Option(
+        "--require", metavar="RUNG", help="A rung that must ship, named as its bundle folder (onnx-fp32, openvino-int8, "
+        "onnx-fp32-lite-head), repeatable; all: every planned rung; none: only a failed step (❌) counts. Default: each "
+        "planned target's fp32 (a target planned without fp32: its planned rungs). Exit 1 when a required rung does "
+        "not ship or any step fails.")], None),
+    "wide": (Annotated[bool, typer.Option("--wide", help="Show every column of the summary (the default few fit 100 "
+        "columns; report.md has them all).")], False),
 }
 PINS = ("dinov3_sha256", "parser_sha256", "probe_sha256", "region_head_sha256", "student_sha256", "trust_torchscript")
 WEIGHTS = ("preset", "dinov3", "parser", "parser_heads", "backbone", "student", "dinov3_input", *PINS, "random_weights")  # what any model is built from
@@ -188,6 +196,7 @@ PLAN = ("targets", "precisions", "region_indexes", "dist", "name", "preset", "di
 ENGINE = ("engine", "address", "workers")
 SCORE = ("aligned", "faces", "min_face", "frames", "fps", "track", "per_frame", "top", "save_vis", "max_pixels", "bundle")
 BENCH = ("runs", "warmup", "threads", "device", "label", "image")
+SUMMARY = ("require", "wide")
 GATE = ("max_auc_drop", "min_mask_agreement", "validation_pack", "calib", "calib_size", "accuracy_iterations", "bench_runs", "threads")
 SPEC_FIELDS = {f.name for f in dataclasses.fields(DetectorSpec)}
 

@@ -1,5 +1,5 @@
-"""What the command line needs besides its commands: the consoles, progress bars, one-line user errors, and the
-capture of what converters print (C++ logs, progress bars, warnings) into a log file."""
+"""What the command line needs besides its commands: the consoles, progress bars, one-line user errors, the build's
+summary, and the capture of what converters print (C++ logs, progress bars, warnings) into a log file."""
 
 from __future__ import annotations
 
@@ -13,18 +13,21 @@ import warnings
 from pathlib import Path
 
 import typer
+from rich.cells import cell_len, set_cell_size
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from .build import BuildConfig, Row, outcome, summary
 from .data.images import ImageError
 from .models.checkpoint import CheckpointError, terminate, track
 
 # ":train:" in "toy:train:40" must not become an emoji; piped output (CI logs) gets room for the wide tables
 console = Console(emoji=False, width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, emoji=False)
-KIT = str(Path(__file__).parent)  # warnings raised from here are the kit's own: they stay on the terminal
+KIT = str(Path(__file__).parent)  # warnings the kit's own code raises stay on the terminal (own_warning)
+SUMMARY_WIDTH = 100  # the build's default summary table fits this many columns (--wide: every column, any width)
 
 
 @contextlib.contextmanager
@@ -60,6 +63,46 @@ def table(title: str, columns, rows, left=()) -> Table:
     for row in rows:
         out.add_row(*row)
     return out
+
+
+def fitted_table(title: str, columns, rows, width: int, shrink: str, left=(), caption: str | None = None) -> Table:
+    """table() no wider than `width` whose cells never wrap: the cells of the column `shrink` are cut short (with
+    '…') to what the other columns leave."""
+    at = list(columns).index(shrink)
+    widths = [max(cell_len(str(c)) for c in [col, *(r[i] for r in rows)]) for i, col in enumerate(columns)]
+    room = max(8, width - sum(w for i, w in enumerate(widths) if i != at) - 3 * len(columns) - 1)  # padding, borders
+    cut = [[*r[:at], r[at] if cell_len(r[at]) <= room else set_cell_size(r[at], room - 1) + "…", *r[at + 1:]] for r in rows]
+    out = table(title, columns, cut, left)
+    out.caption = caption
+    for col in out.columns:
+        col.no_wrap = True
+    return out
+
+
+def print_summary(config: BuildConfig, rows: list[Row], final: Path, wide: bool = False, out: Console | None = None) -> int:
+    """The table of a build, export or quantize, then which rungs were required and the exit status it gives
+    (build.outcome), and where the report and the converters' log are; returns that exit status. By default the
+    table's few columns fit SUMMARY_WIDTH (build.summary); `wide`: every column, as in report.md."""
+    out = out or console
+    gate = f"ΔAUC ≥ -{config.max_auc_drop * 100:.2f} pp on {config.data}" if config.data else "parity only"
+    names, cells = summary(rows, wide)
+    more = "× torch = torch FP32 eager p50 / p50" if wide else "--wide: every column"
+    title, caption, width = f"dfedge {config.command} '{config.set_name}' → {final}", f"gate: {gate}; {more}", min(out.width, SUMMARY_WIDTH)
+    if wide:
+        shown = table(title, names, cells, names[:4])
+        shown.caption = caption
+    else:
+        shown = fitted_table(title, names, cells, width, "status", names[:2], caption)
+    out.print(shown, width=None if wide else width)
+    for line in (line for r in rows for line in r.accuracy_lines()):
+        out.print(line, highlight=False, markup=False)
+    code, sentence = outcome(rows)
+    passed = sum(r.status == "ok" for r in rows)
+    out.print(f"{passed}/{len(rows)} bundles passed. {sentence}", highlight=False, markup=False,
+              width=min(out.width, SUMMARY_WIDTH))
+    out.print(f"report: {final / config.kind.report}; converter output (warnings, converter logs): "
+              f"{final / f'{config.command}.log'}", highlight=False, markup=False, soft_wrap=True)
+    return code
 
 
 @contextlib.contextmanager
@@ -100,6 +143,21 @@ def quiet_converters() -> None:
     logging.getLogger("torchao").setLevel(logging.ERROR)
 
 
+def own_warning(category, filename) -> bool:
+    """A warning of the kit's own code (a small calibration set): raised by a call in dfedge, attributed to a line
+    of dfedge, of a plain Python category. The others go to the log, among them those attributed to the kit's lines
+    that another library raised: torch's TracerWarning on the model code it traces, deprecations, a library's
+    warning with stacklevel pointing at its caller in the kit."""
+    if not str(filename).startswith(KIT) or issubclass(category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning)):
+        return False
+    if category.__module__ != "builtins" and not category.__module__.startswith("dfedge"):  # torch.jit.TracerWarning
+        return False
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__") in ("warnings", "_py_warnings", __name__):
+        frame = frame.f_back  # the frames of the warnings machinery and of this capture, up to warnings.warn's caller
+    return frame is not None and frame.f_code.co_filename.startswith(KIT)
+
+
 @contextlib.contextmanager
 def converter_output(path: Path):
     """Everything the converters print while a command runs (C++ logs, progress bars, warnings) goes to `path`;
@@ -114,7 +172,7 @@ def converter_output(path: Path):
     shown = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):  # the kit's own warnings stay visible
-        if str(filename).startswith(KIT):
+        if own_warning(category, filename):
             user.write(f"warning: {message}\n")
         else:
             shown(message, category, filename, lineno, file, line)
