@@ -37,6 +37,16 @@ def toy_build(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def onnx_bundle(tmp_path_factory):
+    """One ungated toy bundle (ONNX fp32, the face nets, the device package): for tests that need a bundle, not a
+    build's gate or its other targets (about 20 s, against toy_build's minutes)."""
+    out = tmp_path_factory.mktemp("onnx-bundle")
+    result = CliRunner().invoke(app, ["export", "--out", str(out), "--target", "onnx", "--precision", "fp32", "--name", "toy"])
+    assert result.exit_code == 0, result.output
+    return out / "toy" / "onnx-fp32"
+
+
+@pytest.fixture(scope="session")
 def make_job():
     """make_job(detector, target, precision="fp32", **Job fields) -> the Job of one bundle, as the build makes it:
     set "toy", folder TARGET-PRECISION, no sources or options, one toy val crop for parity, no gate."""
