@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._version import __version__
+from .device.host import cpu_isa, cpu_model
+from .device.timing import bundle_bytes
 from .data.calibration import calibration_set
 from .data.sources import open_set, toy_crops
 from .distributed import ENGINES, make_engine
@@ -43,9 +45,8 @@ from .models.heads import head as head_info
 from .models.ladder import RUNGS
 from .models.temporal import temporal_head
 from .runtimes import torch_runner
-from .runtimes.bench import BenchRun, bench_set, reference_spec
+from .runtimes.benchmark import BenchRun, bench_set, reference_spec
 from .runtimes.recipe import Recipe
-from .runtimes.standalone import bundle_bytes, cpu_isa, cpu_model
 from .targets import PRECISIONS, TARGETS, resolve
 
 MARKS = {"ok": "✅", "gate": "❎", "error": "❌"}  # shipped · refused by the gate, not shipped · a step failed
@@ -539,8 +540,8 @@ def _bench(rows: list[Row], stage: Path, config: BuildConfig, log, advance) -> d
     for row, result in zip(shipped, bench["results"]):
         if result.get("status") == "ok":
             row.p50_ms, row.fps, row.speedup = result["latency_ms"]["p50"], result["fps"], result.get("speedup_vs_torch")
-        elif row.target == "coreml" and result.get("status") == "unavailable":
-            row.bench_note = "macOS only"
+        elif result.get("status") == "unavailable" and not TARGETS[row.target].format.runs_here():
+            row.bench_note = f"{TARGETS[row.target].format.predicts_where} only"
         else:
             row.bench_note = f"bench {result.get('status')}: {result.get('reason', '')}"[:60]
     return bench

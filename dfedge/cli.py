@@ -265,8 +265,8 @@ def bench(
 ) -> None:
     """Time bundles (each in its own process, through its own bench.py) against torch FP32 eager in the same run;
     with --image, a photo to verdicts through each bundle too."""
-    from .runtimes.bench import COLUMNS, BenchRun, bench_set, find_bundles, reference_spec, table_rows
-    from .runtimes.standalone import write_json
+    from .runtimes.benchmark import COLUMNS, BenchRun, bench_set, find_bundles, reference_spec, table_rows
+    from .device.files import write_json
 
     with user_errors():
         how = BenchRun(**dict(opts, threads=opts["threads"] or 0))

@@ -21,7 +21,7 @@ import typer
 
 from .build import COMMANDS, BuildConfig
 from .models.factory import BACKBONES, DETECTOR_PRESETS, DetectorSpec, require_weights
-from .models.frontend import MAX_PIXELS
+from .device.image import MAX_PIXELS
 from .models.heads import HEADS
 from .models.ladder import RUNGS
 from .models.region import REGIONS
@@ -145,7 +145,7 @@ OPTIONS: dict[str, tuple[object, object]] = {
         help=f"With --temporal: the video set of the video-level gate, toyvideo:SPLIT:N, celebdf:ROOT or a list with video ids ({_default('video_data')}).")], None),
     "parity_samples": (Annotated[Optional[int], typer.Option(
         help=f"Toy-world crops the parity check runs on ({_default('parity_samples')}).")], None),
-    # dfedge bench (dfedge.runtimes.bench.BenchRun)
+    # dfedge bench (dfedge.runtimes.benchmark.BenchRun)
     "runs": (Annotated[int, typer.Option(help="Timed single-face runs per bundle.")], 20),
     "warmup": (Annotated[int, typer.Option(help="Untimed warm-up runs.")], 3),
     "device": (Annotated[str, typer.Option(help="OpenVINO device: CPU, GPU, NPU, AUTO.")], "CPU"),

@@ -36,7 +36,7 @@ def test_toy_build_ships_every_target(toy_build):
         (line,) = [x for x in matrix.splitlines() if x.startswith(f"| `{target}` |")]
         cells = [c.strip() for c in line.split("|")[2:-1]]
         assert cells[0].startswith("✅ ") and cells[1].startswith("✅ ") and cells.count("·") == len(cells) - len(TARGETS[target].all_precisions)
-    from dfedge.runtimes.standalone import ISA_FLAGS, cpu_model
+    from dfedge.device.host import ISA_FLAGS, cpu_model
 
     host = json.loads((dist / "build.json").read_text())["host"]  # verdicts are read with the CPU that gave them
     assert host["cpu"] == cpu_model() and set(host["isa"]) <= set(ISA_FLAGS) and f"Host: {cpu_model()}" in report

@@ -16,6 +16,7 @@ from ..errors import BundleError, RuntimeUnavailable
 from . import coreml, executorch, onnx, openvino, tflite
 
 from ..graphs import INPUT_NAME
+OS_NAMES = {"Darwin": "macOS"}  # platform.system() -> what users call it
 Session = Callable[[Path, tuple, int, str, dict], Callable]  # (graph file, output names, threads, device, options) -> run(x) -> {name: array}
 
 
@@ -45,6 +46,11 @@ class Format:
         """The file name of another graph of this format (the face nets, the temporal head), e.g. face_pnet.onnx."""
         return stem + self.model_file[self.model_file.index("."):]
 
+    @property
+    def predicts_where(self) -> str:
+        """The systems it predicts on, in words (macOS, not Darwin)."""
+        return " or ".join(OS_NAMES.get(s, s) for s in self.predicts_on) or "any system"
+
     def runs_here(self) -> bool:
         return not self.predicts_on or platform.system() in self.predicts_on
 
@@ -52,8 +58,8 @@ class Format:
         """run(x) -> {output name: array} for one graph file of this format, on this machine's runtime."""
         if not self.runs_here():
             raise RuntimeUnavailable(
-                f"{Path(path).parent}: {self.runtime} predicts only on {' or '.join(self.predicts_on)} (this is "
-                f"{platform.system()}); copy the bundle to such a device" +
+                f"{Path(path).parent}: {self.name} predicts only on {self.predicts_where} (this is "
+                f"{OS_NAMES.get(platform.system(), platform.system())}); copy the bundle to such a device" +
                 (", or check it here with `dfedge validate` (the kit's interpreter)" if self.interpreter else ""))
         return self.session(Path(path), names, threads, device, self.options if options is None else options)
 
