@@ -49,15 +49,16 @@ PLACEMENT = {"anyOf": [
          "fallback_ops": {"type": "object", "additionalProperties": INT},
          "gemm_gflops_by_dtype": obj({"accelerated": {"type": "object", "additionalProperties": NUM},
                                       "fallback": {"type": "object", "additionalProperties": NUM}}),
-         "options": FREE, "cpu": STR, "isa": arr(STR), "delegate": STR, "note": STR},
+         "options": FREE, "cpu": STR, "isa": arr(STR),
+         "quantize_steps": obj({"accelerated": INT, "fallback": INT})},
         ("runtime", "ops")),
     obj({"runtime": STR, "observed": {"const": False}, "reason": STR}, ("runtime", "observed", "reason")),
     NULL]}
 VALIDATION = obj({"data": STR, "reference_auc": NUM, "auc": NUM, "delta_auc": NUM, "delta_auc_ci": arr(NUM, 2),
                   "delong_p": nullable(NUM), "mask_agreement": nullable(NUM), "flip_rate": NUM, "max_abs_logit": NUM,
                   "mean_abs_logit": NUM, "budget": obj({"max_auc_drop": NUM, "min_mask_agreement": nullable(NUM)}),
-                  "passed": BOOL, "reasons": arr(STR), "level": STR, "videos": INT, "windows": INT,
-                  "frame_mean": FREE}, ("data", "delta_auc", "passed"))
+                  "passed": BOOL, "reasons": arr(STR), "level": STR, "videos": INT, "window": INT,
+                  "frame_agreement": nullable(NUM)}, ("data", "delta_auc", "passed"))
 HOST_VALIDATION = obj({"crops": INT, "reference_auc": NUM, "auc": NUM, "delta_auc": NUM, "flip_rate": NUM,
                        "mask_agreement": NUM, "max_abs_logit": NUM}, ("crops", "auc", "delta_auc"))
 OUTPUT = obj({"shape": arr({"type": "integer", "minimum": 1}, least=1), "meaning": STR}, ("shape",))
@@ -98,7 +99,7 @@ MANIFEST_SCHEMA = {
         "placement": PLACEMENT,
         "conversion": obj({"tool": STR, "settings": FREE, "calibration": nullable(FREE), "float_nodes": INT,
                            "weight_only_int8": {}, "quantized_int8": INT, "reverted_to_float": arr(STR),
-                           "accuracy": FREE, "note": STR}),
+                           "accuracy": FREE, "float_region_math": STR}),
         "parity": obj({"reference": STR, "samples": INT, "max_abs_logit": NUM, "mean_abs_logit": NUM,
                        "max_logit_error": NUM, "mask_agreement": NUM, "masks_identical": BOOL,
                        "vote_agreement": nullable(NUM), "thresholds": FREE, "ok": BOOL}, ("ok",)),

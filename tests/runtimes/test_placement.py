@@ -69,8 +69,14 @@ def test_validate_without_a_pack_is_one_line(toy_build, tmp_path):
     (bundle / "validation.npz").unlink()
     del manifest["files"]["validation.npz"]
     (bundle / "manifest.json").write_text(json.dumps(manifest))
-    proc = subprocess.run([sys.executable, "bench.py", "--runs", "1", "--validate", "--out", str(tmp_path / "r.json")],
-                          cwd=bundle, capture_output=True, text=True)
+    run = lambda: subprocess.run([sys.executable, "bench.py", "--runs", "1", "--validate", "--out",  # noqa: E731
+                                  str(tmp_path / "r.json")], cwd=bundle, capture_output=True, text=True)
+    proc = run()  # the manifest still names the pack: a file it names and does not list is refused
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == f"error: {bundle / 'manifest.json'}: validation.npz is not listed: the bundle's files cannot be checked"
+    del manifest["validation_pack"]
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    proc = run()
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip() == f"error: {bundle / 'validation.npz'}: no validation pack in this bundle (build it with --validation-pack N)"
 
