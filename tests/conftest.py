@@ -113,9 +113,12 @@ def delegation(monkeypatch):
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
     """pytest-xdist groups: every test that reads the session's toy build runs on one worker (it is built once);
-    the others by file (module and session fixtures of a file are not computed twice)."""
+    the others by file (module and session fixtures of a file are not computed twice). A test that reads the toy
+    build is heavy (the build takes minutes): it runs with -m heavy, .ci/run's second command."""
     root = config.rootpath / "tests"
     for item in items:
+        if "toy_build" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.heavy)
         group = "toy_build" if "toy_build" in getattr(item, "fixturenames", ()) else item.path.relative_to(root).as_posix()
         item.add_marker(pytest.mark.xdist_group(group))
 

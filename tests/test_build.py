@@ -49,6 +49,7 @@ def test_toy_build_ships_every_target(toy_build):
     assert len(bench["results"]) == n
 
 
+@pytest.mark.heavy
 def test_refused_bundles_are_reported_not_shipped(tmp_path):
     """A region-index rung goes through the build like a precision, and a rung that decides differently from the
     reference is refused (❎), not shipped, while the build goes on and exits 1. The refused rung is parser-224: the
@@ -163,6 +164,7 @@ def test_version_alone_prints_the_version():
     assert result.output.strip() == __version__
 
 
+@pytest.mark.heavy
 def test_export_and_quantize_are_narrowed_builds(tmp_path, monkeypatch):
     """Same rows, same report, same exit codes: export writes fp32/fp16 bundles without a gate or a benchmark and
     leaves the set's other bundles alone; quantize gates its rungs and replaces only what it planned."""
@@ -191,6 +193,7 @@ def test_export_and_quantize_are_narrowed_builds(tmp_path, monkeypatch):
     assert (dist / "quantize-reference.scores").is_file() and not (dist / "reference.scores").exists()
 
 
+@pytest.mark.heavy
 def test_student_backbone_ships_on_every_target_gated_against_the_teacher(tmp_path):
     """`dfedge build --backbone student --region-index distilled`: the student (distill-backbone's shipped toy one)
     with the distilled region index, exported to every target, each bundle gated against the torch FP32 reference
@@ -211,6 +214,7 @@ def test_student_backbone_ships_on_every_target_gated_against_the_teacher(tmp_pa
     assert "teacher backbone" in report
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("head", ["topk", "ensemble"])
 def test_the_family_heads_go_through_the_build(tmp_path, head):
     """`dfedge build --head topk|ensemble`: the shipped toy probe, gated against its own torch FP32 reference on
@@ -303,6 +307,7 @@ def test_the_default_summary_fits_100_columns_and_wide_shows_every_column():
     assert parity_only == (["bundle", "status", "size MB", "max abs Δlogit", "p50 ms"], [["onnx-fp32", "✅", "7.12", "1.40e-05", "27.1"]])
 
 
+@pytest.mark.heavy
 def test_a_refused_rung_outside_require_exits_0_and_converter_noise_goes_to_build_log(tmp_path, monkeypatch, capfd):
     """One small build end to end: onnx-fp32 (required by default) ships; onnx-int8-weights is refused (forced here,
     before its conversion, to keep the test short) and is not required, so the exit status is 0. What the converter

@@ -2,6 +2,7 @@ import json
 import warnings
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from torch import nn
@@ -77,6 +78,7 @@ def test_make_toy_then_score_offline(tmp_path):
     assert len(records) == 4 and all(r["status"] == "ok" and r["region_tokens"] > 0 for r in records)  # mouths found
 
 
+@pytest.mark.heavy
 def test_fit_probe_command_on_toy_data(tmp_path):
     out = tmp_path / "p.safetensors"
     result = runner.invoke(app, ["fit-probe", "--data", "toy:train:40", "--val", "toy:val:24", "--no-cache",

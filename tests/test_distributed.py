@@ -27,6 +27,8 @@ from dfedge.runtimes.recipe import Recipe
 from dfedge.runtimes.reference import torch_runner
 from dfedge.scoring import reference_scores
 
+pytestmark = pytest.mark.heavy  # minutes of building or training: .ci/run's second command (-m heavy)
+
 ray = pytest.importorskip("ray")
 SPEC = DetectorSpec()
 RECIPE = Recipe("torch", spec=SPEC)

@@ -17,6 +17,8 @@ from dfedge.cli import app
 from dfedge.data.toyvideo import toy_clip, write_clip
 from dfedge.runtimes import verify
 
+pytestmark = pytest.mark.heavy  # minutes of building or training: .ci/run's second command (-m heavy)
+
 VIDEO_DATA = "toyvideo:val:8"
 
 

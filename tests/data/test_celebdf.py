@@ -200,6 +200,7 @@ def test_open_set_opens_a_celebdf_spec(world, tmp_path, monkeypatch):
     assert (tmp_path / "faces" / data.locator.name).is_dir()
 
 
+@pytest.mark.heavy
 def test_the_layout_gives_video_level_scores_of_the_temporal_head_and_the_frame_mean(world, tmp_path, monkeypatch):
     """dfedge reference --temporal on Celeb-DF's layout: one row per video that gave crops, for both aggregations;
     the frame mean is the mean of that video's per-frame probabilities (frames with a region)."""

@@ -104,6 +104,7 @@ def test_reference_command_writes_scores_with_device(tmp_path):
     assert len(s) == 6 and s.header["device"]["device"] == "cpu" and s.header["detector"]["preset"] == "toy"
 
 
+@pytest.mark.heavy
 def test_validate_a_bundle_with_its_runtime_and_degradations(reference, make_job, tmp_path):
     from dfedge.export.bundle import write_bundle
     from dfedge.models.factory import weight_sources
@@ -146,6 +147,7 @@ def test_default_budgets_catch_flips_and_an_uncorrelated_model(reference, tmp_pa
         assert result.exit_code == 1 and reason in result.output, result.output
 
 
+@pytest.mark.heavy
 def test_a_reference_of_another_model_is_refused(reference, make_job, tmp_path):
     """The case found: a CLS-head reference against a region-head bundle (47 % of decisions flipped, exit 0
     before). The manifest and the reference record their model; validate refuses before scoring."""

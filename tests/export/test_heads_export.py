@@ -11,6 +11,8 @@ from dfedge.models.factory import DetectorSpec, build_detector, weight_sources
 from dfedge.runtimes import open_runtime, torch_runner
 from dfedge.targets import TARGETS
 
+pytestmark = pytest.mark.heavy  # minutes of building or training: .ci/run's second command (-m heavy)
+
 HEADS = ("topk", "ensemble")
 # LiteRT's and ExecuTorch's conversions take 30-45 s each here: those four run with -m slow (every `dfedge build
 # --head topk|ensemble` checks the same parity on every target before it ships a bundle)

@@ -12,6 +12,8 @@ from dfedge.eval.validate import Budget
 from dfedge.models.factory import DetectorSpec, build_detector
 from dfedge.runtimes import torch_runner
 
+pytestmark = pytest.mark.heavy  # minutes of building or training: .ci/run's second command (-m heavy)
+
 
 def test_mixed_rung_settings_scope_and_fail_fast(make_job, monkeypatch, tmp_path):
     import nncf

@@ -13,6 +13,8 @@ from dfedge.models.factory import DetectorSpec, build_detector, shipped_file
 from dfedge.runtimes import torch_runner
 from dfedge.train.distill import MANIFEST_FORMAT, face_images
 
+pytestmark = pytest.mark.heavy  # minutes of building or training: .ci/run's second command (-m heavy)
+
 runner = CliRunner()
 
 

@@ -15,6 +15,8 @@ from dfedge.models.checkpoint import CheckpointError, save_safetensors, sha256_f
 from dfedge.models.factory import DetectorSpec, build_detector, dinov3_config, shipped_file
 from dfedge.train.student import MANIFEST_FORMAT, backbone_gflops, student_backbone
 
+pytestmark = pytest.mark.heavy  # minutes of building or training: .ci/run's second command (-m heavy)
+
 runner = CliRunner()
 
 

@@ -9,6 +9,8 @@ from dfedge.models.factory import DetectorSpec, build_detector, shipped_file
 from dfedge.train.probe import Features, extract_features, fit_probe, probe_auc
 from dfedge.train.toy import mouth_iou
 
+pytestmark = pytest.mark.heavy  # minutes of building or training: .ci/run's second command (-m heavy)
+
 
 def test_toy_weights_ship_with_the_package():
     for part in ("dinov3", "parser", "probe"):
