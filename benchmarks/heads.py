@@ -23,7 +23,8 @@ from sklearn.metrics import roc_auc_score
 from dfedge.data.degrade import Degradation, apply
 from dfedge.data.sources import ToySet, open_set
 from dfedge.models.factory import DetectorSpec, build_detector
-from dfedge.models.heads import HEADS, masked_mean_weights
+from dfedge.models.heads import HEADS
+from dfedge.models.pooling import masked_mean_weights
 from dfedge.runtimes.standalone import cpu_isa, cpu_model
 from dfedge.train.probe import Features, fit_probe
 

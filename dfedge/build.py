@@ -39,11 +39,11 @@ from .eval.validate import Budget
 from .eval.video import VideoGate
 from .export.bundle import replace_folder, write_bundle
 from .export.job import Job
-from .models.checkpoint import atomic_write, track
 from .models.factory import DetectorSpec, build_detector, identity, spec_gflops, weight_sources
 from .models.heads import head as head_info
 from .models.ladder import RUNGS
 from .models.temporal import temporal_head
+from .models.writing import atomic_write, track
 from .runtimes import torch_runner
 from .runtimes.benchmark import BenchRun, bench_set, reference_spec
 from .runtimes.recipe import Recipe
@@ -422,7 +422,7 @@ def run_build(config: BuildConfig, log=lambda msg: None, advance=lambda n=1: Non
     stage = staging / name
     shutil.rmtree(staging, ignore_errors=True)  # (what a run killed with SIGKILL left)
     stage.mkdir(parents=True)
-    track(staging)  # SIGTERM and Ctrl-C remove it (models.checkpoint.terminate)
+    track(staging)  # SIGTERM and Ctrl-C remove it (models.writing.terminate)
     try:
         rows = _build_all(config, plan, staging, log, advance)
         final = dist / name

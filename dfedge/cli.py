@@ -121,7 +121,7 @@ def run_plan(command: str, opts: Options, config: Path | None = None) -> None:
     one table; exit 1 when a required rung did not ship or a step failed (build.outcome). What the converters print
     goes to dist/NAME.COMMAND.log while it runs, then into the set as COMMAND.log; a run that stops keeps it there."""
     from .build import make_config, read_config, run_build
-    from .models.factory import require_weights
+    from .models.spec import require_weights
 
     with user_errors():
         random = {"random_probe": True} if opts["random_weights"] else {}  # a random model's probe is random too

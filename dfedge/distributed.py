@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from .eval.scores import Scores, assemble, run_batch
-from .models.checkpoint import atomic_write
-from .models.detector import CROP_SIZE
+from .models.writing import atomic_write
+from .models.spec import CROP_SIZE
 
 ENGINES = ("local", "ray")
 FREE_CPUS = 0.5  # left to Ray's own tasks: with every CPU held by actors, a 2-CPU Ray Data pipeline stalls

@@ -20,11 +20,11 @@ from typing import Annotated, Optional
 import typer
 
 from .build import COMMANDS, BuildConfig
-from .models.factory import BACKBONES, DETECTOR_PRESETS, DetectorSpec, require_weights
 from .device.image import MAX_PIXELS
 from .models.heads import HEADS
+from .models.labels import REGIONS
 from .models.ladder import RUNGS
-from .models.region import REGIONS
+from .models.spec import BACKBONES, DETECTOR_PRESETS, DetectorSpec, require_weights
 from .targets import PRECISIONS, TARGETS
 
 CHOICES = {"preset": list(DETECTOR_PRESETS), "backbone": list(BACKBONES), "head": list(HEADS), "region": list(REGIONS), "region_index": list(RUNGS),

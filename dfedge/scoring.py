@@ -22,7 +22,7 @@ from .device.faces import detectors
 from .device.faces.mtcnn import MIN_FACE
 from .device.image import MAX_PIXELS
 from .device.verdict import Verdict
-from .models.checkpoint import atomic_write
+from .models.writing import atomic_write
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import sys
 import threading
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.cells import cell_len, set_cell_size
@@ -19,9 +20,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .build import BuildConfig, Row, outcome, summary
-from .data.images import ImageError
-from .models.checkpoint import CheckpointError, terminate, track
+from .models.writing import terminate, track
+
+if TYPE_CHECKING:
+    from .build import BuildConfig, Row
 
 # ":train:" in "toy:train:40" must not become an emoji; piped output (CI logs) gets room for the wide tables
 console = Console(emoji=False, width=None if sys.stdout.isatty() else 200)
@@ -42,14 +44,14 @@ def user_errors():
     except OSError as e:  # a folder where a file goes, no permission, a full disk: the path and the reason
         err_console.print(f"[red]error:[/red] {escape(str(e.filename or ''))}: {escape(str(e.strerror or e))}", markup=True, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
-    except (CheckpointError, ImageError, ValueError) as e:
+    except ValueError as e:  # a bad option or setting, and the kit's CheckpointError and ImageError (ValueErrors)
         err_console.print(f"[red]error:[/red] {escape(str(e))}", markup=True, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
 def clean_up_on_termination() -> None:
     """SIGTERM and Ctrl-C remove the temporary files and folders being written, then end the command
-    (models.checkpoint.terminate); the default action would leave them."""
+    (models.writing.terminate); the default action would leave them."""
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, terminate)
@@ -83,6 +85,8 @@ def print_summary(config: BuildConfig, rows: list[Row], final: Path, wide: bool 
     """The table of a build, export or quantize, then which rungs were required and the exit status it gives
     (build.outcome), and where the report and the converters' log are; returns that exit status. By default the
     table's few columns fit SUMMARY_WIDTH (build.summary); `wide`: every column, as in report.md."""
+    from .build import outcome, summary
+
     out = out or console
     gate = f"ΔAUC ≥ -{config.max_auc_drop * 100:.2f} pp on {config.data}" if config.data else "parity only"
     names, cells = summary(rows, wide)

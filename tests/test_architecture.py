@@ -31,7 +31,8 @@ def modules() -> dict[str, Path]:
 
 
 def imports(name: str, path: Path) -> set[str]:
-    """dfedge modules that `name` imports anywhere in its file (lazy imports inside functions included)."""
+    """dfedge modules that `name` imports anywhere in its file (lazy imports inside functions included, and the
+    modules it names in a string: a table row's `models.lazy.Lazy("dfedge.…", name)` imports it when first called)."""
     known, package = modules(), name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
@@ -45,6 +46,8 @@ def imports(name: str, path: Path) -> set[str]:
             if base.startswith("dfedge"):
                 subs = {f"{base}.{a.name}" for a in node.names}
                 found |= {s for s in subs if s in known} or {base}
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("dfedge."):
+            found.add(node.value)
     return {m for m in found if m in known and m != name}
 
 

@@ -27,7 +27,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from ..models.checkpoint import atomic_write
+from ..models.writing import atomic_write
 from ..models.detector import CROP_SIZE, align_template
 from .faces import FaceLocator, FrameRef, LandmarkFile, MTCNN, align, largest_face
 from .media import FRAMES_PER_VIDEO, MediaError, decode_frames

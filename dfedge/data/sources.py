@@ -198,7 +198,7 @@ def write_toy(out: Path, count: int, split: str = "test", region: str = "mouth",
     into out/real/ and out/fake/, each file written whole or not at all; -> {"real": n, "fake": n}."""
     from PIL import Image
 
-    from ..models.checkpoint import atomic_write
+    from ..models.writing import atomic_write
     from .synthetic import toy_sample
     from .toyvideo import toy_clip, write_clip
 

@@ -64,7 +64,7 @@ def vote_agrees(out: dict, weights, step: float) -> bool | None:
     rounding boundary to tell: a stream level within 1 % of a step from a half, where float32 and float16 graphs
     may round either way). Streams that found no region do not vote; which ones did is not an output, so a graph
     agrees when some subset of the streams that includes the global one gives its vote."""
-    from ..models.heads import discretized_vote
+    from ..models.pooling import discretized_vote
 
     p = np.asarray(out["streams"], np.float64).reshape(-1)
     n = round(1.0 / step)

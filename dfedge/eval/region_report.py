@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..data.samples import LabelledSet
-from ..models.checkpoint import atomic_write
+from ..models.writing import atomic_write
 from ..models.detector import Detector
 from ..models.factory import DetectorSpec, build_detector, gflops, spec_gflops
 from ..models.ladder import RUNGS

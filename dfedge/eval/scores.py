@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from .._version import __version__
-from ..models.checkpoint import atomic_write
+from ..models.writing import atomic_write
 
 SCHEMA = "dfedge-scores/1"
 ARRAYS = ("ids", "video_ids", "labels", "logits", "probabilities", "region_tokens", "token_masks", "contributions")

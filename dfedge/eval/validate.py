@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.degrade import apply, parse_spec
-from ..models.checkpoint import atomic_write
+from ..models.writing import atomic_write
 from . import metrics
 from .scores import Runner, Scores, check_same_samples, score_set
 

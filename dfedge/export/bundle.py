@@ -27,7 +27,8 @@ from ..device.host import device_facts
 from ..device.schema import BUNDLE_SCHEMA, MANIFEST_SCHEMA, schema_errors
 from ..device.validation import validate
 from ..models import mtcnn
-from ..models.checkpoint import sha256_file, temporary, track, uninterrupted
+from ..models.checkpoint import sha256_file
+from ..models.writing import temporary, track, uninterrupted
 from ..device.graphs import OUTPUTS, TEMPORAL_OUTPUTS
 from ..models.detector import ALIGN_TEMPLATE
 from ..models.heads import head
@@ -181,7 +182,7 @@ def write_bundle(job: Job, dist: Path, log=lambda msg: None) -> tuple[Path, dict
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     conversion: dict = {}
-    with temporary(tmp):  # a SIGTERM removes it (models.checkpoint.terminate)
+    with temporary(tmp):  # a SIGTERM removes it (models.writing.terminate)
         try:
             try:
                 convert(job, tmp, conversion)

@@ -8,8 +8,8 @@
                      feeds a 2x area-downsampled crop and fuses at 56, distilled replaces the whole branch by
                      a head on the DINOv3 patch tokens [B, g*g, D] -> [B, C, g, g])
       DINOv3 branch: exact 2x area downsample to 224 (or 448 as is) -> mean/std -> patch tokens [B, g*g, D]
-      head:          masked mean of the region's tokens [B, D] -> linear probe -> logit [B] (models/heads.py: the
-                     other heads pool differently: Top-K salience, a calibrated multi-region vote)
+      head:          masked mean of the region's tokens [B, D] -> linear probe -> logit [B] (models/heads.py and
+                     pooling.py: the other heads pool differently: Top-K salience, a calibrated multi-region vote)
 
 Outputs (DetectorOutput): logit [B], probability [B] (= sigmoid(logit), P(fake)), token_mask [B, g, g] (0/1),
 region_tokens [B] (the count of token_mask; 0 means the region was not found and the score must not be used),
@@ -32,12 +32,12 @@ from torch import nn
 from .dinov3 import DinoV3
 from .distilled import DistilledRegionHead
 from .farl import FarlParser
-from .heads import Tokens, feature_dim, head, masked_mean_weights, region_mean
+from .heads import feature_dim, head
 from .ladder import rung
+from .pooling import Tokens, masked_mean_weights, region_mean
 from .region import LinearProbe, RegionIndex
 from .resample import apply_separable, area_matrix, as_buffer, unwarp_matrix, warp_matrix
-
-CROP_SIZE = 448
+from .spec import CROP_SIZE, check_head
 
 # facer's LaPa alignment template (its `_standard_face_pts`: points/256 - 1, mapped with (size - 1)/2) for a
 # 448 crop: left eye, right eye, nose tip, left mouth corner, right mouth corner, as (x, y) in pixels of the
@@ -73,13 +73,6 @@ class DetectorOutput(NamedTuple):
     contributions: torch.Tensor  # [B, g, g]
     streams: torch.Tensor  # [B, S]
     feature: torch.Tensor  # [B, D]
-
-
-def check_head(name: str, region_index: str) -> None:
-    """A known head and a known region-index rung that computes the tokens the head reads."""
-    uses_parser = rung(region_index).uses_parser
-    if head(name).reads == "farl" and not uses_parser:
-        raise ValueError(f"the {name} head reads FaRL tokens; the '{region_index}' region index runs no FaRL")
 
 
 @dataclass(frozen=True)
@@ -173,7 +166,7 @@ class Detector(nn.Module):
         return patches, cls
 
     def tokens(self, image: torch.Tensor) -> Tokens:
-        """image -> everything a head may read (models/heads.Tokens)."""
+        """image -> everything a head may read (models/pooling.Tokens)."""
         patches, cls = self.embed(image)
         probs = farl_tokens = None
         if self.region_index.head is not None:  # distilled: the index is read off DINOv3's own tokens
@@ -185,7 +178,7 @@ class Detector(nn.Module):
         return Tokens(patches, cls, mask, weights, probs, farl_tokens, soft)
 
     def features(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """image -> (the probe's training input (models/heads.Pool), token mask [B, g*g] of the tokens the verdict
+        """image -> (the probe's training input (models/pooling.Pool), token mask [B, g*g] of the tokens the verdict
         rests on, their count [B])."""
         t = self.tokens(image)
         h = head(self.cfg.head)

@@ -30,24 +30,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import (
-    CheckpointError, atomic_write, check_sha256, check_state_dict, config_from_metadata, read_safetensors, read_torch_state_dict,
+    CheckpointError, check_sha256, check_state_dict, config_from_metadata, read_safetensors, read_torch_state_dict,
     read_torchscript, save_safetensors, sha256_file,
 )
+from .labels import LABEL_SETS
 from .layers import QuickGELU, merge_heads, multi_head_attention, split_heads
 from .resample import adaptive_avg_matrix, apply_separable, as_buffer
+from .writing import atomic_write
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
-# Index -> name, as facer names them. LaPa's brow/eye sides (indices 2-5) are named the other way round in
-# FaRL's own dataset code ("lb, rb, le, re"): the indices are authoritative, the side in the name is not.
-LABEL_SETS: dict[str, tuple[str, ...]] = {
-    "lapa": ("background", "face", "rb", "lb", "re", "le", "nose", "ulip", "imouth", "llip", "hair"),
-    "celebm": (
-        "background", "neck", "face", "cloth", "rr", "lr", "rb", "lb", "re", "le", "nose", "imouth", "llip",
-        "ulip", "hair", "eyeg", "hat", "earr", "neck_l",
-    ),
-}
 # LaPa models were trained on tanh-warped crops (facer's warp_factor); CelebAMask-HQ ones on plain crops.
 WARP_FACTORS: dict[str, float] = {"lapa": 0.8, "celebm": 0.0}
 

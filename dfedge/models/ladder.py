@@ -18,8 +18,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .farl import FarlConfig
-
 # lite-head fusion size at a 448 crop, measured on toy:val:48 against exact: fused at 56 the mouth masks keep
 # IoU 0.93 (83 % of faces identical) for 522 full-size GFLOPs; at 28, IoU 0.63 (46 % identical) for 361. 28 buys
 # 1.4x less compute for a mask that is no longer the parser's, and the distilled rung is cheaper still, so 56.
@@ -32,8 +30,9 @@ class Rung:
     uses_parser: bool
     description: str
 
-    def parser_config(self, cfg: FarlConfig) -> FarlConfig:
-        """The parser config this rung runs, from the published one (None-safe only for parser rungs)."""
+    def parser_config(self, cfg):
+        """The parser config this rung runs (a models.farl.FarlConfig), from the published one (None-safe only for
+        parser rungs). (This module imports no model code: the command line's --region-index choices read RUNGS.)"""
         if self.name == "lite-head":
             return replace(cfg, fuse_size=4 * cfg.grid // LITE_FUSE_FRACTION)
         if self.name == "parser-224":

@@ -24,23 +24,11 @@ from torch import nn
 
 from .checkpoint import (CheckpointError, check_sha256, check_state_dict, config_from_metadata, expected_shapes,
                          read_safetensors, save_safetensors)
-from .farl import LABEL_SETS
-from .heads import GLOBAL, EnsembleProbe, TopKProbe, head
+from .labels import LABEL_SETS, REGIONS
+from .pooling import GLOBAL, EnsembleProbe, TopKProbe
+from .heads import head
 
 MEMBERSHIP_THRESHOLD = 0.25
-
-# Regions by label name; a name missing from a label set is simply not part of it there.
-REGIONS: dict[str, tuple[str, ...]] = {
-    "mouth": ("ulip", "imouth", "llip"),
-    "eyes": ("re", "le"),
-    "brows": ("rb", "lb"),
-    "nose": ("nose",),
-    "skin": ("face",),
-    "hair": ("hair",),
-    "face": ("face", "rb", "lb", "re", "le", "nose", "ulip", "imouth", "llip", "eyeg"),
-    "all": (),  # every token (every class, background included): the topk head over the whole crop
-}
-
 
 
 def region_classes(label_set: str, region: str) -> list[int]:
@@ -123,7 +111,7 @@ ENSEMBLE_STREAMS = ("mouth", "eyes", "nose", "skin", GLOBAL)
 TOPK_DEFAULTS = {"channels": 64, "k": 16}
 ENSEMBLE_DEFAULTS = {"streams": list(ENSEMBLE_STREAMS), "vote_weights": [1.0] * len(ENSEMBLE_STREAMS), "step": 0.1,
                      "calibration": "platt"}
-MAX_VOTE_WEIGHT = 49  # whole numbers summing below 50: the vote's halves stay exact (models/heads.EnsembleProbe.vote)
+MAX_VOTE_WEIGHT = 49  # whole numbers summing below 50: the vote's halves stay exact (models/pooling.EnsembleProbe.vote)
 
 
 def check_vote_weights(weights) -> tuple[float, ...]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..eval.gate import GateError
-from ..models.checkpoint import temporary
+from ..models.writing import temporary
 from ..export import openvino as ov_export
 from ..export.job import Job
 from .scope import openvino_patterns

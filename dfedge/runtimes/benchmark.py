@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..models.checkpoint import temporary
+from ..models.writing import temporary
 from ..device.errors import BundleError
 from ..device.files import MANIFEST, write_json
 from ..device.host import device_facts, peak_rss_mb

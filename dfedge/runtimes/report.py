@@ -108,7 +108,7 @@ def model_name(row: dict) -> str:
 
 def merge(paths: list[Path], out: Path) -> tuple[list[dict], dict[str, Path]]:
     """Write out/merged.md, out/merged.json and out/latency.png; return the rows and the written paths."""
-    from ..models.checkpoint import atomic_write
+    from ..models.writing import atomic_write
 
     table = rows(read_results(paths))
     out.mkdir(parents=True, exist_ok=True)

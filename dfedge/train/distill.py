@@ -23,7 +23,8 @@ import torch
 
 from ..data.images import IMAGE_SUFFIXES, read_crop, to_tensor
 from ..eval.metrics import mask_agreement
-from ..models.checkpoint import atomic_write, save_safetensors, sha256_file
+from ..models.checkpoint import save_safetensors, sha256_file
+from ..models.writing import atomic_write
 from ..models.detector import Detector
 from ..models.distilled import CONFIG_KEY, DistilledRegionHead, RegionHeadConfig, config_json
 

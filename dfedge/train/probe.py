@@ -23,7 +23,7 @@ from sklearn.preprocessing import StandardScaler
 
 from ..data.images import to_tensor
 from ..data.sources import LabelledSet
-from ..models.checkpoint import atomic_write
+from ..models.writing import atomic_write
 from ..models.detector import Detector
 from ..models import heads
 from ..device.verdict import region_stats
@@ -34,7 +34,7 @@ MIN_PER_CLASS = 5
 
 @dataclass
 class Features:
-    features: np.ndarray  # float32 [N, ...]: the head's pool (models/heads.Pool), [N, D] for the mean heads
+    features: np.ndarray  # float32 [N, ...]: the head's pool (models/pooling.Pool), [N, D] for the mean heads
     labels: np.ndarray  # int64 [N], 1 = fake
     region_tokens: np.ndarray  # float32 [N]
     ids: np.ndarray  # str [N]

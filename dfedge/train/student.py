@@ -30,7 +30,8 @@ from ..data.images import to_tensor
 from ..data.sources import open_set
 from ..eval.metrics import delong, mask_agreement
 from ..models import dinov3 as dinov3_lib
-from ..models.checkpoint import CheckpointError, atomic_write, save_safetensors, sha256_file
+from ..models.checkpoint import CheckpointError, save_safetensors, sha256_file
+from ..models.writing import atomic_write
 from ..models.detector import Detector
 from ..models.factory import DetectorSpec, build_detector, dinov3_config, gflops, meta_detector, shipped_file, spec_gflops
 from .distill import WEIGHTS_DIR, face_images, held_out_split, optimise

@@ -6,7 +6,7 @@ import torch
 
 from dfedge.models.checkpoint import CheckpointError
 from dfedge.models.factory import DetectorSpec, build_detector
-from dfedge.models.heads import EnsembleProbe, TopKProbe, discretized_vote
+from dfedge.models.pooling import EnsembleProbe, TopKProbe, discretized_vote
 from dfedge.models.region import ProbeInfo, load_probe, make_probe, save_probe
 
 

@@ -3,7 +3,7 @@ import torch
 
 from dfedge.models.checkpoint import CheckpointError
 from dfedge.models.factory import DetectorSpec, build_detector
-from dfedge.models.heads import masked_mean_weights
+from dfedge.models.pooling import masked_mean_weights
 from dfedge.models.region import (
     LinearProbe, ProbeInfo, RegionIndex, load_probe, region_classes, save_probe,
 )
