@@ -5,49 +5,49 @@ A row is the bundle-format half (`dfedge/device/formats/` FORMATS: model file, i
 package, session, capabilities; it ships inside every bundle) and the conversion half here: exporter, quantizer, precisions.
 Adding a target is one row here, one exporter module (export/<name>.py), one opener and format row in
 the device package (dfedge/device/formats/<name>.py), and, for quantized rungs, one quantizer module (docs/architecture.md).
+A row names its converters (`Lazy`: imported when first called), so the table itself imports no converter and no
+torch: the command line's choices and help and the docs table read it at once.
 """
 
 from __future__ import annotations
 
-from .export import coreml as coreml_export
-from .export import executorch as executorch_export
-from .export import onnx as onnx_export
-from .export import openvino as openvino_export
-from .export import tflite as tflite_export
-from .export.job import Target
-from .quantize import coreml as coreml_quantize
-from .quantize import executorch as executorch_quantize
-from .quantize import onnx as onnx_quantize
-from .quantize import openvino as openvino_quantize
-from .quantize import tflite as tflite_quantize
 from .device.formats import FORMATS
+from .export.row import ONNX_OPSET, Target
+from .models.lazy import Lazy
 
 EXPORTED = ("fp32", "fp16")
 
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
-        Target(FORMATS["onnx"], onnx_export.export, onnx_export.export_graph, EXPORTED, "onnx",
-               f"dynamo exporter, opset {onnx_export.OPSET}, static shapes; fp16 keeps float32 input/outputs and the "
+        Target(FORMATS["onnx"], Lazy("dfedge.export.onnx", "export"), Lazy("dfedge.export.onnx", "export_graph"),
+               EXPORTED, "onnx",
+               f"dynamo exporter, opset {ONNX_OPSET}, static shapes; fp16 keeps float32 input/outputs and the "
                "input normalisation",
-               onnx_quantize.quantize, ("int8", "int8-weights", "w8a16")),
-        Target(FORMATS["openvino"], openvino_export.export, openvino_export.export_graph, (*EXPORTED, "bf16"), "openvino",
+               Lazy("dfedge.quantize.onnx", "quantize"), ("int8", "int8-weights", "w8a16")),
+        Target(FORMATS["openvino"],
+               Lazy("dfedge.export.openvino", "export"), Lazy("dfedge.export.openvino", "export_graph"),
+               (*EXPORTED, "bf16"), "openvino",
                "IR from the torch module; fp16 = FP16-compressed weights except the input normalisation, f32 compute on CPU; "
                "bf16 = the fp32 IR with bfloat16 inference precision in its runtime options (CPUs with AVX-512 BF16 or "
                "AMX; refused elsewhere)",
-               openvino_quantize.quantize, ("int8", "int8-weights", "int4-weights", "mixed")),
-        Target(FORMATS["coreml"], coreml_export.export, coreml_export.export_graph, EXPORTED, "coremltools",
+               Lazy("dfedge.quantize.openvino", "quantize"), ("int8", "int8-weights", "int4-weights", "mixed")),
+        Target(FORMATS["coreml"], Lazy("dfedge.export.coreml", "export"), Lazy("dfedge.export.coreml", "export_graph"),
+               EXPORTED, "coremltools",
                "ML program, iOS17/macOS14; fp16 = FP16 compute except input normalisation, residual adds and the probe head",
-               coreml_quantize.quantize, ("int8-weights", "palette6", "palette4")),
-        Target(FORMATS["tflite"], tflite_export.export, tflite_export.export_graph, EXPORTED, "litert-torch",
+               Lazy("dfedge.quantize.coreml", "quantize"), ("int8-weights", "palette6", "palette4")),
+        Target(FORMATS["tflite"], Lazy("dfedge.export.tflite", "export"), Lazy("dfedge.export.tflite", "export_graph"),
+               EXPORTED, "litert-torch",
                "litert-torch; NHWC input as mobile cameras deliver; 3×3 convolutions written as nine shifted 1×1 ones (`export/rewrite.py`: XNNPACK runs those at GEMM speed, docs/benchmarks.md); fp16 = float16 weights (ai-edge-quantizer)",
-               tflite_quantize.quantize, ("int8-weights", "int8", "w8a16")),
-        Target(FORMATS["executorch"], executorch_export.export, executorch_export.export_graph, EXPORTED, "executorch",
+               Lazy("dfedge.quantize.tflite", "quantize"), ("int8-weights", "int8", "w8a16")),
+        Target(FORMATS["executorch"],
+               Lazy("dfedge.export.executorch", "export"), Lazy("dfedge.export.executorch", "export_graph"),
+               EXPORTED, "executorch",
                "torch.export lowered to the XNNPACK delegate, static shapes; fp16 = DINOv3's attention and MLPs and the "
                "parser in float16, its residual stream and patch embedding, the input normalisation and the region math "
                "float32; "
                "int8 = XNNPACK quantizer + NNCF ranges; placement (delegated vs portable ops) in the manifest",
-               executorch_quantize.quantize, ("int8",)),
+               Lazy("dfedge.quantize.executorch", "quantize"), ("int8",)),
     )
 }
 # 16-bit activations (w8a16) per target: the recipe where the target has the rung, else why it has none (checked

@@ -65,9 +65,10 @@ def read(bundle: str | Path) -> dict:
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise BundleError(f"{path}: not JSON ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-    if not isinstance(manifest, dict) or manifest.get("schema") not in SCHEMAS:
-        found = manifest.get("schema") if isinstance(manifest, dict) else type(manifest).__name__
-        raise BundleError(f"{path}: schema {found!r}, expected {BUNDLE_SCHEMA!r} (or {BUNDLE_SCHEMA_V1!r})")
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{path}: not a valid manifest: /: must be object, not {type(manifest).__name__}")
+    if not isinstance(manifest.get("schema"), str) or manifest["schema"] not in SCHEMAS:
+        raise BundleError(f"{path}: schema {manifest.get('schema')!r}, expected {BUNDLE_SCHEMA!r} (or {BUNDLE_SCHEMA_V1!r})")
     errors = schema_errors(manifest, SCHEMAS[manifest["schema"]])
     if errors:
         raise BundleError(f"{path}: not a valid manifest: {errors[0]}" + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))

@@ -107,7 +107,7 @@ MANIFEST_SCHEMA = {
                                                                     "additionalProperties": FILE_NAME},
                           "inputs": STR, "sources": obj({"file": STR, "sha256": SHA256, "licence": STR,
                                                          "converted_from": {"type": "object", "additionalProperties": STR}}),
-                          "settings": FREE, "parity": FREE}, ("detector", "files")),
+                          "settings": FREE, "parity": FREE}, ("files", "detector")),
         "temporal": obj({"file": FILE_NAME, "frames": {"type": "integer", "minimum": 1},
                          "feature_dim": {"type": "integer", "minimum": 1}, "threshold_logit": NUM,
                          "min_valid": {"type": "integer", "minimum": 1}, "precision": STR, "input": FREE,

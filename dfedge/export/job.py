@@ -1,21 +1,17 @@
-"""What a converter is given: the row type of the target table, and the frozen job of one bundle.
+"""What a converter is given: the frozen job of one bundle (its target's row: export/row.py).
 
 A converter (an exporter in `export/<target>.py`, a quantizer in `quantize/<target>.py`) is one function:
 
     convert(job: Job, out_dir: Path, report: dict) -> list[Path]
 
 It writes the target's model file into `out_dir`, with `job.metadata` embedded in it, and records what it did in
-`report` (tool, settings, calibration; the bundle's manifest keeps it under `conversion`). The table itself
-(`dfedge/targets.py`) sits above the quantizers, since its rows name them; its row type lives here, with the job
-that carries a row down to the converters.
+`report` (tool, settings, calibration; the bundle's manifest keeps it under `conversion`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,12 +23,8 @@ from ..eval.video import VideoGate
 from ..device.graphs import OUTPUTS
 from ..models.detector import ALIGN_TEMPLATE, Detector
 from ..models.temporal import TemporalHead
-from ..device.formats import Format
 from ..device.schema import BUNDLE_SCHEMA
-
-Converter = Callable[["Job", Path, dict], list[Path]]
-# (module, example input, output path, output names, dynamic height/width) -> files: small fp32 graphs (the face nets)
-GraphExporter = Callable[[object, torch.Tensor, Path, tuple, bool], list[Path]]
+from .row import Target
 
 
 class Outputs(torch.nn.Module):
@@ -45,37 +37,6 @@ class Outputs(torch.nn.Module):
 
     def forward(self, image: torch.Tensor):
         return tuple(self.detector(image.permute(0, 3, 1, 2) if self.nhwc else image))
-
-
-@dataclass(frozen=True)
-class Target:
-    """One row of the target table: the bundle-format half (`format`, from dfedge/device/formats: model file,
-    input name and layout, runtime package, opener) and the conversion half (exporter, quantizer, precisions)."""
-
-    format: Format
-    exporter: Converter  # writes the exported precisions
-    graph_exporter: GraphExporter  # writes the face front end's nets in this format
-    precisions: tuple[str, ...]  # exported: fp32, fp16
-    converter: str  # the package whose version the manifest records
-    note: str  # one line for the docs table
-    quantizer: Converter | None = None  # writes the quantized rungs
-    quantized: tuple[str, ...] = ()  # rungs below fp16
-
-    @property
-    def name(self) -> str:
-        return self.format.name
-
-    @property
-    def all_precisions(self) -> tuple[str, ...]:
-        return self.precisions + self.quantized
-
-    def convert_for(self, precision: str) -> Converter:
-        """The exporter or the quantizer that writes `precision`."""
-        if precision in self.precisions:
-            return self.exporter
-        if precision in self.quantized and self.quantizer is not None:
-            return self.quantizer
-        raise ValueError(f"target '{self.name}' has no precision '{precision}' (has: {', '.join(self.all_precisions)})")
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ from ..device.graphs import OUTPUTS
 from ..models.detector import FP32_CONSTANTS
 from ..device.formats import FORMATS
 from .job import Job
+from .row import ONNX_OPSET as OPSET
 
 FORMAT = FORMATS["onnx"]
-OPSET = 20
 EXTERNAL_DATA_BYTES = 1 << 30
 
 

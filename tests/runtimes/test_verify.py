@@ -23,10 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def bundle(toy_build):
-    result, dist = toy_build
-    assert result.exit_code == 0, result.output
-    return dist / "onnx-fp32"
+def bundle(onnx_bundle):
+    return onnx_bundle
 
 
 def copy(bundle: Path, tmp_path: Path) -> Path:
