@@ -29,7 +29,7 @@ from dfedge.eval.scores import score_set
 from dfedge.models.factory import DetectorSpec, build_detector
 from dfedge.runtimes.recipe import Recipe
 from dfedge.runtimes.reference import torch_runner
-from dfedge.runtimes.standalone import cpu_isa, cpu_model, peak_rss_mb
+from dfedge.device.host import cpu_isa, cpu_model, peak_rss_mb
 from dfedge.scoring import ScoreOptions, open_detector, score_paths, score_paths_on
 
 

@@ -4,7 +4,7 @@ whole at toy and at full model size (not a test). Prints one markdown table.
     python benchmarks/front_end.py --runs 3
 
 Photos: a toy face in a 640x480 picture, and the same picture upscaled to 12 MP and 48 MP JPEGs (decoded at a reduced
-size, searched in a copy of at most 1600 px). The front end is the kit's: models/frontend.py with the torch nets, the
+size, searched in a copy of at most 1600 px). The front end is the kit's: the device package (dfedge/device/) with the torch nets, the
 code every bundle runs with its own runtime's nets. The model is torch FP32 eager, toy and full size (ViT-L/16 +
 FaRL-B, seeded random weights: the time is the architecture's).
 """
@@ -24,12 +24,13 @@ from PIL import Image
 
 from dfedge.data.media import read_photo
 from dfedge.data.synthetic import toy_sample
-from dfedge.models import frontend
+from dfedge.device import align as alignment
+from dfedge.device.faces.mtcnn import detect_faces
 from dfedge.models.detector import ALIGN_TEMPLATE, CROP_SIZE
 from dfedge.models.factory import DetectorSpec, build_detector
 from dfedge.models.mtcnn import TorchNets, load_mtcnn
 from dfedge.runtimes.reference import torch_runner
-from dfedge.runtimes.standalone import cpu_isa, cpu_model
+from dfedge.device.host import cpu_isa, cpu_model
 
 
 def median_ms(fn, runs: int) -> tuple[float, object]:
@@ -69,9 +70,10 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, path in photos(Path(tmp)).items():
-            decode, (image, _) = median_ms(lambda path=path: read_photo(path), args.runs)
-            detect, faces = median_ms(lambda image=image: frontend.detect_faces(image, nets.pnet, nets.rnet, nets.onet), args.runs)
-            align, _ = median_ms(lambda: [frontend.align(image, f.landmarks, ALIGN_TEMPLATE, CROP_SIZE) for f in faces], args.runs)
+            decode, photo = median_ms(lambda path=path: read_photo(path), args.runs)
+            image = photo.image
+            detect, faces = median_ms(lambda image=image: detect_faces(image, nets.pnet, nets.rnet, nets.onet), args.runs)
+            align, _ = median_ms(lambda: [alignment.align(image, f.landmarks, ALIGN_TEMPLATE, CROP_SIZE) for f in faces], args.runs)
             front = decode + detect + align
             rows.append((name, len(faces), decode, detect, align,
                          *(f"{m:.0f} ({front / (front + m):.1%})" for m in models.values())))

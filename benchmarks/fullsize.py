@@ -23,7 +23,7 @@ Every step runs in its own subprocess (this file with --worker), one at a time, 
 that step's alone and memory is returned between steps:
   * `export` builds the detector and writes a target's bundles (fp32, and the int8 rung from the same converted
     graph), then exits;
-  * `run` opens one bundle with the runtime alone (dfedge.runtimes.standalone.open_runner, the code every bundle
+  * `run` opens one bundle with the runtime alone (dfedge.device.bundle.open_runner, the code every bundle
     ships as bench.py; torch is not imported) and times it;
   * `torch` builds the detector and times eager FP32; its outputs on the crop are the parity reference;
   * `roofline` counts FLOPs on a meta model and times a large fp32 GEMM (at the start and at the end; the faster
@@ -78,7 +78,7 @@ def rung_spec(preset: str, rung: str):
 
 
 def peak_rss_gb() -> float:
-    from dfedge.runtimes.standalone import peak_rss_mb  # VmHWM: ru_maxrss would include the parent's peak
+    from dfedge.device.host import peak_rss_mb  # VmHWM: ru_maxrss would include the parent's peak
 
     return peak_rss_mb() / 2**10
 
@@ -220,7 +220,7 @@ def worker_export(args) -> dict:
 
 def worker_run(args) -> dict:
     """Open a bundle with its runtime alone (no torch in this process) and time it."""
-    from dfedge.runtimes.standalone import open_runner
+    from dfedge.device.bundle import open_runner
 
     crop = np.load(args.workdir / "crop.npy")
     bundle = args.workdir / f"{args.worker_rung}-{args.target}-{args.precision}"
@@ -246,7 +246,7 @@ def worker_run(args) -> dict:
     rss = peak_rss_gb()  # before the placement run: ONNX Runtime's profiling session is a second copy
     where = None
     try:  # where the ops ran, in the runtime's own view with the same options (one more profiled run on ONNX Runtime)
-        from dfedge.runtimes.standalone import placement
+        from dfedge.device.bundle import placement
 
         where = placement(bundle, args.target, json.loads(options.read_text()) if options.is_file() else None)
     except Exception as e:  # noqa: BLE001 - recorded; the timing stands without it
@@ -306,7 +306,7 @@ def spawn(args, name: str, extra: list[str], timeout: float, rung: str) -> tuple
 def host_facts(threads: int) -> dict:
     from importlib import metadata
 
-    from dfedge.runtimes.standalone import cpu_model
+    from dfedge.device.host import cpu_model
 
     flags = set()
     info = Path("/proc/cpuinfo")

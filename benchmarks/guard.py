@@ -18,10 +18,11 @@ import torch
 
 from dfedge.data.sources import open_set
 from dfedge.data.synthetic import toy_sample
-from dfedge.models import frontend
+from dfedge.device.align import align
+from dfedge.device.verdict import check_region
 from dfedge.models.detector import ALIGN_TEMPLATE, CROP_SIZE
 from dfedge.models.factory import DetectorSpec, build_detector
-from dfedge.runtimes.standalone import cpu_isa, cpu_model
+from dfedge.device.host import cpu_isa, cpu_model
 from dfedge.train import probe as probe_lib
 
 
@@ -73,11 +74,11 @@ def main() -> None:
     as_made = masks(det, [s.image for s in samples])
     variants = {"test crops as rendered (pose jitter kept)": as_made}
     for name, move in VARIANTS.items():
-        crops = [frontend.align(s.image, move(s.face.landmarks.astype(np.float64)), ALIGN_TEMPLATE, CROP_SIZE)
+        crops = [align(s.image, move(s.face.landmarks.astype(np.float64)), ALIGN_TEMPLATE, CROP_SIZE)
                  for s in samples]
         variants[name] = masks(det, crops)
     for name, m in variants.items():
-        status = [frontend.check_region(mask, guard)[0] for mask in m]
+        status = [check_region(mask, guard)[0] for mask in m]
         none = status.count("no_region") / n
         odd = status.count("implausible_region") / n
         rows.append((name, none, odd, none + odd))

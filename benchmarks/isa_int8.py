@@ -58,7 +58,7 @@ def main() -> None:
     from dfedge.export.job import Job
     from dfedge.models.factory import DetectorSpec, build_detector
     from dfedge.quantize.openvino import ignored_scope
-    from dfedge.runtimes.standalone import cpu_isa, cpu_model
+    from dfedge.device.host import cpu_isa, cpu_model
     from dfedge.targets import TARGETS
 
     spec = DetectorSpec()

@@ -103,7 +103,7 @@ def main() -> int:
     import litert_torch
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    from dfedge.runtimes.standalone import cpu_isa, cpu_model
+    from dfedge.device.host import cpu_isa, cpu_model
 
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)

@@ -35,7 +35,7 @@ def main() -> int:
 
     from dfedge.data.sources import ToySet
     from dfedge.models.factory import DetectorSpec, build_detector
-    from dfedge.runtimes.standalone import cpu_isa, cpu_model
+    from dfedge.device.host import cpu_isa, cpu_model
 
     torch.set_num_threads(args.threads)
     det = build_detector(DetectorSpec(preset=args.preset, region_index=args.region_index)).eval()

@@ -22,7 +22,7 @@ from dfedge.eval.gate import check_parity
 from dfedge.export.job import Job
 from dfedge.models.factory import DetectorSpec, build_detector
 from dfedge.runtimes import open_runtime, torch_runner
-from dfedge.runtimes.standalone import time_runner
+from dfedge.device.timing import time_runner
 from dfedge.targets import TARGETS
 
 RUNGS = [("openvino", "fp32"), ("openvino", "int8-weights"), ("openvino", "int8"), ("openvino", "int4-weights"),

@@ -22,7 +22,7 @@ from sklearn.metrics import roc_auc_score
 
 from dfedge.data.sources import open_set
 from dfedge.models.factory import DetectorSpec, build_detector
-from dfedge.runtimes.standalone import cpu_isa, cpu_model
+from dfedge.device.host import cpu_isa, cpu_model
 from dfedge.train.temporal import VIEWS, ClipTokens, TemporalSettings, ablation, clip_tokens, frame_mean
 
 
