@@ -120,7 +120,8 @@ def run_plan(command: str, opts: Options, config: Path | None = None) -> None:
     """build, export and quantize: one BuildConfig (the TOML file's values, then the command line's), one pipeline,
     one table; exit 1 when a required rung did not ship or a step failed (build.outcome). What the converters print
     goes to dist/NAME.COMMAND.log while it runs, then into the set as COMMAND.log; a run that stops keeps it there."""
-    from .build import make_config, read_config, run_build
+    from .build import run_build
+    from .config import make_config, read_config
     from .models.spec import require_weights
 
     with user_errors():

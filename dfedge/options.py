@@ -5,7 +5,9 @@ The choices shown in --help come from the tables they are about (CHOICES: DETECT
 TARGETS); the library validates them, so a wrong value is one line naming it and the known ones (exit 2). Defaults
 are the library's too: DetectorSpec's for the model (preset toy, head region, region mouth, DINOv3 input 224,
 region index exact) and BuildConfig's / COMMANDS' for the plan, so a build's TOML file can set what the command
-line leaves out (every option here defaults to None: not given).
+line leaves out (every option here defaults to None: not given). Every table and default is read from a module that
+imports no torch (config, models.spec, heads, labels, ladder, targets), so --help answers at once
+(tests/test_quick_cli.py).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .build import COMMANDS, BuildConfig
+from .config import COMMANDS, BuildConfig
 from .device.image import MAX_PIXELS
 from .models.heads import HEADS
 from .models.labels import REGIONS

@@ -1,6 +1,6 @@
 """The house rules of docs/architecture.md, read from the code's own imports and definitions: stages import only
-downwards (device -> models -> data -> eval -> train -> runtimes -> export -> quantize -> targets -> build, scoring,
-distributed -> cli), no module imports itself back through others, the device package (what every bundle runs)
+downwards (device -> models -> data -> eval -> train -> runtimes -> export -> quantize -> targets -> config, build,
+scoring, distributed -> cli), no module imports itself back through others, the device package (what every bundle runs)
 imports nothing outside itself but the standard library, numpy and the runtimes, no module outside a target's own
 asks which target it is, the CLI stays thin and no function takes a long parameter list."""
 
@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "dfedge"
 # The stages in the order imports may flow (a module may import its own stage and the ones before it). train is a
 # side stage used by the CLI only; terminal.py and options.py are the CLI's own plumbing.
 STAGES = ["_version", "device", "models", "data", "eval", "train", "runtimes", "export", "quantize", "targets",
-          ("build", "scoring", "distributed"), ("terminal", "options", "cli")]
+          ("config", "build", "scoring", "distributed"), ("terminal", "options", "cli")]
 
 
 def stage(module: str) -> int:

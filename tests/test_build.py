@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from dfedge.build import BuildConfig, make_config, read_config
+from dfedge.config import BuildConfig, make_config, read_config
 from dfedge.cli import app
 from dfedge.models.factory import DetectorSpec, gflops, meta_detector
 from dfedge.runtimes import verify
