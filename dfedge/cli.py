@@ -15,6 +15,8 @@ from .terminal import (clean_up_on_termination, console, converter_output, err_c
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Export, compress, validate and package the region-indexed deepfake detector.")
 
 Data = Annotated[str, typer.Option(help="Labelled crops: DIR with real/ and fake/, a CSV/JSONL list, or toy:SPLIT:N.")]
+Crops = Annotated[str, typer.Option(help="Aligned crops to distill on: a folder (searched recursively, labels ignored) or toy[:N].")]
+Seed = Annotated[int, typer.Option(help="Seed of the split and the initialisation.")]
 
 
 @app.callback(invoke_without_command=True)
@@ -367,11 +369,11 @@ def convert_parser_cmd(
 @app.command("distill-region-head")
 @takes(*WEIGHTS)
 def distill_region_head_cmd(
-    faces: Annotated[str, typer.Option(help="Aligned crops to distill on: a folder (searched recursively, labels ignored) or toy[:N].")] = "toy:1000",
+    faces: Crops = "toy:1000",
     out: Annotated[Path, typer.Option(help="Head file (.safetensors); the training manifest goes beside it as .json.")] = Path("region_head.safetensors"),
     steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 1500,
     hidden: Annotated[int, typer.Option(help="Hidden width of the head (0 = linear).")] = 256,
-    seed: Annotated[int, typer.Option(help="Seed of the split and the initialisation.")] = 0,
+    seed: Seed = 0,
     opts: Options = None,
 ) -> None:
     """Train the distilled region index: a small head on DINOv3 patch tokens, taught by the exact parser's
@@ -396,12 +398,12 @@ def distill_region_head_cmd(
 @app.command("distill-backbone")
 @takes(*WEIGHTS)
 def distill_backbone_cmd(
-    faces: Annotated[str, typer.Option(help="Aligned crops to distill on: a folder (searched recursively, labels ignored) or toy[:N].")] = "toy:1000",
+    faces: Crops = "toy:1000",
     out: Annotated[Path, typer.Option(help="Student file (.safetensors); the training manifest goes beside it as .json.")] = Path("student.safetensors"),
     data: Annotated[Optional[str], typer.Option(help="Labelled set on which teacher and student detectors are compared (AUC, DeLong p, masks), e.g. toy:val:200.")] = None,
     init: Annotated[Optional[Path], typer.Option(help="Start from this official DINOv3 checkpoint of the student's shape (ViT-S/16 for full; strict keys); default: from scratch.")] = None,
     steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 4000,
-    seed: Annotated[int, typer.Option(help="Seed of the split and the initialisation.")] = 0,
+    seed: Seed = 0,
     opts: Options = None,
 ) -> None:
     """Train a student backbone: a smaller ViT of the DINOv3 architecture (ViT-S/16 for the full preset) with an
