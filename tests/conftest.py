@@ -114,7 +114,7 @@ def delegation(monkeypatch):
 def pytest_collection_modifyitems(config, items):
     """pytest-xdist groups: every test that reads the session's toy build runs on one worker (it is built once);
     the others by file (module and session fixtures of a file are not computed twice). A test that reads the toy
-    build is heavy (the build takes minutes): it runs with -m heavy, .ci/run's second command."""
+    build is heavy (the build takes minutes): it runs in .ci/run's second command (-m 'heavy and not slow and not fullsize')."""
     root = config.rootpath / "tests"
     for item in items:
         if "toy_build" in getattr(item, "fixturenames", ()):

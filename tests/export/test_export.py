@@ -12,6 +12,7 @@ import torch
 import pytest
 
 from dfedge.data.sources import toy_crops
+from dfedge.device.schema import BUNDLE_SCHEMA
 from dfedge.eval.gate import PARITY, ParityError, check_parity
 from dfedge.export import bundle as bundle_lib
 from dfedge.models.factory import DetectorSpec, build_detector, weight_sources
@@ -100,7 +101,7 @@ def test_manifest_schema_and_hashes_verify(bundles):
     for (target, precision), (path, manifest) in bundles.items():
         again = verify(path)
         assert again == json.loads((path / "manifest.json").read_text())
-        assert manifest["schema"] == "dfedge-bundle/1" and manifest["target"] == target
+        assert manifest["schema"] == BUNDLE_SCHEMA and manifest["target"] == target
         assert manifest["input"]["layout"] == TARGETS[target].format.input_layout and manifest["input"]["name"] == "image"
         assert manifest["input"]["shape"] == ([1, 448, 448, 3] if target == "tflite" else [1, 3, 448, 448])
         assert manifest["conversion"]["tool"]  # what converted it, recorded by the converter itself
@@ -141,7 +142,7 @@ def test_metadata_is_embedded_in_the_models(bundles):
     for precision in PRECISIONS:  # LiteRT's flatbuffer tools; fp16 is rewritten by ai-edge-quantizer before it is added
         flat = flatbuffer_utils.read_model(bundles["tflite", precision][0] / "detector.tflite")
         meta = {m.name.decode(): bytes(flat.buffers[m.buffer].data).decode() for m in flat.metadata}
-        assert meta["dfedge.precision"] == precision and meta["dfedge.schema"] == "dfedge-bundle/1"
+        assert meta["dfedge.precision"] == precision and meta["dfedge.schema"] == BUNDLE_SCHEMA
         embedded[f"tflite-{precision}"] = meta
     from dfedge.export.executorch import read_metadata  # a constant method of the program, run by ExecuTorch's runtime
 
