@@ -21,6 +21,7 @@ from .._version import __version__
 from ..data.sources import toy_photos
 from ..eval.gate import GateError, Parity, ParityError, check_front_end_parity, check_parity, parity_message
 from ..device import files as device_files
+from ..device.align import LANDMARKS
 from ..device.bundle import placement, placement_unobserved
 from ..device.faces.mtcnn import ROW as MTCNN_ROW
 from ..device.host import device_facts
@@ -114,7 +115,7 @@ def build_manifest(job: Job, root: Path, parity: Parity, conversion: dict) -> di
         "alignment": {
             "crop_size": s,
             "template": np.round(ALIGN_TEMPLATE, 6).tolist(),
-            "points": ["left eye", "right eye", "nose tip", "left mouth corner", "right mouth corner"],
+            "points": list(LANDMARKS),
             "convention": "(x, y) pixel-index coordinates of the crop: the centre of the top-left pixel is (0, 0), of "
                           "the bottom-right one (S - 1, S - 1); image-left first",
             "method": "least-squares 5-point similarity transform from detected landmarks to the template",

@@ -18,29 +18,22 @@ from pathlib import Path
 from ..device import bundle as device_bundle
 from ..device.errors import BundleError, RuntimeUnavailable  # noqa: F401 - public API
 from ..device.faces.mtcnn import Mtcnn
-from ..device.formats import FORMATS, Format, format_of
+from ..device.formats import FORMATS, format_of
 from ..device.manifest import verify  # noqa: F401 - public API
 from ..device.pipeline import Graphs, Pipeline, Result  # noqa: F401 - public API
 from ..device.pipeline import load as load_pipeline
 from .reference import torch_runner
 
 
-def interpreter_opener(fmt: Format):
-    """(opener, runtime name) of the kit's interpreter for a format whose runtime does not predict here (the row's
-    `interpreter`), or (None, the format's package) where its own runtime runs."""
-    if fmt.runs_here() or fmt.interpreter is None:
+def _opener(target: str, interpreter: bool):
+    """(opener, runtime name): with `interpreter`, the kit's interpreter (the row's `interpreter`) for a format whose
+    runtime does not predict here; else (None, the format's package): its own runtime."""
+    fmt = FORMATS[target]
+    if not interpreter or fmt.runs_here() or fmt.interpreter is None:
         return None, fmt.package
     from .mil import INTERPRETERS
 
-    opener, name = INTERPRETERS[fmt.interpreter]
-    return opener, name
-
-
-def _opener(target: str, interpreter: bool):
-    fmt = FORMATS[target]
-    if not interpreter:
-        return None, fmt.package
-    return interpreter_opener(fmt)
+    return INTERPRETERS[fmt.interpreter]
 
 
 def open_runtime(bundle: str | Path, target: str, threads: int = 0, device: str = "CPU", interpreter: bool = False,
