@@ -23,6 +23,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from .allocator import fixed_mmap_threshold
 from ._version import __version__
 from .config import BuildConfig, folder_name
 from .device.host import cpu_isa, cpu_model
@@ -226,6 +227,7 @@ def outcome(rows: list[Row]) -> tuple[int, str]:
 
 def run_build(config: BuildConfig, log=lambda msg: None, advance=lambda n=1: None) -> tuple[list[Row], Path]:
     """Build every planned bundle; returns the rows of the summary and dist/<name>."""
+    fixed_mmap_threshold()  # calibration's many large tensors otherwise fragment glibc's heap (allocator.py)
     plan = config.plan()
     name, dist = config.set_name, Path(config.dist)
     staging = dist / f".{name}.partial"  # bundles are written to staging/name, moved to dist/name at the end

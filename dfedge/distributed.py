@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .allocator import fixed_mmap_threshold
 from .eval.scores import Scores, assemble, run_batch
 from .models.writing import atomic_write
 from .models.spec import CROP_SIZE
@@ -46,6 +47,7 @@ class EngineError(ValueError):
 def threads(count: int) -> None:
     """Each actor computes on its share of the CPUs: torch and the runtimes' own pools otherwise take every core."""
     os.environ["OMP_NUM_THREADS"] = str(count)
+    fixed_mmap_threshold()  # an actor computes as the build does (allocator.py)
     try:
         import torch
 

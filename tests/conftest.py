@@ -9,10 +9,13 @@ import pytest
 from hypothesis import HealthCheck, settings
 from typer.testing import CliRunner
 
+from dfedge.allocator import fixed_mmap_threshold
 from dfedge.cli import app
 from dfedge.data.sources import toy_crops
 from dfedge.export.job import Job
 from dfedge.targets import TARGETS
+
+fixed_mmap_threshold()  # the tests' builds and calibrations run in this process as `dfedge build` runs them
 
 # The property-based suites (hypothesis): a bounded number of examples in the default run (seconds); the "long"
 # profile (HYPOTHESIS_PROFILE=long pytest tests/models/test_image_input.py tests/runtimes/test_verify.py) tries

@@ -13,7 +13,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "dfedge"
 # The stages in the order imports may flow (a module may import its own stage and the ones before it). train is a
 # side stage used by the CLI only; terminal.py and options.py are the CLI's own plumbing.
-STAGES = ["_version", "device", "models", "data", "eval", "train", "runtimes", "export", "quantize", "targets",
+STAGES = [("_version", "allocator"), "device", "models", "data", "eval", "train", "runtimes", "export", "quantize", "targets",
           ("config", "build", "scoring", "distributed"), ("terminal", "options", "cli")]
 
 
