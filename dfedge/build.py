@@ -262,21 +262,28 @@ def _build_all(config: BuildConfig, plan, staging: Path, log, advance) -> list[R
     rows: list[Row] = []
     for rung in dict.fromkeys(r for r, _, _ in plan):
         spec = config.rung_spec(rung)
-        det = build_detector(spec)
+        # one copy of the weights at a time: the reference, already scored, is the exact rung's detector or is let go
+        det, exact = (exact if exact is not None and spec == config.reference_spec else None), None
+        det = det or build_detector(spec)
         flops = spec_gflops(spec)["total"]
         sources = weight_sources(spec)
         options = {"preset": spec.preset, "head": spec.head, "region": spec.region, "dinov3_input": spec.dinov3_input,
                    "region_index": rung, "backbone": spec.backbone, "validation": config.data,
                    "parity_samples": config.parity_samples}
+        steps = [step for step in plan if step[0] == rung]
         caches: dict[str, dict] = {}  # one conversion per target, shared by its precisions
-        for _, target, precision in (step for step in plan if step[0] == rung):
+        for i, (_, target, precision) in enumerate(steps):
             folder = folder_name(rung, target, precision)
             job = Job(det, TARGETS[target], precision, config.set_name, folder, sources, options, parity_images,
                       calib, gate, config.accuracy_iterations, temporal, temporal_sources, video_gate,
                       caches.setdefault(target, {}))
             rows.append(_run(job, staging, flops, log))
             rows[-1].required = folder in required
+            if all(t != target for _, t, _ in steps[i + 1:]):
+                caches.pop(target)  # its conversion (a second copy of the weights) is not needed again
+            del job
             advance()
+        det = None
     bench = _bench(rows, stage, config, log, advance) if config.bench_runs > 0 else None
     _write_reports(stage, config, rows, gate, bench, calib)
     return rows

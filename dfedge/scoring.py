@@ -141,8 +141,7 @@ class RecordWorker(Worker):
             try:
                 records = list(score_paths(self.detector, [self.paths[u]], self.options))
             except Exception as e:  # noqa: BLE001 - one file's failure is its record, not the end of the run
-                records = [{"file": str(self.paths[u]), "status": "model_error", "reason": f"{self.paths[u]}: {e}",
-                            "probability": None, "logit": None, "decision": None}]
+                records = [failed(self.paths[u], media_kind(self.paths[u]) or "photo", "model_error", str(e))]
             out += [{"unit": u, "item": j, "record": json.dumps(r)} for j, r in enumerate(records)]
         return out
 
@@ -160,9 +159,16 @@ def _records(detector, paths: list[Path], options: ScoreOptions) -> Iterator[dic
             else:
                 yield from _photo(detector, path, options)
         except (MediaError, ImageError) as e:
-            yield {"file": str(path), "kind": kind, "status": "unreadable",
-                   "reason": f"{path}: {e.detail if isinstance(e, MediaError) else _strip(e, path)}",
-                   "probability": None, "logit": None, "decision": None}
+            yield failed(path, kind, "unreadable", e.detail if isinstance(e, MediaError) else _strip(e, path))
+        except Exception as e:  # noqa: BLE001 - one input's failure is its own record, never the batch's end
+            yield failed(path, kind, "model_error", f"not scored ({type(e).__name__}"
+                         + (f": {_strip(e, path).splitlines()[0]})" if str(e).strip() else ")"))
+
+
+def failed(path: Path, kind: str, status: str, detail: str) -> dict:
+    """The record of an input that gave no verdict: `unreadable` (the file) or `model_error` (what scored it)."""
+    return {"file": str(path), "kind": kind, "status": status, "reason": f"{path}: {detail}",
+            "probability": None, "logit": None, "decision": None}
 
 
 def _strip(e: Exception, path: Path) -> str:

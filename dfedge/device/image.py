@@ -86,7 +86,11 @@ def read_image(path, max_side: int = MAX_DECODE, max_pixels: int = MAX_PIXELS) -
         if abs(im.size[0] / im.size[1] - height / width) < abs(im.size[0] / im.size[1] - width / height):
             width, height = height, width  # turned a quarter (EXIF 5-8): the photo's own size is upright too
         if max(im.size) > max_side:
-            im = im.reduce(math.ceil(max(im.size) / max_side))
+            factor = math.ceil(max(im.size) / max_side)
+            if min(im.size) >= factor:
+                im = im.reduce(factor)
+            else:  # a sliver (20000 x 2): reduce() would leave a side of 0 px; the same box average, 1 px at least
+                im = im.resize(tuple(max(1, round(side / factor)) for side in im.size), Image.Resampling.BOX)
         rgb = np.asarray(im)
     except FileNotFoundError:
         raise ValueError("no such file") from None
@@ -122,6 +126,8 @@ def resize_area(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """[H, W, C] -> float32 [height, width, C] by area averaging (box filter, separable). One tap at a time, rows
     gathered in the image's own dtype: a 48-MP uint8 photo needs about two [height, W, C] float32 buffers."""
     img = np.asarray(image)
+    if min(height, width, *img.shape[:2]) < 1:
+        raise ValueError(f"cannot resample {img.shape[1]}x{img.shape[0]} pixels to {width}x{height}")
     rows, rw = _area_taps(img.shape[0], height)
     tall = np.zeros((height, img.shape[1], img.shape[2]), np.float32)
     for t in range(rows.shape[1]):

@@ -9,10 +9,9 @@ import numpy as np
 
 from .align import align
 from .faces import Face, FaceDetector, face_from_landmarks
+from .faces.types import MIN_FACE
 from .stream import Stream
 from .verdict import Verdict, judge, no_face, video_record
-
-DEFAULT_MIN_FACE = 20  # the smallest face scored when the scorer has no detector (landmarks given)
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -39,7 +38,7 @@ class Scorer:
     @property
     def min_face(self) -> int:
         """Faces whose box side is shorter are not scored."""
-        return self.detector.min_face if self.detector is not None else DEFAULT_MIN_FACE
+        return self.detector.min_face if self.detector is not None else MIN_FACE  # landmarks given
 
     def score_crop(self, crop: np.ndarray) -> Verdict:
         """One aligned uint8 crop [S, S, 3]."""

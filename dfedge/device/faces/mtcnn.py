@@ -17,9 +17,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..image import resize_area
-from .types import DetectorRow, Face, Net
+from .types import MIN_FACE, DetectorRow, Face, Net  # MIN_FACE: smallest face side searched for, in pixels of the detection image
 
-MIN_FACE = 20  # smallest face side searched for, in pixels of the detection image
 THRESHOLDS = (0.6, 0.7, 0.7)  # P(face) needed after P-, R- and O-Net
 FACTOR = 0.709  # pyramid step (area halves every two levels)
 MAX_SIDE = 1600  # faces are searched in a copy of the image at most this long (landmarks come back in full size)
@@ -99,6 +98,8 @@ def detect_faces(image: np.ndarray, pnet, rnet, onet, min_face: int = MIN_FACE,
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"faces are searched in RGB images [H, W, 3], got shape {list(image.shape)}")
     k = max(image.shape[:2]) / max_side
+    if min(image.shape[:2]) / max(k, 1.0) < min_face:  # too narrow to hold a face the search could find
+        return []
     work = image if k <= 1 else np.rint(resize_area(image, round(image.shape[0] / k), round(image.shape[1] / k))).astype(np.uint8)
     boxes = _propose(work, pnet, (min_face, factor), thresholds[0])
     if len(boxes):

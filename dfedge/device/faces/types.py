@@ -8,6 +8,8 @@ from typing import Protocol
 
 import numpy as np
 
+MIN_FACE = 20  # the smallest face side scored, in pixels, unless a detector's settings say otherwise
+
 
 @dataclass(frozen=True, eq=False)
 class Face:
