@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
-import zlib
+import shutil
 import struct
+import subprocess
+import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -65,3 +69,79 @@ def test_a_sliver_image_decodes_to_at_least_one_pixel(tmp_path):
     Image.fromarray(np.zeros((65500, 1, 3), np.uint8)).save(tall)
     image, size, _ = read_image(tall)
     assert size == (1, 65500) and min(image.shape[:2]) >= 1 and max(image.shape[:2]) <= 4096
+
+
+@pytest.fixture(scope="module")
+def gated(tmp_path_factory):
+    """One gated toy bundle with a validation pack (ONNX fp32 on toy:val:16) and its build's reference scores."""
+    out = tmp_path_factory.mktemp("gated")
+    result = runner.invoke(app, ["build", "--target", "onnx", "--precision", "fp32", "--data", "toy:val:16",
+                                 "--validation-pack", "8", "--bench-runs", "0", "--out", str(out), "--name", "toy"])
+    assert result.exit_code == 0, result.output
+    return out / "toy" / "onnx-fp32", out / "toy" / "reference.scores"
+
+
+def edited(bundle: Path, tmp_path: Path, edit) -> Path:
+    """A copy of `bundle` whose manifest `edit(manifest)` changed (the manifest lists the other files, not itself:
+    nothing to rehash, so verification passes and only the decision settings differ)."""
+    copy = tmp_path / bundle.name
+    shutil.copytree(bundle, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    edit(manifest)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy
+
+
+def bench_validate(bundle: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "bench.py", "--runs", "1", "--warmup", "0", "--validate", "--out",
+                           str(tmp_path / "bench.json")], cwd=bundle, capture_output=True, text=True)
+
+
+def set_threshold(value):
+    return lambda m: m["probe"].update(threshold_logit=value)
+
+
+@pytest.mark.heavy
+def test_bench_validate_exits_1_over_the_bundles_budget(gated, tmp_path):
+    """Cause 6: `bench.py --validate` applies the manifest's budgets (exit 1 over them), and a decision threshold
+    other than the reference's fails it (cause 4, on the device)."""
+    bundle, _ = gated
+    ok = bench_validate(bundle, tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    record = json.loads((tmp_path / "bench.json").read_text())["validation"]
+    assert record["passed"] and record["reasons"] == []
+    for edit, why in ((set_threshold(1e9), "decides at logit >= 1e+09"),
+                      (lambda m: m["gate"]["budget"].update(max_auc_drop=-1.0), "AUC drop")):
+        run = bench_validate(edited(bundle, tmp_path / why[:4].strip(), edit), tmp_path)
+        assert run.returncode == 1, (run.stdout, run.stderr)
+        assert "validation FAILED" in run.stderr and why in run.stderr, run.stderr
+        assert "Traceback" not in run.stderr
+
+
+@pytest.mark.heavy
+def test_validate_refuses_a_bundle_whose_threshold_was_edited(gated, tmp_path):
+    """Cause 4: `dfedge validate` judges the bundle's own decisions: an edited threshold is refused in one line."""
+    bundle, reference = gated
+    copy = edited(bundle, tmp_path, set_threshold(1e9))
+    result = runner.invoke(app, ["validate", str(copy), "--reference", str(reference), "--out", str(tmp_path / "r")])
+    text = " ".join(result.output.replace("│", " ").split())
+    assert result.exit_code == 2 and "decides at logit >= 1e+09" in text and "Traceback" not in text, result.output
+
+
+@pytest.mark.heavy
+def test_a_missing_model_identity_is_a_refusal(gated, tmp_path):
+    """Cause 5: a manifest without `sources` is not "the same model": validate refuses it."""
+    bundle, reference = gated
+    copy = edited(bundle, tmp_path, lambda m: m.pop("sources"))
+    result = runner.invoke(app, ["validate", str(copy), "--reference", str(reference), "--out", str(tmp_path / "r")])
+    text = " ".join(result.output.replace("│", " ").split())
+    assert result.exit_code == 2 and "records no weight identity" in text, result.output
+
+
+def test_flips_compare_each_models_decisions_at_its_own_threshold():
+    """Cause 4 in the metric: the artifact's decisions are taken at its threshold, the reference's at its own."""
+    from dfedge.eval.metrics import score_agreement
+
+    ref = np.array([-2.0, -1.0, 1.0, 2.0])
+    assert score_agreement(ref, ref, 0.0).flip_rate == 0.0
+    assert score_agreement(ref, ref, 0.0, 1e9).flip_rate == 0.5

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None, home: Path | None = None) -> int:
                     help="with --video: frames between window scores (default: the window, one score per T frames; 1: sliding)")
     ap.add_argument("--validate", action="store_true",
                     help="also score the bundle's validation pack on this device: ΔAUC, flip rate and token-mask agreement "
-                         "against the torch FP32 reference")
+                         "against the torch FP32 reference; exit 1 when it fails the bundle's budgets (its gate's) or decides at another threshold than the reference")
     ap.add_argument("--placement", action="store_true",
                     help="also record where each op runs on this device and in which precision, as the runtime reports it")
     args = ap.parse_args(argv)
@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None, home: Path | None = None) -> int:
         print(f"validation pack ({v['crops']} crops) on this device: AUC {v['auc']:.4f} (torch FP32 {v['reference_auc']:.4f}, "
               f"Δ {v['delta_auc'] * 100:+.2f} pp), flips {v['flip_rate']:.2%}, token masks {v['mask_agreement']:.2%}"
               + (f"; the kit's own host: Δ {v['host']['delta_auc'] * 100:+.2f} pp" if v.get("host") else ""))
+        if not v["passed"]:
+            print(f"validation FAILED on this device: {'; '.join(v['reasons'])}", file=sys.stderr)
     if "photo" in result:
         photo = result["photo"]
         print(f"{photo['image']}: {photo['faces']} face(s); decode {photo['decode_ms']:.1f} ms, detect "
@@ -79,4 +81,4 @@ def main(argv: list[str] | None = None, home: Path | None = None) -> int:
         for w in v["windows"]:
             print(json.dumps(w))
         print(json.dumps({k: v[k] for k in ("status", "reason", "probability", "logit", "decision", "frame_mean")}))
-    return 0
+    return 1 if not result.get("validation", {}).get("passed", True) else 0

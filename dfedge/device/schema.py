@@ -60,7 +60,8 @@ VALIDATION = obj({"data": STR, "reference_auc": NUM, "auc": NUM, "delta_auc": NU
                   "passed": BOOL, "reasons": arr(STR), "level": STR, "videos": INT, "window": INT,
                   "frame_agreement": nullable(NUM)}, ("data", "delta_auc", "passed"))
 HOST_VALIDATION = obj({"crops": INT, "reference_auc": NUM, "auc": NUM, "delta_auc": NUM, "flip_rate": NUM,
-                       "mask_agreement": NUM, "max_abs_logit": NUM}, ("crops", "auc", "delta_auc"))
+                       "mask_agreement": NUM, "max_abs_logit": NUM, "threshold": NUM, "reference_threshold": NUM},
+                      ("crops", "auc", "delta_auc"))
 OUTPUT = obj({"shape": arr({"type": "integer", "minimum": 1}, least=1), "meaning": STR}, ("shape",))
 DEVICE_FACTS = obj({"cpu": STR, "isa": arr(STR), "cores": nullable(INT), "os": STR, "machine": STR, "python": STR,
                     "runtime": STR, "runtime_version": nullable(STR), "accelerators": arr(STR)})

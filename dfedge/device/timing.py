@@ -17,7 +17,7 @@ from .host import device_facts, peak_rss_mb
 from .image import read_image as decode_image
 from .manifest import verify
 from .scorer import follow
-from .validation import to_input, validate
+from .validation import over_budget, to_input, validate
 from .verdict import Verdict, no_face, video_record
 from .video import read_video
 
@@ -155,8 +155,10 @@ def bench(bundle: Path, runs: int, warmup: int, threads: int, device: str, label
     if "placement" in also:  # where the ops run on this device, as its runtime reports it (None: fixed at conversion, or not observable)
         result["placement"] = placement(bundle, target, runtime_options(manifest), device) or manifest.get("placement")
     if "validate" in also:
-        result["validation"] = dict(validate(run, float(manifest["probe"]["threshold_logit"]), bundle),
-                                    host=manifest.get("validation_pack", {}).get("host"))
+        checked = validate(run, float(manifest["probe"]["threshold_logit"]), bundle)
+        reasons = over_budget(checked, manifest)
+        result["validation"] = dict(checked, host=manifest.get("validation_pack", {}).get("host"), passed=not reasons,
+                                    reasons=reasons)
     if image is not None:
         result["photo"] = time_photo(scorer(run, manifest, open_faces(bundle, manifest, threads, device)), image, runs)
         result["photo"]["random_weights"] = manifest.get("random_weights", [])  # verdicts of a random model say so

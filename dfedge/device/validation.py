@@ -3,6 +3,7 @@ scored on the device it runs on, against the reference's figures."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,8 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 def validate(run, threshold: float, bundle: str | Path) -> dict:
     """Score the bundle's validation pack with `run` on this device: AUC against the pack's labels beside the torch
-    FP32 reference's (stored in the pack), decision flips and token-mask agreement against the reference."""
+    FP32 reference's (stored in the pack), decision flips (the bundle's at its `threshold`, the reference's at the
+    threshold the pack records, packs before it: the same) and token-mask agreement against the reference."""
     path = Path(bundle) / VALIDATION_FILE
     if not path.is_file():
         raise BundleError(f"{path}: no validation pack in this bundle (build it with --validation-pack N)")
@@ -40,8 +42,11 @@ def validate(run, threshold: float, bundle: str | Path) -> dict:
         with np.load(path, allow_pickle=False) as pack:
             images, labels = pack["images"], pack["labels"]
             ref_logits, ref_masks = pack["logits"].astype(np.float64), pack["token_masks"]
+            ref_threshold = float(pack["threshold"]) if "threshold" in pack.files else float(threshold)
     except Exception as e:  # noqa: BLE001 - whatever np.load raises (zip, zlib, format): the pack is unreadable
         raise BundleError(f"{path}: not a readable validation pack ({type(e).__name__}: {e})") from e
+    if not math.isfinite(ref_threshold) or not math.isfinite(threshold):
+        raise BundleError(f"{path}: a decision threshold that is not a finite number")
     if len(set(np.asarray(labels).tolist())) < 2 or len(images) != len(ref_logits) or ref_masks.ndim != 3:
         raise BundleError(f"{path}: a validation pack needs fakes and reals, one reference score and mask per crop")
     logits, masks = np.empty(len(images)), np.empty(ref_masks.shape, bool)
@@ -55,5 +60,21 @@ def validate(run, threshold: float, bundle: str | Path) -> dict:
     reference_auc, device_auc = auc(labels, ref_logits), auc(labels, logits)
     return {"crops": int(len(images)), "reference_auc": reference_auc, "auc": device_auc,
             "delta_auc": device_auc - reference_auc,
-            "flip_rate": float(np.mean((logits >= threshold) != (ref_logits >= threshold))),
-            "mask_agreement": float(np.mean(masks == ref_masks)), "max_abs_logit": float(np.max(np.abs(logits - ref_logits)))}
+            "flip_rate": float(np.mean((logits >= threshold) != (ref_logits >= ref_threshold))),
+            "mask_agreement": float(np.mean(masks == ref_masks)), "max_abs_logit": float(np.max(np.abs(logits - ref_logits))),
+            "threshold": float(threshold), "reference_threshold": ref_threshold}
+
+
+def over_budget(result: dict, manifest: dict) -> list[str]:
+    """Why a validation on this device fails the bundle's own budgets (the manifest's gate: AUC drop, token-mask
+    agreement), or decides otherwise than the reference it was validated against (its threshold); [] when it passes."""
+    reasons = []
+    if abs(result["threshold"] - result["reference_threshold"]) > 1e-6 * max(1.0, abs(result["reference_threshold"])):
+        reasons.append(f"the bundle decides at logit >= {result['threshold']:.6g}, the reference it was validated "
+                       f"against at >= {result['reference_threshold']:.6g}")
+    budget = (manifest.get("gate") or {}).get("budget") or {}
+    if "max_auc_drop" in budget and -result["delta_auc"] > budget["max_auc_drop"]:
+        reasons.append(f"AUC drop {-result['delta_auc'] * 100:.2f} pp > budget {budget['max_auc_drop'] * 100:.2f} pp")
+    if budget.get("min_mask_agreement") is not None and result["mask_agreement"] < budget["min_mask_agreement"]:
+        reasons.append(f"token-mask agreement {result['mask_agreement']:.4f} < {budget['min_mask_agreement']:.4f}")
+    return reasons

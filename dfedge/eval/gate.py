@@ -165,7 +165,8 @@ class Gate:
         chosen = np.sort(np.concatenate([fakes[:n_fake], reals[:min(len(reals), n - n_fake)]]))
         return {"images": np.stack([self.validation.data[int(i)].image for i in chosen]).astype(np.uint8),
                 "labels": ref.labels[chosen].astype(np.int8), "logits": ref.logits[chosen].astype(np.float32),
-                "token_masks": ref.token_masks[chosen].astype(bool), "ids": ref.ids[chosen].astype(str)}
+                "token_masks": ref.token_masks[chosen].astype(bool), "ids": ref.ids[chosen].astype(str),
+                "threshold": np.float64(ref.threshold)}  # the reference's decisions are at its own threshold
 
     def __call__(self, runner: Runner, recipe=None) -> dict:
         """The gate's record (for the manifest); raises GateError with every reason when the runner fails it.

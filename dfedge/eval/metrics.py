@@ -268,15 +268,17 @@ def _correlation(fn, ref: np.ndarray, art: np.ndarray) -> float:
     return float(fn(ref, art)[0])
 
 
-def score_agreement(ref_logits, art_logits, threshold: float) -> Agreement:
-    """How closely artifact logits [N] follow the reference logits [N], and how many decisions flip."""
+def score_agreement(ref_logits, art_logits, threshold: float, art_threshold: float | None = None) -> Agreement:
+    """How closely artifact logits [N] follow the reference logits [N], and how many decisions flip: the reference's
+    at `threshold` against the artifact's at its own `art_threshold` (default: the same)."""
     ref, art = _vector("ref_logits", ref_logits), _vector("art_logits", art_logits)
     _same_length(ref_logits=ref, art_logits=art)
     diff = np.abs(art - ref)
     return Agreement(
         max_abs=float(diff.max()), mean_abs=float(diff.mean()), pearson=_correlation(pearsonr, ref, art),
         spearman=_correlation(spearmanr, ref, art),
-        flip_rate=float(np.mean((ref >= threshold) != (art >= threshold))), n=len(ref),
+        flip_rate=float(np.mean((ref >= threshold) != (art >= (threshold if art_threshold is None else art_threshold)))),
+        n=len(ref),
     )
 
 

@@ -50,8 +50,8 @@ def compare(reference: Scores, artifact: Scores, budget: Budget = Budget(), n_bo
     for name, logits in (("reference", ref_logit), ("artifact", art_logit)):
         if not np.isfinite(logits).all():  # no metric of a NaN score means anything: refused, never passed
             raise ValueError(f"the {name} gave {int((~np.isfinite(logits)).sum())} non-finite scores (NaN/Inf)")
-    thr = reference.threshold
-    ref_m, art_m = metrics.binary_metrics(y, ref_logit, thr), metrics.binary_metrics(y, art_logit, thr)
+    thr, art_thr = reference.threshold, artifact.threshold  # each model's decisions at its own threshold
+    ref_m, art_m = metrics.binary_metrics(y, ref_logit, thr), metrics.binary_metrics(y, art_logit, art_thr)
     delong = metrics.delong(y, ref_logit, art_logit)
     ci = metrics.bootstrap_ci(y, ref_logit, art_logit, n_boot=n_boot, seed=seed)
     video = {}
@@ -64,7 +64,7 @@ def compare(reference: Scores, artifact: Scores, budget: Budget = Budget(), n_bo
     comp = Comparison(
         samples=len(reference), scored=int(keep.sum()), reference=ref_m, artifact=art_m,
         delta_auc=art_m.auc - ref_m.auc, delta_auc_ci=ci, delong=delong, video=video,
-        agreement=metrics.score_agreement(ref_logit, art_logit, thr),
+        agreement=metrics.score_agreement(ref_logit, art_logit, thr, art_thr),
         masks=metrics.mask_agreement(reference.token_masks, artifact.token_masks),
         no_region={"reference": int((~reference.scored).sum()), "artifact": int((~artifact.scored).sum())},
     )
@@ -99,6 +99,13 @@ def check_same_model(reference: dict | None, artifact: dict | None, names: tuple
         if reference[key] != artifact[key]:
             raise ValueError(f"{names[1]} is another model than {names[0]}: {key} '{artifact[key]}', not '{reference[key]}'")
     ref, art = reference["sources"], artifact["sources"]
+    for identity, name in zip((ref, art), names):  # a missing identity is a refusal, never a pass
+        if not identity or not all(identity.values()):
+            raise ValueError(f"{name}: records no weight identity (sources) for {', '.join(k for k, v in identity.items() if not v) or 'any part'}: "
+                             "it cannot be shown to be the reference's model")
+    for identity, name in zip((ref, art), names):  # every rung decides with the reference's probe: both name it
+        if "probe" not in identity:
+            raise ValueError(f"{name}: records no probe among its weight sources: it cannot be shown to be the reference's model")
     for part in sorted(set(ref) & set(art)):
         if ref[part] != art[part]:
             raise ValueError(f"{names[1]} is another model than {names[0]}: its {part} weights are {str(art[part])[:16]}…, "
