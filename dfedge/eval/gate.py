@@ -76,15 +76,22 @@ def vote_agrees(out: dict, weights, step: float) -> bool | None:
     return any(abs(float(np.asarray(out["probability"]).reshape(-1)[0]) - v) < step / 100 for v in votes)
 
 
-def check_parity(reference: Runner, runner: Runner, images: np.ndarray, precision: str, vote: tuple | None = None,
+def reference_outputs(reference: Runner, images: np.ndarray) -> list[dict]:
+    """The torch reference's outputs on each crop, computed before a runtime is open (its activations and the
+    runtime's weights are then never in memory together): check_parity's `reference`."""
+    return [{k: np.array(v) for k, v in reference(image[None]).items()} for image in images]
+
+
+def check_parity(reference: Runner | list, runner: Runner, images: np.ndarray, precision: str, vote: tuple | None = None,
                  selects: bool = False) -> Parity:
-    """Run `runner` and the torch `reference` on the same crops [N, 3, S, S] float32, one at a time (the graphs
-    have batch 1). `vote` = (weights, step) for the ensemble head: every graph's probability must be the
+    """Run `runner` and the torch `reference` (or its `reference_outputs` on them) on the same crops [N, 3, S, S]
+    float32, one at a time (the graphs have batch 1). `vote` = (weights, step) for the ensemble head: every graph's probability must be the
     discretized vote of its own streams. `selects`: the head's token mask is a selection by feature values
     (models/heads.Head.selects), held to its limit in fp32 only."""
     dl, err, agree, identical, votes = [], [], [], True, []
-    for image in images:
-        ref, out = reference(image[None]), runner(image[None])
+    for i, image in enumerate(images):
+        ref = reference[i] if isinstance(reference, list) else reference(image[None])
+        out = runner(image[None])
         if vote is not None:
             votes.append(vote_agrees(out, *vote))
         ref_logit = np.asarray(ref["logit"], np.float64).reshape(-1)

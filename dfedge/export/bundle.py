@@ -19,7 +19,7 @@ import torch
 
 from .._version import __version__
 from ..data.sources import toy_photos
-from ..eval.gate import GateError, Parity, ParityError, check_front_end_parity, check_parity, parity_message
+from ..eval.gate import GateError, Parity, ParityError, check_front_end_parity, check_parity, parity_message, reference_outputs
 from ..device import files as device_files
 from ..device.align import LANDMARKS
 from ..device.bundle import placement, placement_unobserved
@@ -186,19 +186,22 @@ def write_bundle(job: Job, dist: Path, log=lambda msg: None) -> tuple[Path, dict
     with temporary(tmp):  # a SIGTERM removes it (models.writing.terminate)
         try:
             try:
+                if "parity_reference" not in job.cache:  # once per detector x target, before any runtime is open
+                    job.cache["parity_reference"] = reference_outputs(torch_runner(job.detector), job.parity_images)
                 convert(job, tmp, conversion)
                 log(f"{job.folder}: converted; checking parity on {len(job.parity_images)} crops")
                 options = conversion.setdefault("runtime_options", target.format.options)  # a rung may set its own
+                if "placement" not in conversion:  # the runtime's own view on this host (ExecuTorch's: at lowering),
+                    # read before the runner opens: its compiled copy of the weights is gone by then
+                    conversion["placement"] = placement(tmp, target.name, options) or placement_unobserved(target.format)
                 runner, _ = open_runtime(tmp, target.name, interpreter=True, options=options)  # what a device opens (CoreML: MIL off macOS)
                 recipe = Recipe("graph", path=str(tmp), target=target.name, options=options)  # the same, in an engine's workers
                 probe = job.detector.probe
                 vote = (probe.vote_weights.tolist(), probe.step) if hasattr(probe, "vote_weights") else None
-                parity = check_parity(torch_runner(job.detector), runner, job.parity_images, precision, vote,
+                parity = check_parity(job.cache["parity_reference"], runner, job.parity_images, precision, vote,
                                       head(job.detector.cfg.head).selects)
                 if not parity.ok:
                     raise ParityError(parity_message(job.folder, parity))
-                if "placement" not in conversion:  # the runtime's own view on this host (ExecuTorch's: at lowering)
-                    conversion["placement"] = placement(tmp, target.name, options) or placement_unobserved(target.format)
                 manifest = build_manifest(job, tmp, parity, conversion)
                 manifest["front_end"] = write_front_end(job, tmp)
                 if job.temporal is not None:
