@@ -145,3 +145,43 @@ def test_flips_compare_each_models_decisions_at_its_own_threshold():
     ref = np.array([-2.0, -1.0, 1.0, 2.0])
     assert score_agreement(ref, ref, 0.0).flip_rate == 0.0
     assert score_agreement(ref, ref, 0.0, 1e9).flip_rate == 0.5
+
+
+def test_a_planted_bytecode_cache_is_refused_not_run(onnx_bundle, tmp_path):
+    """Cause 2: an unchecked-hash .pyc beside an untouched bench.py (what `import bench` would run) is an unlisted
+    file: verification refuses it, and USAGE.md's way in (runpy) never reads a cache."""
+    import py_compile
+
+    from dfedge.device.errors import BundleError
+    from dfedge.device.manifest import verify
+
+    b = Path(shutil.copytree(onnx_bundle, tmp_path / "b"))
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.py"
+    evil.write_text(f"open({str(marker)!r}, 'w').write('x')\n")
+    cache = b / "__pycache__" / f"bench.{sys.implementation.cache_tag}.pyc"
+    cache.parent.mkdir()
+    py_compile.compile(str(evil), cfile=str(cache), invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    with pytest.raises(BundleError, match="bytecode cache"):
+        verify(b)
+    proc = subprocess.run([sys.executable, "-c", "import runpy; runpy.run_path('bench.py')['load']('.')"], cwd=b,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "not listed in the manifest" in proc.stderr and not marker.exists(), proc.stderr
+    assert "runpy.run_path" in (b / "USAGE.md").read_text()
+
+
+def test_nothing_is_written_into_a_bundle_by_default(onnx_bundle, tmp_path):
+    """Cause 8: `cd B && python bench.py` writes its result beside B, an --out inside B is refused in one line, and
+    the kit's writers (dfedge validate --out B) refuse B too; B still verifies afterwards."""
+    from dfedge.device.manifest import verify
+    from dfedge.models.writing import atomic_write
+
+    b = Path(shutil.copytree(onnx_bundle, tmp_path / "b"))
+    proc = subprocess.run([sys.executable, "bench.py", "--runs", "1", "--warmup", "0"], cwd=b, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "bench-b.json").is_file()
+    inside = subprocess.run([sys.executable, "bench.py", "--runs", "1", "--out", "r.json"], cwd=b, capture_output=True, text=True)
+    assert inside.returncode == 2 and "inside the bundle" in inside.stderr and len(inside.stderr.strip().splitlines()) == 1
+    with pytest.raises(ValueError, match="inside the bundle"):
+        atomic_write(b / "report.md", lambda t: t.write_text("x"))
+    verify(b)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .timing import bench
 from .errors import BundleError
-from .files import write_json
+from .files import bundle_around, outside_bundles, write_json
 
 def main(argv: list[str] | None = None, home: Path | None = None) -> int:
     """`home`: the bundle the entry script belongs to (the default --bundle)."""
@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None, home: Path | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="0 = the runtime's default (all cores)")
     ap.add_argument("--device", default="CPU", help="OpenVINO device name: CPU, GPU, NPU, AUTO")
     ap.add_argument("--label", default=None, help="device name in merged reports (default: host and CPU model)")
-    ap.add_argument("--out", type=Path, default=None, help="result JSON (default: bench-<bundle>.json here)")
+    ap.add_argument("--out", type=Path, default=None, help="result JSON (default: bench-<bundle>.json here; beside the bundle when run inside it; never inside a bundle)")
     ap.add_argument("--image", type=Path, default=None,
                     help="also score this photo (.npy RGB array, or JPEG/PNG/... with Pillow): verdicts and the time of "
                          "decode, detect, align and score")
@@ -41,14 +41,19 @@ def main(argv: list[str] | None = None, home: Path | None = None) -> int:
     try:
         if (args.bundle or home) is None:
             ap.error("--bundle is needed")
+        default = Path(f"bench-{Path(args.bundle or home).resolve().name}.json")  # here, or beside the bundle run inside
+        out = outside_bundles(args.out or ((bundle_around(".").parent / default) if bundle_around(".") else default))
         result = bench(args.bundle or home, args.runs, args.warmup, args.threads, args.device, args.label,
                        {"image": args.image, "video": (args.video, args.stride) if args.video else None},
                        tuple(k for k in ("validate", "placement") if getattr(args, k)))
     except (BundleError, ValueError) as e:  # an unusable bundle or photo (e.g. a bundle without a face front end)
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out = args.out or Path(f"bench-{result['bundle']}.json")
-    write_json(out, result)
+    try:
+        write_json(out, result)
+    except OSError as e:
+        print(f"error: {out}: {e.strerror or e}", file=sys.stderr)
+        return 2
     if result["status"] != "ok":
         print(f"not run: {result['reason']}", file=sys.stderr)
         return 3

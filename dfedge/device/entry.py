@@ -4,7 +4,9 @@ device package (dfedge_device/, one of the files it checked) from its path, neve
 
     python bench.py [--image photo.jpg] [--video clip.mp4] [--validate] [--runs 20] [--out result.json]
 
-or, in Python: `import bench; det = bench.load("path/to/bundle")` -> a Pipeline (score_image, score_video, crops).
+or, in Python: `bench = runpy.run_path("B/bench.py"); det = bench["load"]("B")` -> a Pipeline (score_image,
+score_video, crops). Not `import bench`: Python would read or write a bytecode cache inside the bundle, which the
+check refuses (an unlisted file) like any other.
 """
 
 import sys
@@ -41,7 +43,7 @@ def _check(bundle: str) -> dict:
     for top, dirs, names in os.walk(bundle):
         for name in names + [d for d in dirs if os.path.islink(os.path.join(top, d))]:
             rel = os.path.relpath(os.path.join(top, name), bundle).replace(os.sep, "/")
-            if rel != MANIFEST and rel not in listed and not (rel.endswith(".pyc") and "/__pycache__/" in "/" + rel):
+            if rel != MANIFEST and rel not in listed:  # a bytecode cache too: it would run instead of its source
                 refuse(f"{os.path.join(bundle, rel)}: not listed in the manifest")
     for rel, entry in files.items():
         file = os.path.join(bundle, rel)

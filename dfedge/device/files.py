@@ -24,6 +24,22 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def bundle_around(path: str | Path) -> Path | None:
+    """The bundle (a folder with a manifest) that `path` is in, or None: a file written there is one the manifest
+    does not list, and the bundle then fails its verification."""
+    here = Path(path).resolve()
+    return next((folder for folder in (here, *here.parents) if (folder / MANIFEST).is_file()), None)
+
+
+def outside_bundles(path: str | Path) -> Path:
+    """`path` as given, unless it is inside a bundle: then ValueError naming both, in one line."""
+    bundle = bundle_around(Path(path).parent)
+    if bundle is not None:
+        raise ValueError(f"{path}: inside the bundle {bundle}, which would then fail its verification: write it "
+                         "outside the bundle")
+    return Path(path)
+
+
 def write_json(path: Path, obj: dict) -> None:
     """Atomic: a temporary file beside the target, renamed into place (removed if anything fails)."""
     path = Path(path)

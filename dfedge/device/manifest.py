@@ -44,13 +44,14 @@ def named_files(manifest: dict) -> list[str]:
 
 def _present(bundle: Path) -> set[str]:
     """Every file in the bundle but the manifest, as '/'-separated relative paths (symbolic links included, not
-    followed); Python's bytecode cache (`__pycache__/*.pyc`) is ignored: the entry script never reads or writes it."""
+    followed). A bytecode cache (`__pycache__/*.pyc`) is a file like any other: unlisted, it is refused (Python would
+    run it in place of its checked source)."""
     out = set()
     for path in bundle.rglob("*"):
         rel = path.relative_to(bundle).as_posix()
         if path.is_dir() and not path.is_symlink():
             continue
-        if rel == MANIFEST or (path.parent.name == "__pycache__" and path.suffix == ".pyc" and not path.is_symlink()):
+        if rel == MANIFEST:
             continue
         out.add(rel)
     return out
@@ -98,7 +99,8 @@ def verify(bundle: str | Path) -> dict:
             raise BundleError(f"{file}: a link, or a path out of the bundle")
     extra = sorted(_present(bundle) - set(files))
     if extra:
-        raise BundleError(f"{bundle / extra[0]}: not listed in the manifest" + (f" (and {len(extra) - 1} more files)" if len(extra) > 1 else ""))
+        cache = " (a bytecode cache: delete it; load bench.py with runpy.run_path, see USAGE.md)" if extra[0].endswith(".pyc") else ""
+        raise BundleError(f"{bundle / extra[0]}: not listed in the manifest{cache}" + (f" (and {len(extra) - 1} more files)" if len(extra) > 1 else ""))
     for rel, entry in files.items():
         file = bundle / rel
         if not file.is_file():

@@ -150,7 +150,8 @@ USAGE = """# {name} — {target} {precision}
 
     python bench.py --image photo.jpg        # (JPEG/PNG need Pillow; a .npy RGB array needs nothing more)
 
-or, in Python with this folder on the path: `import bench; det = bench.load(".")`, then
+or, in Python: `bench = runpy.run_path("path/to/bundle/bench.py"); det = bench["load"]("path/to/bundle")` (runpy
+reads bench.py itself: `import bench` would write a bytecode cache into the bundle, which then fails its check), then
 `det.score_image(rgb)` for a uint8 RGB array [H, W, 3] of any size: one verdict per face, with a `status`
 (ok, no_face, no_region, implausible_region) and `probability` / `decision` only when the status is ok.
 Apps that already have the face's landmarks (ML Kit, Apple Vision) pass them and skip the detector:

@@ -10,6 +10,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from ..device.files import outside_bundles
 
 _TEMPORARY: dict[str, None] = {}  # what is being written (files, bundle and build folders), removed on SIGTERM
 _SIGNAL = {"critical": 0, "pending": 0}  # inside uninterrupted(): how deep, and a signal that arrived meanwhile
@@ -61,7 +62,7 @@ def terminate(signum: int, frame=None) -> None:
 def atomic_write(path: str | Path, write) -> Path:
     """Call `write(tmp_path)` and rename the result onto `path`, so a failure leaves nothing behind. An error of the
     file system names `path`, the user's, not the temporary file."""
-    path = Path(path)
+    path = outside_bundles(path)  # nothing the kit writes lands in a bundle (it would fail its verification)
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", str(path))
     try:

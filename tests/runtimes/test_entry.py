@@ -61,8 +61,8 @@ def test_a_module_planted_beside_the_entry_script_never_runs(bundle, tmp_path, n
 
 
 def test_a_bytecode_cache_beside_a_module_is_never_read(bundle, tmp_path):
-    """A .pyc planted where Python would look for one (dfedge_device/__pycache__/) is not what runs: the entry
-    script reads the checked sources only."""
+    """A .pyc planted where Python would look for one (dfedge_device/__pycache__/) never runs: the entry script
+    refuses it as an unlisted file before it imports anything (issue 31, cause 2)."""
     b = Path(shutil.copytree(bundle, tmp_path / "b"))
     marker = tmp_path / "ran"
     evil = tmp_path / "evil"
@@ -85,5 +85,5 @@ def test_a_bytecode_cache_beside_a_module_is_never_read(bundle, tmp_path):
     assert plain.returncode == 0 and marker.exists(), plain.stderr  # Python's own import would run it
     marker.unlink()
     proc = run(b, "--out", str(tmp_path / "r.json"))
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 2 and "not listed in the manifest" in proc.stderr, proc.stderr
     assert not marker.exists()

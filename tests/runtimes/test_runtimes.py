@@ -237,8 +237,8 @@ def test_a_bundle_scores_a_photo_with_numpy_and_its_runtime_only(dist, photo, tm
     assert np.abs(np.array(verdict["face"]["landmarks"]) - host.face.landmarks).max() <= 0.5
     assert all(result[f"{step}_ms"] > 0 for step in ("decode", "detect", "align", "score"))
     # the Python way USAGE.md gives, with the kit blocked too
-    usage = (f"import sys; sys.modules.update(dfedge=None{'' if target == 'executorch' else ', torch=None'}); import numpy as np, bench; "
-             f"v = bench.load('.').score_image(np.load({str(path)!r}))[0]; print(v.status, v.decision)")
+    usage = (f"import sys; sys.modules.update(dfedge=None{'' if target == 'executorch' else ', torch=None'}); import numpy as np, runpy; "
+             f"v = runpy.run_path('bench.py')['load']('.').score_image(np.load({str(path)!r}))[0]; print(v.status, v.decision)")
     proc = subprocess.run([sys.executable, "-c", usage], cwd=bundle, capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.split() == ["ok", host.decision], proc.stderr
 
