@@ -20,8 +20,8 @@ Seed = Annotated[int, typer.Option(help="Seed of the split and the initialisatio
 
 
 @app.callback(invoke_without_command=True)
-def main(version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False) -> None:
-    clean_up_on_termination()
+def main(ctx: typer.Context, version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False) -> None:
+    clean_up_on_termination(ctx)
     if version:  # alone: without a command (no_args_is_help covers no arguments at all)
         console.print(__version__)
         raise typer.Exit()

@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .models.writing import terminate, track
+from .models.writing import command_inputs, terminate, track
 
 if TYPE_CHECKING:
     from .build import BuildConfig, Row
@@ -49,9 +49,13 @@ def user_errors():
         raise typer.Exit(2) from None
 
 
-def clean_up_on_termination() -> None:
+def clean_up_on_termination(ctx=None) -> None:
     """SIGTERM and Ctrl-C remove the temporary files and folders being written, then end the command
-    (models.writing.terminate); the default action would leave them."""
+    (models.writing.terminate); the default action would leave them. Called as each command starts (`ctx`, its
+    click context): what the command reads as input is tracked until it ends, so no output replaces it."""
+    if ctx is not None:
+        command_inputs(True)
+        ctx.call_on_close(lambda: command_inputs(False))
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, terminate)

@@ -185,3 +185,22 @@ def test_nothing_is_written_into_a_bundle_by_default(onnx_bundle, tmp_path):
     with pytest.raises(ValueError, match="inside the bundle"):
         atomic_write(b / "report.md", lambda t: t.write_text("x"))
     verify(b)
+
+
+def test_no_command_writes_over_its_inputs(tmp_path):
+    """Cause 9: `dfedge reference --data list.csv --out list.csv` is refused in one line and the list is intact
+    (one rule, in the kit's writer, for every command's inputs)."""
+    from dfedge.data.synthetic import toy_sample
+
+    rows = ["path,label"]
+    for i in range(4):
+        image = tmp_path / f"c{i}.png"
+        Image.fromarray(toy_sample(i, "val").image).save(image)
+        rows.append(f"{image},{i % 2}")
+    listing = tmp_path / "list.csv"
+    listing.write_text("\n".join(rows) + "\n")
+    before = listing.read_bytes()
+    result = runner.invoke(app, ["reference", "--data", str(listing), "--out", str(listing)])
+    text = " ".join(result.output.replace("│", " ").split())
+    assert result.exit_code == 2 and "is one of this command's inputs" in text and "Traceback" not in text, result.output
+    assert listing.read_bytes() == before

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..models.writing import reading
 from .images import IMAGE_SUFFIXES, read_crop
 from .samples import LabelledSet, Sample
 
@@ -168,7 +169,7 @@ def open_set(spec: str, region: str = "mouth") -> LabelledSet:
     if path.is_dir():
         return folder_set(path)
     if path.is_file():
-        return list_set(path)
+        return list_set(reading(path))
     raise ValueError(f"{spec}: no such folder or list file (or use 'toy', 'toy:val:500')")
 
 

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from .._version import __version__
-from ..models.writing import atomic_write
+from ..models.writing import atomic_write, reading
 
 SCHEMA = "dfedge-scores/1"
 ARRAYS = ("ids", "video_ids", "labels", "logits", "probabilities", "region_tokens", "token_masks", "contributions")
@@ -76,7 +76,7 @@ def save_scores(path: str | Path, scores: Scores) -> Path:
 
 
 def load_scores(path: str | Path) -> Scores:
-    path = Path(path)
+    path = reading(path)
     try:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}

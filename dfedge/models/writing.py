@@ -59,10 +59,29 @@ def terminate(signum: int, frame=None) -> None:
     os._exit(128 + signum)
 
 
+_INPUTS: set[Path] = set()  # the files the running command has read as its inputs (lists, scores)
+_COMMAND = [False]  # a CLI command is running (library calls outside one track nothing)
+
+
+def reading(path: str | Path) -> Path:
+    """Note `path` as one of the running command's inputs: none of its outputs may replace it (atomic_write)."""
+    if _COMMAND[0]:
+        _INPUTS.add(Path(path).resolve())
+    return Path(path)
+
+
+def command_inputs(running: bool) -> None:
+    """A CLI command starts (True) or ends (False): its inputs are tracked from its start and forgotten at its end."""
+    _INPUTS.clear()
+    _COMMAND[0] = running
+
+
 def atomic_write(path: str | Path, write) -> Path:
     """Call `write(tmp_path)` and rename the result onto `path`, so a failure leaves nothing behind. An error of the
     file system names `path`, the user's, not the temporary file."""
     path = outside_bundles(path)  # nothing the kit writes lands in a bundle (it would fail its verification)
+    if path.resolve() in _INPUTS:
+        raise ValueError(f"{path}: is one of this command's inputs; write the output elsewhere")
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", str(path))
     try:
