@@ -204,3 +204,27 @@ def test_no_command_writes_over_its_inputs(tmp_path):
     text = " ".join(result.output.replace("│", " ").split())
     assert result.exit_code == 2 and "is one of this command's inputs" in text and "Traceback" not in text, result.output
     assert listing.read_bytes() == before
+
+
+@pytest.mark.parametrize("edit, where", [
+    (lambda m: m["probe"]["guard"].update(tokens=[-1e9, 1e9]), "/probe/guard/tokens"),
+    (lambda m: m["probe"]["guard"].update(row=[9.0, 3.0]), "/probe/guard/row"),
+    (lambda m: m["front_end"]["settings"].update(min_face=0), "/front_end/settings/min_face"),
+    (lambda m: m["front_end"]["settings"].update(min_face=-20), "/front_end/settings/min_face"),
+    (lambda m: m["front_end"].update(settings=[1, 2]), "/front_end/settings"),
+])
+def test_numbers_that_decide_a_verdict_are_checked_by_verify(onnx_bundle, tmp_path, edit, where):
+    """Cause 4 (verify's part): a guard widened past the token grid or turned round, a smallest face of 0 or less,
+    settings that are not an object: refused in one line naming the field, before anything opens."""
+    from dfedge.device.errors import BundleError
+    from dfedge.device.manifest import verify
+
+    manifest = json.loads((onnx_bundle / "manifest.json").read_text())
+    if manifest["probe"].get("guard") is None and "guard" in where:
+        manifest["probe"]["guard"] = {"tokens": [0.0, 6.0], "row": [1.0, 10.0], "col": [1.0, 10.0]}
+        bundle = edited(onnx_bundle, tmp_path, lambda m, g=manifest["probe"]["guard"]: (m["probe"].update(guard=dict(g)), edit(m)))
+    else:
+        bundle = edited(onnx_bundle, tmp_path, edit)
+    with pytest.raises(BundleError, match=where.replace("/", "/")) as e:
+        verify(bundle)
+    assert "\n" not in str(e.value)

@@ -57,6 +57,29 @@ def _present(bundle: Path) -> set[str]:
     return out
 
 
+def decision_errors(manifest: dict) -> list[str]:
+    """What the schema's types cannot say about the numbers that decide a verdict: the guard's bounds ordered and
+    inside the token grid, the smallest face a whole number of pixels >= 1."""
+    errors = []
+    grid = (manifest.get("labels") or {}).get("token_grid") or [None, None]
+    guard = (manifest.get("probe") or {}).get("guard") or {}
+    side = grid[0] if isinstance(grid[0], int) else None
+    for name, top in (("tokens", side * side if side else None), ("row", side), ("col", side)):
+        if name in guard:
+            lo, hi = guard[name]
+            if not (0 <= lo <= hi and (top is None or hi <= top)):
+                errors.append(f"/probe/guard/{name}: {[lo, hi]} is not an ordered range inside the token grid"
+                              + (f" (0 to {top})" if top else ""))
+    settings = (manifest.get("front_end") or {}).get("settings")
+    if settings is not None and not isinstance(settings, dict):
+        errors.append("/front_end/settings: must be object")
+    elif settings and "min_face" in settings:
+        value = settings["min_face"]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            errors.append(f"/front_end/settings/min_face: {value!r} is not a face size in pixels (a whole number >= 1)")
+    return errors
+
+
 def read(bundle: str | Path) -> dict:
     """The manifest as JSON, checked against the schema it names; one line naming the problem otherwise."""
     path = Path(bundle) / MANIFEST
@@ -70,7 +93,7 @@ def read(bundle: str | Path) -> dict:
         raise BundleError(f"{path}: not a valid manifest: /: must be object, not {type(manifest).__name__}")
     if not isinstance(manifest.get("schema"), str) or manifest["schema"] not in SCHEMAS:
         raise BundleError(f"{path}: schema {manifest.get('schema')!r}, expected {BUNDLE_SCHEMA!r} (or {BUNDLE_SCHEMA_V1!r})")
-    errors = schema_errors(manifest, SCHEMAS[manifest["schema"]])
+    errors = schema_errors(manifest, SCHEMAS[manifest["schema"]]) or decision_errors(manifest)
     if errors:
         raise BundleError(f"{path}: not a valid manifest: {errors[0]}" + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))
     return manifest
