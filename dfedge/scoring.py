@@ -371,12 +371,12 @@ def artifact_scores(artifact: Path, ref, names: tuple[str, str], dataset, thread
     manifest = det.manifest
     v.check_same_model(ref.header.get("identity"), v.manifest_identity(manifest), names)
     video = ref.header.get("level") == "video" and ref.header.get("aggregation") == "temporal"
-    threshold = manifest["temporal"]["threshold_logit"] if video and manifest.get("temporal") else manifest["probe"]["threshold_logit"]
+    if video and det.temporal is None:
+        raise ValueError(f"{artifact}: {names[0]} holds video-level temporal scores and this bundle has no temporal head")
+    threshold = manifest["temporal"]["threshold_logit"] if video else manifest["probe"]["threshold_logit"]
     if "threshold" in ref.header and abs(float(threshold) - ref.threshold) > 1e-6 * max(1.0, abs(ref.threshold)):
         raise ValueError(f"{artifact}: decides at logit >= {float(threshold):.6g}, {names[0]} at >= {ref.threshold:.6g} "
                          "(its probe's): a bundle whose decision threshold was edited is not the model validated")
-    if video and det.temporal is None:
-        raise ValueError(f"{artifact}: {names[0]} holds video-level temporal scores and this bundle has no temporal head")
     if video and ref.header.get("temporal", {}).get("sha256") != manifest["temporal"].get("sources", {}).get("sha256"):
         raise ValueError(f"{names[0]} was scored with another temporal head than {artifact}'s (SHA-256 "
                          f"{ref.header.get('temporal', {}).get('sha256')} vs {manifest['temporal'].get('sources', {}).get('sha256')})")

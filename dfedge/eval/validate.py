@@ -50,7 +50,8 @@ def compare(reference: Scores, artifact: Scores, budget: Budget = Budget(), n_bo
     for name, logits in (("reference", ref_logit), ("artifact", art_logit)):
         if not np.isfinite(logits).all():  # no metric of a NaN score means anything: refused, never passed
             raise ValueError(f"the {name} gave {int((~np.isfinite(logits)).sum())} non-finite scores (NaN/Inf)")
-    thr, art_thr = reference.threshold, artifact.threshold  # each model's decisions at its own threshold
+    thr = reference.threshold  # each model's decisions at its own threshold (scores that name none: the reference's)
+    art_thr = artifact.threshold if "threshold" in artifact.header else thr
     ref_m, art_m = metrics.binary_metrics(y, ref_logit, thr), metrics.binary_metrics(y, art_logit, art_thr)
     delong = metrics.delong(y, ref_logit, art_logit)
     ci = metrics.bootstrap_ci(y, ref_logit, art_logit, n_boot=n_boot, seed=seed)
