@@ -263,8 +263,9 @@ def _build_all(config: BuildConfig, plan, staging: Path, log, advance) -> list[R
     for rung in dict.fromkeys(r for r, _, _ in plan):
         spec = config.rung_spec(rung)
         # one copy of the weights at a time: the reference, already scored, is the exact rung's detector or is let go
-        det, exact = (exact if exact is not None and spec == config.reference_spec else None), None
-        det = det or build_detector(spec)
+        if exact is None or spec != config.reference_spec:
+            exact = None
+        det, exact = (build_detector(spec) if exact is None else exact), None
         flops = spec_gflops(spec)["total"]
         sources = weight_sources(spec)
         options = {"preset": spec.preset, "head": spec.head, "region": spec.region, "dinov3_input": spec.dinov3_input,

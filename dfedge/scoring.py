@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .data.images import IMAGE_SUFFIXES, ImageError, read_crop
+from .device.validation import same_threshold
 from .data.media import FRAMES_PER_VIDEO, MediaError, Pass, media_kind, read_photo, sampler
 from .distributed import RayEngine, Worker
 from .device.faces import detectors
@@ -374,7 +375,7 @@ def artifact_scores(artifact: Path, ref, names: tuple[str, str], dataset, thread
     if video and det.temporal is None:
         raise ValueError(f"{artifact}: {names[0]} holds video-level temporal scores and this bundle has no temporal head")
     threshold = manifest["temporal"]["threshold_logit"] if video else manifest["probe"]["threshold_logit"]
-    if "threshold" in ref.header and abs(float(threshold) - ref.threshold) > 1e-6 * max(1.0, abs(ref.threshold)):
+    if "threshold" in ref.header and not same_threshold(threshold, ref.threshold):
         raise ValueError(f"{artifact}: decides at logit >= {float(threshold):.6g}, {names[0]} at >= {ref.threshold:.6g} "
                          "(its probe's): a bundle whose decision threshold was edited is not the model validated")
     if video and ref.header.get("temporal", {}).get("sha256") != manifest["temporal"].get("sources", {}).get("sha256"):

@@ -65,11 +65,16 @@ def validate(run, threshold: float, bundle: str | Path) -> dict:
             "threshold": float(threshold), "reference_threshold": ref_threshold}
 
 
+def same_threshold(a: float, b: float) -> bool:
+    """Two decision thresholds (logits) are the same one, up to their JSON and float32 round trips."""
+    return abs(float(a) - float(b)) <= 1e-6 * max(1.0, abs(float(b)))
+
+
 def over_budget(result: dict, manifest: dict) -> list[str]:
     """Why a validation on this device fails the bundle's own budgets (the manifest's gate: AUC drop, token-mask
     agreement), or decides otherwise than the reference it was validated against (its threshold); [] when it passes."""
     reasons = []
-    if abs(result["threshold"] - result["reference_threshold"]) > 1e-6 * max(1.0, abs(result["reference_threshold"])):
+    if not same_threshold(result["threshold"], result["reference_threshold"]):
         reasons.append(f"the bundle decides at logit >= {result['threshold']:.6g}, the reference it was validated "
                        f"against at >= {result['reference_threshold']:.6g}")
     budget = (manifest.get("gate") or {}).get("budget") or {}
