@@ -212,7 +212,8 @@ def _video(detector, path: Path, options: ScoreOptions) -> dict:
         raise MediaError("no frames", f"no frame decodes{f' ({frames.error})' if frames.error else ''}")
     if not options.per_frame:
         record.pop("per_frame")
-    return {"file": str(path), "kind": "video", "frames_decoded": frames.decoded, "decode_error": frames.error, **record}
+    return {"file": str(path), "kind": "video", "frames_decoded": frames.decoded, "decode_error": frames.error, **record,
+            **_said(frames.conversions)}
 
 
 def save_vis(path: Path, image: np.ndarray, verdict: Verdict, title: str) -> Path:

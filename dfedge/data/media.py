@@ -11,6 +11,7 @@ Every failure is a `MediaError` with a kind and a one-line detail naming the fil
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -31,6 +32,13 @@ try:  # HEIC/HEIF, as phones upload them
     register_heif_opener()
 except ImportError:  # pragma: no cover - a dependency of the package; without it HEIC files are unreadable
     pass
+
+try:  # PyAV's side-data types (PyAV >= 12)
+    from av.sidedata.sidedata import Type as _SideData
+
+    DISPLAYMATRIX = _SideData.DISPLAYMATRIX
+except (ImportError, AttributeError):  # pragma: no cover - an older PyAV: frames used as stored
+    DISPLAYMATRIX = None
 
 
 class MediaError(Exception):
@@ -69,9 +77,43 @@ def read_photo(path: str | Path, max_side: int = MAX_SIDE, max_pixels: int = dev
 
 
 def upright(frame: np.ndarray, rotation: int) -> np.ndarray:
-    """A decoded video frame turned as its display matrix says (PyAV's VideoFrame.rotation: degrees
-    counterclockwise, a multiple of 90): phone videos are stored sideways."""
+    """A decoded video frame turned as its display matrix says (`display_rotation`: degrees counterclockwise, a
+    multiple of 90): phone videos are stored sideways."""
     return np.ascontiguousarray(np.rot90(frame, k=round(rotation / 90) % 4)) if rotation else frame
+
+
+def display_rotation(matrix) -> int | None:
+    """The counterclockwise turn (0, 90, 180 or 270 degrees) a video's display matrix asks for, as FFmpeg reads it
+    (av_display_rotation_get, PyAV's VideoFrame.rotation), or None when the matrix is not a rotation by a quarter
+    turn: all zeros, a mirror, a shear, another angle. FFmpeg turns those too (a zero matrix by 270 degrees, a
+    mirror by 180: every frame then has no face); None means the frames are used as stored.
+    matrix: the DISPLAYMATRIX side data, nine int32 [a b u; c d v; x y w], a-d in 16.16 fixed point."""
+    m = [float(v) for v in matrix]
+    if len(m) != 9 or m[2] or m[5] or m[8] <= 0:
+        return None
+    (a, b), (c, d) = m[0:2], m[3:5]
+    scale = math.hypot(a, c)
+    if scale == 0 or not (math.isclose(a, d, abs_tol=1e-3 * scale) and math.isclose(b, -c, abs_tol=1e-3 * scale)):
+        return None  # a rotation (times a uniform scale) has a == d and b == -c; a mirror has a == -d
+    turn = -math.degrees(math.atan2(b, a))
+    quarter = round(turn / 90)
+    return quarter % 4 * 90 if abs(turn - 90 * quarter) < 0.5 else None
+
+
+def frame_turn(frame, notes: list[str]) -> int:
+    """The turn of a decoded PyAV frame by its display matrix (none without one); a matrix that is not a quarter
+    turn is ignored, said once in `notes` (a record's `conversions`)."""
+    side = getattr(frame, "side_data", None)
+    data = side.get(DISPLAYMATRIX) if side is not None and DISPLAYMATRIX is not None else None
+    if data is None:
+        return 0
+    matrix = np.frombuffer(bytes(data), np.int32)[:9].tolist()
+    turn = display_rotation(matrix)
+    note = (f"turned {turn} degrees as its display matrix says" if turn else None) if turn is not None else \
+        f"display matrix {matrix} is not a rotation: frames used as stored"
+    if note and note not in notes:
+        notes.append(note)
+    return turn or 0
 
 
 def frame_indices(n_frames: int, count: int = FRAMES_PER_VIDEO) -> np.ndarray:
@@ -99,6 +141,7 @@ class Pass:
     def __init__(self, path: str | Path, choose: Callable[[int, float], set[int]], max_side: int | None = None) -> None:
         self.path, self.choose, self.max_side = Path(path), choose, max_side
         self.decoded, self.error, self.count, self.rate = 0, None, 0, 0.0
+        self.conversions: list[str] = []  # besides decoding: a turn by the display matrix, or a matrix ignored
         try:
             with av.open(str(self.path)) as container:
                 if not container.streams.video:
@@ -117,7 +160,7 @@ class Pass:
             try:
                 for frame in container.decode(stream):
                     if self.decoded in keep:
-                        rgb = upright(frame.to_ndarray(format="rgb24"), int(getattr(frame, "rotation", 0) or 0))
+                        rgb = upright(frame.to_ndarray(format="rgb24"), frame_turn(frame, self.conversions))
                         yield self.decoded, self._fit(rgb)
                     self.decoded += 1
             except av.error.FFmpegError as e:
