@@ -6,6 +6,7 @@ print it as is.
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 import zipfile
@@ -88,9 +89,10 @@ class _ArchiveUnpickler(pickle.Unpickler):
         "build_complexlist": list, "restore_type_tag": lambda value, _tag: value,
     }
 
-    def __init__(self, file, archive: zipfile.ZipFile, prefix: str, path: Path) -> None:
+    def __init__(self, file, archive: zipfile.ZipFile, prefix: str, path: Path, budget: list[int]) -> None:
         super().__init__(file)
-        self.archive, self.prefix, self.path, self.classes = archive, prefix, path, {}
+        self.archive, self.prefix, self.path, self.classes, self.budget = archive, prefix, path, {}, budget
+        self.storages: dict[str, torch.UntypedStorage] = {}  # a storage several tensors share is read once
 
     def find_class(self, module: str, name: str):
         if module.startswith("__torch__"):
@@ -119,19 +121,55 @@ class _ArchiveUnpickler(pickle.Unpickler):
             raise CheckpointError(f"{self.path}: storage {key} is missing from the archive") from None
         if info.file_size != nbytes:  # checked against the archive's directory before reading a byte of it
             raise CheckpointError(f"{self.path}: storage {key} holds {info.file_size} bytes, its tensor needs {nbytes}")
-        raw = bytearray(self.archive.read(name))
-        return torch.frombuffer(raw, dtype=torch.uint8).untyped_storage() if raw else torch.UntypedStorage(0), dtype
+        if name not in self.storages:
+            raw = _inflate(self.archive, info, self.budget, self.path)
+            self.storages[name] = torch.frombuffer(raw, dtype=torch.uint8).untyped_storage() if raw else torch.UntypedStorage(0)
+        return self.storages[name], dtype
 
 
-def read_torchscript(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, object]]:
+_STEP = 1 << 20  # inflate 1 MiB at a time: zlib never holds more than one step beyond what is kept
+
+
+def check_archive_size(archive: zipfile.ZipFile, max_bytes: int, path: Path) -> None:
+    """Refuse an archive whose directory declares more than `max_bytes` inflated, all entries together, or an
+    entry compressed other than stored (what PyTorch writes) or deflated (bz2 and lzma inflate unbounded)."""
+    declared = 0
+    for info in archive.infolist():
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise CheckpointError(f"{path}: {info.filename} is compressed with zip method {info.compress_type}, "
+                                  "not stored or deflated")
+        declared += info.file_size
+    if declared > max_bytes:
+        raise CheckpointError(f"{path}: the archive declares {declared:,} bytes inflated, over the {max_bytes:,} "
+                              "its largest model can need")
+
+
+def _inflate(archive: zipfile.ZipFile, info: zipfile.ZipInfo, budget: list[int], path: Path) -> bytearray:
+    """One entry's bytes, inflated a step at a time and counted against `budget[0]` (the bytes the archive may still
+    inflate to): a zip can lie about sizes, so what is inflated is counted, not what the directory says. zipfile
+    stops at the declared size and then checks the CRC."""
+    out = bytearray()
+    with archive.open(info) as f:
+        while chunk := f.read(min(_STEP, budget[0] - len(out) + 1)):
+            out += chunk
+            if len(out) > budget[0]:
+                raise CheckpointError(f"{path}: {info.filename} inflates past the archive's bound")
+    budget[0] -= len(out)
+    return out
+
+
+def read_torchscript(path: str | Path, max_bytes: int) -> tuple[dict[str, torch.Tensor], dict[str, object]]:
     """(tensors, attributes) of a TorchScript archive's module tree, read as data without running any of its code:
     tensor attributes by dotted name (what `state_dict()` would give) and the other plain attributes likewise
-    (e.g. `out_size`, `backbone.output_indices`). A plain `torch.save` state_dict is refused here with what it is."""
+    (e.g. `out_size`, `backbone.output_indices`). A plain `torch.save` state_dict is refused here with what it is.
+    `max_bytes`: the most the whole archive may inflate to (what the largest model it may hold needs), checked
+    against the zip's directory before anything is inflated and counted while inflating."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     try:
         with zipfile.ZipFile(path) as archive:
+            check_archive_size(archive, max_bytes, path)
             names = archive.namelist()
             pkl = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
             if not pkl:
@@ -139,8 +177,9 @@ def read_torchscript(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
             prefix = pkl[0][: -len("data.pkl")]
             if not any(n.startswith(prefix + "code/") for n in names):
                 raise CheckpointError(f"{path}: a torch.save checkpoint, not a TorchScript archive")
-            with archive.open(pkl[0]) as f:
-                root = _ArchiveUnpickler(f, archive, prefix, path).load()
+            budget = [max_bytes]
+            data = io.BytesIO(_inflate(archive, archive.getinfo(pkl[0]), budget, path))
+            root = _ArchiveUnpickler(data, archive, prefix, path, budget).load()
     except (zipfile.BadZipFile, EOFError, OSError, pickle.UnpicklingError, RuntimeError, ValueError, TypeError,
             IndexError, KeyError, AttributeError) as e:
         if isinstance(e, CheckpointError):

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import warnings
+import zipfile
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -30,8 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import (
-    CheckpointError, check_sha256, check_state_dict, config_from_metadata, read_safetensors, read_torch_state_dict,
-    read_torchscript, save_safetensors, sha256_file,
+    CheckpointError, check_archive_size, check_sha256, check_state_dict, config_from_metadata, read_safetensors,
+    read_torch_state_dict, read_torchscript, save_safetensors, sha256_file,
 )
 from .labels import LABEL_SETS
 from .layers import QuickGELU, merge_heads, multi_head_attention, split_heads
@@ -426,14 +428,27 @@ def infer_config(state_dict: dict[str, torch.Tensor], label_set: str | None, sou
         raise CheckpointError(f"{source}: {e}") from None
 
 
+ARCHIVE_MARGIN = 1.25, 1 << 20  # x the weights, + bytes: room for an archive's code/, pickles and 64-byte alignment
+
+
+def archive_bound() -> int:
+    """The most bytes a parser archive may inflate to: the largest parser the kit knows (its presets; FaRL-B,
+    161.6 M parameters) as float32, what facer ships, times 1.25 plus 1 MiB: 809 MB. (A 779 KB archive once
+    inflated to 2 GB before it was refused.)"""
+    params = max(sum(math.prod(shape) for shape in expected_shapes(cfg).values()) for cfg in PRESETS.values())
+    scale, extra = ARCHIVE_MARGIN
+    return int(params * 4 * scale) + extra
+
+
 def read_parser_file(path: str | Path, trust_torchscript: bool = False) -> tuple[dict[str, torch.Tensor], dict]:
     """(state_dict, attributes) of a facer TorchScript `.pt`, read as data (checkpoint.read_torchscript), or of a
-    plain `torch.save` state_dict (weights only). `trust_torchscript` runs the archive with `torch.jit.load`
-    instead, which executes its scripted code: only for a file the user vouches for."""
+    plain `torch.save` state_dict (weights only); either is refused if its zip declares more than `archive_bound`.
+    `trust_torchscript` runs the archive with `torch.jit.load` instead, which executes its scripted code: only for a
+    file the user vouches for (its directory is still checked against the bound first)."""
     path = Path(path)
     if not trust_torchscript:
         try:
-            return read_torchscript(path)
+            return read_torchscript(path, archive_bound())
         except CheckpointError as e:
             if "a torch.save checkpoint" not in str(e):
                 raise
@@ -441,10 +456,14 @@ def read_parser_file(path: str | Path, trust_torchscript: bool = False) -> tuple
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     try:
+        with zipfile.ZipFile(path) as archive:
+            check_archive_size(archive, archive_bound(), path)
         with warnings.catch_warnings():  # torch >= 2.9 flags TorchScript as deprecated; reading it is the point
             warnings.simplefilter("ignore", DeprecationWarning)
             jit = torch.jit.load(str(path), map_location="cpu")
     except Exception as e:  # noqa: BLE001 - TorchScript raises many unrelated types for a bad archive
+        if isinstance(e, CheckpointError):
+            raise
         msg = str(e).strip().splitlines()
         raise CheckpointError(f"{path}: unreadable TorchScript archive (truncated or corrupt): {msg[0] if msg else e}") from None
     state_dict = {k: v.detach().clone() for k, v in jit.state_dict().items()}

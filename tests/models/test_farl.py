@@ -12,7 +12,8 @@ from dfedge.cli import app
 from dfedge.models.checkpoint import CheckpointError, read_torchscript
 from dfedge.models.factory import DetectorSpec, build_region_index, dinov3_config
 from dfedge.models.farl import (
-    HEADS_KEY, LABEL_SETS, PRESETS, FarlParser, PackedSelfAttention, convert_parser, expected_shapes, load_parser,
+    HEADS_KEY, LABEL_SETS, PRESETS, FarlParser, PackedSelfAttention, archive_bound, convert_parser, expected_shapes,
+    load_parser,
 )
 
 TINY = PRESETS["tiny"]
@@ -186,7 +187,7 @@ def test_a_scripted_setstate_never_runs(source, tmp_path, capfd):
 def test_torchscript_is_read_as_data_equal_to_what_torch_jit_load_reads(jit_file):
     from dfedge.models.checkpoint import read_torchscript
 
-    tensors, attributes = read_torchscript(jit_file)
+    tensors, attributes = read_torchscript(jit_file, archive_bound())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         jit = torch.jit.load(str(jit_file))
@@ -278,7 +279,7 @@ def test_the_head_count_a_torchscript_archive_records_is_read_and_never_overridd
     clone = FarlParser(ODD)
     clone.load_state_dict(source.state_dict())
     facer_like_torchscript(clone, path)
-    assert read_torchscript(path)[1][HEADS_KEY] == 3
+    assert read_torchscript(path, archive_bound())[1][HEADS_KEY] == 3
     dst = tmp_path / "odd.safetensors"
     convert_parser(path, dst)
     for loaded in (load_parser(path), load_parser(path, trust_torchscript=True), load_parser(dst, heads=3)):
