@@ -125,7 +125,7 @@ OPTIONS: dict[str, tuple[object, object]] = {
     "per_frame": (Annotated[bool, typer.Option("--per-frame", help="Keep each sampled frame's verdict in a video's record.")], False),
     "top": (Annotated[int, typer.Option(help="How many top-contributing tokens to list per face.")], 5),
     "save_vis": (Annotated[Optional[Path], typer.Option(help="Folder for one picture per face: box and landmarks, crop with mask and contributions.")], None),
-    "max_pixels": (Annotated[int, typer.Option(help="A photo that would decode to more pixels is refused, from its header, before decoding.")], MAX_PIXELS),
+    "max_pixels": (Annotated[int, typer.Option(help="A photo or a video frame that would decode to more pixels is refused, from its header, before decoding.")], MAX_PIXELS),
     "bundle": (Annotated[Optional[Path], typer.Option(help="Score with this bundle (its runtime and face front end) instead of the torch model.")], None),
     # the plan of dfedge build / export / quantize
     "targets": (Annotated[Optional[list[str]], typer.Option(

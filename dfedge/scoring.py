@@ -37,7 +37,7 @@ class ScoreOptions:
     per_frame: bool = False  # keep each sampled frame's verdict in the video record
     top: int = 5  # top-contributing tokens listed per face
     save_vis: Path | None = None  # per face: the photo with box and landmarks, the crop with mask and contributions
-    max_pixels: int = MAX_PIXELS  # a photo that would decode to more is refused from its header
+    max_pixels: int = MAX_PIXELS  # a photo, or a video's frames, that would decode to more is refused from its header
     temporal: bool = False  # a video's verdict from SDR's temporal head over windows of its frames (video bundles)
     stride: int | None = None  # frames between the temporal head's windows (default: its window)
 
@@ -206,7 +206,7 @@ VIDEO_SIDE = 1920  # sampled frames are kept at most this long, one at a time (l
 
 
 def _video(detector, path: Path, options: ScoreOptions) -> dict:
-    frames = Pass(path, sampler(options.frames, options.fps), VIDEO_SIDE)
+    frames = Pass(path, sampler(options.frames, options.fps), VIDEO_SIDE, options.max_pixels)
     record = detector.score_video(frames, options.track, options.temporal, options.stride)
     if not frames.decoded:
         raise MediaError("no frames", f"no frame decodes{f' ({frames.error})' if frames.error else ''}")

@@ -136,10 +136,13 @@ class Pass:
     """One decoding pass over a video, one frame at a time: iterate (index, uint8 RGB frame, upright, at most
     `max_side` long) for the indices `choose(frame count, frame rate)` picks, the count being the container's (or,
     when it states none, its packets'). Afterwards `decoded` is how many frames decoded and `error` what ended
-    decoding early (None). Opening raises MediaError: the file cannot be opened, or has no video stream."""
+    decoding early (None). Opening raises MediaError: the file cannot be opened, has no video stream, or declares
+    frames of more than `max_pixels` (device/image.check_pixels, the photos' rule); a frame that is larger than
+    declared ends the pass with that MediaError before it is converted."""
 
-    def __init__(self, path: str | Path, choose: Callable[[int, float], set[int]], max_side: int | None = None) -> None:
-        self.path, self.choose, self.max_side = Path(path), choose, max_side
+    def __init__(self, path: str | Path, choose: Callable[[int, float], set[int]], max_side: int | None = None,
+                 max_pixels: int = device_image.MAX_PIXELS) -> None:
+        self.path, self.choose, self.max_side, self.max_pixels = Path(path), choose, max_side, max_pixels
         self.decoded, self.error, self.count, self.rate = 0, None, 0, 0.0
         self.conversions: list[str] = []  # besides decoding: a turn by the display matrix, or a matrix ignored
         try:
@@ -147,6 +150,7 @@ class Pass:
                 if not container.streams.video:
                     raise MediaError("no frames", "no video stream")
                 stream = container.streams.video[0]
+                self._check(stream.width, stream.height)  # as declared (0 x 0 when not): before any frame decodes
                 self.rate = float(stream.average_rate or stream.guessed_rate or 0)
                 self.count = stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
         except (av.error.FFmpegError, OSError) as e:
@@ -159,12 +163,19 @@ class Pass:
             stream.thread_type = "AUTO"
             try:
                 for frame in container.decode(stream):
+                    self._check(frame.width, frame.height)
                     if self.decoded in keep:
                         rgb = upright(frame.to_ndarray(format="rgb24"), frame_turn(frame, self.conversions))
                         yield self.decoded, self._fit(rgb)
                     self.decoded += 1
             except av.error.FFmpegError as e:
                 self.error = _first_line(e)
+
+    def _check(self, width: int, height: int) -> None:
+        try:
+            device_image.check_pixels(width, height, self.max_pixels, "pixels a frame")
+        except device_image.ImageRefused as e:
+            raise MediaError("unreadable", str(e)) from None
 
     def _fit(self, rgb: np.ndarray) -> np.ndarray:
         k = max(rgb.shape[:2]) / self.max_side if self.max_side else 1.0

@@ -26,6 +26,21 @@ def peak_rss_mb() -> float | None:
     return rss / 2**20 if platform.system() == "Darwin" else rss / 2**10  # bytes on macOS, KiB elsewhere
 
 
+def memory_bytes() -> int | None:
+    """The memory this process can hold at most: the host's physical memory (sysconf pages), or the container's
+    limit (cgroup v2 memory.max) when that is smaller; None where neither can be read."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):  # Windows, or a platform without these names
+        total = None
+    try:
+        limit = int(Path("/sys/fs/cgroup/memory.max").read_text().strip())  # "max": no limit (ValueError)
+    except (OSError, ValueError):
+        limit = None
+    known = [b for b in (total, limit) if b and b > 0]
+    return min(known) if known else None
+
+
 def cpu_model() -> str:
     if Path("/proc/cpuinfo").is_file():
         for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():

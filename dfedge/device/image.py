@@ -42,6 +42,13 @@ def _rgb8(im, notes: list[str]):
     return im.convert("RGB")
 
 
+def check_pixels(width: int, height: int, max_pixels: int, what: str = "pixels to decode") -> None:
+    """The one pixel limit of everything decoded, a photo or each frame of a video, checked from the size its file
+    declares before decoding: ImageRefused in one line naming the limit."""
+    if width * height > max_pixels:
+        raise ImageRefused(f"{width}x{height} {what}, over the limit of {max_pixels / 1e6:g} MP (--max-pixels)")
+
+
 def read_image(path, max_side: int = MAX_DECODE, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, tuple[int, int], list[str]]:
     """(uint8 RGB [H, W, 3] upright, at most `max_side` on its longest side; the photo's own upright (width,
     height); the conversions made, in words). EXIF orientation is applied. A JPEG is decoded at 1/2, 1/4 or 1/8
@@ -76,9 +83,7 @@ def read_image(path, max_side: int = MAX_DECODE, max_pixels: int = MAX_PIXELS) -
                 if scale > 1:
                     step = min(8, 2 ** math.ceil(math.log2(scale)))
                     im.draft("RGB", (math.ceil(im.size[0] / step), math.ceil(im.size[1] / step)))
-                if im.size[0] * im.size[1] > max_pixels:  # before anything decodes (a PNG's EXIF is read by decoding)
-                    raise ImageRefused(f"{im.size[0]}x{im.size[1]} pixels to decode, over the limit of "
-                                       f"{max_pixels / 1e6:g} MP (--max-pixels)")
+                check_pixels(*im.size, max_pixels)  # before anything decodes (a PNG's EXIF is read by decoding)
                 orientation = im.getexif().get(0x0112)
                 if orientation not in (None, 1):
                     notes.append(f"turned upright (EXIF orientation {orientation})")

@@ -85,9 +85,9 @@ class Scorer:
             face = follow(self.faces(image), last, track)
             verdict = self.score_face(image, face) if face else Verdict("no_face", "no face followed in this frame")
             last = face or last
-            records.append((int(index), verdict))
             if stream is not None:
                 windows += stream.push(int(index), verdict)
+            records.append((int(index), verdict.kept()))  # the frame and its crop go with this iteration
         if stream is not None:
             windows += stream.flush()
         return video_record(records, self.threshold, windows if stream is not None else None)

@@ -118,8 +118,8 @@ def time_video(score, flow, path: Path, max_frames: int | None = None) -> dict:
         t4 = time.perf_counter()
         for k, (a, b) in zip(steps, ((start, t1), (t1, t2), (t2, t3), (t3, t4))):
             times[k].append(b - a)
-        records.append((index, verdict))
         windows += flow.push(index, verdict)
+        records.append((index, verdict.kept()))
     if not records:
         raise BundleError(f"{path}: no frame decodes")
     windows += flow.flush()

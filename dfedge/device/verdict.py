@@ -3,7 +3,7 @@ outputs, and a video's verdict from its frames' (or its temporal windows')."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -55,6 +55,11 @@ class Verdict:
     face: Face | None = None  # where it was found (None for a given crop)
     crop: np.ndarray | None = None  # the aligned crop the model saw
     feature: np.ndarray | None = None  # float32 [D], the frame encoder's `feature` (ok verdicts of graphs that have it)
+
+    def kept(self) -> Verdict:
+        """What a video keeps of one frame's verdict once it is scored (and pushed to the temporal stream): all but
+        the crop and the feature. A frame's crop is 0.6 MB: a 640-frame video kept 0.4 GB of them."""
+        return replace(self, crop=None, feature=None)
 
     def record(self, top: int = 5) -> dict:
         """JSON-able: status, reason, the face (box, detector score, landmarks), the score and the top tokens."""

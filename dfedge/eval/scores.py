@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 
 from .._version import __version__
+from ..device.host import memory_bytes
 from ..models.writing import atomic_write, reading
 
 SCHEMA = "dfedge-scores/1"
@@ -116,15 +117,41 @@ def score_set(run: Runner, data, batch: int = 1, transform=None, progress=None, 
         raise ValueError(f"{getattr(data, 'description', 'the data')}: no samples to score")
     if run is None:
         run = recipe.open()
-    samples_seen, outs = [], []
+    rows, outs = [], []  # what is kept of each sample: its id, video and label, and the graph's outputs (no image)
     for start in range(0, n, batch):
         samples = [data[i] for i in range(start, min(n, start + batch))]
         images = [s.image if transform is None else transform(s.image, start + k) for k, s in enumerate(samples)]
         outs.append(run_batch(run, images, features))
-        samples_seen += samples
+        rows += [(s.id, s.video_id, s.label) for s in samples]
         if progress is not None:
             progress(len(samples))
-    return assemble([(s.id, s.video_id, s.label) for s in samples_seen], outs, data)
+        if start == 0:
+            check_fits(n, kept_bytes(rows, outs[0]), getattr(data, "description", "the data"))
+    return assemble(rows, outs, data)
+
+
+# A set's kept results exist about this many times over at their peak: the batches, their concatenation (assemble),
+# and the file's arrays and compression buffers (save_scores).
+KEPT_COPIES = 3
+
+
+def kept_bytes(rows: list[tuple[str, str, int]], out: dict[str, np.ndarray]) -> int:
+    """Bytes kept per sample: its outputs (`out`, one batch of run_batch's), its id and video id (NumPy unicode, 4
+    bytes a character) and label, and its row until then (a tuple of two str and an int: about 200 bytes)."""
+    outputs = sum(np.asarray(v).nbytes for v in out.values())
+    return -(-outputs // len(rows)) + 4 * max(len(r[0]) + len(r[1]) for r in rows) + 1 + 200
+
+
+def check_fits(count: int, per_sample: int, what: str) -> None:
+    """Refuse (ValueError, one line) a set whose kept results this host cannot hold: `count` samples of `per_sample`
+    bytes, KEPT_COPIES times over, against its memory (device.host.memory_bytes; unknown: not checked)."""
+    memory = memory_bytes()
+    if memory is None or count * per_sample * KEPT_COPIES <= memory:
+        return
+    limit = memory // (per_sample * KEPT_COPIES)
+    raise ValueError(f"{what}: {count:,} samples would keep {count * per_sample * KEPT_COPIES / 1e9:,.1f} GB of results "
+                     f"({per_sample:,} bytes each, {KEPT_COPIES} copies at the peak); this host's {memory / 1e9:.1f} GB "
+                     f"holds at most {limit:,} samples: score a smaller set, or split it")
 
 
 def run_batch(run: Runner, images: list[np.ndarray], features: bool = False) -> dict[str, np.ndarray]:
