@@ -119,6 +119,18 @@ def parity_message(name: str, parity: Parity) -> str:
             f"agreement {parity.mask_agreement:.4f}{vote} (limits {parity.thresholds})")
 
 
+# Images per batch of the torch reference: batching amortises each call's overhead where a face costs a few GFLOPs
+# (toy: 3.7, batch 8), and buys nothing where the GEMMs are already large while the activations grow with the batch
+# (full size, 1044 GFLOPs: a batch of 8 held 5.2 GB of activations in FaRL's UPerHead, the build's peak; batch 1).
+REFERENCE_BATCH_GFLOPS = 64.0
+MAX_REFERENCE_BATCH = 8
+
+
+def reference_batch(gflops_per_image: float) -> int:
+    """How many images the torch reference scores at once: as many as fit REFERENCE_BATCH_GFLOPS, 1 to 8."""
+    return max(1, min(MAX_REFERENCE_BATCH, int(REFERENCE_BATCH_GFLOPS // max(gflops_per_image, 1e-9))))
+
+
 @dataclass
 class Validation:
     """The validation split and the reference's scores on it (computed once per build)."""
@@ -128,11 +140,11 @@ class Validation:
 
     @classmethod
     def build(cls, reference: Runner, threshold: float, data: LabelledSet, name: str | None = None, engine=score_set,
-              recipe=None) -> Validation:
-        """Score `data` with the reference runner (or `engine` with its `recipe`: eval.scores). Fails at once
-        (ValueError naming the split, `name` or its description) when the gate could not compute its AUC statistics
-        on the faces with a region: before anything is converted."""
-        ref = engine(reference, data, batch=8, recipe=recipe)
+              recipe=None, batch: int = 8) -> Validation:
+        """Score `data` with the reference runner (or `engine` with its `recipe`: eval.scores), `batch` images at a
+        time (reference_batch). Fails at once (ValueError naming the split, `name` or its description) when the gate
+        could not compute its AUC statistics on the faces with a region: before anything is converted."""
+        ref = engine(reference, data, batch=batch, recipe=recipe)
         ref.header.update(threshold=float(threshold), model="torch fp32", data=data.description)
         try:
             delong_auc_variance(ref.labels[ref.scored], ref.logits[ref.scored])
