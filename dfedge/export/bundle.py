@@ -5,6 +5,7 @@ succeed, so a failed or refused bundle leaves nothing behind."""
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -190,6 +191,7 @@ def write_bundle(job: Job, dist: Path, log=lambda msg: None) -> tuple[Path, dict
                 if "parity_reference" not in job.cache:  # once per detector x target, before any runtime is open
                     job.cache["parity_reference"] = reference_outputs(torch_runner(job.detector), job.parity_images)
                 convert(job, tmp, conversion)
+                gc.collect()  # what of the converter's working copies sits in reference cycles goes before a runtime compiles
                 log(f"{job.folder}: converted; checking parity on {len(job.parity_images)} crops")
                 options = conversion.setdefault("runtime_options", target.format.options)  # a rung may set its own
                 if "placement" not in conversion:  # the runtime's own view on this host (ExecuTorch's: at lowering),
