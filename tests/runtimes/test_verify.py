@@ -8,6 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 
 import dfedge
 from dfedge.cli import app
+from dfedge.data.sources import toy_crops
 from dfedge.export.bundle import file_hashes
 from dfedge.runtimes import BundleError, verify
 from dfedge.device.schema import MANIFEST_SCHEMA, schema_errors
@@ -113,9 +115,10 @@ values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | 
 
 
 @given(data=st.data())
-def test_random_edits_of_a_bundle_are_refused_never_crash_never_load(bundle, tmp_path_factory, data):
-    """Replace one manifest value somewhere, or flip one byte of one file: verify raises BundleError, or the edit
-    changed nothing that matters (then the bundle is still the one that was written)."""
+def test_random_edits_of_a_bundle_are_refused_in_one_line_or_run_the_written_model(bundle, tmp_path_factory, data):
+    """Replace one manifest value somewhere (any JSON type, non-finite numbers too), or flip one byte of one file:
+    verify (or the load after it) raises BundleError in one line, or the edit changed nothing that matters (then the
+    bundle is still the one that was written, and it computes exactly what it did)."""
     b = Path(shutil.copytree(bundle, tmp_path_factory.mktemp("fuzz") / "b"))
     manifest = json.loads((b / "manifest.json").read_text())
     if data.draw(st.booleans(), label="edit the manifest"):
@@ -142,7 +145,28 @@ def test_random_edits_of_a_bundle_are_refused_never_crash_never_load(bundle, tmp
             (b / rel).write_bytes(bytes(raw))
     try:
         checked = verify(b)
+        loaded = dfedge.load(b)
     except BundleError as e:
         assert "\n" not in str(e)
         return
     assert checked["files"] == file_hashes(b)  # accepted: every file is the one its entry describes
+    # and the model that runs is the one written: its outputs on a crop are exactly the untouched bundle's (what the
+    # manifest alone decides, the threshold, guard and front-end settings, the gate checks: dfedge validate, bench.py
+    # --validate)
+    crop = toy_crops(1)
+    assert_same_outputs(loaded.run(crop), original_outputs(bundle, crop))
+
+
+_ORIGINAL: dict[str, dict] = {}
+
+
+def original_outputs(bundle: Path, crop: np.ndarray) -> dict:
+    if str(bundle) not in _ORIGINAL:
+        _ORIGINAL[str(bundle)] = dfedge.load(bundle).run(crop)
+    return _ORIGINAL[str(bundle)]
+
+
+def assert_same_outputs(got: dict, want: dict) -> None:
+    assert set(got) == set(want)
+    for name in want:
+        np.testing.assert_array_equal(np.asarray(got[name]), np.asarray(want[name]), err_msg=name)
