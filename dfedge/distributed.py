@@ -23,8 +23,10 @@ import math
 import os
 import platform
 import shutil
+import signal
 import socket
 import sys
+import threading
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +35,7 @@ import numpy as np
 
 from .allocator import fixed_mmap_threshold
 from .eval.scores import Scores, assemble, run_batch
-from .models.writing import atomic_write
+from .models.writing import atomic_write, on_termination
 from .models.spec import CROP_SIZE
 
 ENGINES = ("local", "ray")
@@ -237,7 +239,7 @@ def start(address: str | None):
         # restartable actors): only its fatal errors reach the user's terminal, the rest is in Ray's log files
         os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
         try:
-            with _quiet_stderr():
+            with _quiet_stderr(), _own_signal_handlers():
                 ray.init(address=address, num_cpus=None if address else len(os.sched_getaffinity(0)), include_dashboard=False,
                          log_to_driver=False, logging_level="ERROR")
         except (ConnectionError, RuntimeError, ValueError) as e:
@@ -247,11 +249,39 @@ def start(address: str | None):
                 hint = ("; if the cluster uses Ray's token authentication (the default), set RAY_AUTH_MODE=token and "
                         "RAY_AUTH_TOKEN (`ray get-auth-token` on the head)")
             raise EngineError(f"--address {address}: cannot join a Ray cluster there ({str(e).splitlines()[0]}){hint}") from None
+        if address is None:
+            on_termination(_stop_local_ray)
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # the kit's progress bar says how far the run is
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
     return ray
+
+
+def _stop_local_ray() -> None:
+    """Stop the Ray this process started (a terminating signal's exit would leave its processes running): as Ray's
+    own exit does (ray.shutdown), but first with Ray's auto-init off, or the run's other threads (Ray Data's
+    executor) start a new local Ray the moment this one is gone, and that one is left behind (ray 2.60)."""
+    import ray
+    from ray._private import auto_init_hook
+
+    auto_init_hook.enable_auto_connect = False
+    ray.shutdown()
+
+
+@contextlib.contextmanager
+def _own_signal_handlers():
+    """SIGTERM and SIGINT keep the handlers they had before ray.init (the command line's clean-up, models.writing
+    .terminate): ray.init replaces SIGTERM's twice, in Python (sys.exit(15)) and in its C++ core (a failure handler
+    that aborts: the driver died by SIGABRT, its clean-up never ran)."""
+    main = threading.current_thread() is threading.main_thread()
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)} if main else {}
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            if handler is not None:  # None: set outside Python, not ours to restore
+                signal.signal(signum, handler)
 
 
 @contextlib.contextmanager

@@ -3,7 +3,13 @@ a Ray run's end on SIGTERM (docs/security.md maps them)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 import tracemalloc
 import warnings
 import zipfile
@@ -76,3 +82,47 @@ def test_a_parser_archive_never_inflates_past_what_the_largest_parser_needs(tmp_
         message, peak = refusal_and_peak(lambda path=path: farl.load_parser(path))
         assert peak < 4 << 20, f"{path.name}: {peak:,} bytes held"
         assert re.search(refusal, message) and "\n" not in message, message
+
+
+def session(sid: int) -> list[int]:
+    """The processes of session `sid` (a command started with start_new_session: everything it started, however
+    deep, unless a process made its own session)."""
+    out = []
+    for pid in map(int, filter(str.isdigit, os.listdir("/proc"))):
+        with contextlib.suppress(OSError):
+            if os.getsid(pid) == sid:
+                out.append(pid)
+    return out
+
+
+@pytest.mark.heavy  # a local Ray and a pool of two actors: about 15 s on 2 cores
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="processes are listed from /proc")
+def test_sigterm_during_a_ray_run_exits_143_and_leaves_no_ray_process(tmp_path):
+    """Cause 14: `dfedge reference --engine ray` sent SIGTERM once its pool has returned a batch exits 143 (the kit's
+    clean-up ran, not Ray's abort) and no process of the run stays (raylet, GCS, agents, actors, nor a second Ray
+    started by the run's threads as the first one stopped)."""
+    pytest.importorskip("ray")
+    out = tmp_path / "ref.scores"
+    run = subprocess.Popen([sys.executable, "-m", "dfedge.cli", "reference", "--data", "toy:val:40", "--engine", "ray",
+                            "--workers", "2", "--out", str(out)], start_new_session=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240
+        while not list(tmp_path.glob("ref.scores.partial/*/shard-*.npz")):  # the pool is running: a batch is back
+            assert run.poll() is None, run.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "no batch back in 4 minutes"
+            time.sleep(0.2)
+        assert len(session(run.pid)) > 3  # the command, its raylet, GCS, actors ...
+        run.send_signal(signal.SIGTERM)
+        assert run.wait(timeout=60) == 143, run.stderr.read().decode()[-2000:]
+        deadline = time.monotonic() + 15  # actors end a moment after their raylet
+        while (left := session(run.pid)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not left, [Path(f"/proc/{pid}/comm").read_text().strip() for pid in left]
+        assert not out.exists()
+    finally:  # whatever failed above, nothing of this run stays behind
+        for pid in session(run.pid):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        run.wait(timeout=30)
+        run.stderr.close()

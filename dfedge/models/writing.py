@@ -13,6 +13,7 @@ from pathlib import Path
 from ..device.files import outside_bundles
 
 _TEMPORARY: dict[str, None] = {}  # what is being written (files, bundle and build folders), removed on SIGTERM
+_STOPS: list = []  # what a terminating signal stops before the command exits (the processes of a local Ray)
 _SIGNAL = {"critical": 0, "pending": 0}  # inside uninterrupted(): how deep, and a signal that arrived meanwhile
 
 
@@ -32,6 +33,12 @@ def track(path: str | Path) -> None:
     _TEMPORARY[str(path)] = None
 
 
+def on_termination(stop) -> None:
+    """Call `stop()` when a terminating signal ends the command (`terminate`), before its temporary paths are removed:
+    for what os._exit would leave running, such as the processes of a Ray this process started."""
+    _STOPS.append(stop)
+
+
 @contextlib.contextmanager
 def uninterrupted():
     """A few renames that must all happen or none (replacing a folder): a signal waits for their end."""
@@ -45,12 +52,16 @@ def uninterrupted():
 
 
 def terminate(signum: int, frame=None) -> None:
-    """The SIGTERM/SIGINT handler of the command line: remove every registered temporary path, then exit 128 + the
-    signal. It exits at once (os._exit) rather than raising through the torch or converter code that may be
-    running, which can crash half-way; every write the kit makes goes through temporary() or is atomic."""
+    """The SIGTERM/SIGINT handler of the command line: stop what `on_termination` names, remove every registered
+    temporary path, then exit 128 + the signal. It exits at once (os._exit) rather than raising through the torch or
+    converter code that may be running, which can crash half-way; every write the kit makes goes through temporary()
+    or is atomic."""
     if _SIGNAL["critical"]:
         _SIGNAL["pending"] = signum
         return
+    for stop in _STOPS:
+        with contextlib.suppress(Exception):  # the exit and the clean-up happen whatever one stop raises
+            stop()
     for key in list(_TEMPORARY):
         if os.path.isdir(key) and not os.path.islink(key):
             shutil.rmtree(key, ignore_errors=True)
