@@ -148,3 +148,31 @@ def test_truncated_files_are_refused_in_one_line(tmp_path_factory, fmt, cut):
     path = tmp_path_factory.mktemp("cut") / f"x.{fmt.lower()}"
     path.write_bytes(data[: int(len(data) * cut)])
     refused_in_one_line(path)
+
+
+@pytest.fixture(scope="module")
+def pipeline(onnx_bundle):
+    from dfedge.scoring import open_detector
+
+    return open_detector(onnx_bundle)
+
+
+STATUSES = {"ok", "no_face", "no_region", "implausible_region", "unreadable", "model_error"}
+
+
+@given(long=st.integers(1, 20000), short=st.integers(1, 64), square=st.booleans(), tall=st.booleans(),
+       fmt=st.sampled_from(["PNG", "JPEG"]), seed=st.integers(0, 3))
+def test_any_size_down_to_1_px_and_any_aspect_ratio_gives_a_record(pipeline, tmp_path_factory, long, short, square,
+                                                                   tall, fmt, seed):
+    """Photos from 1 px up, as slivers of up to 20000 x 1 or near-square, through the whole path dfedge score runs
+    (decode, detect, align, score): one record or more for the file, each with a known status, never an exception."""
+    from dfedge.scoring import score_paths
+
+    w, h = (min(long, 512), max(1, min(long, 512) - short // 2)) if square else (long, short)
+    w, h = (h, w) if tall else (w, h)
+    pixels = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    path = tmp_path_factory.mktemp("sizes") / f"upload.{fmt.lower()}"
+    Image.fromarray(pixels).save(path, format=fmt)
+    records = list(score_paths(pipeline, [path]))
+    assert records and all(r["file"] == str(path) and r["status"] in STATUSES for r in records), records
+    assert all((r["probability"] is not None) == (r["status"] == "ok") for r in records)
