@@ -350,10 +350,8 @@ def _bench(rows: list[Row], stage: Path, config: BuildConfig, log, advance) -> d
     shipped = [r for r in rows if r.status == "ok"]
     log(f"timing {len(shipped)} bundles ({config.bench_runs} runs each) and the torch reference")
 
-    def reference(manifest: dict) -> dict:  # the weights the bundles were made from (the architecture can depend on them)
-        spec = config.rung_spec(manifest["export_options"]["region_index"])
-        files = {k: getattr(spec, k) for k in ("dinov3", "parser", "probe", "region_head", "label_set", "student") if getattr(spec, k)}
-        return {**reference_spec(manifest), **files}
+    def reference(manifest: dict) -> dict | str:  # the model the bundles were made from, with its weight files
+        return reference_spec(manifest, config.rung_spec(manifest["export_options"]["region_index"]))
 
     how = BenchRun(config.bench_runs, config.bench_warmup, config.threads)
     bench = bench_set([stage / r.folder for r in shipped], how, reference=reference, progress=lambda _: advance())

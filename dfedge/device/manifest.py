@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 
 from .errors import BundleError
+from .faces import detectors
 from .files import ENTRY_FILE, LEGACY_FRONT_END_FILE, MANIFEST, PACKAGE_DIR, sha256_file
+from .formats import FORMATS
 from .schema import BUNDLE_SCHEMA, BUNDLE_SCHEMA_V1, MANIFEST_SCHEMA, SCHEMA_V1, schema_errors
 
 SCHEMAS = {BUNDLE_SCHEMA: MANIFEST_SCHEMA, BUNDLE_SCHEMA_V1: SCHEMA_V1}
@@ -58,8 +60,10 @@ def _present(bundle: Path) -> set[str]:
 
 
 def decision_errors(manifest: dict) -> list[str]:
-    """What the schema's types cannot say about the numbers that decide a verdict: the guard's bounds ordered and
-    inside the token grid, the smallest face a whole number of pixels >= 1."""
+    """What the schema's types cannot say about the numbers that decide a verdict and the settings that open the
+    bundle: the guard's bounds ordered and inside the token grid; the target one of the formats here, its runtime
+    options among those its row allows (`Format.allowed_options`); the face detector one of the table's, its
+    settings as its row allows (`DetectorRow.settings_schema`). `manifest`: schema 2, or schema 1 upgraded."""
     errors = []
     grid = (manifest.get("labels") or {}).get("token_grid") or [None, None]
     guard = (manifest.get("probe") or {}).get("guard") or {}
@@ -70,13 +74,19 @@ def decision_errors(manifest: dict) -> list[str]:
             if not (0 <= lo <= hi and (top is None or hi <= top)):
                 errors.append(f"/probe/guard/{name}: {[lo, hi]} is not an ordered range inside the token grid"
                               + (f" (0 to {top})" if top else ""))
-    settings = (manifest.get("front_end") or {}).get("settings")
-    if settings is not None and not isinstance(settings, dict):
-        errors.append("/front_end/settings: must be object")
-    elif settings and "min_face" in settings:
-        value = settings["min_face"]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            errors.append(f"/front_end/settings/min_face: {value!r} is not a face size in pixels (a whole number >= 1)")
+    target = manifest.get("target")
+    if target not in FORMATS:
+        errors.append(f"/target: {target!r} is not a target this package opens (known: {', '.join(FORMATS)})")
+    elif "runtime_options" in manifest:
+        errors += schema_errors(manifest["runtime_options"], FORMATS[target].allowed_options, "/runtime_options")
+    front = manifest.get("front_end") or {}
+    if front:
+        row = detectors().get(front.get("detector"))
+        if row is None:
+            errors.append(f"/front_end/detector: {front.get('detector')!r} is not a face detector this package runs "
+                          f"(known: {', '.join(detectors())})")
+        else:
+            errors += schema_errors(front.get("settings", {}), row.settings_schema, "/front_end/settings")
     return errors
 
 
@@ -93,7 +103,7 @@ def read(bundle: str | Path) -> dict:
         raise BundleError(f"{path}: not a valid manifest: /: must be object, not {type(manifest).__name__}")
     if not isinstance(manifest.get("schema"), str) or manifest["schema"] not in SCHEMAS:
         raise BundleError(f"{path}: schema {manifest.get('schema')!r}, expected {BUNDLE_SCHEMA!r} (or {BUNDLE_SCHEMA_V1!r})")
-    errors = schema_errors(manifest, SCHEMAS[manifest["schema"]]) or decision_errors(manifest)
+    errors = schema_errors(manifest, SCHEMAS[manifest["schema"]]) or decision_errors(upgrade(manifest))
     if errors:
         raise BundleError(f"{path}: not a valid manifest: {errors[0]}" + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))
     return manifest

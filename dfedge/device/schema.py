@@ -141,9 +141,10 @@ SCHEMA_V1 = {
         "alignment": {"type": "object", "required": ["crop_size", "template"],
                       "properties": {"crop_size": {"type": "integer", "minimum": 1}, "template": arr(POINT, 5)}},
         "outputs": {"type": "object"},
-        "labels": {"type": "object", "required": ["region"], "properties": {"region": STR}},
+        "labels": {"type": "object", "required": ["region"], "properties": {"region": STR, "token_grid": arr(INT, 2)}},
         "probe": {"type": "object", "required": ["threshold_logit"],
-                  "properties": {"threshold_logit": NUM, "guard": {"type": ["object", "null"]}}},
+                  "properties": {"threshold_logit": NUM, "guard": {"type": ["object", "null"], "properties": {
+                      "tokens": RANGE, "row": RANGE, "col": RANGE}}}},
         "random_weights": arr(STR),
         "runtime_options": FREE,
         "temporal": {"type": ["object", "null"], "required": ["file", "frames", "feature_dim", "threshold_logit"],
@@ -152,7 +153,7 @@ SCHEMA_V1 = {
                                     "min_valid": {"type": "integer", "minimum": 1}}},
         "front_end": {"type": ["object", "null"], "required": ["files"],
                       "properties": {"files": {"type": "object", "required": ["pnet", "rnet", "onet"],
-                                               "additionalProperties": STR}}},
+                                               "additionalProperties": STR}, "settings": FREE}},
         "files": {"type": "object", "minProperties": 1, "additionalProperties": False,
                   "patternProperties": {REL_PATH: _FILE_V1}},
     },
@@ -184,8 +185,13 @@ def schema_errors(value, schema: dict, where: str = "") -> list[str]:
         errors.append(f"{here}: must be a finite number, not {value}")
     if isinstance(value, str) and "pattern" in schema and not re.search(schema["pattern"], value):
         errors.append(f"{here}: {value!r} is not allowed here")
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value < schema.get("minimum", value):
-        errors.append(f"{here}: must be at least {schema['minimum']}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value < schema.get("minimum", value):
+            errors.append(f"{here}: must be at least {schema['minimum']}")
+        if value > schema.get("maximum", value):
+            errors.append(f"{here}: must be at most {schema['maximum']}")
+        if "exclusiveMinimum" in schema and not value > schema["exclusiveMinimum"]:
+            errors.append(f"{here}: must be more than {schema['exclusiveMinimum']}")
     if isinstance(value, list):
         if not schema.get("minItems", 0) <= len(value) <= schema.get("maxItems", len(value)):
             errors.append(f"{here}: has {len(value)} items")
@@ -196,15 +202,16 @@ def schema_errors(value, schema: dict, where: str = "") -> list[str]:
         if len(value) < schema.get("minProperties", 0):
             errors.append(f"{here}: is empty")
         for key, item in value.items():
+            at = f"{where}/{key}"
             if key in schema.get("properties", {}):
-                errors += schema_errors(item, schema["properties"][key], f"{where}/{key}")
+                errors += schema_errors(item, schema["properties"][key], at)
                 continue
             matched = [s for p, s in schema.get("patternProperties", {}).items() if re.search(p, key)]
             extra = schema.get("additionalProperties", True)
             if matched:
-                errors += schema_errors(item, matched[0], f"{where}/{key}")
+                errors += schema_errors(item, matched[0], at)
             elif extra is False:
-                errors.append(f"{where}/{key}: not allowed here")
+                errors.append(f"{at}: not allowed here")
             elif isinstance(extra, dict):
-                errors += schema_errors(item, extra, f"{where}/{key}")
+                errors += schema_errors(item, extra, at)
     return errors

@@ -78,22 +78,51 @@ def bench_bundle(bundle: Path, how: BenchRun) -> dict:
     return _run_json(cmd + (["--image", str(Path(how.image).resolve())] if how.image else []), Path(bundle).name)
 
 
-def reference_spec(manifest: dict) -> dict:
-    """The torch model a bundle was made from, as DetectorSpec fields (weights: the preset's shipped or seeded
-    random ones, which time the same)."""
-    opts = manifest.get("export_options", {})
-    spec = {k: opts[k] for k in ("preset", "head", "region", "dinov3_input", "region_index", "backbone") if k in opts}
-    return dict(spec, random_probe=True)  # (timed, never scored: a probe's weights do not change its time)
+def reference_spec(manifest: dict, spec=None) -> dict | str:
+    """The torch model a bundle was made from, as DetectorSpec fields, or why there is none, in one line. The model
+    its export options name (`spec`: the one the kit's own build made it from) is taken only when its identity is the
+    manifest's verified one: the same weights (each part's SHA-256, or the same seeded-random note), head, region and
+    region-index rung. A free-form field alone (export_options.preset "full" on a toy bundle) never chooses it."""
+    import dataclasses
+
+    from ..eval.validate import manifest_identity
+    from ..models.factory import identity
+    from ..models.spec import DetectorSpec
+
+    if spec is None:
+        opts = manifest.get("export_options") or {}
+        try:
+            spec = DetectorSpec(**{k: opts[k] for k in ("preset", "head", "region", "dinov3_input", "region_index",
+                                                        "backbone") if k in opts})
+        except (TypeError, ValueError) as e:
+            return f"not timed: its export options name no model of this kit ({str(e).splitlines()[0]})"
+    want, have = identity(spec), manifest_identity(manifest)
+
+    def said(weights):  # a SHA-256 by its first digits; a seeded-random note as that
+        return "none" if not weights else f"{weights[:12]}…" if len(weights) == 64 else "random"
+
+    for part in sorted(set(want["sources"]) | set(have["sources"])):
+        if want["sources"].get(part) != have["sources"].get(part):
+            return (f"not timed: its {part} weights ({said(have['sources'].get(part))}) are not preset {spec.preset}'s "
+                    f"({said(want['sources'].get(part))})")
+    for key in ("head", "region", "region_index"):
+        if want[key] != have[key]:
+            return f"not timed: its {key} is {have[key]!r}, its export options name {want[key]!r}"
+    return dict(dataclasses.asdict(spec), random_probe=True)  # (timed, never scored: a probe's weights do not change its time)
 
 
-def bench_reference(spec: dict, how: BenchRun) -> dict:
+def bench_reference(spec: dict | str, how: BenchRun) -> dict:
+    """The torch reference timed in its own process; `spec` a reason (reference_spec) instead: that, as its result."""
+    if isinstance(spec, str):
+        return {"schema": RESULT_SCHEMA, "status": "not timed", "bundle": "torch-fp32", "target": "torch",
+                "precision": "fp32", "reason": spec}
     return _run_json([sys.executable, "-m", "dfedge.runtimes.benchmark", json.dumps(spec), *how.args()], "torch-fp32")
 
 
 def bench_set(bundles: list[Path], how: BenchRun, reference=reference_spec, progress=None) -> dict:
     """Every bundle, then one torch reference per distinct model among them (same crop size, rung, threads);
     each result gets `speedup_vs_torch` = reference p50 / its p50 (> 1: faster than torch eager). `reference`:
-    manifest -> the DetectorSpec fields of the torch model to time (None: no reference)."""
+    manifest -> the DetectorSpec fields of the torch model to time, or why none (None: no reference)."""
     results, specs = [], []
     for bundle in bundles:
         manifest = verify(bundle)  # before any of the bundle's code (its bench.py) runs
@@ -108,7 +137,7 @@ def bench_set(bundles: list[Path], how: BenchRun, reference=reference_spec, prog
             if key not in references:
                 references[key] = bench_reference(spec, how)
                 if progress:
-                    progress(f"torch {spec.get('region_index', 'exact')}")
+                    progress(f"torch {spec.get('region_index', 'exact') if isinstance(spec, dict) else ''}")
     for result, spec in zip(results, specs):
         ref = references.get(json.dumps(spec, sort_keys=True))
         if ref and ref.get("status") == "ok" and result.get("status") == "ok":

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..image import resize_area
+from ..schema import NUM, arr, obj
 from .types import MIN_FACE, DetectorRow, Face, Net  # MIN_FACE: smallest face side searched for, in pixels of the detection image
 
 THRESHOLDS = (0.6, 0.7, 0.7)  # P(face) needed after P-, R- and O-Net
@@ -207,6 +208,12 @@ ROW = DetectorRow(
           Net("onet", ("prob", "offsets", "landmarks"), (1, 3, 48, 48))),
     inputs="NCHW float32, (RGB - 127.5) / 128; P-Net height and width free (even sides)",
     settings={"min_face": MIN_FACE, "thresholds": list(THRESHOLDS), "factor": FACTOR, "max_side": MAX_SIDE},
+    # below its window P-Net's first level is the image enlarged (min_face 1: 12 x 1600 px a side); a factor of 1 or
+    # more never ends the pyramid, and past 0.95 it has over 85 levels (0.709: 13)
+    settings_schema=obj({"min_face": {"type": "integer", "minimum": WINDOW},
+                         "thresholds": arr(dict(NUM, minimum=0, maximum=1), 3),
+                         "factor": dict(NUM, exclusiveMinimum=0, maximum=0.95),
+                         "max_side": {"type": "integer", "minimum": MIN_LEVEL}}),
     smallest_face=WINDOW,
     licence="MIT (facenet-pytorch 2.6.0, Copyright (c) 2019 Timothy Esler); weights/MTCNN-LICENSE.md",
     make=_make,

@@ -85,6 +85,7 @@ class DetectorRow:
     nets: tuple[Net, ...]
     inputs: str  # how the nets' inputs are made, in words (the manifest's front_end.inputs)
     settings: dict  # defaults of its settings (the manifest's front_end.settings)
+    settings_schema: dict  # what a manifest's front_end.settings may hold (device/schema.py's subset), checked by verify
     smallest_face: int  # the smallest face it can find at all, in pixels (its smallest window)
     licence: str  # of the weights it ships with
     make: Callable[[dict, dict], FaceDetector] = field(repr=False)  # ({net name: run(x) -> {output: array}}, settings) -> detector

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BundleError, RuntimeUnavailable
+from ..schema import arr, obj
 from . import coreml, executorch, onnx, openvino, tflite
 
 from ..graphs import INPUT_NAME
@@ -31,6 +32,8 @@ class Format:
     package: str  # the runtime's pip distribution (its version goes into bench results)
     session: Session
     options: dict  # the runtime options the kit validates with: the manifest's runtime_options, applied by the sessions
+    allowed_options: dict  # what a manifest's runtime_options may set (device/schema.py's subset), checked by verify:
+    # an option can have effects beyond the run (OpenVINO's CACHE_DIR writes compiled blobs wherever it points)
     placement: Callable[[Path, dict, str], dict] | None = None  # (model file, options, device) -> where each op runs here
     placement_note: str = ""  # why the placement is not observed on this machine (formats without `placement`)
     predicts_on: tuple[str, ...] = ()  # the operating systems (platform.system()) it predicts on; () = any
@@ -68,19 +71,26 @@ FORMATS: dict[str, Format] = {
     f.name: f
     for f in (
         Format("onnx", "detector.onnx", "NCHW", "onnxruntime", "onnxruntime", onnx.session,
-               {"providers": ["CPUExecutionProvider"], "graph_optimization_level": "ORT_ENABLE_ALL"}, onnx.placement,
-               accelerators=onnx.accelerators),
+               {"providers": ["CPUExecutionProvider"], "graph_optimization_level": "ORT_ENABLE_ALL"},
+               obj({"providers": arr({"type": "string", "pattern": "^[A-Za-z]+ExecutionProvider$"}, least=1),
+                    "graph_optimization_level": {"enum": ["ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED",
+                                                          "ORT_ENABLE_LAYOUT", "ORT_ENABLE_ALL"]}}),
+               onnx.placement, accelerators=onnx.accelerators),
         # f32 on CPU: FP16-compressed weights decompressed, no bfloat16 (OpenVINO's default on AVX-512 BF16/AMX CPUs)
         Format("openvino", "detector.xml", "NCHW", "openvino", "openvino", openvino.session,
-               {"CPU": {"INFERENCE_PRECISION_HINT": "f32"}}, openvino.placement, accelerators=openvino.accelerators),
+               {"CPU": {"INFERENCE_PRECISION_HINT": "f32"}}, obj({device: openvino.HINTS for device in openvino.DEVICES}),
+               openvino.placement, accelerators=openvino.accelerators),
         Format("coreml", "detector.mlpackage", "NCHW", "coremltools (macOS predict; MIL interpreter elsewhere)",
-               "coremltools", coreml.session, {"compute_units": "ALL"}, placement_note=coreml.PLACEMENT_NOTE,
-               predicts_on=("Darwin",), interpreter="mil"),
+               "coremltools", coreml.session, {"compute_units": "ALL"},
+               obj({"compute_units": {"enum": ["ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE"]}}),
+               placement_note=coreml.PLACEMENT_NOTE, predicts_on=("Darwin",), interpreter="mil"),
         # AUTO: the interpreter's built-in kernels with the XNNPACK delegate applied by default
         Format("tflite", "detector.tflite", "NHWC", "ai_edge_litert", "ai-edge-litert", tflite.session,
-               {"op_resolver": "AUTO"}, tflite.placement),
+               {"op_resolver": "AUTO"},
+               obj({"op_resolver": {"enum": ["AUTO", "BUILTIN", "BUILTIN_REF", "BUILTIN_WITHOUT_DEFAULT_DELEGATES"]}}),
+               tflite.placement),
         Format("executorch", "detector.pte", "NCHW", "executorch (XNNPACK delegate; its Python runtime runs on torch)",
-               "executorch", executorch.session, {}, placement_note=executorch.PLACEMENT_NOTE),
+               "executorch", executorch.session, {}, obj({}), placement_note=executorch.PLACEMENT_NOTE),
     )
 }
 

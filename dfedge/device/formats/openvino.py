@@ -6,8 +6,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..schema import obj
 from .placement import dtype_name, gemm_flops, placement_report
 
+DEVICES = ("CPU", "GPU", "NPU", "AUTO")  # the devices a bundle's runtime_options may set properties for
+# the properties a bundle may set: how a model computes, nothing that writes, reads or loads outside the bundle
+HINTS = obj({"INFERENCE_PRECISION_HINT": {"enum": ["f32", "bf16", "f16"]},
+             "PERFORMANCE_HINT": {"enum": ["LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT"]},
+             "EXECUTION_MODE_HINT": {"enum": ["PERFORMANCE", "ACCURACY"]}})
 
 
 def config(options: dict, threads: int, device: str) -> dict:
