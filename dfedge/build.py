@@ -14,7 +14,9 @@ bundle or a mix of an old and a new build.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import os
 import shutil
@@ -41,7 +43,7 @@ from .export.job import Job
 from .models.factory import build_detector, identity, spec_gflops, weight_sources
 from .models.heads import head as head_info
 from .models.temporal import temporal_head
-from .models.writing import atomic_write, track
+from .models.writing import atomic_write, temporary, track
 from .runtimes import torch_runner
 from .runtimes.benchmark import BenchRun, bench_set, reference_spec
 from .runtimes.recipe import Recipe
@@ -225,25 +227,60 @@ def outcome(rows: list[Row]) -> tuple[int, str]:
     return code, f"Required: {listed}. Exit status {code}: {'; '.join(why)}."
 
 
+_HELD: set[Path] = set()  # the sets this process is writing (writing_set is re-entered by run_build under the CLI)
+
+
+@contextlib.contextmanager
+def writing_set(dist: Path, name: str):
+    """Hold dist/NAME for one command, from its staging folder (and its converter log) to the rename: an exclusive
+    lock on dist/.NAME.lock, removed at the end. A second build, export or quantize of the same set is refused in
+    one line (ValueError) before it touches anything: otherwise it deletes the first one's staging folder and both
+    fail, the loser's files replacing the winner's."""
+    dist.mkdir(parents=True, exist_ok=True)
+    path = (dist / f".{name}.lock").resolve()
+    if path in _HELD:
+        yield
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.fstat(fd).st_ino != os.stat(path).st_ino:  # a build that just ended removed this lock file
+                raise BlockingIOError
+        except (BlockingIOError, FileNotFoundError):
+            raise ValueError(f"another build is writing {dist / name}: wait for it to end, or choose another --out "
+                             "or --name") from None
+        _HELD.add(path)
+        with temporary(path):  # SIGTERM and Ctrl-C remove it too
+            try:
+                yield
+            finally:
+                _HELD.discard(path)
+                path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
+
+
 def run_build(config: BuildConfig, log=lambda msg: None, advance=lambda n=1: None) -> tuple[list[Row], Path]:
-    """Build every planned bundle; returns the rows of the summary and dist/<name>."""
+    """Build every planned bundle; returns the rows of the summary and dist/<name> (held: writing_set)."""
     fixed_mmap_threshold()  # calibration's many large tensors otherwise fragment glibc's heap (allocator.py)
     plan = config.plan()
     name, dist = config.set_name, Path(config.dist)
     staging = dist / f".{name}.partial"  # bundles are written to staging/name, moved to dist/name at the end
     stage = staging / name
-    shutil.rmtree(staging, ignore_errors=True)  # (what a run killed with SIGKILL left)
-    stage.mkdir(parents=True)
-    track(staging)  # SIGTERM and Ctrl-C remove it (models.writing.terminate)
-    try:
-        rows = _build_all(config, plan, staging, log, advance)
-        final = dist / name
-        if config.kind.whole_set:
-            replace_folder(stage, final)
-        else:
-            _merge(stage, final, rows)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with writing_set(dist, name):
+        shutil.rmtree(staging, ignore_errors=True)  # (what a run killed with SIGKILL left)
+        stage.mkdir(parents=True)
+        track(staging)  # SIGTERM and Ctrl-C remove it (models.writing.terminate)
+        try:
+            rows = _build_all(config, plan, staging, log, advance)
+            final = dist / name
+            if config.kind.whole_set:
+                replace_folder(stage, final)
+            else:
+                _merge(stage, final, rows)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return rows, final
 
 

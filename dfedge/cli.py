@@ -122,7 +122,7 @@ def run_plan(command: str, opts: Options, config: Path | None = None) -> None:
     """build, export and quantize: one BuildConfig (the TOML file's values, then the command line's), one pipeline,
     one table; exit 1 when a required rung did not ship or a step failed (build.outcome). What the converters print
     goes to dist/NAME.COMMAND.log while it runs, then into the set as COMMAND.log; a run that stops keeps it there."""
-    from .build import run_build
+    from .build import run_build, writing_set
     from .config import make_config, read_config
     from .models.spec import require_weights
 
@@ -135,16 +135,17 @@ def run_plan(command: str, opts: Options, config: Path | None = None) -> None:
         quiet_converters()
         log_path = Path(cfg.dist) / f"{cfg.set_name}.{command}.log"
         steps = 1 + len(plan) + (len(plan) + len(cfg.region_indexes) if cfg.bench_runs else 0)  # bench: bundles, references
-        try:
-            with converter_output(log_path) as user, step_progress(command, steps, user) as (log, advance):
-                rows, final = run_build(cfg, log=log, advance=advance)
-        except Exception:
-            if log_path.is_file() and log_path.stat().st_size:  # (an empty one, say after a bad --data, is no use)
-                err_console.print(f"dfedge {command} stopped; converter output: {log_path}", highlight=False, soft_wrap=True)
-            else:
-                log_path.unlink(missing_ok=True)
-            raise
-        log_path.replace(final / f"{command}.log")
+        with writing_set(Path(cfg.dist), cfg.set_name):  # the set and its log: another command on them is refused
+            try:
+                with converter_output(log_path) as user, step_progress(command, steps, user) as (log, advance):
+                    rows, final = run_build(cfg, log=log, advance=advance)
+            except Exception:
+                if log_path.is_file() and log_path.stat().st_size:  # (an empty one, say after a bad --data, is no use)
+                    err_console.print(f"dfedge {command} stopped; converter output: {log_path}", highlight=False, soft_wrap=True)
+                else:
+                    log_path.unlink(missing_ok=True)
+                raise
+            log_path.replace(final / f"{command}.log")
     if code := print_summary(cfg, rows, final, bool(opts["wide"])):
         raise typer.Exit(code)
 

@@ -16,6 +16,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .device.errors import shown
 from .distributed import ENGINES
 from .models.ladder import RUNGS
 from .models.spec import DetectorSpec
@@ -143,7 +144,7 @@ def read_config(path: Path) -> dict:
         raise ValueError(f"{path}: not valid TOML ({e})") from None
     unknown = sorted(set(data) - SPEC_KEYS - CONFIG_KEYS)
     if unknown:
-        raise ValueError(f"{path}: unknown key '{unknown[0]}' (build keys: {', '.join(sorted(CONFIG_KEYS))}; "
+        raise ValueError(f"{path}: unknown key {shown(repr(unknown[0]))} (build keys: {', '.join(sorted(CONFIG_KEYS))}; "
                          f"model keys: {', '.join(sorted(SPEC_KEYS))})")
     return data
 
@@ -173,17 +174,17 @@ def check_values(values: dict) -> None:
                 ok = True
             kind = " or ".join(t.__name__ for t in kinds)
         if not ok:
-            raise ValueError(f"{key} = {value!r}: expected {kind}")
+            raise ValueError(f"{key} = {shown(repr(value))}: expected {kind}")
         if key in FRACTIONS and not 0.0 <= value <= 1.0:  # NaN fails both
-            raise ValueError(f"{key} = {value!r}: a budget is a fraction from 0 to 1")
+            raise ValueError(f"{key} = {shown(repr(value))}: a budget is a fraction from 0 to 1")
         if key in AT_LEAST and value < AT_LEAST[key]:
-            raise ValueError(f"{key} = {value!r}: must be at least {AT_LEAST[key]}")
+            raise ValueError(f"{key} = {shown(repr(value))}: must be at least {AT_LEAST[key]}")
         if key == "validation_pack" and value == 1:
             raise ValueError("validation_pack = 1: 0 (none) or at least 2 (its AUC needs a fake and a real)")
         if key == "engine" and value not in ENGINES:
-            raise ValueError(f"engine = {value!r}: one of {', '.join(ENGINES)}")
+            raise ValueError(f"engine = {shown(repr(value))}: one of {', '.join(ENGINES)}")
         if key == "name" and not NAME.match(value):
-            raise ValueError(f"name = {value!r}: letters, digits, '.', '_' and '-' only (one folder inside --out)")
+            raise ValueError(f"name = {shown(repr(value))}: letters, digits, '.', '_' and '-' only (one folder inside --out)")
 
 
 def make_config(values: dict, command: str = "build") -> BuildConfig:

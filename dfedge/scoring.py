@@ -8,6 +8,7 @@ that cannot be read is a record with status `unreadable` naming it; the other in
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -51,8 +52,10 @@ def check(options: ScoreOptions, detector) -> None:
         raise ValueError(f"--min-face {options.min_face}: {row.name.upper()}'s smallest window is {row.smallest_face} px")
     if options.max_pixels < 1:
         raise ValueError(f"--max-pixels must be at least 1 (got {options.max_pixels})")
-    if options.frames < 1 or (options.fps is not None and options.fps <= 0):
-        raise ValueError(f"--frames must be at least 1 and --fps positive (got {options.frames}, {options.fps})")
+    if options.frames < 1 or (options.fps is not None and not 0 < options.fps < math.inf):  # NaN fails both
+        raise ValueError(f"--frames must be at least 1 and --fps a positive number (got {options.frames}, {options.fps})")
+    if options.top < 0:
+        raise ValueError(f"--top must be at least 0 (got {options.top})")
     if options.temporal:
         detector.stream(options.stride)  # ValueError: no temporal head, or a stride outside 1..T
     if not options.aligned and detector.scorer.detector is None:

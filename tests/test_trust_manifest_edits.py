@@ -222,3 +222,71 @@ def test_the_torch_reference_of_a_benchmark_is_the_bundles_verified_model(onnx_b
     (reference,) = result["references"]
     assert reference["status"] == "not timed" and "dinov3 weights" in reference["reason"], reference
     assert "\n" not in reference["reason"] and "speedup_vs_torch" not in result["results"][0]
+
+
+def test_score_refuses_settings_that_would_end_the_batch_part_way(tmp_path):
+    """Cause 18: `--fps nan` (or inf) and `--top -1` are refused in one line before anything is read (NaN passed
+    the `<= 0` check and ended the batch part-way; -1 listed every token)."""
+    from typer.testing import CliRunner
+
+    from dfedge.cli import app
+
+    video = tiny_video(tmp_path / "v.mp4", IDENTITY)
+    for args, said in ((["--fps", "nan"], "--fps a positive number"), (["--fps", "inf"], "--fps a positive number"),
+                       (["--top", "-1"], "--top must be at least 0")):
+        result = CliRunner().invoke(app, ["score", str(video), *args])
+        text = " ".join(result.output.replace("│", " ").split())
+        assert result.exit_code == 2 and said in text and "Traceback" not in text, result.output
+
+
+def test_an_echoed_input_is_at_most_80_characters(onnx_bundle, tmp_path):
+    """Cause 18: a 10 MB TOML key or value (and a 10 MB manifest key) is echoed in at most 80 characters with an
+    ellipsis, not as a 10 MB error line (device.errors.shown, the one rule)."""
+    from typer.testing import CliRunner
+
+    from dfedge.cli import app
+    from dfedge.device.errors import BundleError
+    from dfedge.device.manifest import verify
+
+    key = "k" * 10_000_000
+    toml = tmp_path / "b.toml"
+    toml.write_text(f'{key} = 1\n')
+    result = CliRunner().invoke(app, ["build", "--config", str(toml), "--out", str(tmp_path / "dist")])
+    assert result.exit_code == 2 and "unknown key 'kkk" in result.output and len(result.output) < 2000, len(result.output)
+    assert "k" * 80 not in result.output and "…" in result.output
+    toml.write_text(f'preset = "{key}"\n')  # a value: echoed by the model's own check (DetectorSpec)
+    result = CliRunner().invoke(app, ["build", "--config", str(toml), "--out", str(tmp_path / "dist")])
+    assert result.exit_code == 2 and "unknown preset 'kkk" in result.output and len(result.output) < 2000, len(result.output)
+    bundle = edited(onnx_bundle, tmp_path, lambda m: m["labels"].update({key: 1}))
+    with pytest.raises(BundleError) as e:
+        verify(bundle)
+    assert "not allowed here" in str(e.value) and len(str(e.value)) < 400, len(str(e.value))
+
+
+def test_a_second_build_of_the_same_set_is_refused_in_one_line(tmp_path):
+    """Cause 18: while one build, export or quantize writes dist/NAME (it holds dist/.NAME.lock), a second on the same
+    set is refused in one line before it touches anything: the first's set, log and staging folder stay as they are."""
+    import fcntl
+    import os
+
+    from typer.testing import CliRunner
+
+    from dfedge.cli import app
+
+    dist = tmp_path / "dist"
+    (dist / "toy").mkdir(parents=True)
+    (dist / "toy" / "report.md").write_text("the winner's report")
+    (dist / "toy.export.log").write_text("the winner's converter output")
+    (dist / ".toy.partial" / "toy").mkdir(parents=True)
+    fd = os.open(dist / ".toy.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as the running build holds it (another process: another open file)
+    try:
+        result = CliRunner().invoke(app, ["export", "--target", "onnx", "--precision", "fp32", "--out", str(dist)])
+    finally:
+        os.close(fd)
+    text = " ".join(result.output.replace("│", " ").split())
+    assert result.exit_code == 2 and f"another build is writing {dist / 'toy'}" in text, result.output
+    assert len(result.output.strip().splitlines()) <= 2 and "Traceback" not in result.output
+    assert (dist / "toy" / "report.md").read_text() == "the winner's report"
+    assert (dist / "toy.export.log").read_text() == "the winner's converter output"
+    assert (dist / ".toy.partial" / "toy").is_dir()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import BundleError
+from .errors import BundleError, shown
 from .faces import detectors
 from .files import ENTRY_FILE, LEGACY_FRONT_END_FILE, MANIFEST, PACKAGE_DIR, sha256_file
 from .formats import FORMATS
@@ -76,14 +76,14 @@ def decision_errors(manifest: dict) -> list[str]:
                               + (f" (0 to {top})" if top else ""))
     target = manifest.get("target")
     if target not in FORMATS:
-        errors.append(f"/target: {target!r} is not a target this package opens (known: {', '.join(FORMATS)})")
+        errors.append(f"/target: {shown(repr(target))} is not a target this package opens (known: {', '.join(FORMATS)})")
     elif "runtime_options" in manifest:
         errors += schema_errors(manifest["runtime_options"], FORMATS[target].allowed_options, "/runtime_options")
     front = manifest.get("front_end") or {}
     if front:
         row = detectors().get(front.get("detector"))
         if row is None:
-            errors.append(f"/front_end/detector: {front.get('detector')!r} is not a face detector this package runs "
+            errors.append(f"/front_end/detector: {shown(repr(front.get('detector')))} is not a face detector this package runs "
                           f"(known: {', '.join(detectors())})")
         else:
             errors += schema_errors(front.get("settings", {}), row.settings_schema, "/front_end/settings")
@@ -102,7 +102,7 @@ def read(bundle: str | Path) -> dict:
     if not isinstance(manifest, dict):
         raise BundleError(f"{path}: not a valid manifest: /: must be object, not {type(manifest).__name__}")
     if not isinstance(manifest.get("schema"), str) or manifest["schema"] not in SCHEMAS:
-        raise BundleError(f"{path}: schema {manifest.get('schema')!r}, expected {BUNDLE_SCHEMA!r} (or {BUNDLE_SCHEMA_V1!r})")
+        raise BundleError(f"{path}: schema {shown(repr(manifest.get('schema')))}, expected {BUNDLE_SCHEMA!r} (or {BUNDLE_SCHEMA_V1!r})")
     errors = schema_errors(manifest, SCHEMAS[manifest["schema"]]) or decision_errors(upgrade(manifest))
     if errors:
         raise BundleError(f"{path}: not a valid manifest: {errors[0]}" + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 
+from .errors import shown
 from .graphs import OUTPUTS as OUTPUT_NAMES
 
 BUNDLE_SCHEMA = "dfedge-bundle/2"
@@ -172,9 +173,9 @@ def schema_errors(value, schema: dict, where: str = "") -> list[str]:
         tries = [schema_errors(value, s, where) for s in schema["anyOf"]]
         return [] if any(not t for t in tries) else min(tries, key=len)
     if "const" in schema and value != schema["const"]:
-        return [f"{here}: must be {schema['const']!r}, not {value!r}"]
+        return [f"{here}: must be {schema['const']!r}, not {shown(repr(value))}"]
     if "enum" in schema and value not in schema["enum"]:
-        return [f"{here}: must be one of {schema['enum']}, not {value!r}"]
+        return [f"{here}: must be one of {schema['enum']}, not {shown(repr(value))}"]
     if "type" in schema:
         types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
         ok = any(isinstance(value, _TYPES[t]) and not (t in ("integer", "number") and isinstance(value, bool)) for t in types)
@@ -184,7 +185,7 @@ def schema_errors(value, schema: dict, where: str = "") -> list[str]:
     if isinstance(value, float) and not math.isfinite(value):
         errors.append(f"{here}: must be a finite number, not {value}")
     if isinstance(value, str) and "pattern" in schema and not re.search(schema["pattern"], value):
-        errors.append(f"{here}: {value!r} is not allowed here")
+        errors.append(f"{here}: {shown(repr(value))} is not allowed here")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if value < schema.get("minimum", value):
             errors.append(f"{here}: must be at least {schema['minimum']}")
@@ -202,7 +203,7 @@ def schema_errors(value, schema: dict, where: str = "") -> list[str]:
         if len(value) < schema.get("minProperties", 0):
             errors.append(f"{here}: is empty")
         for key, item in value.items():
-            at = f"{where}/{key}"
+            at = f"{where}/{shown(key)}"  # JSON keys are strings: an error line names at most ECHO characters of one
             if key in schema.get("properties", {}):
                 errors += schema_errors(item, schema["properties"][key], at)
                 continue

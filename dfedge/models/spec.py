@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ..device.errors import shown
 from .heads import head as head_info
 from .labels import REGIONS
 from .ladder import rung
@@ -23,7 +24,7 @@ def check_pin(value: str | None, what: str = "SHA-256 pin") -> str | None:
         return None
     pin = str(value).strip().lower()
     if not PIN.match(pin):
-        raise ValueError(f"{what} {value!r} is not a SHA-256: give all 64 hex digits (sha256sum FILE)")
+        raise ValueError(f"{what} {shown(repr(value))} is not a SHA-256: give all 64 hex digits (sha256sum FILE)")
     return pin
 
 
@@ -82,16 +83,16 @@ class DetectorSpec:
         for part in PINNED:
             check_pin(getattr(self, f"{part}_sha256"), f"--{part.replace('_', '-')}-sha256")
         if self.preset not in DETECTOR_PRESETS:
-            raise ValueError(f"unknown preset '{self.preset}' (known: {', '.join(DETECTOR_PRESETS)})")
+            raise ValueError(f"unknown preset {shown(repr(self.preset))} (known: {', '.join(DETECTOR_PRESETS)})")
         check_head(self.head, self.region_index)
         if self.region is None:
             object.__setattr__(self, "region", head_info(self.head).default_region)
         if self.region not in REGIONS:
-            raise ValueError(f"unknown region '{self.region}' (known: {', '.join(REGIONS)})")
+            raise ValueError(f"unknown region {shown(repr(self.region))} (known: {', '.join(REGIONS)})")
         if self.region_head and self.region_index != "distilled":
-            raise ValueError(f"a region head file is read by the distilled region index, not by '{self.region_index}'")
+            raise ValueError(f"a region head file is read by the distilled region index, not by {shown(repr(self.region_index))}")
         if self.backbone not in BACKBONES:
-            raise ValueError(f"unknown backbone '{self.backbone}' (known: {', '.join(BACKBONES)})")
+            raise ValueError(f"unknown backbone {shown(repr(self.backbone))} (known: {', '.join(BACKBONES)})")
         if self.student and self.backbone != "student":
             raise ValueError("a student file is read by --backbone student only")
         if self.dinov3_input not in (CROP_SIZE // 2, CROP_SIZE):
