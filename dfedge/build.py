@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import gc
 import json
 import os
 import shutil
@@ -33,7 +34,7 @@ from .device.timing import bundle_bytes
 from .data.calibration import calibration_set
 from .data.sources import open_set, toy_crops
 from .distributed import make_engine
-from .eval.gate import Gate, GateError, Validation
+from .eval.gate import Gate, GateError, Validation, reference_batch
 from .eval.metrics import binary_metrics
 from .eval.scores import save_scores
 from .eval.validate import Budget
@@ -320,6 +321,7 @@ def _build_all(config: BuildConfig, plan, staging: Path, log, advance) -> list[R
             if all(t != target for _, t, _ in steps[i + 1:]):
                 caches.pop(target)  # its conversion (a second copy of the weights) is not needed again
             del job
+            gc.collect()  # what of the rung sits in reference cycles (its runtime session, the converter's copies) goes now, not in the next rung
             advance()
         det = None
     bench = _bench(rows, stage, config, log, advance) if config.bench_runs > 0 else None
@@ -335,7 +337,7 @@ def _gate(config: BuildConfig, exact, scores: Path, log, engine) -> Gate | None:
     spec = config.reference_spec
     log(f"reference: torch FP32 (exact region index, {spec.backbone} backbone) on {config.data}")
     validation = Validation.build(torch_runner(exact), exact.probe.info.threshold, open_set(config.data, spec.region),
-                                  config.data, engine, Recipe("torch", spec=spec))
+                                  config.data, engine, Recipe("torch", spec=spec), reference_batch(spec_gflops(spec)["total"]))
     validation.reference.header.pop("problems", None)
     validation.reference.header["identity"] = identity(spec)  # so `dfedge validate` can check it is this model
     validation.reference.header["detector"] = dataclasses.asdict(spec)  # and rebuild it (validate --degrade)
