@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ._version import __version__
-from .options import BENCH, ENGINE, GATE, HEAD_FIT, MODEL, PLAN, SCORE, SUMMARY, WEIGHTS, Options, at_least_one, fraction, metavar, takes, threshold_rule
+from .options import BENCH, ENGINE, GATE, HEAD_FIT, MODEL, PLAN, SCORE, SUMMARY, WEIGHTS, Options, at_least_one, fraction, host_threads, metavar, takes, threshold_rule
 from .terminal import (clean_up_on_termination, console, converter_output, err_console, print_summary, progress_bar,
                        quiet_converters, step_progress, table, user_errors)
 
@@ -219,7 +219,7 @@ def validate(
     max_flip_rate: Annotated[float, typer.Option(callback=fraction, help="Largest allowed share of decisions flipped at the reference's threshold.")] = 0.02,
     min_correlation: Annotated[float, typer.Option(callback=fraction, help="Smallest allowed Pearson correlation of the two models' logits.")] = 0.95,
     out: Annotated[Path, typer.Option(help="Report folder: report.md, report.json, roc.png, montage.png.")] = Path("validation"),
-    threads: Annotated[int, typer.Option(help="Runtime threads (0 = runtime default).")] = 0,
+    threads: Annotated[int, typer.Option(callback=host_threads, help="Runtime threads (0 = runtime default).")] = 0,
     opts: Options = None,
 ) -> None:
     """Compare an artifact with the reference of the same model on the same samples; exit 1 over the AUC, flip or

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .device.errors import shown
+from .device.host import capped, cpus
 from .distributed import ENGINES
 from .models.ladder import RUNGS
 from .models.spec import DetectorSpec
@@ -192,6 +193,8 @@ def make_config(values: dict, command: str = "build") -> BuildConfig:
     checked (check_values) first."""
     values = {k: v for k, v in values.items() if v is not None}
     check_values({k: v for k, v in values.items() if k in SPEC_KEYS | CONFIG_KEYS})
+    if "threads" in values:  # (workers are capped where the cluster is known: distributed.RayEngine)
+        values["threads"] = capped("threads", values["threads"], cpus(), "the CPUs of this host")
     spec = DetectorSpec(**{k: str(v) if isinstance(v, Path) else v for k, v in values.items() if k in SPEC_KEYS})
     cfg = {k: str(v) if k == "region_head" else v for k, v in values.items() if k in CONFIG_KEYS}
     for key in _LISTS:

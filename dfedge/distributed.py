@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .allocator import fixed_mmap_threshold
+from .device.host import capped, cpus as host_cpus
 from .eval.scores import Scores, assemble, run_batch
 from .models.writing import atomic_write, on_termination
 from .models.spec import CROP_SIZE
@@ -182,7 +183,9 @@ class RayEngine:
         todo = [g for g in range(-(-units // size)) if any(u not in done for u in range(g * size, min(units, (g + 1) * size)))]
         resources = ray.cluster_resources()
         cpus = float(resources.get("CPU", 1))
-        workers = self.workers or max(1, int(resources.get("GPU", 0) // gpus) if gpus else int(cpus))
+        most = max(1, int(resources.get("GPU", 0) // gpus) if gpus else int(cpus))  # the pool the cluster holds
+        held = f"the Ray cluster's GPUs at {gpus:g} per actor" if gpus else "one per CPU of the Ray cluster"
+        workers = capped("--workers", self.workers, most, held) if self.workers else most
         # an actor's share of the CPUs, at most one node's, and as many torch threads (FREE_CPUS is a scheduling
         # reserve for Ray's light tasks, not a core left idle): fewer actors than CPUs get more threads each
         node = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=cpus)
@@ -240,7 +243,7 @@ def start(address: str | None):
         os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
         try:
             with _quiet_stderr(), _own_signal_handlers():
-                ray.init(address=address, num_cpus=None if address else len(os.sched_getaffinity(0)), include_dashboard=False,
+                ray.init(address=address, num_cpus=None if address else host_cpus(), include_dashboard=False,
                          log_to_driver=False, logging_level="ERROR")
         except (ConnectionError, RuntimeError, ValueError) as e:
             hint = ""

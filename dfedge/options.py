@@ -22,6 +22,7 @@ from typing import Annotated, Optional
 import typer
 
 from .config import COMMANDS, BuildConfig
+from .device.host import capped, cpus
 from .device.image import MAX_PIXELS
 from .models.heads import HEADS
 from .models.labels import REGIONS
@@ -61,6 +62,14 @@ def threshold_rule(value: str) -> str:
         return check_threshold_rule(value)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
+
+
+def host_threads(value: int | None) -> int | None:
+    """--threads: 0 (the runtime's default: all cores) up to this host's CPUs; more is capped, with one line
+    (device.host.capped, the rule of every worker and thread count)."""
+    if value is not None and value < 0:
+        raise typer.BadParameter(f"{value}: must be at least 0")
+    return None if value is None else capped("--threads", value, cpus(), "the CPUs of this host")
 
 
 def at_least_one(value: int) -> int:
@@ -178,7 +187,7 @@ OPTIONS: dict[str, tuple[object, object]] = {
     "accuracy_iterations": (Annotated[Optional[int], typer.Option(
         help=f"Bound on NNCF accuracy-control iterations, mixed rung ({_default('accuracy_iterations')}).")], None),
     "bench_runs": (Annotated[Optional[int], typer.Option(help=f"Timed runs per bundle, 0 for none ({_default('bench_runs')}).")], None),
-    "threads": (Annotated[Optional[int], typer.Option(help=f"Runtime threads for the benchmark ({_default('threads')} = all cores).")], None),
+    "threads": (Annotated[Optional[int], typer.Option(callback=host_threads, help=f"Runtime threads for the benchmark ({_default('threads')} = all cores).")], None),
     # the exit status and the summary of dfedge build / export / quantize
     "require": (Annotated[Optional[list[str]], typer.Option(
         "--require", metavar="RUNG", help="A rung that must ship, named as its bundle folder (onnx-fp32, openvino-int8, "

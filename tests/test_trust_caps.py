@@ -4,6 +4,7 @@ a Ray run's end on SIGTERM (docs/security.md maps them)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -19,7 +20,11 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+from typer.testing import CliRunner
 
+from dfedge.cli import app
+from dfedge.config import make_config, read_config
+from dfedge.eval.scores import load_scores
 from dfedge.models import farl
 from dfedge.models.checkpoint import CheckpointError
 
@@ -84,6 +89,51 @@ def test_a_parser_archive_never_inflates_past_what_the_largest_parser_needs(tmp_
         assert re.search(refusal, message) and "\n" not in message, message
 
 
+def cpus() -> int:
+    """This host's CPUs, as the tests count them: the affinity, within a cgroup v2 quota."""
+    count = len(os.sched_getaffinity(0))
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        count = min(count, max(1, -(-int(quota) // int(period))))
+    return count
+
+
+def capped_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if "capped" in line]
+
+
+def test_threads_are_capped_to_what_the_host_has(onnx_bundle, tmp_path, caplog):
+    """Cause 13: a thread count over this host's CPUs is capped to them, with one line, wherever it is read: bench.py's
+    --threads (on the device), the kit's --threads, `threads` in a build file; a count that is not a whole number,
+    or is negative, is refused in one line naming the option or key."""
+    most = cpus()
+    bench_py = [sys.executable, str(onnx_bundle / "bench.py"), "--runs", "1", "--warmup", "0"]
+    out = tmp_path / "bench.json"
+    run = subprocess.run([*bench_py, "--threads", "100000", "--out", str(out)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert capped_lines(run.stderr) == [f"--threads 100000 capped to {most}, the CPUs of this device"]
+    assert json.loads(out.read_text())["threads"] == most
+    for bad in ("1e23", "nan", "2.5", "-1"):
+        run = subprocess.run([*bench_py, "--threads", bad, "--out", str(out)], capture_output=True, text=True, timeout=60)
+        assert run.returncode == 2 and "--threads" in run.stderr.strip().splitlines()[-1], (bad, run.stderr)
+
+    result = CliRunner().invoke(app, ["bench", str(onnx_bundle), "--threads", "100000", "--runs", "1", "--warmup", "0",
+                                      "--no-reference", "--json", str(tmp_path / "kit.json")])
+    assert result.exit_code == 0, result.output
+    assert caplog.messages == [f"--threads 100000 capped to {most}, the CPUs of this host"]
+    assert [r["threads"] for r in json.loads((tmp_path / "kit.json").read_text())["results"]] == [most]
+
+    caplog.clear()
+    toml = tmp_path / "build.toml"
+    toml.write_text("threads = 100000\n")
+    assert make_config(read_config(toml)).threads == most
+    assert caplog.messages == [f"threads 100000 capped to {most}, the CPUs of this host"]
+    for bad in ("1e23", "inf", "nan", "2.5", "-1", '"4"'):
+        toml.write_text(f"threads = {bad}\n")
+        with pytest.raises(ValueError, match=r"^threads = \S+: (expected int|must be at least 0)$"):
+            make_config(read_config(toml))
+
+
 def session(sid: int) -> list[int]:
     """The processes of session `sid` (a command started with start_new_session: everything it started, however
     deep, unless a process made its own session)."""
@@ -95,6 +145,36 @@ def session(sid: int) -> list[int]:
     return out
 
 
+@contextlib.contextmanager
+def dfedge_session(*args: str):
+    """`dfedge ARGS` started in a session of its own (stderr piped): whatever happens, every process of the session
+    is killed at the end (the command, and what it started: a local Ray's raylet, GCS, agents, actors)."""
+    run = subprocess.Popen([sys.executable, "-m", "dfedge.cli", *args], start_new_session=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        yield run
+    finally:
+        for pid in session(run.pid):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        run.wait(timeout=30)
+        run.stderr.close()
+
+
+@pytest.mark.heavy  # a local Ray: about 15 s on 2 cores
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="processes are listed from /proc")
+def test_ray_workers_are_capped_to_what_the_cluster_has(tmp_path):
+    """Cause 13: `--engine ray --workers 1000` starts one actor per CPU of the (local) Ray cluster, and says so in
+    one line; the scores record the pool it ran."""
+    pytest.importorskip("ray")
+    out = tmp_path / "ref.scores"
+    with dfedge_session("reference", "--data", "toy:val:8", "--engine", "ray", "--workers", "1000", "--out", str(out)) as run:
+        _, stderr = run.communicate(timeout=120)  # 1000 actors never get there
+    assert run.returncode == 0, stderr
+    assert capped_lines(stderr) == [f"--workers 1000 capped to {cpus()}, one per CPU of the Ray cluster"]
+    assert load_scores(out).header["engine"]["workers"] == cpus()
+
+
 @pytest.mark.heavy  # a local Ray and a pool of two actors: about 15 s on 2 cores
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="processes are listed from /proc")
 def test_sigterm_during_a_ray_run_exits_143_and_leaves_no_ray_process(tmp_path):
@@ -103,26 +183,17 @@ def test_sigterm_during_a_ray_run_exits_143_and_leaves_no_ray_process(tmp_path):
     started by the run's threads as the first one stopped)."""
     pytest.importorskip("ray")
     out = tmp_path / "ref.scores"
-    run = subprocess.Popen([sys.executable, "-m", "dfedge.cli", "reference", "--data", "toy:val:40", "--engine", "ray",
-                            "--workers", "2", "--out", str(out)], start_new_session=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
+    with dfedge_session("reference", "--data", "toy:val:40", "--engine", "ray", "--workers", "2", "--out", str(out)) as run:
         deadline = time.monotonic() + 240
         while not list(tmp_path.glob("ref.scores.partial/*/shard-*.npz")):  # the pool is running: a batch is back
-            assert run.poll() is None, run.stderr.read().decode()[-2000:]
+            assert run.poll() is None, run.stderr.read()[-2000:]
             assert time.monotonic() < deadline, "no batch back in 4 minutes"
             time.sleep(0.2)
         assert len(session(run.pid)) > 3  # the command, its raylet, GCS, actors ...
         run.send_signal(signal.SIGTERM)
-        assert run.wait(timeout=60) == 143, run.stderr.read().decode()[-2000:]
+        assert run.wait(timeout=60) == 143, run.stderr.read()[-2000:]
         deadline = time.monotonic() + 15  # actors end a moment after their raylet
         while (left := session(run.pid)) and time.monotonic() < deadline:
             time.sleep(0.5)
         assert not left, [Path(f"/proc/{pid}/comm").read_text().strip() for pid in left]
         assert not out.exists()
-    finally:  # whatever failed above, nothing of this run stays behind
-        for pid in session(run.pid):
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-        run.wait(timeout=30)
-        run.stderr.close()

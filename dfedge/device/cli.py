@@ -11,6 +11,7 @@ from pathlib import Path
 from .timing import bench
 from .errors import BundleError
 from .files import bundle_around, outside_bundles, write_json
+from .host import capped, cpus
 
 def main(argv: list[str] | None = None, home: Path | None = None) -> int:
     """`home`: the bundle the entry script belongs to (the default --bundle)."""
@@ -36,8 +37,9 @@ def main(argv: list[str] | None = None, home: Path | None = None) -> int:
     ap.add_argument("--placement", action="store_true",
                     help="also record where each op runs on this device and in which precision, as the runtime reports it")
     args = ap.parse_args(argv)
-    if args.runs < 1 or args.warmup < 0:
-        ap.error("--runs must be >= 1 and --warmup >= 0")
+    if args.runs < 1 or args.warmup < 0 or args.threads < 0:
+        ap.error("--runs must be >= 1, --warmup and --threads >= 0")
+    args.threads = capped("--threads", args.threads, cpus(), "the CPUs of this device")
     try:
         if (args.bundle or home) is None:
             ap.error("--bundle is needed")

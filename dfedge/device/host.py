@@ -3,6 +3,8 @@ memory, the runtime's version and the accelerators it sees. Every benchmark and 
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import platform
 from pathlib import Path
@@ -39,6 +41,34 @@ def memory_bytes() -> int | None:
         limit = None
     known = [b for b in (total, limit) if b and b > 0]
     return min(known) if known else None
+
+
+def cpus() -> int:
+    """The CPUs this process may run on: its affinity (Linux), within the container's CPU quota (cgroup v2 cpu.max),
+    else os.cpu_count()."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        count = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()  # "max 100000": no quota (ValueError)
+        count = min(count, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return count
+
+
+def capped(option: str, value: int, most: int, what: str) -> int:
+    """The one rule for how many workers or threads a run starts (`--threads`, `threads` in a build file, bench.py's
+    `--threads`, `--workers` on Ray): a whole number (not a bool, a float or a string: a ValueError naming `option`),
+    at most `most`, which `what` names (the CPUs of this host, of the Ray cluster). More is capped, with one line:
+    a warning of the logger "dfedge" (printed as is on stderr where nothing configured logging)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{option} {value!r}: not a whole number")
+    if value <= most:
+        return value
+    logging.getLogger("dfedge").warning("%s %d capped to %d, %s", option, value, most, what)
+    return most
 
 
 def cpu_model() -> str:
