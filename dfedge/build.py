@@ -37,7 +37,7 @@ from .distributed import make_engine
 from .eval.gate import Gate, GateError, Validation, reference_batch
 from .eval.metrics import binary_metrics
 from .eval.scores import save_scores
-from .eval.validate import Budget
+from .eval.validate import Budget, decisions
 from .eval.video import VideoGate
 from .export.bundle import replace_folder, write_bundle
 from .export.job import Job
@@ -341,6 +341,7 @@ def _gate(config: BuildConfig, exact, scores: Path, log, engine) -> Gate | None:
     validation.reference.header.pop("problems", None)
     validation.reference.header["identity"] = identity(spec)  # so `dfedge validate` can check it is this model
     validation.reference.header["detector"] = dataclasses.asdict(spec)  # and rebuild it (validate --degrade)
+    validation.reference.header["decisions"] = decisions(exact)  # and check a bundle's guard and face settings against it
     save_scores(scores, validation.reference)
     selects = head_info(spec.head).selects  # Top-K's selected tokens move with the logit: reported, not limited
     return Gate(validation, Budget(config.max_auc_drop), None if selects else config.min_mask_agreement, config.validation_pack,

@@ -293,6 +293,7 @@ def reference_scores(spec, data: str, device: str, batch: int, progress, engine=
 
     from .data.sources import open_set
     from .eval.scores import score_set
+    from .eval.validate import decisions
     from .models.factory import build_detector, identity
     from .runtimes.recipe import Recipe
     from .runtimes.reference import torch_runner
@@ -305,7 +306,7 @@ def reference_scores(spec, data: str, device: str, batch: int, progress, engine=
         scores = engine(torch_runner(det, dev), dataset, batch=batch, progress=advance, recipe=Recipe("torch", spec=spec, device=actors))
     problems = problems_of(scores, dataset)
     scores.header.update(model="torch fp32", detector=dataclasses.asdict(spec), identity=identity(spec), device=device_facts(engine, dev),
-                         data=data, threshold=float(det.probe.info.threshold), problems=problems)
+                         data=data, threshold=float(det.probe.info.threshold), decisions=decisions(det), problems=problems)
     return scores
 
 
@@ -382,6 +383,7 @@ def artifact_scores(artifact: Path, ref, names: tuple[str, str], dataset, thread
     if "threshold" in ref.header and not same_threshold(threshold, ref.threshold):
         raise ValueError(f"{artifact}: decides at logit >= {float(threshold):.6g}, {names[0]} at >= {ref.threshold:.6g} "
                          "(its probe's): a bundle whose decision threshold was edited is not the model validated")
+    v.check_same_decisions(ref.header.get("decisions"), manifest, artifact, names[0])
     if video and ref.header.get("temporal", {}).get("sha256") != manifest["temporal"].get("sources", {}).get("sha256"):
         raise ValueError(f"{names[0]} was scored with another temporal head than {artifact}'s (SHA-256 "
                          f"{ref.header.get('temporal', {}).get('sha256')} vs {manifest['temporal'].get('sources', {}).get('sha256')})")

@@ -228,3 +228,21 @@ def test_numbers_that_decide_a_verdict_are_checked_by_verify(onnx_bundle, tmp_pa
     with pytest.raises(BundleError, match=where.replace("/", "/")) as e:
         verify(bundle)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("edit, why", [
+    (lambda m: m["probe"]["guard"]["tokens"].__setitem__(1, 196), "plausibility guard"),
+    (lambda m: m["probe"].update(guard=None), "plausibility guard"),
+    (lambda m: m["front_end"]["settings"].update(min_face=48), "face detector settings"),
+])
+def test_validate_refuses_a_bundle_whose_guard_or_face_settings_were_edited(gated, tmp_path, edit, why):
+    """Cause 4: the reference records the guard and the face detector's settings it was made with; `dfedge validate`
+    refuses a bundle that decides photos with others (the gate's crops touch neither, so its AUC could not see it)."""
+    bundle, reference = gated
+    result = runner.invoke(app, ["validate", str(bundle), "--reference", str(reference), "--out", str(tmp_path / "ok")])
+    assert result.exit_code == 0, result.output
+    copy = edited(bundle, tmp_path, edit)
+    result = runner.invoke(app, ["validate", str(copy), "--reference", str(reference), "--out", str(tmp_path / "r")])
+    text = " ".join(result.output.replace("│", " ").split())
+    assert result.exit_code == 2 and why in text and "Traceback" not in text, result.output

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.degrade import apply, parse_spec
+from ..device.errors import shown
 from ..models.writing import atomic_write
 from . import metrics
 from .scores import Runner, Scores, check_same_samples, score_set
@@ -86,6 +87,29 @@ def manifest_identity(manifest: dict) -> dict:
     return {"sources": {part: rec.get("sha256") or rec.get("note") for part, rec in sources.items()},
             "head": manifest.get("probe", {}).get("head"), "region": manifest.get("labels", {}).get("region"),
             "region_index": manifest.get("export_options", {}).get("region_index", "exact")}
+
+
+def decisions(detector) -> dict:
+    """What decides a verdict besides the threshold, as a reference records it (its scores header, `decisions`): the
+    probe's plausibility guard and the face detector's settings (the row every bundle carries)."""
+    from ..device.faces.mtcnn import ROW
+
+    return json.loads(json.dumps({"guard": detector.probe.info.guard, "front_end": dict(ROW.settings)}))
+
+
+def check_same_decisions(reference: dict | None, manifest: dict, artifact: Path, name: str) -> None:
+    """Raise ValueError when a bundle's guard or face-detector settings are not the ones its reference recorded: the
+    gate's AUC is computed on aligned crops, which neither touches, so an edited (and rehashed) bundle would pass it
+    while deciding photos otherwise. A reference that records none (older files) is not compared."""
+    if not reference:
+        return
+    have = {"guard": (manifest.get("probe") or {}).get("guard"),
+            "front_end": (manifest.get("front_end") or {}).get("settings")}
+    for key, what in (("guard", "plausibility guard (probe.guard)"), ("front_end", "face detector settings (front_end.settings)")):
+        if key in reference and have[key] != reference[key]:  # a guard removed (None) differs too
+            raise ValueError(f"{artifact}: its {what} differ from {name}'s: {shown(json.dumps(have[key], sort_keys=True))} "
+                             f"vs {shown(json.dumps(reference[key], sort_keys=True))}: an edited bundle is not the model "
+                             "validated")
 
 
 def check_same_model(reference: dict | None, artifact: dict | None, names: tuple[str, str]) -> None:
