@@ -6,7 +6,9 @@ ECHO = 80  # characters of an input's own text that an error line repeats
 
 def shown(text: str, limit: int = ECHO) -> str:
     """Text taken from an input (a key, a value's repr) as an error line repeats it: cut to `limit` characters with an
-    ellipsis, so that a 10 MB key is not a 10 MB line. The one rule for the kit's and the bundle's messages."""
+    ellipsis, so that a 10 MB key is not a 10 MB line, and with its line breaks and other control characters escaped
+    (a key "\n" would split the line). The one rule for the kit's and the bundle's messages."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[: limit + 1])
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -61,6 +61,7 @@ def test_a_tampered_bench_py_never_runs(bundle, tmp_path):
     ("absolute path", lambda m: m["files"].update({"/etc/hostname": m["files"]["USAGE.md"]}), "not allowed here"),
     ("short hash", lambda m: m["files"]["USAGE.md"].update(sha256="abcd1234"), "sha256: 'abcd1234' is not allowed"),
     ("front end without files", lambda m: m.update(front_end={"": None}), "/front_end/files: missing"),  # hypothesis found it
+    ("a key with a line break", lambda m: m["conversion"].update({"\n": None}), r"/conversion/\\n: not allowed here"),  # hypothesis (long profile) found it
 ])
 def test_a_manifest_that_cannot_vouch_for_the_bundle_is_refused(bundle, tmp_path, case, change, message):
     b = copy(bundle, tmp_path)
