@@ -246,3 +246,22 @@ def test_validate_refuses_a_bundle_whose_guard_or_face_settings_were_edited(gate
     result = runner.invoke(app, ["validate", str(copy), "--reference", str(reference), "--out", str(tmp_path / "r")])
     text = " ".join(result.output.replace("│", " ").split())
     assert result.exit_code == 2 and why in text and "Traceback" not in text, result.output
+
+
+@pytest.mark.parametrize("edit, named", [
+    (lambda m: m["front_end"]["files"].update(pnet="../evil_pnet.onnx"), "../evil_pnet.onnx"),
+    (lambda m: m.update(model_file="../evil_detector.onnx"), "../evil_detector.onnx"),
+])
+def test_every_file_the_manifest_names_is_a_verified_file(onnx_bundle, tmp_path, edit, named):
+    """Cause 1: a file the manifest names anywhere (the model, a face net, the temporal head, the pack) pointing out of
+    the bundle is refused before anything opens, by verify and by the entry script, in one line."""
+    from dfedge.runtimes import BundleError, verify
+
+    copy = edited(onnx_bundle, tmp_path, edit)
+    (tmp_path / named.removeprefix("../")).write_bytes((onnx_bundle / "detector.onnx").read_bytes())  # it exists
+    with pytest.raises(BundleError) as e:
+        verify(copy)
+    assert "\n" not in str(e.value) and ("not listed" in str(e.value) or "not allowed here" in str(e.value)), str(e.value)
+    run = subprocess.run([sys.executable, "bench.py", "--runs", "1", "--out", str(tmp_path / "r.json")], cwd=copy,
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr, run.stderr

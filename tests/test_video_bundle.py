@@ -139,3 +139,24 @@ def test_validate_refuses_a_reference_of_another_temporal_head(video_build, tmp_
     result = CliRunner().invoke(app, ["validate", str(dist / "onnx-fp32"), "--reference", str(tmp_path / "other.scores"),
                                       "--out", str(tmp_path / "v")])
     assert result.exit_code == 2 and "another temporal head" in result.output
+
+
+def test_a_temporal_head_outside_the_bundle_never_runs(video_build, clip, tmp_path):
+    """Trust cause 1: `temporal.file` pointing out of the bundle (to a model that exists there) is refused before
+    anything opens, by verify, dfedge.load and bench.py --video, in one line."""
+    import dfedge
+    from dfedge.runtimes import BundleError
+
+    _, dist = video_build
+    copy = shutil.copytree(dist / "onnx-fp32", tmp_path / "b")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    shutil.copyfile(copy / manifest["temporal"]["file"], tmp_path / "evil_temporal.onnx")
+    manifest["temporal"]["file"] = "../evil_temporal.onnx"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    for opens in (verify, dfedge.load):
+        with pytest.raises(BundleError) as e:
+            opens(copy)
+        assert "\n" not in str(e.value) and "evil_temporal.onnx" in str(e.value), str(e.value)
+    proc = subprocess.run([sys.executable, "bench.py", "--video", str(clip[0]), "--runs", "1", "--warmup", "0",
+                           "--out", str(tmp_path / "b.json")], capture_output=True, text=True, cwd=copy)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr, proc.stderr
